@@ -1,0 +1,164 @@
+"""``/api/v1/modules``: publish, deprecate and delete module versions."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import marshmallow as ma
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from tfregistry import auth
+from tfregistry.api import api_error
+from tfregistry.archives import ArchiveLimits
+from tfregistry.models import ModuleVersion, Namespace
+from tfregistry.protocol import register_error_handlers
+from tfregistry.services import ServiceError
+from tfregistry.services import modules as svc
+from tfregistry.web import current_registry
+
+blp = Blueprint("api_modules", __name__, url_prefix="/api/v1/modules", description="Publish and manage modules")
+register_error_handlers(blp, api_error)
+
+#: Room for the form fields and multipart framing around the archive itself.
+FORM_OVERHEAD = 64 * 1024
+
+
+class PublishForm(ma.Schema):
+    namespace = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    system = ma.fields.String(required=True, metadata={"description": "Target system, e.g. aws (the 'provider')"})
+    version = ma.fields.String(required=True, metadata={"description": "Semantic version, e.g. 1.2.0 or 2.0.0-rc.1"})
+    description = ma.fields.String(load_default="", validate=ma.validate.Length(max=2000))
+
+
+class ArchiveFile(ma.Schema):
+    archive = ma.fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+
+
+class ModuleVersionSchema(ma.Schema):
+    id = ma.fields.String()
+    namespace = ma.fields.String()
+    name = ma.fields.String()
+    provider = ma.fields.String()
+    version = ma.fields.String()
+    description = ma.fields.String()
+    published_at = ma.fields.String()
+    published_by = ma.fields.String()
+    sha256 = ma.fields.String()
+    size = ma.fields.Integer()
+    deprecated = ma.fields.Boolean()
+    deprecation_reason = ma.fields.String(allow_none=True)
+    created = ma.fields.Boolean(metadata={"description": "false when identical bytes were already published"})
+
+
+class DeprecateArgs(ma.Schema):
+    deprecated = ma.fields.Boolean(required=True)
+    reason = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=2000))
+
+
+def version_json(mv: ModuleVersion, created: bool | None = None) -> dict[str, Any]:
+    m = mv.module
+    data = {
+        "id": f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}",
+        "namespace": m.namespace.name,
+        "name": m.name,
+        "provider": m.system,
+        "version": mv.version,
+        "description": mv.description,
+        "published_at": mv.published_at.isoformat(),
+        "published_by": mv.published_by,
+        "sha256": mv.sha256,
+        "size": mv.size,
+        "deprecated": mv.deprecated,
+        "deprecation_reason": mv.deprecation_reason,
+    }
+    if created is not None:
+        data["created"] = created
+    return data
+
+
+def upload_limit(setting: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Cap the request body at the size in ``setting`` before the form is parsed.
+
+    Werkzeug enforces it while the body streams in (also for chunked uploads), so an
+    oversized upload is refused with 413 without being buffered first.
+    """
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            request.max_content_length = current_registry().settings[setting] + FORM_OVERHEAD
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+@blp.route("")
+class Modules(MethodView):
+    @upload_limit("limits.module_archive_max_bytes")
+    @blp.arguments(PublishForm, location="form")
+    @blp.arguments(ArchiveFile, location="files")
+    @blp.response(201, ModuleVersionSchema, description="Published")
+    @blp.alt_response(200, schema=ModuleVersionSchema, description="Identical bytes were already published")
+    @blp.alt_response(409, description="The version exists with different content")
+    def post(self, form: dict[str, Any], files: dict[str, Any]) -> Any:
+        """Publish a module version from a ``.tar.gz`` archive."""
+        registry = current_registry()
+        settings = registry.settings
+        upload = files["archive"]
+        max_bytes = settings["limits.module_archive_max_bytes"]
+        stream = upload.stream
+        stream.seek(0, 2)
+        if stream.tell() > max_bytes:
+            raise ServiceError(f"archive is larger than the limit of {max_bytes} bytes", status=413)
+        stream.seek(0)
+        limits = ArchiveLimits(
+            max_files=settings["limits.module_max_files"],
+            max_uncompressed_bytes=settings["limits.module_uncompressed_max_bytes"],
+        )
+        with registry.db.session() as session:
+            ns = session.scalar(select(Namespace).where(Namespace.name == form["namespace"]))
+            identity = auth.require(session, "modules:write", ns or Namespace(name=form["namespace"]))
+            result = svc.publish_module(
+                session, registry.storage, auth.request_actor(identity),
+                namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
+                archive=stream, limits=limits, description=form["description"],
+            )
+            return version_json(result.version, result.created), 201 if result.created else 200
+
+
+@blp.route("/<ns>/<name>/<system>/<version>")
+class ModuleVersionResource(MethodView):
+    @blp.response(200, ModuleVersionSchema)
+    def get(self, ns: str, name: str, system: str, version: str) -> Any:
+        """Show one version, with its checksum and deprecation status."""
+        with current_registry().db.session() as session:
+            mv = svc.get_version(session, ns, name, system, version)
+            auth.require(session, "modules:read", mv.module.namespace)
+            return version_json(mv)
+
+    @blp.arguments(DeprecateArgs)
+    @blp.response(200, ModuleVersionSchema)
+    def patch(self, args: dict[str, Any], ns: str, name: str, system: str, version: str) -> Any:
+        """Deprecate (or un-deprecate) a version; it stays installable and the API flags it."""
+        with current_registry().db.session() as session:
+            mv = svc.get_version(session, ns, name, system, version)
+            identity = auth.require(session, "modules:write", mv.module.namespace)
+            svc.set_deprecated(session, auth.request_actor(identity), mv, args["deprecated"], args["reason"])
+            return version_json(mv)
+
+    @blp.response(204)
+    def delete(self, ns: str, name: str, system: str, version: str) -> None:
+        """Delete a version and its archive (admin only; audited)."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            mv = svc.get_version(session, ns, name, system, version)
+            identity = auth.require(session, "modules:delete", mv.module.namespace)
+            svc.delete_version(session, registry.storage, auth.request_actor(identity), mv)

@@ -1,0 +1,142 @@
+"""The application factory: the only place a Flask app is built.
+
+Production: ``gunicorn "tfregistry.app:create_app()"`` (settings from ``TFR_CONFIG``
+and ``TFR_`` variables; run ``tfr db upgrade`` as a deploy step first).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+from tfregistry import StartupError
+from tfregistry.api import make_api
+from tfregistry.db import Database, default_database_url
+from tfregistry.plugins import BackendRegister, PluginManager, get_plugin_manager
+from tfregistry.registry import Registry
+from tfregistry.settings import Settings, SettingsDeclarations, build_settings, load_raw
+from tfregistry.web import EXTENSION_KEY, TrustedProxyMiddleware, add_request_id_header, assign_request_id
+
+log = logging.getLogger("tfregistry")
+
+BOOTSTRAP_KEYS = ("plugins.load", "plugins.disable", "plugins.trace")
+
+
+@dataclass
+class Bootstrap:
+    """Settings and plugins, before any app or connection exists (what the CLI needs too)."""
+
+    settings: Settings
+    pm: PluginManager
+
+    def database(self) -> Database:
+        url = self.settings["database_url"] or default_database_url(self.settings.data_dir)
+        if url.startswith("sqlite"):
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return Database(url)
+
+    def storage_backends(self) -> BackendRegister:
+        return self.pm.collect("tfr_register_storage_backends", BackendRegister("storage"))
+
+    def storage(self, name: str | None = None) -> Any:
+        """Build the storage backend ``name`` (default: the configured one)."""
+        name = name or self.settings["storage.backend"]
+        offered = self.storage_backends().backends
+        if name not in offered:
+            hint = " (pip install tfregistry-storage-local)" if name == "local" else ""
+            raise StartupError(
+                f"storage backend {name!r} (setting storage.backend) is not available{hint}; "
+                f"installed backends: {', '.join(sorted(offered)) or 'none'}"
+            )
+        try:
+            backend = offered[name].factory(self.settings)
+        except StartupError:
+            raise
+        except Exception as exc:
+            raise StartupError(f"storage backend {name!r} could not be set up: {exc}") from exc
+        backend.name = backend.name or name
+        return backend
+
+
+def bootstrap(
+    config: Mapping[str, Any] | None = None,
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    plugins: Iterable[Any] = (),
+    load_entrypoints: bool = True,
+) -> Bootstrap:
+    """Read settings and load plugins in the documented order."""
+    raw = load_raw(config_path, environ, config)
+    core = SettingsDeclarations()
+    from tfregistry.default_plugins import core as core_plugin
+
+    core_plugin.tfr_add_settings(core)
+    early = build_settings(core, {k: v for k, v in raw.items() if k in BOOTSTRAP_KEYS})
+    pm = get_plugin_manager(
+        load_entrypoints=load_entrypoints,
+        allow=early["plugins.load"],
+        block=early["plugins.disable"],
+        extra=plugins,
+        trace=early["plugins.trace"],
+    )
+    settings = build_settings(pm.collect("tfr_add_settings", SettingsDeclarations()), raw)
+    logging.getLogger("tfregistry").setLevel(settings["log_level"])
+    return Bootstrap(settings, pm)
+
+
+def create_app(
+    config: Mapping[str, Any] | None = None,
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    plugins: Iterable[Any] = (),
+    load_entrypoints: bool = True,
+) -> Flask:
+    """Build the application.
+
+    :param config: setting overrides (dotted or nested keys), applied last.
+    :param config_path: TOML file; default ``TFR_CONFIG``.
+    :param environ: environment to read ``TFR_`` variables from; default ``os.environ``.
+    :param plugins: extra plugin objects to register (tests, one-off site plugins).
+    :param load_entrypoints: load installed plugins from entry points.
+    :raises StartupError: with a message naming the setting or plugin at fault.
+    """
+    boot = bootstrap(config, config_path=config_path, environ=environ, plugins=plugins,
+                     load_entrypoints=load_entrypoints)
+    settings, pm = boot.settings, boot.pm
+    db = boot.database()
+    if not db.is_up_to_date():
+        raise StartupError(f"the database schema at {db.engine.url!r} is not up to date: run `tfr db upgrade`")
+    register = boot.storage_backends()
+    storage = boot.storage()
+
+    app = Flask("tfregistry")
+    app.config["JSON_SORT_KEYS"] = False
+    registry = Registry(settings, pm, db, storage, register.backends)
+    app.extensions[EXTENSION_KEY] = registry
+    app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, settings["proxy.trusted"])  # type: ignore[method-assign]
+    app.before_request(assign_request_id)
+    app.after_request(add_request_id_header)
+
+    api = make_api(app)
+    pm.hook.tfr_register_blueprints(registry=registry, app=app, api=api)
+    registry.discovery = merge_discovery(pm.hook.tfr_service_discovery(registry=registry))
+    pm.hook.tfr_configure.call_historic(kwargs={"registry": registry})
+    return app
+
+
+def merge_discovery(fragments: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """Merge ``tfr_service_discovery`` fragments; a service id offered twice stops start-up."""
+    merged: dict[str, Any] = {}
+    for fragment in fragments:
+        for key, value in (fragment or {}).items():
+            if key in merged:
+                raise StartupError(f"two plugins offer the discovery service {key!r}")
+            merged[key] = value
+    return merged

@@ -1,0 +1,55 @@
+"""Core settings and the default answers of the protocol hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tfregistry import hookimpl
+from tfregistry.settings import ByteSize, Duration, parse_networks, parse_url
+
+if TYPE_CHECKING:
+    from tfregistry.registry import ModuleVersionRef, Registry
+    from tfregistry.settings import SettingsDeclarations
+
+
+@hookimpl
+def tfr_add_settings(settings: SettingsDeclarations) -> None:
+    add = settings.add
+    add("public_url", parse_url, help="External base URL, e.g. https://registry.example.com. Without it, "
+        "absolute URLs derive from the request (X-Forwarded-* honoured only from proxy.trusted).")
+    add("data_dir", Path, default=".tfregistry",
+        help="Directory for the embedded database, local storage, generated keys and certificates.")
+    add("database_url", str, help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. "
+        "Default: a SQLite file <data_dir>/registry.db.")
+    add("secret_key", str, secret=True, help="Key for signing download URLs. Required when several replicas "
+        "serve the registry; by default one is generated once and kept in <data_dir>/secret_key.")
+    add("log_level", str, default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")
+    add("storage.backend", str, default="local", help="Name of the active storage backend (see `tfr plugins`).")
+    add("auth.anonymous_read", bool, default=False,
+        help="Let requests without a token read namespaces whose visibility is `inherit`.")
+    add("limits.module_archive_max_bytes", ByteSize, default="100MiB",
+        help="Largest module archive accepted (compressed), enforced while the upload streams in.")
+    add("limits.module_uncompressed_max_bytes", ByteSize, default="500MiB",
+        help="Largest total uncompressed size of a module archive (zip/gzip bomb guard).")
+    add("limits.module_max_files", int, default=10000, help="Most files a module archive may contain.")
+    add("downloads.url_ttl", Duration, default="5m", help="Lifetime of signed download URLs handed to Terraform.")
+    add("proxy.trusted", parse_networks, default=[],
+        help="Addresses/networks of reverse proxies whose X-Forwarded-For/-Proto/-Host/-Prefix are honoured.")
+    add("plugins.load", list, help="Load only these plugin entry points (TFR_PLUGINS). Default: all installed.")
+    add("plugins.disable", list, default=[], help="Never load these plugins (TFR_DISABLE_PLUGINS).")
+    add("plugins.trace", bool, default=False, help="Log every plugin hook call (TFR_TRACE_PLUGINS).")
+
+
+@hookimpl
+def tfr_service_discovery(registry: Registry) -> dict[str, Any]:
+    return {"modules.v1": "/v1/modules/"}
+
+
+@hookimpl(trylast=True)
+def tfr_module_download_location(registry: Registry, module_version: ModuleVersionRef) -> str:
+    ttl = registry.settings["downloads.url_ttl"]
+    presigned = registry.storage.presigned_url(
+        module_version.storage_key, expires_in=ttl, filename=module_version.filename
+    )
+    return presigned or registry.signed_file_url(module_version.storage_key, ttl)

@@ -1,0 +1,26 @@
+"""The module protocol, the file route and the REST API, registered as any plugin would."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tfregistry import hookimpl
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask_smorest import Api
+
+    from tfregistry.registry import Registry
+
+
+@hookimpl
+def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
+    from tfregistry.api import modules as api_modules
+    from tfregistry.api import plugins as api_plugins
+    from tfregistry.protocol import discovery, files, modules
+
+    app.register_blueprint(discovery.bp)
+    app.register_blueprint(modules.bp)
+    app.register_blueprint(files.bp)
+    api.register_blueprint(api_modules.blp)
+    api.register_blueprint(api_plugins.blp)

@@ -1,0 +1,133 @@
+"""Hook specifications: the contract between the core and its plugins.
+
+Every hook is named ``tfr_<verb>...`` and is called with keyword arguments only.
+An implementation may accept any subset of the documented arguments, so new
+arguments can be added without breaking plugins.  Implement a hook in a module
+or class with :data:`tfregistry.hookimpl`, and expose that module through an
+entry point of group ``tfregistry`` named after your distribution::
+
+    [project.entry-points.tfregistry]
+    tfregistry-storage-foo = "tfregistry_storage_foo.plugin"
+
+``docs/hooks.md`` is the narrative reference; this module is the authority.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from flask import Flask
+    from flask_smorest import Api
+
+    from tfregistry.plugins import BackendRegister
+    from tfregistry.registry import ModuleVersionRef, Registry
+    from tfregistry.settings import SettingsDeclarations
+
+hookspec = pluggy.HookspecMarker("tfregistry")
+
+# --- Lifecycle -----------------------------------------------------------------
+
+
+@hookspec
+def tfr_add_settings(settings: SettingsDeclarations) -> None:
+    """Declare the configuration keys a plugin reads.
+
+    Call ``settings.add(key, type, default=..., secret=..., help=...)`` once per key.
+    Keys are dotted (``storage.s3.bucket``); they are read from the TOML file and
+    from ``TFR_`` environment variables (``TFR_STORAGE__S3__BUCKET``), validated
+    at start-up, and listed (secrets masked) by ``tfr config show``.  Backend
+    plugins put their keys under ``storage.<name>.``, other plugins under
+    ``plugins.<distribution-name>.``.
+
+    :param settings: the declaration collector.
+    """
+
+
+@hookspec(historic=True)
+def tfr_configure(registry: Registry) -> None:
+    """One-time set-up after settings are validated and the storage backend exists.
+
+    Historic: a plugin registered later (in tests, say) is still called.  Create
+    clients here; raise :class:`tfregistry.StartupError` to stop start-up with a
+    message the operator can act on.
+
+    :param registry: the application registry (settings, storage, database, hooks).
+    """
+
+
+@hookspec
+def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
+    """Add HTTP routes.
+
+    Register plain Flask blueprints with ``app.register_blueprint`` (protocol-style
+    endpoints) or flask-smorest blueprints with ``api.register_blueprint`` (REST API
+    under ``/api/v1``, documented in the OpenAPI document).  Prefix a plugin's own
+    routes with ``/-/<plugin>/`` or ``/api/v1/<plugin>/`` to avoid collisions.
+
+    :param registry: the application registry.
+    :param app: the Flask application.
+    :param api: the flask-smorest :class:`~flask_smorest.Api`.
+    """
+
+
+@hookspec
+def tfr_register_cli_commands(cli: click.Group) -> None:
+    """Add sub-commands to the ``tfr`` command line.
+
+    ``cli.add_command(my_click_command)``.  Commands that need the application
+    use :func:`tfregistry.cli.pass_registry` or build one with
+    :func:`tfregistry.app.create_app`.
+
+    :param cli: the ``tfr`` click group.
+    """
+
+
+# --- Storage -------------------------------------------------------------------
+
+
+@hookspec
+def tfr_register_storage_backends(register: BackendRegister) -> None:
+    """Offer storage backend classes.
+
+    ``register.add(name, factory, description=...)`` where ``factory(settings)``
+    returns a :class:`tfregistry.interfaces.StorageBackend`.  Exactly one backend
+    is active per site, chosen by the ``storage.backend`` setting; a name offered
+    twice stops start-up.
+
+    :param register: the backend collector.
+    """
+
+
+# --- Protocol extensions ---------------------------------------------------------
+
+
+@hookspec
+def tfr_service_discovery(registry: Registry) -> dict[str, Any] | None:
+    """Return a fragment of ``/.well-known/terraform.json``.
+
+    The fragments of all plugins are merged; two plugins claiming the same service
+    id (``modules.v1``, ``login.v1``...) stop start-up.  Service URLs should be
+    relative to the host (``/v1/modules/``) and end with ``/``.
+
+    :param registry: the application registry.
+    :return: a dict of service id to URL (or object, for ``login.v1``), or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def tfr_module_download_location(registry: Registry, module_version: ModuleVersionRef) -> str | None:
+    """Choose the URL Terraform downloads a module archive from (``X-Terraform-Get``).
+
+    Stops at the first non-None result.  The built-in implementation (``trylast``)
+    returns the storage backend's presigned URL, or else a short-lived HMAC-signed
+    URL to the core's ``/v1/files/`` route.  Terraform sends no credentials to this
+    URL, and its *path* must end in an archive extension (``.tar.gz``).
+
+    :param registry: the application registry.
+    :param module_version: the version being downloaded (address, version, storage key).
+    :return: an absolute or host-relative URL, or ``None`` to defer.
+    """

@@ -1,0 +1,209 @@
+"""Interfaces that plugins implement.
+
+A backend is a plain class behind one of these interfaces; hooks only
+*register* backends (see :mod:`tfregistry.hookspecs`), the core then calls
+their methods directly.  Each interface carries an ``api_version`` so the core
+can adapt older plugins when an interface grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+__all__ = [
+    "InvalidKey",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "StorageBackend",
+    "StorageError",
+    "StoredObject",
+    "validate_key",
+]
+
+#: Read/write granularity used when streaming objects.
+CHUNK_SIZE = 1024 * 1024
+
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._+@=-]+$")
+
+
+class StorageError(Exception):
+    """A storage backend failed (unreachable, denied, misconfigured)."""
+
+
+class ObjectNotFound(StorageError, KeyError):
+    """The requested key does not exist in the backend."""
+
+
+class InvalidKey(StorageError, ValueError):
+    """A key is not acceptable (empty, absolute, ``..``, odd characters)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What :meth:`StorageBackend.put` returns: the key, byte count and SHA-256 (hex)."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One entry of :meth:`StorageBackend.list`."""
+
+    key: str
+    size: int
+    last_modified: datetime
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe object key, else raise :class:`InvalidKey`.
+
+    Keys are ``/``-separated relative paths made of ``[A-Za-z0-9._+@=-]``
+    segments; ``.``/``..`` segments, empty segments and absolute paths are refused,
+    so a key can be mapped onto a filesystem or an object store unchanged.
+    """
+    if not key or key.startswith("/") or len(key) > 1024:
+        raise InvalidKey(f"invalid storage key {key!r}")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or not _KEY_SEGMENT.match(segment):
+            raise InvalidKey(f"invalid storage key {key!r}")
+    return key
+
+
+class HashingReader:
+    """Wrap a binary stream; count bytes and SHA-256 them as they are read."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.size = 0
+        self._sha = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.size += len(data)
+        self._sha.update(data)
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+class StorageBackend(ABC):
+    """Where the registry keeps bytes: module archives, provider zips, checksums.
+
+    One instance serves the whole application, from several threads at once.
+    Implement the five abstract methods; the rest have working defaults.
+    ``tfregistry.testing.conformance.StorageBackendContract`` checks an
+    implementation against a real service.
+
+    Capabilities are declared as class attributes, and the conformance suite
+    skips what a backend does not claim:
+
+    * ``supports_presigned_urls``: :meth:`presigned_url` returns a URL a client
+      can GET without credentials.  Without it the core serves downloads through
+      its own HMAC-signed ``/v1/files/...`` route, streaming from :meth:`open`.
+    """
+
+    #: Version of this interface the backend was written against.
+    api_version: int = 1
+    #: Registered name (``local``, ``s3``...); set by the plugin.
+    name: str = ""
+    supports_presigned_urls: bool = False
+
+    @abstractmethod
+    def put(self, key: str, fileobj: BinaryIO, *, content_type: str | None = None) -> StoredObject:
+        """Store the bytes read from ``fileobj`` under ``key``, replacing any object there.
+
+        Stream: never read the whole object into memory.  The write must be atomic
+        from a reader's point of view (a reader sees the old object, or the whole
+        new one, never a partial one).  Returns the stored size and SHA-256.
+        """
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """Open ``key`` for reading; raise :class:`ObjectNotFound` if it is absent.
+
+        The caller closes the returned stream.  A seekable stream lets the core
+        answer HTTP ``Range`` requests.
+        """
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; deleting an absent key is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with ``prefix``, in key order."""
+
+    def presigned_url(self, key: str, *, expires_in: int, filename: str | None = None) -> str | None:
+        """Return a URL that fetches ``key`` without credentials for ``expires_in`` seconds.
+
+        ``None`` (the default) means "not supported": the core then signs a URL to
+        its own file route.  The URL's *path* must keep the key's extension
+        (Terraform picks the archive format from it).
+        """
+        return None
+
+    def size(self, key: str) -> int | None:
+        """Size of ``key`` in bytes, or ``None`` when the backend cannot tell cheaply."""
+        for info in self.list(key):
+            if info.key == key:
+                return info.size
+        return None
+
+    def check(self) -> list[str]:
+        """Probe the backend: write, read back, list and delete a small object.
+
+        Returns a list of human-readable problems; empty means healthy.  Used at
+        start-up and by ``tfr storage check``.
+        """
+        key = f"_tfr_probe/{uuid.uuid4().hex}.txt"
+        payload = b"tfregistry storage probe\n"
+        problems: list[str] = []
+        try:
+            with tempfile.SpooledTemporaryFile() as tmp:
+                tmp.write(payload)
+                tmp.seek(0)
+                stored = self.put(key, tmp, content_type="text/plain")
+            if stored.size != len(payload):
+                problems.append(f"wrote {len(payload)} bytes but the backend reports {stored.size}")
+        except Exception as exc:
+            return [f"cannot write: {exc}"]
+        try:
+            with self.open(key) as fh:
+                if fh.read() != payload:
+                    problems.append("read back different bytes than were written")
+        except Exception as exc:
+            problems.append(f"can write but cannot read: {exc}")
+        try:
+            if not any(info.key == key for info in self.list("_tfr_probe/")):
+                problems.append("can write but the object does not appear in a listing")
+        except Exception as exc:
+            problems.append(f"can write but cannot list: {exc}")
+        if self.supports_presigned_urls:
+            try:
+                self.presigned_url(key, expires_in=60)
+            except Exception as exc:
+                problems.append(f"can write but cannot create presigned URLs: {exc}")
+        try:
+            self.delete(key)
+        except Exception as exc:
+            problems.append(f"can write but cannot delete: {exc}")
+        return problems
+
+    def close(self) -> None:  # noqa: B027 - optional, a no-op unless overridden
+        """Release clients and connections; called when the application shuts down."""

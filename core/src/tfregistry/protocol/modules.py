@@ -1,0 +1,185 @@
+"""The Module Registry Protocol (``modules.v1``) and the public registry's browse API.
+
+Shapes follow ``docs/reference/protocols.md`` §3; Terraform reads only the
+``versions`` list and the ``X-Terraform-Get`` header of ``download``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, make_response, redirect, request, url_for
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tfregistry import auth
+from tfregistry.models import Module, ModuleVersion, Namespace
+from tfregistry.protocol import error, register_error_handlers
+from tfregistry.services import NotFound
+from tfregistry.services import modules as svc
+from tfregistry.web import current_registry
+
+bp = Blueprint("tfr_modules", __name__, url_prefix="/v1/modules")
+register_error_handlers(bp)
+
+MAX_LIMIT = 100
+
+
+def _namespace(session: Session, name: str) -> Namespace | None:
+    return session.scalar(select(Namespace).where(Namespace.name == name))
+
+
+def _readable_module(session: Session, ns: str, name: str, system: str) -> Module:
+    """The module, after checking the caller may read its namespace (404 hides what they may not see)."""
+    auth.require(session, "modules:read", _namespace(session, ns))
+    return svc.get_module(session, ns, name, system)
+
+
+def module_json(mv: ModuleVersion, downloads: int = 0) -> dict[str, Any]:
+    m = mv.module
+    return {
+        "id": f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}",
+        "owner": "",
+        "namespace": m.namespace.name,
+        "name": m.name,
+        "version": mv.version,
+        "provider": m.system,
+        "description": mv.description or m.description,
+        "source": "",
+        "published_at": mv.published_at.isoformat(),
+        "downloads": downloads,
+        "verified": False,
+        "deprecated": mv.deprecated,
+        "deprecation_reason": mv.deprecation_reason,
+    }
+
+
+def _page() -> tuple[int, int]:
+    def number(name: str, default: int) -> int:
+        raw = request.args.get(name, str(default))
+        if not raw.isdigit():
+            raise svc.ServiceError(f"query parameter {name!r} must be a non-negative integer")
+        return int(raw)
+
+    return number("offset", 0), max(1, min(number("limit", 15), MAX_LIMIT))
+
+
+def _list(session: Session, **filters: Any) -> Any:
+    offset, limit = _page()
+    stmt = svc.module_query(auth.readable_namespace_ids(session), **filters)
+    modules = session.scalars(stmt.offset(offset).limit(limit + 1)).unique().all()
+    has_more = len(modules) > limit
+    latest = [mv for mv in (svc.latest_version(m) for m in modules[:limit]) if mv is not None]
+    counts = svc.download_counts(session, [mv.id for mv in latest])
+    meta: dict[str, Any] = {"limit": limit, "current_offset": offset}
+    if has_more:
+        meta["next_offset"] = offset + limit
+        args = {**request.args.to_dict(), "offset": offset + limit, "limit": limit}
+        meta["next_url"] = url_for(request.endpoint, **request.view_args, **args)
+    if offset > 0:
+        meta["prev_offset"] = max(0, offset - limit)
+    return jsonify(meta=meta, modules=[module_json(mv, counts.get(mv.id, 0)) for mv in latest])
+
+
+@bp.get("")
+@bp.get("/")
+def list_all():
+    with current_registry().db.session() as session:
+        return _list(session, namespace=request.args.get("namespace"), system=request.args.get("provider"))
+
+
+@bp.get("/search")
+def search():
+    q = request.args.get("q", "").strip()
+    if not q:
+        return error(400, "query parameter 'q' is required")
+    with current_registry().db.session() as session:
+        return _list(session, q=q, namespace=request.args.get("namespace"), system=request.args.get("provider"))
+
+
+@bp.get("/<ns>")
+def list_namespace(ns: str):
+    with current_registry().db.session() as session:
+        return _list(session, namespace=ns, system=request.args.get("provider"))
+
+
+@bp.get("/<ns>/<name>")
+def list_name(ns: str, name: str):
+    with current_registry().db.session() as session:
+        return _list(session, namespace=ns, name=name, system=request.args.get("provider"))
+
+
+def _details(session: Session, module: Module, mv: ModuleVersion) -> dict[str, Any]:
+    total = session.scalar(
+        select(func.count()).select_from(ModuleVersion).where(ModuleVersion.module_id == module.id)
+    )
+    data = module_json(mv, svc.download_counts(session, [mv.id]).get(mv.id, 0))
+    data.update(
+        root={"path": "", "name": module.name, "readme": mv.readme or "", "empty": False},
+        submodules=[],
+        providers=[module.system],
+        versions=[v.version for v in svc.sorted_versions(module.versions)],
+        version_count=total,
+        sha256=mv.sha256,
+        size=mv.size,
+    )
+    return data
+
+
+@bp.get("/<ns>/<name>/<system>")
+def latest_details(ns: str, name: str, system: str):
+    with current_registry().db.session() as session:
+        module = _readable_module(session, ns, name, system)
+        mv = svc.latest_version(module)
+        if mv is None:
+            raise NotFound(f"module {ns}/{name}/{system} has no versions")
+        return jsonify(_details(session, module, mv))
+
+
+@bp.get("/<ns>/<name>/<system>/<version>")
+def version_details(ns: str, name: str, system: str, version: str):
+    with current_registry().db.session() as session:
+        module = _readable_module(session, ns, name, system)
+        return jsonify(_details(session, module, svc.get_version(session, ns, name, system, version)))
+
+
+@bp.get("/<ns>/<name>/<system>/versions")
+def versions(ns: str, name: str, system: str):
+    with current_registry().db.session() as session:
+        module = _readable_module(session, ns, name, system)
+        ordered = svc.sorted_versions(module.versions)
+        return jsonify(modules=[{
+            "source": f"{ns}/{name}/{system}",
+            "versions": [{"version": mv.version, "root": {"providers": [], "dependencies": []}, "submodules": []}
+                         for mv in ordered],
+        }])
+
+
+@bp.get("/<ns>/<name>/<system>/<version>/download")
+def download(ns: str, name: str, system: str, version: str):
+    registry = current_registry()
+    with registry.db.session() as session:
+        _readable_module(session, ns, name, system)
+        mv = svc.get_version(session, ns, name, system, version)
+        location = registry.hooks.tfr_module_download_location(registry=registry, module_version=svc.ref(mv))
+        identity = auth.current_identity(session)
+        svc.record_download(session, mv, identity.token_id, request.remote_addr, request.user_agent.string)
+    # Terraform reads only the header (204).  OpenTofu also accepts a 200 JSON body,
+    # which other clients get too; Terraform would ignore it but 204 is the documented answer.
+    if request.user_agent.string.startswith("Terraform/"):
+        response = make_response("", 204)
+    else:
+        response = jsonify(location=location)
+    response.headers["X-Terraform-Get"] = location
+    return response
+
+
+@bp.get("/<ns>/<name>/<system>/download")
+def download_latest(ns: str, name: str, system: str):
+    with current_registry().db.session() as session:
+        module = _readable_module(session, ns, name, system)
+        mv = svc.latest_version(module)
+        if mv is None:
+            raise NotFound(f"module {ns}/{name}/{system} has no versions")
+        target = url_for(".download", ns=ns, name=name, system=system, version=mv.version)
+    return redirect(target, code=302)

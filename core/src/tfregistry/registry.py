@@ -1,0 +1,125 @@
+"""The :class:`Registry`: the one context object every hook and view receives."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+from tfregistry import StartupError
+
+if TYPE_CHECKING:
+    from tfregistry.db import Database
+    from tfregistry.interfaces import StorageBackend
+    from tfregistry.plugins import PluginManager
+    from tfregistry.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModuleVersionRef:
+    """A module version as hooks see it (no ORM object crosses the plugin boundary)."""
+
+    namespace: str
+    name: str
+    system: str
+    version: str
+    storage_key: str
+    sha256: str
+    size: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.namespace}/{self.name}/{self.system}"
+
+    @property
+    def filename(self) -> str:
+        return f"{self.namespace}-{self.name}-{self.system}-{self.version}.tar.gz"
+
+
+class UrlSigner:
+    """HMAC-SHA256 signatures for short-lived download URLs.
+
+    The signature covers the path and the expiry time, so neither can be changed.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, path: str, expires: int) -> str:
+        digest = hmac.new(self._key, f"{path}\n{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def sign(self, path: str, ttl: int, now: float | None = None) -> dict[str, str]:
+        """Query parameters that make ``path`` fetchable for ``ttl`` seconds."""
+        expires = int((time.time() if now is None else now) + ttl)
+        return {"expires": str(expires), "signature": self._mac(path, expires)}
+
+    def verify(self, path: str, expires: str | None, signature: str | None, now: float | None = None) -> bool:
+        """Whether the signature is valid for ``path`` and has not expired."""
+        if not expires or not signature or not expires.isdigit():
+            return False
+        if int(expires) < (time.time() if now is None else now):
+            return False
+        return hmac.compare_digest(self._mac(path, int(expires)), signature)
+
+
+def load_secret_key(configured: str | None, data_dir: Path) -> bytes:
+    """The configured secret key, or one generated once and kept in ``<data_dir>/secret_key``."""
+    if configured:
+        if len(configured) < 16:
+            raise StartupError("setting 'secret_key' must be at least 16 characters long")
+        return configured.encode()
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+class Registry:
+    """Settings, plugin manager, database and storage of one application.
+
+    Hooks receive it as ``registry``; views reach it through ``current_registry()``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pm: PluginManager,
+        db: Database,
+        storage: StorageBackend,
+        storage_backends: dict[str, Any],
+    ) -> None:
+        self.settings = settings
+        self.pm = pm
+        self.hooks = pm.hook
+        self.db = db
+        self.storage = storage
+        self.storage_backends = storage_backends
+        self.signer = UrlSigner(load_secret_key(settings["secret_key"], settings.data_dir))
+        self.discovery: dict[str, Any] = {}
+
+    def absolute_url(self, path: str) -> str:
+        """``path`` (starting with ``/``) under ``public_url``, or under the current request's host."""
+        base = self.settings["public_url"]
+        if base is None:
+            from flask import has_request_context, request
+
+            if not has_request_context():
+                return path
+            base = request.host_url.rstrip("/") + request.script_root
+        return base + path
+
+    def signed_file_url(self, key: str, ttl: int) -> str:
+        """A URL to the core's ``/v1/files/`` route for ``key``, valid for ``ttl`` seconds."""
+        path = "/v1/files/" + quote(key)
+        return self.absolute_url(path) + "?" + urlencode(self.signer.sign(key, ttl))

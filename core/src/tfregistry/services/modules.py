@@ -1,0 +1,287 @@
+"""Modules: publishing, lookup, deprecation and deletion."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from tfregistry import semver
+from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive
+from tfregistry.interfaces import CHUNK_SIZE, HashingReader, StorageBackend
+from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
+from tfregistry.registry import ModuleVersionRef
+from tfregistry.services import Conflict, NotFound, ServiceError
+from tfregistry.services.audit import Actor, record
+
+log = logging.getLogger(__name__)
+
+# Terraform's rules (terraform-registry-address/module.go): namespace and name are
+# 1-64 of [0-9A-Za-z_-] starting and ending with a letter or digit; system is 1-64
+# lower-case letters or digits.
+NAME_RE = re.compile(r"^[0-9A-Za-z](?:[0-9A-Za-z_-]{0,62}[0-9A-Za-z])?$")
+SYSTEM_RE = re.compile(r"^[0-9a-z]{1,64}$")
+
+
+def validate_address(namespace: str, name: str, system: str) -> None:
+    """Raise :class:`ServiceError` unless Terraform accepts ``namespace/name/system``."""
+    for label, value in (("namespace", namespace), ("name", name)):
+        if not NAME_RE.match(value or ""):
+            raise ServiceError(
+                f"invalid module {label} {value!r}: use 1-64 letters, digits, '-' or '_', "
+                "starting and ending with a letter or digit"
+            )
+    if not SYSTEM_RE.match(system or ""):
+        raise ServiceError(f"invalid module system {system!r}: use 1-64 lower-case letters or digits (e.g. aws)")
+
+
+def parse_version(text: str) -> semver.Version:
+    try:
+        return semver.parse(text)
+    except semver.InvalidVersion as exc:
+        raise ServiceError(str(exc)) from None
+
+
+def storage_key(namespace: str, name: str, system: str, version: str, sha256: str) -> str:
+    """Where a version's archive lives; the digest keeps racing publishes of one version apart."""
+    return f"modules/{namespace}/{name}/{system}/{version}/{sha256[:16]}/{namespace}-{name}-{system}-{version}.tar.gz"
+
+
+def ref(mv: ModuleVersion) -> ModuleVersionRef:
+    m = mv.module
+    return ModuleVersionRef(m.namespace.name, m.name, m.system, mv.version, mv.storage_key, mv.sha256, mv.size)
+
+
+@dataclass
+class PublishResult:
+    version: ModuleVersion
+    created: bool
+
+
+def find_module(session: Session, namespace: str, name: str, system: str) -> Module | None:
+    return session.scalar(
+        select(Module)
+        .join(Module.namespace)
+        .where(Namespace.name == namespace, Module.name == name, Module.system == system)
+        .options(selectinload(Module.versions))
+    )
+
+
+def get_module(session: Session, namespace: str, name: str, system: str) -> Module:
+    module = find_module(session, namespace, name, system)
+    if module is None or not module.versions:
+        raise NotFound(f"module {namespace}/{name}/{system} not found")
+    return module
+
+
+def get_version(session: Session, namespace: str, name: str, system: str, version: str) -> ModuleVersion:
+    module = get_module(session, namespace, name, system)
+    for mv in module.versions:
+        if mv.version == version:
+            return mv
+    raise NotFound(f"module {namespace}/{name}/{system} has no version {version}")
+
+
+def sorted_versions(versions: Sequence[ModuleVersion]) -> list[ModuleVersion]:
+    """Highest SemVer precedence first."""
+    return sorted(versions, key=lambda mv: semver.parse(mv.version).sort_key(), reverse=True)
+
+
+def latest_version(module: Module) -> ModuleVersion | None:
+    """The highest release (non-pre-release) version, else the highest pre-release."""
+    ordered = sorted_versions(module.versions)
+    releases = [mv for mv in ordered if not mv.prerelease]
+    return (releases or ordered or [None])[0]
+
+
+def get_or_create_namespace(session: Session, name: str) -> Namespace:
+    ns = session.scalar(select(Namespace).where(Namespace.name == name))
+    if ns is None:
+        ns = Namespace(name=name)
+        session.add(ns)
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:
+            ns = session.scalar(select(Namespace).where(Namespace.name == name))
+    assert ns is not None
+    return ns
+
+
+def _get_or_create_module(session: Session, namespace: str, name: str, system: str, description: str) -> Module:
+    module = find_module(session, namespace, name, system)
+    if module is None:
+        ns = get_or_create_namespace(session, namespace)
+        module = Module(namespace=ns, name=name, system=system, description=description)
+        session.add(module)
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:
+            module = find_module(session, namespace, name, system)
+            assert module is not None
+    return module
+
+
+def _hash_and_inspect(fileobj: BinaryIO, limits: ArchiveLimits) -> tuple[str, int, str | None]:
+    reader = HashingReader(fileobj)
+    try:
+        report = inspect_module_archive(reader, limits)  # type: ignore[arg-type]
+    except ArchiveError as exc:
+        raise ServiceError(f"invalid module archive: {exc}") from None
+    while reader.read(CHUNK_SIZE):  # hash whatever follows the end of the tar stream
+        pass
+    return reader.sha256, reader.size, report.readme
+
+
+def publish_module(
+    session: Session,
+    storage: StorageBackend,
+    actor: Actor,
+    *,
+    namespace: str,
+    name: str,
+    system: str,
+    version: str,
+    archive: BinaryIO,
+    limits: ArchiveLimits,
+    description: str = "",
+) -> PublishResult:
+    """Validate and store a module version.
+
+    ``archive`` must be seekable.  The bytes are stored before the row is committed;
+    if anything fails afterwards the object is removed again (or, should that fail
+    too, left for ``tfr storage gc``, which removes objects no row refers to).
+    Publishing identical bytes again is idempotent; different bytes are a conflict.
+    """
+    validate_address(namespace, name, system)
+    parsed = parse_version(version)
+    version = str(parsed)
+    sha256, size, readme = _hash_and_inspect(archive, limits)
+
+    existing = find_module(session, namespace, name, system)
+    if existing is not None:
+        for mv in existing.versions:
+            if mv.version == version:
+                return _same_or_conflict(mv, sha256)
+
+    key = storage_key(namespace, name, system, version, sha256)
+    archive.seek(0)
+    stored = storage.put(key, archive, content_type="application/gzip")
+    if stored.sha256 != sha256 or stored.size != size:
+        storage.delete(key)
+        raise ServiceError("the archive changed while it was being stored; try again", status=500)
+    try:
+        module = _get_or_create_module(session, namespace, name, system, description)
+        if description and not module.description:
+            module.description = description
+        mv = ModuleVersion(
+            module=module,
+            version=version,
+            prerelease=parsed.is_prerelease,
+            description=description,
+            storage_key=key,
+            size=size,
+            sha256=sha256,
+            readme=readme,
+            published_by=actor.name,
+        )
+        session.add(mv)
+        session.flush()
+        record(session, actor, "module.publish", f"{namespace}/{name}/{system}/{version}", sha256=sha256, size=size)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        winner = get_version(session, namespace, name, system, version)
+        if winner.storage_key != key:
+            _delete_quietly(storage, key)
+        return _same_or_conflict(winner, sha256)
+    except BaseException:
+        session.rollback()
+        _delete_quietly(storage, key)
+        raise
+    return PublishResult(mv, created=True)
+
+
+def _same_or_conflict(mv: ModuleVersion, sha256: str) -> PublishResult:
+    if mv.sha256 == sha256:
+        return PublishResult(mv, created=False)
+    m = mv.module
+    raise Conflict(
+        f"module {m.namespace.name}/{m.name}/{m.system} version {mv.version} already exists with different "
+        "content; versions are immutable, publish a new version"
+    )
+
+
+def _delete_quietly(storage: StorageBackend, key: str) -> None:
+    try:
+        storage.delete(key)
+    except Exception:
+        log.warning("could not remove %s after a failed publish; `tfr storage gc` will", key, exc_info=True)
+
+
+def set_deprecated(session: Session, actor: Actor, mv: ModuleVersion, deprecated: bool, reason: str | None) -> None:
+    """Flag (or unflag) a version as deprecated; it stays installable."""
+    mv.deprecated = deprecated
+    mv.deprecation_reason = reason if deprecated else None
+    m = mv.module
+    action = "module.deprecate" if deprecated else "module.undeprecate"
+    record(session, actor, action, f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}", reason=reason)
+    session.commit()
+
+
+def delete_version(session: Session, storage: StorageBackend, actor: Actor, mv: ModuleVersion) -> None:
+    """Delete a version: its row, its download events and its bytes."""
+    m = mv.module
+    target = f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}"
+    key = mv.storage_key
+    record(session, actor, "module.delete", target, sha256=mv.sha256)
+    session.delete(mv)
+    session.flush()
+    if not session.scalar(select(func.count()).select_from(ModuleVersion).where(ModuleVersion.module_id == m.id)):
+        session.delete(m)
+    session.commit()
+    _delete_quietly(storage, key)
+
+
+def record_download(session: Session, mv: ModuleVersion, token_id: int | None, ip: str | None, ua: str | None) -> None:
+    session.add(DownloadEvent(module_version_id=mv.id, token_id=token_id, client_ip=ip, user_agent=(ua or "")[:300]))
+    session.commit()
+
+
+def download_counts(session: Session, version_ids: Sequence[int]) -> dict[int, int]:
+    if not version_ids:
+        return {}
+    rows = session.execute(
+        select(DownloadEvent.module_version_id, func.count())
+        .where(DownloadEvent.module_version_id.in_(version_ids))
+        .group_by(DownloadEvent.module_version_id)
+    )
+    return {version_id: count for version_id, count in rows}
+
+
+def module_query(
+    readable: Select | None = None, *, namespace: str | None = None, name: str | None = None,
+    system: str | None = None, q: str | None = None,
+) -> Select[tuple[Module]]:
+    """Modules matching the filters; ``readable`` restricts to namespace ids a caller may see."""
+    stmt = select(Module).join(Module.namespace).options(selectinload(Module.versions))
+    if readable is not None:
+        stmt = stmt.where(Module.namespace_id.in_(readable))
+    if namespace:
+        stmt = stmt.where(Namespace.name == namespace)
+    if name:
+        stmt = stmt.where(Module.name == name)
+    if system:
+        stmt = stmt.where(Module.system == system)
+    if q:
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(Module.name.ilike(like, escape="\\"), Namespace.name.ilike(like, escape="\\"),
+                              Module.description.ilike(like, escape="\\")))
+    return stmt.order_by(Namespace.name, Module.name, Module.system)

@@ -1,0 +1,35 @@
+"""Hook implementations, found through the ``tfregistry`` entry point in pyproject.toml.
+
+Each function is named after a hook in :mod:`tfregistry.hookspecs` and marked with
+``@hookimpl``; it may take any subset of that hook's arguments, by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tfregistry import hookimpl
+from tfregistry_example.backend import MemoryStorage
+
+#: Settings of a non-storage plugin live under ``plugins.<distribution name>.``.
+GREETING_SETTING = "plugins.tfregistry-example.greeting"
+
+
+@hookimpl
+def tfr_add_settings(settings: Any) -> None:
+    """Declare this plugin's settings (``tfr config show`` lists them)."""
+    settings.add(GREETING_SETTING, type=str, default="hello", help="what the example plugin says")
+
+
+def make_memory_storage(settings: Mapping[str, Any]) -> MemoryStorage:
+    """Backend factory: the core calls it with the validated settings when the backend is selected."""
+    return MemoryStorage()
+
+
+@hookimpl
+def tfr_register_storage_backends(register: Any) -> None:
+    """Offer the ``example-memory`` backend (select it with ``storage.backend = "example-memory"``)."""
+    register.add(
+        "example-memory", make_memory_storage, description="in-memory example backend (not persistent)"
+    )

@@ -1,0 +1,199 @@
+"""Behaviour specific to keeping objects as files."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tfregistry import StartupError
+from tfregistry.interfaces import CHUNK_SIZE, ObjectNotFound, StorageError
+from tfregistry_storage_local import plugin
+from tfregistry_storage_local.backend import LocalStorage
+
+
+class FailingReader:
+    """Yields ``good`` bytes in small reads, then raises, like a client that disconnects."""
+
+    def __init__(self, good: int) -> None:
+        self._left = good
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            raise ConnectionResetError("client went away")
+        n = min(n, self._left, 64 * 1024)
+        self._left -= n
+        return b"x" * n
+
+
+def all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "storage")
+
+
+def test_objects_are_plain_files_under_the_root(storage: LocalStorage) -> None:
+    storage.put("modules/acme/vpc/aws/1.0.0.tar.gz", io.BytesIO(b"archive"))
+    assert (storage.root / "modules/acme/vpc/aws/1.0.0.tar.gz").read_bytes() == b"archive"
+    assert all_files(storage.root) == ["modules/acme/vpc/aws/1.0.0.tar.gz"]
+
+
+def test_root_is_created_and_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = LocalStorage("relative/dir")
+    assert backend.root == tmp_path / "relative/dir"
+    assert backend.root.is_dir()
+
+
+def test_failing_reader_leaves_no_object_and_no_temp_file(storage: LocalStorage) -> None:
+    with pytest.raises(ConnectionResetError):
+        storage.put("uploads/new.tar.gz", FailingReader(2 * CHUNK_SIZE + 10))
+    assert not storage.exists("uploads/new.tar.gz")
+    assert all_files(storage.root) == []
+    assert list(storage.list()) == []
+
+
+def test_failing_reader_keeps_the_previous_object(storage: LocalStorage) -> None:
+    storage.put("uploads/old.tar.gz", io.BytesIO(b"previous"))
+    with pytest.raises(ConnectionResetError):
+        storage.put("uploads/old.tar.gz", FailingReader(100))
+    with storage.open("uploads/old.tar.gz") as fh:
+        assert fh.read() == b"previous"
+    assert all_files(storage.root) == ["uploads/old.tar.gz"]
+
+
+def test_temp_files_are_never_listed(storage: LocalStorage) -> None:
+    storage.put("a/b.txt", io.BytesIO(b"b"))
+    (storage.root / "a" / ".b.txt~0123456789abcdef0123456789abcdef.tmp").write_bytes(b"partial")
+    (storage.root / "a" / "not a key.txt").write_bytes(b"stray")
+    assert [i.key for i in storage.list()] == ["a/b.txt"]
+
+
+def test_open_returns_a_seekable_file(storage: LocalStorage) -> None:
+    storage.put("f.bin", io.BytesIO(b"0123456789"))
+    with storage.open("f.bin") as fh:
+        assert fh.seekable()
+        fh.seek(-3, os.SEEK_END)
+        assert fh.read() == b"789"
+
+
+def test_directory_is_not_an_object(storage: LocalStorage) -> None:
+    storage.put("dir/file.txt", io.BytesIO(b"x"))
+    assert storage.exists("dir") is False
+    assert storage.size("dir") is None
+    with pytest.raises(ObjectNotFound):
+        storage.open("dir")
+    storage.delete("dir")
+    assert storage.exists("dir/file.txt")
+    with pytest.raises(StorageError):
+        storage.put("dir", io.BytesIO(b"over a directory"))
+    assert all_files(storage.root) == ["dir/file.txt"]
+
+
+def test_delete_prunes_empty_directories_but_not_the_root(storage: LocalStorage) -> None:
+    storage.put("a/b/c/d.txt", io.BytesIO(b"d"))
+    storage.put("a/keep.txt", io.BytesIO(b"k"))
+    storage.delete("a/b/c/d.txt")
+    assert not (storage.root / "a" / "b").exists()
+    assert (storage.root / "a" / "keep.txt").is_file()
+    storage.delete("a/keep.txt")
+    assert storage.root.is_dir()
+    assert list(storage.root.iterdir()) == []
+
+
+def test_put_survives_concurrent_pruning(storage: LocalStorage) -> None:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            while not stop.is_set():
+                storage.put("shared/dir/churn.txt", io.BytesIO(b"c"))
+                storage.delete("shared/dir/churn.txt")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for i in range(200):
+            storage.put(f"shared/dir/object-{i}.txt", io.BytesIO(b"o"))
+            storage.delete(f"shared/dir/object-{i}.txt")
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+
+
+# --- plugin module ----------------------------------------------------------------------
+
+
+class FakeRegister:
+    def __init__(self) -> None:
+        self.added: dict[str, tuple[Any, str]] = {}
+
+    def add(self, name: str, factory: Any, description: str = "") -> None:
+        self.added[name] = (factory, description)
+
+
+class FakeDeclarations:
+    def __init__(self) -> None:
+        self.added: dict[str, dict[str, Any]] = {}
+
+    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
+        self.added[key] = {"type": type, **kwargs}
+
+
+def test_plugin_declares_its_setting() -> None:
+    declarations = FakeDeclarations()
+    plugin.tfr_add_settings(settings=declarations)
+    assert declarations.added["storage.local.path"]["type"] is Path
+    assert declarations.added["storage.local.path"]["default"] is None
+    assert declarations.added["storage.local.path"]["help"]
+
+
+def test_plugin_registers_local_backend_with_default_path(tmp_path: Path) -> None:
+    register = FakeRegister()
+    plugin.tfr_register_storage_backends(register=register)
+    factory, description = register.added["local"]
+    assert description
+    backend = factory({"storage.local.path": None, "data_dir": tmp_path / "data"})
+    assert isinstance(backend, LocalStorage)
+    assert backend.name == "local"
+    assert backend.root == tmp_path / "data" / "storage"
+    assert backend.root.is_dir()
+    assert backend.check() == []
+
+
+def test_plugin_uses_configured_path(tmp_path: Path) -> None:
+    factory = plugin.make_local_storage
+    backend = factory({"storage.local.path": tmp_path / "elsewhere", "data_dir": tmp_path / "data"})
+    assert backend.root == tmp_path / "elsewhere"
+    assert not (tmp_path / "data").exists()
+
+
+def test_plugin_reports_an_unusable_path(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(StartupError, match="storage.local.path"):
+        plugin.make_local_storage({"storage.local.path": tmp_path / "a-file" / "sub", "data_dir": tmp_path})
+
+
+def test_plugin_is_a_valid_pluggy_plugin() -> None:
+    import pluggy
+
+    from tfregistry import hookspecs
+
+    pm = pluggy.PluginManager("tfregistry")
+    pm.add_hookspecs(hookspecs)
+    pm.register(plugin)
+    pm.check_pending()
+    register = FakeRegister()
+    pm.hook.tfr_register_storage_backends(register=register)
+    assert list(register.added) == ["local"]

@@ -1,0 +1,187 @@
+"""Shared fixtures: an app per test on SQLite and on PostgreSQL, tokens, archives.
+
+PostgreSQL is required, not optional: ``TFREGISTRY_TEST_POSTGRES_URL`` (default
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``) names a server where the
+suite may create throw-away databases.  If it cannot be reached the PostgreSQL
+half of the suite fails with a message saying so.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+import tfregistry_storage_local.plugin as local_storage_plugin
+from tfregistry.app import create_app
+from tfregistry.db import Database
+from tfregistry.services import tokens as token_svc
+from tfregistry.services.audit import CLI_ACTOR
+from tfregistry.testing.plugin import build_module_archive
+
+POSTGRES_URL = os.environ.get(
+    "TFREGISTRY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+DATABASES = ("sqlite", "postgresql")
+
+
+def _admin_engine() -> sa.Engine:
+    return sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session; dropped at the end."""
+    name = f"tfr_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = _admin_engine()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for the test suite and is not reachable at {POSTGRES_URL}: {exc}")
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    db.upgrade()
+    db.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for every test (migrating once is faster)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "registry.db"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.dispose()
+    return path
+
+
+def _truncate_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        tables = [t for t in conn.execute(sa.text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )).scalars()]
+        if tables:
+            conn.execute(sa.text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that uses the database runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "registry.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_database")
+    _truncate_postgres(url)
+    return url
+
+
+@pytest.fixture
+def app_factory(tmp_path: Path, database_url: str) -> Callable[..., Any]:
+    """Build an app on this test's database and data dir, with only the local storage plugin."""
+    apps: list[Any] = []
+
+    def make(config: dict[str, Any] | None = None, plugins: tuple[Any, ...] = (), **kwargs: Any) -> Any:
+        settings = {"data_dir": str(tmp_path / "data"), "database_url": database_url, **(config or {})}
+        app = create_app(settings, environ={}, load_entrypoints=False,
+                         plugins=(local_storage_plugin, *plugins), **kwargs)
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["tfregistry"].db.dispose()
+
+
+@pytest.fixture
+def app(app_factory: Callable[..., Any]) -> Any:
+    return app_factory()
+
+
+@pytest.fixture
+def registry(app: Any) -> Any:
+    return app.extensions["tfregistry"]
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_token(app: Any) -> Callable[..., str]:
+    """``make_token("publish", namespace="acme")`` → a token secret for the ``app`` fixture."""
+    return lambda scope, namespace=None, name="test", **kw: new_token(app, scope, namespace, name, **kw)
+
+
+@pytest.fixture
+def admin_token(make_token: Callable[..., str]) -> str:
+    return make_token("admin", name="admin")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def module_archive() -> Callable[..., bytes]:
+    """``module_archive(files={"main.tf": "..."})`` → deterministic ``.tar.gz`` bytes."""
+    return build_module_archive
+
+
+def post_module(client: Any, token: str | None, namespace: str = "acme", name: str = "network",
+                system: str = "aws", version: str = "1.0.0", archive: bytes | None = None, **fields: str) -> Any:
+    """POST a module version through the API with the test client; returns the response."""
+    data = {"namespace": namespace, "name": name, "system": system, "version": version, **fields,
+            "archive": (io.BytesIO(archive if archive is not None else build_module_archive()), "module.tar.gz")}
+    return client.post("/api/v1/modules", data=data, headers=bearer(token) if token else {},
+                       content_type="multipart/form-data")
+
+
+@pytest.fixture
+def publish(client: Any, admin_token: str) -> Callable[..., Any]:
+    """``publish(version="1.2.0", token=...)``: :func:`post_module` with the admin token by default."""
+
+    def do(token: str | None = None, **kwargs: Any) -> Any:
+        return post_module(client, token or admin_token, **kwargs)
+
+    return do
+
+
+def new_token(app: Any, scope: str, namespace: str | None = None, name: str = "test", **kwargs: Any) -> str:
+    """Create a token directly in ``app``'s database; returns its secret."""
+    registry = app.extensions["tfregistry"]
+    with registry.db.session() as session:
+        _, secret = token_svc.create_token(session, CLI_ACTOR, name=name, scope=scope, namespace=namespace,
+                                           **kwargs)
+        session.commit()
+    return secret
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    """A small ``.tar.gz`` with the given regular files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
