@@ -254,10 +254,10 @@ def publish() -> None:
 def publish_module(source: Path, namespace: str, name: str, system: str, version: str, description: str,
                    url: str, token: str) -> None:
     """Publish SOURCE (a module directory, packed honouring .terraformignore, or a .tar.gz)."""
-    from tfregistry.packing import pack_module
-
     with tempfile.TemporaryDirectory() as tmp:
         if source.is_dir():
+            from tfregistry.packing import pack_module
+
             archive = Path(tmp) / f"{namespace}-{name}-{system}-{version}.tar.gz"
             with open(archive, "wb") as fh:
                 try:

@@ -1,0 +1,5 @@
+"""``python -m tfregistry`` is ``tfr``."""
+
+from tfregistry.cli import main
+
+main()
