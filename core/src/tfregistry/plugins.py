@@ -163,7 +163,7 @@ def get_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise StartupError(f"plugin {exc.plugin_name or exc.plugin}: {exc}") from exc
+        raise StartupError(f"plugin {pm.get_name(exc.plugin)}: {exc}") from exc
 
     if trace:
         def before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:
