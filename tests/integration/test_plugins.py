@@ -116,12 +116,19 @@ class DiscoveryAndConfigure:
         self.configured = registry
 
 
-def test_hook_tfr_service_discovery_and_configure(app_factory):
-    plugin = DiscoveryAndConfigure()
-    app = app_factory(plugins=(plugin,))
+def test_hook_tfr_service_discovery(app_factory):
+    app = app_factory(plugins=(DiscoveryAndConfigure(),))
     doc = app.test_client().get("/.well-known/terraform.json").get_json()
     assert doc == {"modules.v1": "/v1/modules/", "greeter.v1": "/-/greeter/"}
+
+
+def test_hook_tfr_configure_is_historic(app_factory):
+    plugin = DiscoveryAndConfigure()
+    app = app_factory(plugins=(plugin,))
     assert plugin.configured is app.extensions["tfregistry"]
+    late = DiscoveryAndConfigure()
+    app.extensions["tfregistry"].pm.register(late)  # registered after start-up: still configured
+    assert late.configured is app.extensions["tfregistry"]
 
 
 def test_hook_tfr_service_discovery_duplicate_fails(app_factory):

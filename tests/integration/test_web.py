@@ -1,0 +1,39 @@
+"""Request ids, trusted proxies and absolute URLs."""
+
+from __future__ import annotations
+
+from tests.conftest import bearer, new_token, post_module
+
+
+def test_request_id_is_generated_or_propagated(client):
+    generated = client.get("/.well-known/terraform.json").headers["X-Request-Id"]
+    assert len(generated) == 32
+    given = client.get("/.well-known/terraform.json", headers={"X-Request-Id": "abc-123"})
+    assert given.headers["X-Request-Id"] == "abc-123"
+    odd = client.get("/.well-known/terraform.json", headers={"X-Request-Id": "<script>"})
+    assert odd.headers["X-Request-Id"] != "<script>"
+
+
+def _download_location(app, **request_kwargs) -> str:
+    client = app.test_client()
+    token = new_token(app, "admin")
+    assert post_module(client, token).status_code == 201
+    r = client.get("/v1/modules/acme/network/aws/1.0.0/download", headers={
+        **bearer(token), **request_kwargs.pop("headers", {})}, **request_kwargs)
+    return r.headers["X-Terraform-Get"]
+
+
+FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "registry.example.com",
+             "X-Forwarded-For": "203.0.113.7"}
+
+
+def test_forwarded_headers_from_untrusted_peer_are_ignored(app_factory):
+    app = app_factory()
+    location = _download_location(app, headers=FORWARDED, environ_base={"REMOTE_ADDR": "198.51.100.1"})
+    assert location.startswith("http://localhost/v1/files/")
+
+
+def test_forwarded_headers_from_trusted_proxy_are_honoured(app_factory):
+    app = app_factory({"proxy.trusted": ["10.0.0.0/8"]})
+    location = _download_location(app, headers=FORWARDED, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert location.startswith("https://registry.example.com/v1/files/")
