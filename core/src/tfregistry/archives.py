@@ -17,28 +17,36 @@ import codecs
 import re
 import tarfile
 import zlib
-from collections.abc import Mapping
+from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["ArchiveError", "ArchiveLimits", "ArchiveReport", "inspect_module_archive", "symlink_escapes"]
+__all__ = ["ArchiveError", "ArchiveLimits", "ArchiveReport", "inspect_module_archive"]
 
 _CHUNK = 64 * 1024
 # Decompressed bytes allowed for reading one member's headers (ustar, pax, GNU long
 # names; paths are at most max_path_length anyway) plus tarfile's read-ahead.  Kept
 # small because Python < 3.11.10 parses pax headers in quadratic time (CVE-2024-6232).
 _HEADER_BUDGET = 32 * 1024
+_TAIL_BUDGET = 1024**2  # decompressed bytes read after the tar end marker, looking for the gzip end
 _MAX_SYMLINK_HOPS = 40
-_README_NAMES = ("readme.md", "readme")  # in order of preference, compared case-insensitively
+_MAX_SYMLINK_STEPS = 1_000_000  # path components processed while checking all symlinks
+_GZIP_MAGIC = b"\x1f\x8b"
+_README_RANKS = {"readme.md": 0, "readme": 1}  # lower-cased root names; lower rank wins
 _ALLOWED_TYPES = {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE}
 _TYPE_NAMES = {
-    tarfile.LNKTYPE: "hard link",
-    tarfile.CHRTYPE: "character device",
-    tarfile.BLKTYPE: "block device",
-    tarfile.FIFOTYPE: "FIFO",
-    tarfile.GNUTYPE_SPARSE: "sparse file",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a FIFO",
+    tarfile.GNUTYPE_SPARSE: "a sparse file",
 }
 _DRIVE_RE = re.compile(r"[A-Za-z]:")
+
+
+def _show(text: str, limit: int = 200) -> str:
+    """Quote a name from the archive for a message, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 class ArchiveError(ValueError):
@@ -88,7 +96,8 @@ class _GunzipStream:
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._done = False
+        self._pending = b""  # compressed bytes to feed before reading more from raw
+        self._started = self._done = False
         self.produced = 0
         self.limit = 0
         self.limit_message = "archive is too large"
@@ -100,42 +109,51 @@ class _GunzipStream:
         while not data and not self._done and size:
             if self._inflater.eof and not self._next_member():
                 break
-            compressed = self._inflater.unconsumed_tail or self._raw.read(_CHUNK)
+            compressed = self._inflater.unconsumed_tail or self._pending or self._raw.read(_CHUNK)
+            self._pending = b""
+            if not self._started:
+                if not compressed:
+                    raise ArchiveError("archive is empty (no data)")
+                if not compressed.startswith(_GZIP_MAGIC):
+                    raise ArchiveError("archive is not a gzip-compressed tar file")
+                self._started = True
             if not compressed:
                 raise ArchiveError("archive is truncated (unexpected end of gzip data)")
             try:
                 data = self._inflater.decompress(compressed, size)
             except zlib.error as exc:
-                if self.produced == 0:
-                    raise ArchiveError("archive is not a gzip-compressed tar file") from exc
                 raise ArchiveError(f"archive is corrupt (invalid gzip data: {exc})") from exc
         self.produced += len(data)
         if self.produced > self.limit:
             raise ArchiveError(self.limit_message)
         return data
 
+    def drain(self, budget: int) -> None:
+        """Read on to the end of the gzip data, so its checksum is verified, or ``budget`` bytes."""
+        self.limit = self.produced + budget + _CHUNK
+        end = self.produced + budget
+        while self.produced < end and self.read(_CHUNK):
+            pass
+
     def _next_member(self) -> bool:
         """After a gzip member ends: start the next one, or note the end of the data."""
         rest = self._inflater.unused_data
-        while len(rest) < 2:
-            more = self._raw.read(_CHUNK)
-            if not more:
-                break
+        while len(rest) < len(_GZIP_MAGIC) and (more := self._raw.read(_CHUNK)):
             rest += more
-        if not rest.startswith(b"\x1f\x8b"):
+        if not rest.startswith(_GZIP_MAGIC):
             self._done = True
             return False
         self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._inflater.decompress(rest, 0)  # only buffers it: the loop feeds unconsumed_tail
+        self._pending = rest
         return True
 
 
 def _member_name(member: tarfile.TarInfo, limits: ArchiveLimits) -> str:
     """Validate a member's name and return it normalised ("./a//b/" -> "a/b")."""
     name = member.name
-    shown = repr(name[:200])
+    shown = _show(name)
     if len(name) > limits.max_path_length:
-        raise ArchiveError(f"member {shown}... has a path longer than {limits.max_path_length} characters")
+        raise ArchiveError(f"member {shown} has a path longer than {limits.max_path_length} characters")
     if "\x00" in name or "\\" in name:
         raise ArchiveError(f"member {shown} has a backslash or NUL character in its name")
     try:
@@ -152,42 +170,47 @@ def _member_name(member: tarfile.TarInfo, limits: ArchiveLimits) -> str:
 
 def _check_link_target(name: str, target: str, limits: ArchiveLimits) -> None:
     if not target or len(target) > limits.max_path_length:
-        raise ArchiveError(f"symlink {name!r} has an empty or too long target")
+        raise ArchiveError(f"symlink {_show(name)} has an empty or too long target")
     if "\x00" in target or "\\" in target:
-        raise ArchiveError(f"symlink {name!r} has a backslash or NUL character in its target")
+        raise ArchiveError(f"symlink {_show(name)} has a backslash or NUL character in its target")
     if target.startswith("/") or _DRIVE_RE.match(target):
-        raise ArchiveError(f"symlink {name!r} has an absolute target {target!r}")
+        raise ArchiveError(f"symlink {_show(name)} has an absolute target {_show(target)}")
 
 
-def symlink_escapes(name: str, links: Mapping[str, str]) -> bool:
-    """Whether symlink ``name`` resolves to a path outside the archive root.
+def _escaping_symlink(links: dict[str, str]) -> str | None:
+    """Return the first symlink whose target resolves outside the archive root, if any.
 
-    ``links`` maps every symlink in the archive (normalised name) to its relative
-    target.  The target is resolved as the operating system would once unpacked: from
-    the link's directory, following the other symlinks along the way, so that
-    ``a -> x/..`` is judged by what ``x`` points to.  Symlink loops count as escaping.
+    ``links`` maps every symlink in the archive (normalised name) to its relative target.
+    A target is resolved as the operating system would once unpacked: from the link's
+    directory, following the other symlinks on the way, so ``a -> x/..`` is judged by
+    what ``x`` points to.  Loops count as escaping.  The total work is bounded.
     """
-    resolved: list[str] = []
-    pending = name.split("/")[:-1] + links[name].split("/")
-    hops = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not resolved:
-                return True
-            resolved.pop()
-            continue
-        resolved.append(part)
-        target = links.get("/".join(resolved))
-        if target is not None:
+    steps = 0
+    for name in sorted(links):
+        resolved: list[str] = []  # paths of the directories resolved so far, "a", "a/b", ...
+        pending = deque(name.split("/")[:-1] + links[name].split("/"))
+        hops = 0
+        while pending:
+            steps += 1
+            if steps > _MAX_SYMLINK_STEPS:
+                raise ArchiveError("archive has too many or too deeply chained symlinks to check")
+            part = pending.popleft()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    return name
+                resolved.pop()
+                continue
+            path = f"{resolved[-1]}/{part}" if resolved else part
+            if path not in links:
+                resolved.append(path)
+                continue
             hops += 1
-            if hops > _MAX_SYMLINK_HOPS or target.startswith("/"):
-                return True
-            resolved.pop()
-            pending[:0] = target.split("/")
-    return False
+            if hops > _MAX_SYMLINK_HOPS:
+                return name
+            pending.extendleft(reversed(links[path].split("/")))
+    return None
 
 
 def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveReport:
@@ -204,18 +227,19 @@ def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveR
     stream = _GunzipStream(fileobj)
     stream.limit = _HEADER_BUDGET
     stream.limit_message = "archive is not a gzip-compressed tar file (oversized tar header)"
+    opened = False
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
-    except tarfile.TarError as exc:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+            opened = True
+            return _inspect_members(tar, stream, limits)
+    except ArchiveError:
+        raise
+    except (tarfile.TarError, ValueError, EOFError) as exc:  # tarfile lets some ValueErrors through
+        if opened:
+            raise ArchiveError(f"archive is corrupt or truncated ({exc})") from exc
         if stream.produced == 0:
             raise ArchiveError("archive is empty") from exc
         raise ArchiveError("archive is not a gzip-compressed tar file") from exc
-    try:
-        return _inspect_members(tar, stream, limits)
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"archive is corrupt or truncated ({exc})") from exc
-    finally:
-        tar.close()
 
 
 def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: ArchiveLimits) -> ArchiveReport:
@@ -234,19 +258,19 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
         if member is None:
             break
         name = _member_name(member, limits)
-        previous = f"member {member.name[:200]!r}"
+        previous = f"member {_show(member.name)}"
         member_count += 1
         if member_count > limits.max_files:
             raise ArchiveError(f"archive has more than {limits.max_files} members")
         if member.type not in _ALLOWED_TYPES:
-            kind = _TYPE_NAMES.get(member.type, f"entry of unsupported type {member.type!r}")
-            raise ArchiveError(f"member {member.name!r} is a {kind}, which is not allowed")
+            kind = _TYPE_NAMES.get(member.type, f"an entry of unsupported type {member.type!r}")
+            raise ArchiveError(f"member {_show(member.name)} is {kind}, which is not allowed")
         if not name:  # the root directory itself, "./"
             if not member.isdir():
-                raise ArchiveError(f"member {member.name!r} has an empty name")
+                raise ArchiveError(f"member {_show(member.name)} has an empty name")
             continue
         if name in seen and not (member.isdir() and seen[name]):
-            raise ArchiveError(f"member {name!r} appears more than once in the archive")
+            raise ArchiveError(f"member {_show(name)} appears more than once in the archive")
         seen[name] = member.isdir()
         if member.isdir():
             continue
@@ -261,22 +285,22 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
         if total_bytes + member.size > limits.max_uncompressed_bytes:
             raise ArchiveError(
                 f"archive is larger than {limits.max_uncompressed_bytes} bytes uncompressed"
-                f" (at member {name!r})"
+                f" (at member {_show(name)})"
             )
-        at_root = "/" not in name
-        has_root_tf = has_root_tf or (at_root and name.endswith((".tf", ".tf.json")))
-        rank = _README_NAMES.index(name.lower()) if at_root and name.lower() in _README_NAMES else None
-        keep = rank is not None and (readme_name is None or rank < _README_NAMES.index(readme_name.lower()))
+        has_root_tf = has_root_tf or ("/" not in name and name.endswith((".tf", ".tf.json")))
+        rank = _README_RANKS.get(name.lower())  # a name with a "/" is never a key
+        keep = rank is not None and (readme_name is None or rank < _README_RANKS[readme_name.lower()])
         kept = bytearray()
         stream.limit = stream.produced + member.size + _HEADER_BUDGET
         data = tar.extractfile(member)
-        assert data is not None  # a regular file always has a file object
+        if data is None:  # cannot happen for a regular file
+            raise ArchiveError(f"member {_show(name)} cannot be read")
         while chunk := data.read(_CHUNK):
             total_bytes += len(chunk)
             if total_bytes > limits.max_uncompressed_bytes:
                 raise ArchiveError(
                     f"archive is larger than {limits.max_uncompressed_bytes} bytes uncompressed"
-                    f" (at member {name!r})"
+                    f" (at member {_show(name)})"
                 )
             if keep and len(kept) <= limits.max_readme_bytes:
                 kept += chunk[: limits.max_readme_bytes + 1 - len(kept)]
@@ -286,11 +310,15 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
 
     if file_count == 0:
         raise ArchiveError("archive is empty (it contains no files)")
-    for name in sorted(links):
-        if symlink_escapes(name, links):
-            raise ArchiveError(
-                f"symlink {name!r} -> {links[name]!r} points outside the archive (or is part of a loop)"
-            )
+    # Whatever follows the tar end marker is ignored, but an upload cut short in its last
+    # bytes should not pass: read a little further, to the gzip trailer of usual archives.
+    stream.drain(_TAIL_BUDGET)
+    bad_link = _escaping_symlink(links)
+    if bad_link is not None:
+        raise ArchiveError(
+            f"symlink {_show(bad_link)} -> {_show(links[bad_link])} points outside the archive"
+            " (or is part of a loop)"
+        )
     text = None
     if readme is not None:
         # A final=False decode drops a character cut in half by the size cap.
