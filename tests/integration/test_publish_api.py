@@ -28,7 +28,8 @@ def test_publish_returns_201_with_version_json(publish, registry):
     assert body["id"] == "acme/network/aws/1.2.3"
     assert body["created"] is True and len(body["sha256"]) == 64 and body["size"] > 0
     assert body["published_by"] == "token:admin"
-    assert stored_keys(registry) == [f"modules/acme/network/aws/1.2.3/{body['sha256'][:16]}/acme-network-aws-1.2.3.tar.gz"]
+    key = f"modules/acme/network/aws/1.2.3/{body['sha256'][:16]}/acme-network-aws-1.2.3.tar.gz"
+    assert stored_keys(registry) == [key]
     assert audit_actions(registry)[-1] == "module.publish"
 
 

@@ -86,8 +86,18 @@ def bootstrap(
         trace=early["plugins.trace"],
     )
     settings = build_settings(pm.collect("tfr_add_settings", SettingsDeclarations()), raw)
-    logging.getLogger("tfregistry").setLevel(settings["log_level"])
+    configure_logging(settings["log_level"])
     return Bootstrap(settings, pm)
+
+
+def configure_logging(level: str) -> None:
+    """Send ``tfregistry`` logs to stderr unless the host (gunicorn, pytest...) already handles them."""
+    logger = logging.getLogger("tfregistry")
+    logger.setLevel(level)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
 
 
 def create_app(

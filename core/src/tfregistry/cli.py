@@ -111,8 +111,8 @@ def serve(ctx: Context, host: str, port: int, tls_mode: str | None, tls_cert: st
         files = ensure_self_signed(boot.settings.data_dir / "tls", [host, *hostnames])
         ssl_context = (str(files.cert), str(files.key))
         scheme = "https"
-        click.echo(f"TLS: certificate from the local CA {files.ca_cert}")
-        click.echo(f"     tell Terraform to trust it: export SSL_CERT_FILE={files.bundle}")
+        click.echo(f"TLS: certificate from the local CA {files.ca_cert.resolve()}")
+        click.echo(f"     tell Terraform to trust it: export SSL_CERT_FILE={files.bundle.resolve()}")
     elif tls_cert:
         ssl_context = (tls_cert, tls_key)
         scheme = "https"

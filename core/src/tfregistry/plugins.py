@@ -166,6 +166,8 @@ def get_plugin_manager(
         raise StartupError(f"plugin {pm.get_name(exc.plugin)}: {exc}") from exc
 
     if trace:
+        log.setLevel(logging.INFO)
+
         def before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:
             log.info("hook %s(%s) -> %s", hook_name, ", ".join(kwargs), [i.plugin_name for i in impls])
 
