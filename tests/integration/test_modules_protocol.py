@@ -6,8 +6,10 @@ import hashlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from sqlalchemy import select
 
 from tests.conftest import bearer, new_token, post_module
+from tfregistry.models import Namespace
 
 
 def test_discovery_advertises_modules_v1(client):
@@ -168,3 +170,17 @@ def test_public_url_makes_absolute_locations(app_factory):
     assert post_module(client, token).status_code == 201
     loc = client.get("/v1/modules/acme/network/aws/1.0.0/download", headers=bearer(token)).headers["X-Terraform-Get"]
     assert loc.startswith("https://registry.example.com/v1/files/modules/acme/network/aws/1.0.0/")
+
+
+def test_namespace_token_keeps_access_to_public_namespaces(client, publish, make_token, app):
+    publish(namespace="shared", version="1.0.0")
+    publish(namespace="secret", version="1.0.0")
+    registry = app.extensions["tfregistry"]
+    with registry.db.session() as session:
+        session.scalars(select(Namespace).where(Namespace.name == "shared")).one().visibility = "public"
+        session.commit()
+    token = make_token("read", namespace="team")
+    assert client.get("/v1/modules/shared/network/aws/versions", headers=bearer(token)).status_code == 200
+    assert client.get("/v1/modules/secret/network/aws/versions", headers=bearer(token)).status_code == 403
+    listed = client.get("/v1/modules", headers=bearer(token)).get_json()["modules"]
+    assert [m["namespace"] for m in listed] == ["shared"]

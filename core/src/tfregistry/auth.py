@@ -79,9 +79,9 @@ def anonymous_may_read(namespace: Namespace | None) -> bool:
 
 def allowed(identity: Identity, action: str, namespace: Namespace | None) -> bool:
     """Whether ``identity`` may do ``action`` in ``namespace`` (``None``: registry-wide)."""
-    if identity.anonymous:
-        return action == "modules:read" and anonymous_may_read(namespace)
-    if identity.scope not in ACTIONS.get(action, ()):
+    if action == "modules:read" and anonymous_may_read(namespace):
+        return True  # a token never has less access than no token
+    if identity.anonymous or identity.scope not in ACTIONS.get(action, ()):
         return False
     if identity.namespace is None:
         return True
@@ -103,14 +103,14 @@ def readable_namespace_ids(session: Session) -> Select:
     """A sub-select of the namespace ids the caller may read (for list endpoints)."""
     identity = current_identity(session)
     stmt = select(Namespace.id)
-    if identity.anonymous:
-        visible = [Namespace.visibility == "public"]
-        if current_registry().settings["auth.anonymous_read"]:
-            visible.append(Namespace.visibility == "inherit")
-        return stmt.where(or_(*visible))
+    if not identity.anonymous and identity.namespace is None:
+        return stmt
+    visible = [Namespace.visibility == "public"]
+    if current_registry().settings["auth.anonymous_read"]:
+        visible.append(Namespace.visibility == "inherit")
     if identity.namespace is not None:
-        return stmt.where(Namespace.name == identity.namespace)
-    return stmt
+        visible.append(Namespace.name == identity.namespace)
+    return stmt.where(or_(*visible))
 
 
 def request_actor(identity: Identity) -> Actor:

@@ -126,13 +126,18 @@ def _details(session: Session, module: Module, mv: ModuleVersion) -> dict[str, A
     return data
 
 
+def _readable_latest(session: Session, ns: str, name: str, system: str) -> tuple[Module, ModuleVersion]:
+    module = _readable_module(session, ns, name, system)
+    mv = svc.latest_version(module)
+    if mv is None:
+        raise NotFound(f"module {ns}/{name}/{system} has no versions")
+    return module, mv
+
+
 @bp.get("/<ns>/<name>/<system>")
 def latest_details(ns: str, name: str, system: str):
     with current_registry().db.session() as session:
-        module = _readable_module(session, ns, name, system)
-        mv = svc.latest_version(module)
-        if mv is None:
-            raise NotFound(f"module {ns}/{name}/{system} has no versions")
+        module, mv = _readable_latest(session, ns, name, system)
         return jsonify(_details(session, module, mv))
 
 
@@ -177,9 +182,6 @@ def download(ns: str, name: str, system: str, version: str):
 @bp.get("/<ns>/<name>/<system>/download")
 def download_latest(ns: str, name: str, system: str):
     with current_registry().db.session() as session:
-        module = _readable_module(session, ns, name, system)
-        mv = svc.latest_version(module)
-        if mv is None:
-            raise NotFound(f"module {ns}/{name}/{system} has no versions")
+        _, mv = _readable_latest(session, ns, name, system)
         target = url_for(".download", ns=ns, name=name, system=system, version=mv.version)
     return redirect(target, code=302)
