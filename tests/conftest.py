@@ -108,7 +108,7 @@ def app_factory(tmp_path: Path, database_url: str) -> Callable[..., Any]:
 
     yield make
     for app in apps:
-        app.extensions["tfregistry"].db.dispose()
+        app.extensions["tfregistry"].close()
 
 
 @pytest.fixture

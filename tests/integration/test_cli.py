@@ -172,3 +172,47 @@ def test_publish_unreachable_registry(run, tmp_path):
     result = run("publish", "module", str(archive), "--namespace", "a", "--name", "b", "--system", "c",
                  "--version", "1.0.0", "--url", "http://127.0.0.1:9", "--token", "x")
     assert result.exit_code == 1 and "cannot reach the registry" in result.output
+
+
+def test_tf_token_variable_encoding():
+    from tfregistry.cli import tf_token_variable
+
+    assert tf_token_variable("127.0.0.1:8443") == "TF_TOKEN_127_0_0_1:8443"
+    assert tf_token_variable("my-reg.example.com") == "TF_TOKEN_my__reg_example_com"
+
+
+def _tfr(*args: str, env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TFR_")}
+    return subprocess.run([sys.executable, "-m", "tfregistry", *args], env={**base, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_console_script_honours_config_option(tmp_path):
+    config = tmp_path / "tfr.toml"
+    config.write_text(f'data_dir = "{tmp_path / "d"}"\nlog_level = "DEBUG"\n')
+    result = _tfr("--config", str(config), "config", "show", env={})
+    assert result.returncode == 0, result.stderr
+    assert f"log_level = DEBUG    # file {config}" in result.stdout
+
+
+def test_console_script_reports_bad_settings(tmp_path):
+    result = _tfr("token", "list", env={"TFR_DATA_DIR": str(tmp_path), "TFR_LIMITS__MODULE_MAX_FILES": "lots"})
+    assert result.returncode == 2
+    assert "error: configuration error" in result.stderr and "limits.module_max_files" in result.stderr
+
+
+def test_serve_on_a_busy_port_fails_before_creating_the_first_token(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"TFR_DATA_DIR": str(tmp_path / "data")}
+        result = _tfr("serve", "--port", str(port), env=env)
+    assert result.returncode == 1 and f"Port {port} is in use" in result.stderr
+    assert "admin token" not in result.stdout
+    assert _tfr("token", "list", env=env).stdout == ""

@@ -117,6 +117,7 @@ def test_size_limit_is_413(app_factory):
     big = tar_gz({"main.tf": b"#\n", "blob.bin": __import__("os").urandom(200 * 1024)})
     r = post_module(client, token, archive=big)
     assert r.status_code == 413
+    assert "limits.module_archive_max_bytes" in r.get_json()["message"]
     assert list(app.extensions["tfregistry"].storage.list("modules/")) == []
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from tests.conftest import bearer, new_token, post_module
+from tfregistry.models import AuditEntry
 
 
 def test_request_id_is_generated_or_propagated(client):
@@ -37,3 +40,23 @@ def test_forwarded_headers_from_trusted_proxy_are_honoured(app_factory):
     app = app_factory({"proxy.trusted": ["10.0.0.0/8"]})
     location = _download_location(app, headers=FORWARDED, environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert location.startswith("https://registry.example.com/v1/files/")
+
+
+def test_discovery_under_a_path_prefix(app_factory):
+    app = app_factory({"public_url": "https://example.com/registry"})
+    assert app.test_client().get("/.well-known/terraform.json").get_json() == {
+        "modules.v1": "/registry/v1/modules/"}
+    proxied = app_factory({"proxy.trusted": ["10.0.0.0/8"]}).test_client().get(
+        "/.well-known/terraform.json", headers={"X-Forwarded-Prefix": "/tf"}, environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert proxied.get_json() == {"modules.v1": "/tf/v1/modules/"}
+
+
+def test_trusted_proxy_client_address_reaches_the_audit_log(app_factory):
+    app = app_factory({"proxy.trusted": ["10.0.0.0/8"]})
+    client = app.test_client()
+    token = new_token(app, "admin")
+    client.environ_base.update({"REMOTE_ADDR": "10.9.9.9", "HTTP_X_FORWARDED_FOR": "203.0.113.7, 10.1.1.1"})
+    assert post_module(client, token).status_code == 201
+    with app.extensions["tfregistry"].db.session() as session:
+        entry = session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "module.publish")).one()
+    assert entry.ip == "203.0.113.7"

@@ -117,14 +117,22 @@ def create_app(
     :param load_entrypoints: load installed plugins from entry points.
     :raises StartupError: with a message naming the setting or plugin at fault.
     """
-    boot = bootstrap(config, config_path=config_path, environ=environ, plugins=plugins,
-                     load_entrypoints=load_entrypoints)
+    return build_app(bootstrap(config, config_path=config_path, environ=environ, plugins=plugins,
+                               load_entrypoints=load_entrypoints))
+
+
+def build_app(boot: Bootstrap) -> Flask:
+    """Build the application from settings and plugins already loaded (see :func:`create_app`)."""
     settings, pm = boot.settings, boot.pm
     db = boot.database()
     if not db.is_up_to_date():
         raise StartupError(f"the database schema at {db.engine.url!r} is not up to date: run `tfr db upgrade`")
     register = boot.storage_backends()
     storage = boot.storage()
+    problems = storage.check()
+    if problems:
+        raise StartupError(f"storage backend {storage.name!r} is not usable: " + "; ".join(problems)
+                           + " (`tfr storage check` runs the same probe)")
 
     app = Flask("tfregistry")
     app.config["JSON_SORT_KEYS"] = False
@@ -134,11 +142,19 @@ def create_app(
     app.before_request(assign_request_id)
     app.after_request(add_request_id_header)
 
+    app.register_error_handler(413, upload_too_large)
     api = make_api(app)
     pm.hook.tfr_register_blueprints(registry=registry, app=app, api=api)
     registry.discovery = merge_discovery(pm.hook.tfr_service_discovery(registry=registry))
     pm.hook.tfr_configure.call_historic(kwargs={"registry": registry})
     return app
+
+
+def upload_too_large(error: Exception) -> Any:
+    """Werkzeug stopped reading an upload at the size cap: say which setting sets it."""
+    from tfregistry.api import api_error
+
+    return api_error(413, "the upload is larger than this registry accepts (setting limits.module_archive_max_bytes)")
 
 
 def merge_discovery(fragments: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:

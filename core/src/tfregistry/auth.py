@@ -22,6 +22,14 @@ ACTIONS = {
 }
 
 
+ACTION_WORDS = {
+    "modules:read": "read modules",
+    "modules:write": "publish or change modules",
+    "modules:delete": "delete modules",
+    "admin": "administer the registry",
+}
+
+
 class Unauthenticated(Exception):
     """No credentials, or credentials that are not valid: HTTP 401."""
 
@@ -71,6 +79,13 @@ def current_identity(session: Session) -> Identity:
     return identity
 
 
+def namespace_for(session: Session, name: str) -> Namespace:
+    """The namespace row, or an unsaved stand-in (default visibility), so permission checks can run
+    before a lookup that would answer 404."""
+    return session.scalar(select(Namespace).where(Namespace.name == name)) or Namespace(name=name,
+                                                                                      visibility="inherit")
+
+
 def anonymous_may_read(namespace: Namespace | None) -> bool:
     if namespace is not None and namespace.visibility != "inherit":
         return namespace.visibility == "public"
@@ -96,7 +111,7 @@ def require(session: Session, action: str, namespace: Namespace | None) -> Ident
     if identity.anonymous:
         raise Unauthenticated("authentication required: send a registry token as 'Authorization: Bearer <token>'")
     where = f" in namespace {namespace.name!r}" if namespace is not None else ""
-    raise PermissionDenied(f"this token (scope {identity.scope}) may not {action.replace(':', ' ')}{where}")
+    raise PermissionDenied(f"this token (scope {identity.scope}) may not {ACTION_WORDS.get(action, action)}{where}")
 
 
 def readable_namespace_ids(session: Session) -> Select:

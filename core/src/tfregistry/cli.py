@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from datetime import timedelta
@@ -12,7 +13,7 @@ import click
 from sqlalchemy import select
 
 from tfregistry import StartupError, __version__
-from tfregistry.app import Bootstrap, bootstrap, create_app
+from tfregistry.app import Bootstrap, bootstrap, build_app
 from tfregistry.client import ClientError, RegistryClient, error_message
 from tfregistry.models import ApiToken
 from tfregistry.services import ServiceError
@@ -24,9 +25,9 @@ from tfregistry.settings import parse_duration
 class Context:
     """Lazily bootstraps settings and plugins for the sub-command that needs them."""
 
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, boot: Bootstrap | None = None) -> None:
         self.config_path = config_path
-        self._boot: Bootstrap | None = None
+        self._boot = boot
 
     @property
     def boot(self) -> Bootstrap:
@@ -45,19 +46,34 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """tfregistry: a private Terraform registry."""
-    ctx.obj = Context(config_path)
+    if not isinstance(ctx.obj, Context) or ctx.obj.config_path != config_path:
+        ctx.obj = Context(config_path)
+
+
+def config_path_from_argv(argv: list[str]) -> str | None:
+    """``--config PATH`` / ``--config=PATH`` before the sub-command, else ``$TFR_CONFIG``."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if not arg.startswith("-"):
+            break  # the sub-command: later options are its own
+    return os.environ.get("TFR_CONFIG")
 
 
 def main() -> None:
-    """Console-script entry point: plugin commands are added before parsing."""
+    """Console-script entry point: settings and plugins load once, and plugin commands are added."""
+    config_path = config_path_from_argv(sys.argv[1:])
+    boot: Bootstrap | None = None
     try:
-        boot = bootstrap()
+        boot = bootstrap(config_path=config_path)
     except StartupError:
-        boot = None  # the failing command will report it; `tfr --help` must still work
-    if boot is not None:
+        pass  # the command that needs settings reports it; `tfr --help` must still work
+    else:
         boot.pm.hook.tfr_register_cli_commands(cli=cli)
     try:
-        cli(standalone_mode=True)
+        cli(standalone_mode=True, obj=Context(config_path, boot))
     except StartupError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -71,12 +87,17 @@ def fail(message: str, code: int = 1) -> None:
 # --- serve -------------------------------------------------------------------------
 
 
+def tf_token_variable(host: str) -> str:
+    """The ``TF_TOKEN_`` variable Terraform reads for ``host`` (``-`` → ``__``, ``.`` → ``_``, ``:`` kept)."""
+    return "TF_TOKEN_" + host.replace("-", "__").replace(".", "_")
+
+
 def _cli_config_snippet(host: str, port: int, token: str) -> str:
     address = f"{host}:{port}"
     return (
         f"  # ~/.terraformrc (or the file named by TF_CLI_CONFIG_FILE)\n"
         f'  credentials "{address}" {{\n    token = "{token}"\n  }}\n'
-        f"  # or, per command: env 'TF_TOKEN_{address.replace('.', '_')}={token}' terraform init\n"
+        f"  # or, per command: env '{tf_token_variable(address)}={token}' terraform init\n"
         f'  # modules: source = "{address}/NAMESPACE/NAME/SYSTEM"'
     )
 
@@ -96,15 +117,18 @@ def serve(ctx: Context, host: str, port: int, tls_mode: str | None, tls_cert: st
     Applies migrations, and on first start prints an admin token and the Terraform
     CLI configuration to use it.  Production runs gunicorn "tfregistry.app:create_app()".
     """
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server
 
     from tfregistry.tls import ensure_self_signed
 
+    if bool(tls_cert) != bool(tls_key):
+        fail("--tls-cert and --tls-key go together")
+    if tls_mode and tls_cert:
+        fail("use either --tls self-signed or --tls-cert/--tls-key, not both")
     boot = ctx.boot
     db = boot.database()
     db.upgrade()
-    if bool(tls_cert) != bool(tls_key):
-        fail("--tls-cert and --tls-key go together")
+    db.dispose()
     ssl_context: Any = None
     scheme = "http"
     if tls_mode == "self-signed":
@@ -119,7 +143,13 @@ def serve(ctx: Context, host: str, port: int, tls_mode: str | None, tls_cert: st
     if scheme == "http":
         click.echo("warning: without TLS, Terraform can only reach this registry through a CLI `host` block; "
                    "use --tls self-signed to try it locally", err=True)
-    with db.session() as session:
+    app = build_app(boot)
+    try:
+        server = make_server(host, port, app, threaded=True, ssl_context=ssl_context)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    registry = app.extensions["tfregistry"]
+    with registry.db.session() as session:
         if not token_svc.any_tokens(session):
             _, secret = token_svc.create_token(session, CLI_ACTOR, name="initial admin", scope="admin")
             session.commit()
@@ -128,10 +158,15 @@ def serve(ctx: Context, host: str, port: int, tls_mode: str | None, tls_cert: st
             click.echo(f"  {secret}")
             click.echo("Use it from Terraform:")
             click.echo(_cli_config_snippet(shown_host, port, secret))
-    db.dispose()
-    app = create_app(config_path=ctx.config_path)
     click.echo(f"Serving {scheme}://{host}:{port}/ (data in {boot.settings.data_dir.resolve()})")
-    run_simple(host, port, app, threaded=True, ssl_context=ssl_context, use_reloader=False)
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        registry.close()
 
 
 # --- db ------------------------------------------------------------------------------

@@ -78,9 +78,9 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
 def tfr_register_cli_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``tfr`` command line.
 
-    ``cli.add_command(my_click_command)``.  Commands that need the application
-    use :func:`tfregistry.cli.pass_registry` or build one with
-    :func:`tfregistry.app.create_app`.
+    ``cli.add_command(my_click_command)``.  A command that needs settings, the
+    database or storage builds them with :func:`tfregistry.app.bootstrap`; one
+    that needs the whole application calls :func:`tfregistry.app.create_app`.
 
     :param cli: the ``tfr`` click group.
     """

@@ -168,8 +168,8 @@ class StorageBackend(ABC):
     def check(self) -> list[str]:
         """Probe the backend: write, read back, list and delete a small object.
 
-        Returns a list of human-readable problems; empty means healthy.  Used at
-        start-up and by ``tfr storage check``.
+        Returns a list of human-readable problems; empty means healthy.  Run when
+        the application starts (a problem stops start-up) and by ``tfr storage check``.
         """
         key = f"_tfr_probe/{uuid.uuid4().hex}.txt"
         payload = b"tfregistry storage probe\n"
@@ -206,4 +206,4 @@ class StorageBackend(ABC):
         return problems
 
     def close(self) -> None:  # noqa: B027 - optional, a no-op unless overridden
-        """Release clients and connections; called when the application shuts down."""
+        """Release clients and connections; called by ``Registry.close()``."""

@@ -1,6 +1,6 @@
 """The plugin manager: built-in defaults, then entry points of group ``tfregistry``.
 
-Load order (fixed, see ``docs/plugins.md``):
+Load order (fixed, see ``docs/hooks.md``):
 
 1. hook specifications from :mod:`tfregistry.hookspecs`;
 2. built-in plugins (:data:`DEFAULT_PLUGINS`; fallbacks are ``trylast``);
@@ -79,6 +79,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__("tfregistry")
         self.add_hookspecs(hookspecs)
         self._infos: dict[str, PluginInfo] = {}
+        self.trace = False
 
     def register_plugin(self, plugin: Any, name: str, version: str, builtin: bool) -> None:
         self.register(plugin, name=name)
@@ -104,6 +105,8 @@ class PluginManager(pluggy.PluginManager):
         """
         for impl in reversed(getattr(self.hook, hook).get_hookimpls()):
             collector.current_plugin = impl.plugin_name
+            if self.trace:
+                log.info("hook %s -> %s", hook, impl.plugin_name)
             impl.function(**{arg: collector for arg in impl.argnames})
         collector.current_plugin = None
         return collector
@@ -166,6 +169,7 @@ def get_plugin_manager(
         raise StartupError(f"plugin {pm.get_name(exc.plugin)}: {exc}") from exc
 
     if trace:
+        pm.trace = True
         log.setLevel(logging.INFO)
 
         def before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:

@@ -73,16 +73,22 @@ class UrlSigner:
 def load_secret_key(configured: str | None, data_dir: Path) -> bytes:
     """The configured secret key, or one generated once and kept in ``<data_dir>/secret_key``."""
     if configured:
-        if len(configured) < 16:
-            raise StartupError("setting 'secret_key' must be at least 16 characters long")
         return configured.encode()
     path = data_dir / "secret_key"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass  # made earlier, or just now by another worker
+    else:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(48))
-    return path.read_text().strip().encode()
+    for _ in range(50):  # another worker may still be writing it
+        key = path.read_text().strip()
+        if key:
+            return key.encode()
+        time.sleep(0.01)
+    raise StartupError(f"{path} is empty; delete it or set secret_key")
 
 
 class Registry:
@@ -107,6 +113,11 @@ class Registry:
         self.storage_backends = storage_backends
         self.signer = UrlSigner(load_secret_key(settings["secret_key"], settings.data_dir))
         self.discovery: dict[str, Any] = {}
+
+    def close(self) -> None:
+        """Release the storage backend's clients and the database pool."""
+        self.storage.close()
+        self.db.dispose()
 
     def absolute_url(self, path: str) -> str:
         """``path`` (starting with ``/``) under ``public_url``, or under the current request's host."""

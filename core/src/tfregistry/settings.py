@@ -128,6 +128,14 @@ def parse_url(value: Any) -> str:
     return text.rstrip("/")
 
 
+def parse_secret(value: Any) -> str:
+    """A secret of at least 16 characters."""
+    text = parse_str(value)
+    if len(text) < 16:
+        raise ValueError("must be at least 16 characters long")
+    return text
+
+
 def parse_networks(value: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """A list of IP addresses or CIDR networks."""
     try:
@@ -350,7 +358,9 @@ def build_settings(declarations: SettingsDeclarations, raw: Mapping[str, RawValu
         try:
             values[decl.key] = decl.convert(resolved)
         except (ValueError, TypeError) as exc:
-            reason = "the (secret) value is not valid" if decl.secret else str(exc)
+            reason = str(exc)
+            if decl.secret and (str(resolved) in reason or repr(resolved) in reason):
+                reason = "the (secret) value is not valid"
             errors.append(f"invalid value for setting {decl.key!r} ({item.source}): {reason}")
             continue
         sources[decl.key] = item.source

@@ -10,12 +10,11 @@ import marshmallow as ma
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import select
 
 from tfregistry import auth
 from tfregistry.api import api_error
 from tfregistry.archives import ArchiveLimits
-from tfregistry.models import ModuleVersion, Namespace
+from tfregistry.models import ModuleVersion
 from tfregistry.protocol import register_error_handlers
 from tfregistry.services import ServiceError
 from tfregistry.services import modules as svc
@@ -124,8 +123,7 @@ class Modules(MethodView):
             max_uncompressed_bytes=settings["limits.module_uncompressed_max_bytes"],
         )
         with registry.db.session() as session:
-            ns = session.scalar(select(Namespace).where(Namespace.name == form["namespace"]))
-            identity = auth.require(session, "modules:write", ns or Namespace(name=form["namespace"]))
+            identity = auth.require(session, "modules:write", auth.namespace_for(session, form["namespace"]))
             result = svc.publish_module(
                 session, registry.storage, auth.request_actor(identity),
                 namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
@@ -140,17 +138,16 @@ class ModuleVersionResource(MethodView):
     def get(self, ns: str, name: str, system: str, version: str) -> Any:
         """Show one version, with its checksum and deprecation status."""
         with current_registry().db.session() as session:
-            mv = svc.get_version(session, ns, name, system, version)
-            auth.require(session, "modules:read", mv.module.namespace)
-            return version_json(mv)
+            auth.require(session, "modules:read", auth.namespace_for(session, ns))
+            return version_json(svc.get_version(session, ns, name, system, version))
 
     @blp.arguments(DeprecateArgs)
     @blp.response(200, ModuleVersionSchema)
     def patch(self, args: dict[str, Any], ns: str, name: str, system: str, version: str) -> Any:
         """Deprecate (or un-deprecate) a version; it stays installable and the API flags it."""
         with current_registry().db.session() as session:
+            identity = auth.require(session, "modules:write", auth.namespace_for(session, ns))
             mv = svc.get_version(session, ns, name, system, version)
-            identity = auth.require(session, "modules:write", mv.module.namespace)
             svc.set_deprecated(session, auth.request_actor(identity), mv, args["deprecated"], args["reason"])
             return version_json(mv)
 
@@ -159,6 +156,6 @@ class ModuleVersionResource(MethodView):
         """Delete a version and its archive (admin only; audited)."""
         registry = current_registry()
         with registry.db.session() as session:
+            identity = auth.require(session, "modules:delete", auth.namespace_for(session, ns))
             mv = svc.get_version(session, ns, name, system, version)
-            identity = auth.require(session, "modules:delete", mv.module.namespace)
             svc.delete_version(session, registry.storage, auth.request_actor(identity), mv)

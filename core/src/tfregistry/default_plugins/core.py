@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tfregistry import hookimpl
-from tfregistry.settings import ByteSize, Duration, parse_networks, parse_url
+from tfregistry.settings import ByteSize, Duration, parse_networks, parse_secret, parse_url
 
 if TYPE_CHECKING:
     from tfregistry.registry import ModuleVersionRef, Registry
@@ -22,7 +22,7 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         help="Directory for the embedded database, local storage, generated keys and certificates.")
     add("database_url", str, help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. "
         "Default: a SQLite file <data_dir>/registry.db.")
-    add("secret_key", str, secret=True, help="Key for signing download URLs. Required when several replicas "
+    add("secret_key", parse_secret, secret=True, help="Key for signing download URLs. Required when several replicas "
         "serve the registry; by default one is generated once and kept in <data_dir>/secret_key.")
     add("log_level", str, default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")
     add("storage.backend", str, default="local", help="Name of the active storage backend (see `tfr plugins`).")

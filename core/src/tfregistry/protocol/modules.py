@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tfregistry import auth
-from tfregistry.models import Module, ModuleVersion, Namespace
+from tfregistry.models import Module, ModuleVersion
 from tfregistry.protocol import error, register_error_handlers
 from tfregistry.services import NotFound
 from tfregistry.services import modules as svc
@@ -25,13 +25,9 @@ register_error_handlers(bp)
 MAX_LIMIT = 100
 
 
-def _namespace(session: Session, name: str) -> Namespace | None:
-    return session.scalar(select(Namespace).where(Namespace.name == name))
-
-
 def _readable_module(session: Session, ns: str, name: str, system: str) -> Module:
-    """The module, after checking the caller may read its namespace (404 hides what they may not see)."""
-    auth.require(session, "modules:read", _namespace(session, ns))
+    """The module, after checking the caller may read its namespace (401/403 before any 404)."""
+    auth.require(session, "modules:read", auth.namespace_for(session, ns))
     return svc.get_module(session, ns, name, system)
 
 
