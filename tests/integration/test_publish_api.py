@@ -239,3 +239,27 @@ def test_openapi_document_describes_the_publish_endpoint(client):
     post = spec["paths"]["/api/v1/modules"]["post"]
     assert "multipart/form-data" in post["requestBody"]["content"]
     assert "201" in post["responses"] and "409" in post["responses"]
+
+
+def test_storage_outage_is_503_and_leaves_nothing(app_factory, monkeypatch):
+    from tfregistry.interfaces import StorageError
+
+    app = app_factory()
+    client, token = app.test_client(), new_token(app, "admin")
+    registry = app.extensions["tfregistry"]
+
+    def unavailable(*args, **kwargs):
+        raise StorageError("example: cannot store object in bucket 'b': connection refused")
+
+    monkeypatch.setattr(registry.storage, "put", unavailable)
+    r = post_module(client, token)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "30"
+    assert "connection refused" in r.get_json()["message"]
+    with registry.db.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(ModuleVersion)) == 0
+    monkeypatch.undo()
+    assert post_module(client, token).status_code == 201
+    location = client.get("/v1/modules/acme/network/aws/1.0.0/download", headers=bearer(token))
+    monkeypatch.setattr(registry.storage, "open", unavailable)
+    r = client.get(location.headers["X-Terraform-Get"])
+    assert r.status_code == 503

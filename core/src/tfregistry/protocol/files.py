@@ -10,10 +10,11 @@ from typing import Any
 from flask import Blueprint, request, send_file
 
 from tfregistry.interfaces import InvalidKey, ObjectNotFound
-from tfregistry.protocol import error
+from tfregistry.protocol import error, register_error_handlers
 from tfregistry.web import current_registry
 
 bp = Blueprint("tfr_files", __name__)
+register_error_handlers(bp)
 
 #: Never let Werkzeug add ``Content-Encoding: gzip`` for these: Go would gunzip the
 #: body before go-getter sees it ("gzip: invalid header").
