@@ -34,28 +34,41 @@ POSTGRES_URL = os.environ.get(
 DATABASES = ("sqlite", "postgresql")
 
 
-def _admin_engine() -> sa.Engine:
-    return sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+def create_postgres_database(prefix: str) -> tuple[str, Callable[[], None]]:
+    """A fresh empty database on the test PostgreSQL server: its URL and a function that drops it.
+
+    Fails the test (never skips) when the server cannot be reached.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    problem = None
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        problem = str(exc.orig or exc).strip()
+    if problem is not None:  # outside the except block, so the report is the message, not a traceback
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is required for the test suite and is not reachable at {POSTGRES_URL} "
+                    f"(set TFREGISTRY_TEST_POSTGRES_URL): {problem}", pytrace=False)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False), drop
 
 
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session; dropped at the end."""
-    name = f"tfr_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = _admin_engine()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required for the test suite and is not reachable at {POSTGRES_URL}: {exc}")
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    url, drop = create_postgres_database("tfr_test")
     db = Database(url)
     db.upgrade()
     db.dispose()
     yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop()
 
 
 @pytest.fixture(scope="session")

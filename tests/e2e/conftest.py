@@ -25,21 +25,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.client import HTTPSConnection
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-POSTGRES_URL = os.environ.get(
-    "TFREGISTRY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from tests.conftest import create_postgres_database
+
 DATABASES = ("sqlite", "postgresql")
 STARTUP_TIMEOUT = 30.0
+#: Host name under which the network mirror also serves the registry's own providers.
+OWN_PROVIDER_HOST = "registry.example.test"
 TERRAFORM_TIMEOUT = 120.0
 CLI_TIMEOUT = 60.0
 
@@ -241,39 +240,18 @@ class RegistryServer:
             _stop(self.proc)
 
 
-def _create_postgres_database() -> tuple[str, Callable[[], None]]:
-    """A fresh empty database on the test PostgreSQL server; returns its URL and a dropper."""
-    name = f"tfr_e2e_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    problem = None
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        problem = str(exc.orig or exc).strip()
-    if problem is not None:  # outside the except block, so the report is the message, not a traceback
-        admin.dispose()
-        pytest.fail(f"PostgreSQL is required for the e2e suite and is not reachable at {POSTGRES_URL} "
-                    f"(set TFREGISTRY_TEST_POSTGRES_URL): {problem}", pytrace=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False), drop
-
-
 @pytest.fixture(scope="module", params=DATABASES)
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A registry server subprocess (anonymous reads off, the default), shared by the tests of one module."""
     database = request.param
     root = tmp_path_factory.mktemp(f"server-{database}")
     env = clean_environ()
-    env.update({"TFR_DATA_DIR": str(root / "data"), "PYTHONUNBUFFERED": "1"})
+    env.update({"TFR_DATA_DIR": str(root / "data"), "PYTHONUNBUFFERED": "1",
+                # a port-less name for our own providers: Terraform cannot use host:port through a mirror
+                "TFR_PROVIDERS__HOSTNAMES": OWN_PROVIDER_HOST})
     drop = None
     if database == "postgresql":
-        url, drop = _create_postgres_database()
+        url, drop = create_postgres_database("tfr_e2e")
         env["TFR_DATABASE_URL"] = url
     srv = None
     try:
@@ -328,12 +306,12 @@ class Terraform:
         (path / "main.tf").write_text(config)
         return path
 
-    def env(self, token: str | None = None) -> dict[str, str]:
+    def env(self, token: str | None = None, cli_config: Path | None = None) -> dict[str, str]:
         env = clean_environ()
         env.update({
             "HOME": str(self.home),
             "SSL_CERT_FILE": str(self.server.bundle),
-            "TF_CLI_CONFIG_FILE": os.devnull,
+            "TF_CLI_CONFIG_FILE": str(cli_config) if cli_config else os.devnull,
             "CHECKPOINT_DISABLE": "1",
             "TF_IN_AUTOMATION": "1",
         })
@@ -341,10 +319,12 @@ class Terraform:
             env[f"TF_TOKEN_{self.server.host.replace('.', '_')}"] = token  # literal ':' in the name
         return env
 
-    def __call__(self, workdir: Path, command: str, *args: str, token: str | None = None) -> TfResult:
-        """``terraform -chdir=WORKDIR COMMAND -no-color -input=false ARGS``; returns (rc, stdout, stderr)."""
-        argv = [sys.executable, "-c", TERRAFORM_DRIVER, str(workdir), command, "-no-color", "-input=false", *args]
-        proc = subprocess.Popen(argv, env=self.env(token), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    def __call__(self, workdir: Path, command: str, *args: str, token: str | None = None,
+                 cli_config: Path | None = None) -> TfResult:
+        """``terraform -chdir=WORKDIR COMMAND -no-color [-input=false] ARGS``; returns (rc, stdout, stderr)."""
+        flags = ["-no-color", "-input=false"] if command in ("init", "apply", "plan") else ["-no-color"]
+        argv = [sys.executable, "-c", TERRAFORM_DRIVER, str(workdir), *command.split(), *flags, *args]
+        proc = subprocess.Popen(argv, env=self.env(token, cli_config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, text=True, start_new_session=True)
         try:
             out, err = proc.communicate(timeout=TERRAFORM_TIMEOUT)
@@ -354,8 +334,8 @@ class Terraform:
             pytest.fail(f"terraform {command} timed out after {TERRAFORM_TIMEOUT:.0f} s\n{out}\n{err}")
         return TfResult(proc.returncode, out, err)
 
-    def init(self, workdir: Path, *args: str, token: str | None = None) -> TfResult:
-        return self(workdir, "init", *args, token=token)
+    def init(self, workdir: Path, *args: str, token: str | None = None, cli_config: Path | None = None) -> TfResult:
+        return self(workdir, "init", *args, token=token, cli_config=cli_config)
 
     def apply(self, workdir: Path, *args: str, token: str | None = None) -> TfResult:
         return self(workdir, "apply", "-auto-approve", *args, token=token)

@@ -119,7 +119,7 @@ class DiscoveryAndConfigure:
 def test_hook_tfr_service_discovery(app_factory):
     app = app_factory(plugins=(DiscoveryAndConfigure(),))
     doc = app.test_client().get("/.well-known/terraform.json").get_json()
-    assert doc == {"modules.v1": "/v1/modules/", "greeter.v1": "/-/greeter/"}
+    assert doc == {"modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/", "greeter.v1": "/-/greeter/"}
 
 
 def test_hook_tfr_configure_is_historic(app_factory):

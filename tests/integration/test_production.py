@@ -45,7 +45,8 @@ def test_gunicorn_serves_the_app_factory(tmp_path, database_url):
                 if server.poll() is not None:
                     break
                 time.sleep(0.1)
-        assert body == {"modules.v1": "/v1/modules/"}, server.stdout.read().decode() if server.poll() else ""
+        output = server.stdout.read().decode() if server.poll() else ""
+        assert body == {"modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/"}, output
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/modules", headers=bearer(token))
         with urllib.request.urlopen(request) as r:
             assert json.load(r)["modules"] == []

@@ -45,10 +45,10 @@ def test_forwarded_headers_from_trusted_proxy_are_honoured(app_factory):
 def test_discovery_under_a_path_prefix(app_factory):
     app = app_factory({"public_url": "https://example.com/registry"})
     assert app.test_client().get("/.well-known/terraform.json").get_json() == {
-        "modules.v1": "/registry/v1/modules/"}
+        "modules.v1": "/registry/v1/modules/", "providers.v1": "/registry/v1/providers/"}
     proxied = app_factory({"proxy.trusted": ["10.0.0.0/8"]}).test_client().get(
         "/.well-known/terraform.json", headers={"X-Forwarded-Prefix": "/tf"}, environ_base={"REMOTE_ADDR": "10.0.0.1"})
-    assert proxied.get_json() == {"modules.v1": "/tf/v1/modules/"}
+    assert proxied.get_json() == {"modules.v1": "/tf/v1/modules/", "providers.v1": "/tf/v1/providers/"}
 
 
 def test_trusted_proxy_client_address_reaches_the_audit_log(app_factory):

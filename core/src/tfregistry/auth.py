@@ -18,14 +18,24 @@ ACTIONS = {
     "modules:read": ("read", "publish", "admin"),
     "modules:write": ("publish", "admin"),
     "modules:delete": ("admin",),
+    "providers:read": ("read", "publish", "admin"),
+    "providers:write": ("publish", "admin"),
+    "providers:delete": ("admin",),
+    "keys:manage": ("publish", "admin"),
     "admin": ("admin",),
 }
+#: What anonymous callers may do where a namespace is readable without a token.
+READ_ACTIONS = ("modules:read", "providers:read")
 
 
 ACTION_WORDS = {
     "modules:read": "read modules",
     "modules:write": "publish or change modules",
     "modules:delete": "delete modules",
+    "providers:read": "read providers",
+    "providers:write": "publish or change providers",
+    "providers:delete": "delete providers",
+    "keys:manage": "manage signing keys",
     "admin": "administer the registry",
 }
 
@@ -94,7 +104,7 @@ def anonymous_may_read(namespace: Namespace | None) -> bool:
 
 def allowed(identity: Identity, action: str, namespace: Namespace | None) -> bool:
     """Whether ``identity`` may do ``action`` in ``namespace`` (``None``: registry-wide)."""
-    if action == "modules:read" and anonymous_may_read(namespace):
+    if action in READ_ACTIONS and anonymous_may_read(namespace):
         return True  # a token never has less access than no token
     if identity.anonymous or identity.scope not in ACTIONS.get(action, ()):
         return False

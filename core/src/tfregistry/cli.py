@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from datetime import timedelta
@@ -306,7 +307,7 @@ def publish_module(source: Path, namespace: str, name: str, system: str, version
         fields = {"namespace": namespace, "name": name, "system": system, "version": version,
                   "description": description}
         try:
-            response = client.upload("/api/v1/modules", fields, "archive", archive)
+            response = client.upload("/api/v1/modules", fields, [("archive", archive)])
         except ClientError as exc:
             fail(str(exc))
     if response.status in (200, 201):
@@ -315,6 +316,189 @@ def publish_module(source: Path, namespace: str, name: str, system: str, version
         click.echo(f"{verb}: {body['id']} sha256={body['sha256']}")
         return
     fail(f"the registry answered {response.status}: {error_message(response)}")
+
+
+GORELEASER_ZIP = re.compile(r"^terraform-provider-(?P<type>[^_]+)_(?P<version>[^_]+)_[^_]+_[^_]+\.zip$")
+
+
+def goreleaser_release(dist: Path) -> tuple[str, str, list[Path], Path | None, Path | None, list[str]]:
+    """Type, version, zips, SHA256SUMS, signature and protocols found in a GoReleaser ``dist`` folder."""
+    zips = sorted(p for p in dist.iterdir() if GORELEASER_ZIP.match(p.name))
+    if not zips:
+        fail(f"no terraform-provider-TYPE_VERSION_OS_ARCH.zip files in {dist}")
+    found = {GORELEASER_ZIP.match(p.name).group("type", "version") for p in zips}  # type: ignore[union-attr]
+    if len(found) != 1:
+        fail(f"{dist} holds zips of several providers/versions: {sorted(found)}; publish one release at a time")
+    type_, version = found.pop()
+    stem = f"terraform-provider-{type_}_{version}"
+    sums = dist / f"{stem}_SHA256SUMS"
+    sig = dist / f"{stem}_SHA256SUMS.sig"
+    manifest = dist / f"{stem}_manifest.json"
+    protocols: list[str] = []
+    if manifest.exists():
+        from tfregistry.provider_packages import PackageError, read_goreleaser_manifest
+
+        try:
+            protocols = read_goreleaser_manifest(manifest.read_bytes())
+        except PackageError as exc:
+            fail(f"{manifest.name}: {exc}")
+    return type_, version, zips, sums if sums.exists() else None, sig if sig.exists() else None, protocols
+
+
+@publish.command("provider")
+@click.argument("dist", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--namespace", required=True)
+@click.option("--protocols", help="Comma-separated plugin protocol versions (default: from the manifest, else 5.0).")
+@click.option("--url", envvar="TFR_URL", required=True, help="Registry base URL (default: $TFR_URL).")
+@click.option("--token", envvar="TFR_TOKEN", required=True, help="Publish token (default: $TFR_TOKEN).")
+def publish_provider(dist: Path, namespace: str, protocols: str | None, url: str, token: str) -> None:
+    """Publish a provider release from a GoReleaser output folder (DIST).
+
+    Uploads every terraform-provider-TYPE_VERSION_OS_ARCH.zip with the release's
+    SHA256SUMS and SHA256SUMS.sig; without them the namespace's registry-managed key signs.
+    """
+    type_, version, zips, sums, sig, manifest_protocols = goreleaser_release(dist)
+    if (sums is None) != (sig is None):
+        fail(f"found {'SHA256SUMS' if sums else 'SHA256SUMS.sig'} without its partner in {dist}")
+    fields = {"namespace": namespace, "type": type_, "version": version,
+              "protocols": protocols or ",".join(manifest_protocols)}
+    files = [("packages", z) for z in zips]
+    if sums and sig:
+        files += [("shasums", sums), ("shasums_signature", sig)]
+    try:
+        response = RegistryClient(url, token).upload("/api/v1/providers", fields, files)
+    except ClientError as exc:
+        fail(str(exc))
+    if response.status in (200, 201):
+        body = response.body
+        added = ", ".join(body["added_platforms"]) or "nothing new"
+        click.echo(f"published {body['id']} (signed by key {body['signing_key_id']}): {added}")
+        return
+    fail(f"the registry answered {response.status}: {error_message(response)}")
+
+
+# --- signing keys --------------------------------------------------------------------------
+
+
+@cli.group()
+def gpg() -> None:
+    """Provider signing keys."""
+
+
+def _encryption_key(boot: Bootstrap) -> bytes:
+    from tfregistry.registry import load_secret_key
+    from tfregistry.services.gpgkeys import encryption_key
+
+    settings = boot.settings
+    return encryption_key(settings["gpg.encryption_key"], load_secret_key(settings["secret_key"], settings.data_dir))
+
+
+@gpg.command("create-key")
+@click.option("--namespace", required=True)
+@click.option("--key-type", type=click.Choice(["ed25519", "rsa3072"]), default="ed25519", show_default=True)
+@pass_ctx
+def gpg_create_key(ctx: Context, namespace: str, key_type: str) -> None:
+    """Create a registry-managed key: unsigned provider uploads to NAMESPACE are signed with it."""
+    from tfregistry.services.gpgkeys import create_managed_key
+
+    with ctx.boot.database().session() as session:
+        try:
+            key = create_managed_key(session, CLI_ACTOR, namespace, _encryption_key(ctx.boot), key_type)
+        except ServiceError as exc:
+            fail(exc.message)
+        click.echo(f"created registry-managed key {key.key_id} (id {key.id}) for namespace {namespace}")
+
+
+@gpg.command("add")
+@click.option("--namespace", required=True)
+@click.argument("public_key", type=click.File("r"))
+@pass_ctx
+def gpg_add(ctx: Context, namespace: str, public_key: Any) -> None:
+    """Register an armored public key (file, or - for stdin) for NAMESPACE."""
+    from tfregistry.services.gpgkeys import add_public_key
+
+    with ctx.boot.database().session() as session:
+        try:
+            key = add_public_key(session, CLI_ACTOR, namespace, public_key.read())
+        except ServiceError as exc:
+            fail(exc.message)
+        click.echo(f"registered key {key.key_id} (id {key.id}) for namespace {namespace}")
+
+
+@gpg.command("list")
+@pass_ctx
+def gpg_list(ctx: Context) -> None:
+    """List signing keys."""
+    from tfregistry.services.gpgkeys import list_keys
+
+    with ctx.boot.database().session() as session:
+        for key in list_keys(session):
+            state = "revoked" if key.revoked_at else "active"
+            kind = "managed" if key.managed else "uploaded"
+            click.echo(f"{key.id}\t{key.namespace.name}\t{key.key_id}\t{kind}\t{state}\t{key.fingerprint}")
+
+
+@gpg.command("export")
+@click.option("--namespace", required=True)
+@pass_ctx
+def gpg_export(ctx: Context, namespace: str) -> None:
+    """Print the armored public keys of NAMESPACE's active keys."""
+    from tfregistry.services.gpgkeys import list_keys
+
+    with ctx.boot.database().session() as session:
+        keys = [k for k in list_keys(session, [namespace]) if k.revoked_at is None]
+    if not keys:
+        fail(f"namespace {namespace} has no active signing keys")
+    for key in keys:
+        click.echo(key.ascii_armor.rstrip("\n"))
+
+
+@gpg.command("revoke")
+@click.argument("key_id", type=int)
+@pass_ctx
+def gpg_revoke(ctx: Context, key_id: int) -> None:
+    """Revoke a key by id: Terraform is no longer offered it."""
+    from tfregistry.services.gpgkeys import get_key, revoke_key
+
+    with ctx.boot.database().session() as session:
+        try:
+            key = get_key(session, key_id)
+        except ServiceError as exc:
+            fail(exc.message)
+        revoke_key(session, CLI_ACTOR, key)
+        click.echo(f"revoked key {key.key_id} of namespace {key.namespace.name}")
+
+
+# --- network mirror -----------------------------------------------------------------------------
+
+
+@cli.group()
+def mirror() -> None:
+    """The provider network mirror."""
+
+
+@mirror.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@pass_ctx
+def mirror_import(ctx: Context, directory: Path) -> None:
+    """Load a folder made by `terraform providers mirror DIRECTORY`, verifying every archive's hashes.
+
+    Safe to re-run: archives already stored are skipped.
+    """
+    from tfregistry.services.providers import ProviderLimits, import_mirror_directory
+
+    settings = ctx.boot.settings
+    limits = ProviderLimits(settings["limits.provider_package_max_bytes"],
+                            settings["limits.provider_uncompressed_max_bytes"])
+    storage = ctx.boot.storage()
+    with ctx.boot.database().session() as session:
+        try:
+            imported = import_mirror_directory(session, storage, CLI_ACTOR, directory, limits)
+        except ServiceError as exc:
+            fail(exc.message)
+    for label in imported:
+        click.echo(f"imported {label}")
+    click.echo(f"{len(imported)} package(s) imported from {directory}")
 
 
 # --- introspection ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import ssl
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPSConnection
 from pathlib import Path
@@ -31,14 +32,14 @@ class Response:
     body: Any
 
 
-def _multipart(fields: Mapping[str, str], files: Mapping[str, tuple[str, BinaryIO, int]],
+def _multipart(fields: Mapping[str, str], files: list[tuple[str, tuple[str, BinaryIO, int]]],
                boundary: str) -> tuple[list[bytes | tuple[BinaryIO, int]], int]:
     parts: list[bytes | tuple[BinaryIO, int]] = []
     for name, value in fields.items():
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
         )
-    for name, (filename, fh, size) in files.items():
+    for name, (filename, fh, size) in files:
         ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
@@ -99,12 +100,14 @@ class RegistryClient:
             data = raw.decode(errors="replace")
         return Response(resp.status, data)
 
-    def upload(self, path: str, fields: Mapping[str, str], file_field: str, file_path: Path) -> Response:
-        """POST ``fields`` and the file at ``file_path`` as multipart form data, streamed."""
+    def upload(self, path: str, fields: Mapping[str, str], files: list[tuple[str, Path]]) -> Response:
+        """POST ``fields`` and ``files`` (form field name, path; a name may repeat) as multipart data, streamed."""
         boundary = uuid.uuid4().hex
-        with open(file_path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            parts, length = _multipart(fields, {file_field: (file_path.name, fh, size)}, boundary)
+        with ExitStack() as stack:
+            handles = [(name, p, stack.enter_context(open(p, "rb"))) for name, p in files]
+            parts, length = _multipart(
+                fields, [(name, (p.name, fh, os.fstat(fh.fileno()).st_size)) for name, p, fh in handles], boundary
+            )
             headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(length)}
             return self.request("POST", path, body=_stream(parts), headers=headers)
 

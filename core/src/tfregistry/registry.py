@@ -111,7 +111,8 @@ class Registry:
         self.db = db
         self.storage = storage
         self.storage_backends = storage_backends
-        self.signer = UrlSigner(load_secret_key(settings["secret_key"], settings.data_dir))
+        self.secret_key = load_secret_key(settings["secret_key"], settings.data_dir)
+        self.signer = UrlSigner(self.secret_key)
         self.discovery: dict[str, Any] = {}
 
     def close(self) -> None:
@@ -129,6 +130,11 @@ class Registry:
                 return path
             base = request.host_url.rstrip("/") + request.script_root
         return base + path
+
+    def download_url(self, key: str, filename: str | None = None) -> str:
+        """A short-lived URL for ``key`` that needs no token: the backend's presigned URL, else our signed route."""
+        ttl = self.settings["downloads.url_ttl"]
+        return self.storage.presigned_url(key, expires_in=ttl, filename=filename) or self.signed_file_url(key, ttl)
 
     def signed_file_url(self, key: str, ttl: int) -> str:
         """A URL to the core's ``/v1/files/`` route for ``key``, valid for ``ttl`` seconds."""

@@ -33,6 +33,18 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("limits.module_uncompressed_max_bytes", ByteSize, default="500MiB",
         help="Largest total uncompressed size of a module archive (zip/gzip bomb guard).")
     add("limits.module_max_files", int, default=10000, help="Most files a module archive may contain.")
+    add("limits.provider_package_max_bytes", ByteSize, default="500MiB",
+        help="Largest provider package (zip) accepted.")
+    add("limits.provider_upload_max_bytes", ByteSize, default="4GiB",
+        help="Largest provider publish request (all packages together), enforced while it streams in.")
+    add("limits.provider_uncompressed_max_bytes", ByteSize, default="2GiB",
+        help="Largest total uncompressed size of one provider package (zip bomb guard).")
+    add("gpg.encryption_key", parse_secret, secret=True,
+        help="Key that encrypts the private part of registry-managed signing keys at rest. "
+        "Default: derived from secret_key. Changing it makes existing managed keys unusable.")
+    add("providers.hostnames", list, default=[],
+        help="Extra host names (host[:port]) under which the network mirror serves this registry's own "
+        "providers, besides the host of public_url and the host a request arrives on.")
     add("downloads.url_ttl", Duration, default="5m", help="Lifetime of signed download URLs handed to Terraform.")
     add("proxy.trusted", parse_networks, default=[],
         help="Addresses/networks of reverse proxies whose X-Forwarded-For/-Proto/-Host/-Prefix are honoured.")
@@ -43,13 +55,10 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
 
 @hookimpl
 def tfr_service_discovery(registry: Registry) -> dict[str, Any]:
-    return {"modules.v1": "/v1/modules/"}
+    # providers.v1 must end with "/": Terraform's provider client does not add it.
+    return {"modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/"}
 
 
 @hookimpl(trylast=True)
 def tfr_module_download_location(registry: Registry, module_version: ModuleVersionRef) -> str:
-    ttl = registry.settings["downloads.url_ttl"]
-    presigned = registry.storage.presigned_url(
-        module_version.storage_key, expires_in=ttl, filename=module_version.filename
-    )
-    return presigned or registry.signed_file_url(module_version.storage_key, ttl)
+    return registry.download_url(module_version.storage_key, module_version.filename)

@@ -152,6 +152,98 @@ class ModuleVersion(Base):
     module: Mapped[Module] = relationship(back_populates="versions")
 
 
+class GpgKey(Base):
+    """A namespace's OpenPGP signing key: uploaded (public part only) or registry-managed."""
+
+    __tablename__ = "gpg_keys"
+    __table_args__ = (UniqueConstraint("namespace_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str] = mapped_column(String(16))
+    ascii_armor: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(200), default="")
+    source_url: Mapped[str] = mapped_column(String(500), default="")
+    #: Registry-managed keys keep their private part here, encrypted (Fernet) with a key from settings.
+    private_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    namespace: Mapped[Namespace] = relationship(lazy="joined")
+
+    @property
+    def managed(self) -> bool:
+        return self.private_key_encrypted is not None
+
+
+class Provider(Base):
+    """A provider: ``hostname`` is empty for the registry's own, else the origin registry it mirrors."""
+
+    __tablename__ = "providers"
+    __table_args__ = (UniqueConstraint("hostname", "namespace_id", "type"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    namespace: Mapped[Namespace] = relationship(lazy="joined")
+    versions: Mapped[list[ProviderVersion]] = relationship(back_populates="provider", cascade="all, delete-orphan")
+
+
+class ProviderVersion(Base):
+    """One version of a provider: its protocols and its signed SHA256SUMS (absent for mirror imports)."""
+
+    __tablename__ = "provider_versions"
+    __table_args__ = (UniqueConstraint("provider_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(128))
+    prerelease: Mapped[bool] = mapped_column(Boolean, default=False)
+    protocols: Mapped[list[str]] = mapped_column(JSON, default=list)
+    shasums_key: Mapped[str | None] = mapped_column(String(1024))
+    signature_key: Mapped[str | None] = mapped_column(String(1024))
+    shasums: Mapped[str | None] = mapped_column(Text)
+    signing_key_id: Mapped[int | None] = mapped_column(ForeignKey("gpg_keys.id"))
+    deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
+    deprecation_reason: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_by: Mapped[str] = mapped_column(String(200), default="")
+
+    provider: Mapped[Provider] = relationship(back_populates="versions")
+    signing_key: Mapped[GpgKey | None] = relationship(lazy="joined")
+    packages: Mapped[list[ProviderPackage]] = relationship(
+        back_populates="version", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class ProviderPackage(Base):
+    """One platform's zip of a provider version, with the hashes lock files and mirrors use."""
+
+    __tablename__ = "provider_packages"
+    __table_args__ = (UniqueConstraint("provider_version_id", "os", "arch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_version_id: Mapped[int] = mapped_column(ForeignKey("provider_versions.id", ondelete="CASCADE"))
+    os: Mapped[str] = mapped_column(String(32))
+    arch: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    #: Hex SHA-256 of the zip: the SHA256SUMS entry, and ``zh:`` in lock files.
+    sha256: Mapped[str] = mapped_column(String(64))
+    #: ``h1:`` (dirhash Hash1 of the contents).
+    h1: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    version: Mapped[ProviderVersion] = relationship(back_populates="packages")
+
+
 class DownloadEvent(Base):
     """One answered module download request (Terraform asked where to fetch a version)."""
 
@@ -187,10 +279,14 @@ __all__ = [
     "AuditEntry",
     "Base",
     "DownloadEvent",
+    "GpgKey",
     "Module",
     "ModuleVersion",
     "Namespace",
     "Organization",
+    "Provider",
+    "ProviderPackage",
+    "ProviderVersion",
     "User",
     "utcnow",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import jsonify
+from flask import jsonify, request, url_for
 
 from tfregistry.auth import PermissionDenied, Unauthenticated
 from tfregistry.interfaces import StorageError
@@ -30,3 +30,30 @@ def register_error_handlers(bp: Any, render: Callable[..., Any] = error) -> None
     bp.register_error_handler(
         StorageError, lambda e: render(503, f"the storage backend is unavailable: {e}", **{"Retry-After": "30"})
     )
+
+
+MAX_PAGE_SIZE = 100
+
+
+def page_args(default_limit: int = 15) -> tuple[int, int]:
+    """``offset`` and ``limit`` query parameters of a browse endpoint (limit capped at 100)."""
+
+    def number(name: str, default: int) -> int:
+        raw = request.args.get(name, str(default))
+        if not raw.isdigit():
+            raise ServiceError(f"query parameter {name!r} must be a non-negative integer")
+        return int(raw)
+
+    return number("offset", 0), max(1, min(number("limit", default_limit), MAX_PAGE_SIZE))
+
+
+def page_meta(offset: int, limit: int, has_more: bool) -> dict[str, Any]:
+    """The public registry's ``meta`` object for paged lists."""
+    meta: dict[str, Any] = {"limit": limit, "current_offset": offset}
+    if has_more:
+        meta["next_offset"] = offset + limit
+        args = {**request.args.to_dict(), "offset": offset + limit, "limit": limit}
+        meta["next_url"] = url_for(request.endpoint or "", **(request.view_args or {}), **args)
+    if offset > 0:
+        meta["prev_offset"] = max(0, offset - limit)
+    return meta

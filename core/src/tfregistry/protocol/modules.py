@@ -14,15 +14,13 @@ from sqlalchemy.orm import Session
 
 from tfregistry import auth
 from tfregistry.models import Module, ModuleVersion
-from tfregistry.protocol import error, register_error_handlers
+from tfregistry.protocol import error, page_args, page_meta, register_error_handlers
 from tfregistry.services import NotFound
 from tfregistry.services import modules as svc
 from tfregistry.web import current_registry
 
 bp = Blueprint("tfr_modules", __name__, url_prefix="/v1/modules")
 register_error_handlers(bp)
-
-MAX_LIMIT = 100
 
 
 def _readable_module(session: Session, ns: str, name: str, system: str) -> Module:
@@ -50,31 +48,14 @@ def module_json(mv: ModuleVersion, downloads: int = 0) -> dict[str, Any]:
     }
 
 
-def _page() -> tuple[int, int]:
-    def number(name: str, default: int) -> int:
-        raw = request.args.get(name, str(default))
-        if not raw.isdigit():
-            raise svc.ServiceError(f"query parameter {name!r} must be a non-negative integer")
-        return int(raw)
-
-    return number("offset", 0), max(1, min(number("limit", 15), MAX_LIMIT))
-
-
 def _list(session: Session, **filters: Any) -> Any:
-    offset, limit = _page()
+    offset, limit = page_args()
     stmt = svc.module_query(auth.readable_namespace_ids(session), **filters)
     modules = session.scalars(stmt.offset(offset).limit(limit + 1)).unique().all()
-    has_more = len(modules) > limit
     latest = [mv for mv in (svc.latest_version(m) for m in modules[:limit]) if mv is not None]
     counts = svc.download_counts(session, [mv.id for mv in latest])
-    meta: dict[str, Any] = {"limit": limit, "current_offset": offset}
-    if has_more:
-        meta["next_offset"] = offset + limit
-        args = {**request.args.to_dict(), "offset": offset + limit, "limit": limit}
-        meta["next_url"] = url_for(request.endpoint, **request.view_args, **args)
-    if offset > 0:
-        meta["prev_offset"] = max(0, offset - limit)
-    return jsonify(meta=meta, modules=[module_json(mv, counts.get(mv.id, 0)) for mv in latest])
+    return jsonify(meta=page_meta(offset, limit, len(modules) > limit),
+                   modules=[module_json(mv, counts.get(mv.id, 0)) for mv in latest])
 
 
 @bp.get("")

@@ -9,14 +9,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tfregistry.interfaces import ObjectInfo, StorageBackend
-from tfregistry.models import ModuleVersion, utcnow
+from tfregistry.models import ModuleVersion, ProviderPackage, ProviderVersion, utcnow
 
 #: Prefixes the registry writes; anything under them not referenced by a row is an orphan.
-MANAGED_PREFIXES = ("modules/", "_tfr_probe/")
+MANAGED_PREFIXES = ("modules/", "providers/", "mirror/", "_tfr_probe/")
 
 
 def referenced_keys(session: Session) -> set[str]:
-    return set(session.scalars(select(ModuleVersion.storage_key)))
+    """Every storage key a database row refers to."""
+    keys = set(session.scalars(select(ModuleVersion.storage_key)))
+    keys.update(session.scalars(select(ProviderPackage.storage_key)))
+    for sums_key, sig_key in session.execute(select(ProviderVersion.shasums_key, ProviderVersion.signature_key)):
+        keys.update(k for k in (sums_key, sig_key) if k)
+    return keys
 
 
 def find_orphans(session: Session, storage: StorageBackend, grace: timedelta,

@@ -1,4 +1,4 @@
-"""The module protocol, the file route and the REST API, registered as any plugin would."""
+"""The Terraform protocols, the file route and the REST API, registered as any plugin would."""
 
 from __future__ import annotations
 
@@ -17,10 +17,14 @@ if TYPE_CHECKING:
 def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     from tfregistry.api import modules as api_modules
     from tfregistry.api import plugins as api_plugins
-    from tfregistry.protocol import discovery, files, modules
+    from tfregistry.api import providers as api_providers
+    from tfregistry.protocol import discovery, files, modules, providers
 
     app.register_blueprint(discovery.bp)
     app.register_blueprint(modules.bp)
+    app.register_blueprint(providers.bp)
     app.register_blueprint(files.bp)
     api.register_blueprint(api_modules.blp)
+    api.register_blueprint(api_providers.blp)
+    api.register_blueprint(api_providers.keys_blp)
     api.register_blueprint(api_plugins.blp)

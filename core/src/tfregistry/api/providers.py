@@ -1,0 +1,276 @@
+"""``/api/v1/providers`` and ``/api/v1/gpg-keys``: publish providers, manage signing keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from tfregistry import auth
+from tfregistry.api import api_error
+from tfregistry.api.modules import DeprecateArgs, upload_limit
+from tfregistry.models import GpgKey, ProviderVersion
+from tfregistry.protocol import register_error_handlers
+from tfregistry.registry import Registry
+from tfregistry.services import ServiceError
+from tfregistry.services import gpgkeys as keys_svc
+from tfregistry.services import providers as svc
+from tfregistry.web import current_registry
+
+blp = Blueprint("api_providers", __name__, url_prefix="/api/v1/providers", description="Publish and manage providers")
+keys_blp = Blueprint("api_gpg_keys", __name__, url_prefix="/api/v1/gpg-keys", description="Provider signing keys")
+register_error_handlers(blp, api_error)
+register_error_handlers(keys_blp, api_error)
+
+#: The most SHA256SUMS/signature bytes we read (they are a few hundred bytes in practice).
+SMALL_FILE_MAX = 1024 * 1024
+
+
+class ProviderPublishForm(ma.Schema):
+    namespace = ma.fields.String(required=True)
+    type = ma.fields.String(required=True, metadata={"description": "Provider type, e.g. foo for acme/foo"})
+    version = ma.fields.String(required=True)
+    protocols = ma.fields.String(load_default="", metadata={"description": "Comma-separated, default 5.0"})
+
+
+class ProviderFiles(ma.Schema):
+    packages = ma.fields.List(ma.fields.Raw(metadata={"type": "string", "format": "binary"}), required=True,
+                              metadata={"description": "terraform-provider-TYPE_VERSION_OS_ARCH.zip, repeated"})
+    shasums = ma.fields.Raw(metadata={"type": "string", "format": "binary"})
+    shasums_signature = ma.fields.Raw(metadata={"type": "string", "format": "binary",
+                                                "description": "Detached signature (binary or armored)"})
+
+
+class PlatformSchema(ma.Schema):
+    os = ma.fields.String()
+    arch = ma.fields.String()
+    filename = ma.fields.String()
+    sha256 = ma.fields.String()
+    h1 = ma.fields.String()
+    size = ma.fields.Integer()
+
+
+class ProviderVersionSchema(ma.Schema):
+    id = ma.fields.String()
+    namespace = ma.fields.String()
+    type = ma.fields.String()
+    version = ma.fields.String()
+    protocols = ma.fields.List(ma.fields.String())
+    platforms = ma.fields.List(ma.fields.Nested(PlatformSchema))
+    signing_key_id = ma.fields.String(allow_none=True)
+    signed_by_managed_key = ma.fields.Boolean()
+    signing_key_revoked = ma.fields.Boolean()
+    deprecated = ma.fields.Boolean()
+    deprecation_reason = ma.fields.String(allow_none=True)
+    published_at = ma.fields.String()
+    published_by = ma.fields.String()
+    created = ma.fields.Boolean()
+    added_platforms = ma.fields.List(ma.fields.String())
+
+
+def version_json(pv: ProviderVersion, **extra: Any) -> dict[str, Any]:
+    p = pv.provider
+    key = pv.signing_key
+    return {
+        "id": f"{p.namespace.name}/{p.type}/{pv.version}",
+        "namespace": p.namespace.name,
+        "type": p.type,
+        "version": pv.version,
+        "protocols": pv.protocols,
+        "platforms": [{"os": k.os, "arch": k.arch, "filename": k.filename, "sha256": k.sha256, "h1": k.h1,
+                       "size": k.size} for k in sorted(pv.packages, key=lambda k: (k.os, k.arch))],
+        "signing_key_id": key.key_id if key else None,
+        "signed_by_managed_key": bool(key and key.managed),
+        "signing_key_revoked": bool(key and key.revoked_at),
+        "deprecated": pv.deprecated,
+        "deprecation_reason": pv.deprecation_reason,
+        "published_at": pv.published_at.isoformat(),
+        "published_by": pv.published_by,
+        **extra,
+    }
+
+
+def _small_file(field: str) -> bytes | None:
+    upload = request.files.get(field)
+    if upload is None:
+        return None
+    data = upload.stream.read(SMALL_FILE_MAX + 1)
+    if len(data) > SMALL_FILE_MAX:
+        raise ServiceError(f"{field} is larger than {SMALL_FILE_MAX} bytes; is it the right file?")
+    return data
+
+
+def limits(registry: Registry) -> svc.ProviderLimits:
+    s = registry.settings
+    return svc.ProviderLimits(s["limits.provider_package_max_bytes"], s["limits.provider_uncompressed_max_bytes"])
+
+
+def encryption_key(registry: Registry) -> bytes:
+    return keys_svc.encryption_key(registry.settings["gpg.encryption_key"], registry.secret_key)
+
+
+@blp.route("")
+class Providers(MethodView):
+    @upload_limit("limits.provider_upload_max_bytes")
+    @blp.arguments(ProviderPublishForm, location="form")
+    @blp.arguments(ProviderFiles, location="files")
+    @blp.response(201, ProviderVersionSchema, description="Published (a new version, or new platforms)")
+    @blp.alt_response(200, schema=ProviderVersionSchema, description="Everything uploaded was already there")
+    @blp.alt_response(409, description="The version exists with different content")
+    def post(self, form: dict[str, Any], files: dict[str, Any]) -> Any:
+        """Publish a provider version: zips plus SHA256SUMS and its signature (or none, with a managed key)."""
+        registry = current_registry()
+        uploads = [svc.Upload(f.filename or "", f.stream) for f in request.files.getlist("packages")]
+        protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
+        with registry.db.session() as session:
+            identity = auth.require(session, "providers:write", auth.namespace_for(session, form["namespace"]))
+            result = svc.publish_provider(
+                session, registry.storage, auth.request_actor(identity),
+                namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
+                limits=limits(registry), enc_key=encryption_key(registry), protocols=protocols or None,
+                shasums=_small_file("shasums"), signature=_small_file("shasums_signature"),
+            )
+            body = version_json(result.version, created=result.created, added_platforms=result.added)
+            return body, 201 if result.added else 200
+
+
+@blp.route("/<ns>/<type_>/<version>")
+class ProviderVersionResource(MethodView):
+    @blp.response(200, ProviderVersionSchema)
+    def get(self, ns: str, type_: str, version: str) -> Any:
+        """Show one version: platforms with their hashes, signing key, deprecation."""
+        with current_registry().db.session() as session:
+            auth.require(session, "providers:read", auth.namespace_for(session, ns))
+            return version_json(svc.get_version(session, ns, type_, version))
+
+    @blp.arguments(DeprecateArgs)
+    @blp.response(200, ProviderVersionSchema)
+    def patch(self, args: dict[str, Any], ns: str, type_: str, version: str) -> Any:
+        """Deprecate (or un-deprecate) a version; Terraform shows the reason as a warning."""
+        with current_registry().db.session() as session:
+            identity = auth.require(session, "providers:write", auth.namespace_for(session, ns))
+            pv = svc.get_version(session, ns, type_, version)
+            svc.set_deprecated(session, auth.request_actor(identity), pv, args["deprecated"], args["reason"])
+            return version_json(pv)
+
+    @blp.response(204)
+    def delete(self, ns: str, type_: str, version: str) -> None:
+        """Delete a version, its packages and checksum files (admin only; audited)."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            identity = auth.require(session, "providers:delete", auth.namespace_for(session, ns))
+            svc.delete_version(session, registry.storage, auth.request_actor(identity),
+                               svc.get_version(session, ns, type_, version))
+
+
+# --- signing keys ----------------------------------------------------------------------------
+
+
+class KeyArgs(ma.Schema):
+    namespace = ma.fields.String(required=True)
+    ascii_armor = ma.fields.String(required=True, metadata={"description": "Armored OpenPGP public key"})
+    source = ma.fields.String(load_default="")
+    source_url = ma.fields.String(load_default="")
+
+
+class ManagedKeyArgs(ma.Schema):
+    namespace = ma.fields.String(required=True)
+    key_type = ma.fields.String(load_default="ed25519", validate=ma.validate.OneOf(["ed25519", "rsa3072"]))
+
+
+class KeyQuery(ma.Schema):
+    namespace = ma.fields.String()
+
+
+class KeySchema(ma.Schema):
+    id = ma.fields.Integer()
+    namespace = ma.fields.String()
+    key_id = ma.fields.String()
+    fingerprint = ma.fields.String()
+    ascii_armor = ma.fields.String()
+    source = ma.fields.String()
+    source_url = ma.fields.String()
+    managed = ma.fields.Boolean(metadata={"description": "The registry holds the private key and signs uploads"})
+    created_at = ma.fields.String()
+    expires_at = ma.fields.String(allow_none=True)
+    revoked_at = ma.fields.String(allow_none=True)
+
+
+def key_json(key: GpgKey) -> dict[str, Any]:
+    return {
+        "id": key.id, "namespace": key.namespace.name, "key_id": key.key_id, "fingerprint": key.fingerprint,
+        "ascii_armor": key.ascii_armor, "source": key.source, "source_url": key.source_url, "managed": key.managed,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
+def _key_args() -> dict[str, Any]:
+    """JSON or form fields: both are documented."""
+    data = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+    try:
+        return KeyArgs().load(data or {})
+    except ma.ValidationError as exc:
+        raise ServiceError(f"invalid request: {exc.messages}", status=422) from None
+
+
+@keys_blp.route("")
+class Keys(MethodView):
+    @keys_blp.arguments(KeyQuery, location="query")
+    @keys_blp.response(200, KeySchema(many=True))
+    def get(self, query: dict[str, Any]) -> Any:
+        """List signing keys (public parts), optionally of one namespace."""
+        with current_registry().db.session() as session:
+            keys = keys_svc.list_keys(session, [query["namespace"]] if query.get("namespace") else None)
+            return [key_json(k) for k in keys if auth.allowed(auth.current_identity(session), "providers:read",
+                                                              k.namespace)]
+
+    @keys_blp.doc(requestBody={"content": {
+        "application/json": {"schema": KeyArgs}, "application/x-www-form-urlencoded": {"schema": KeyArgs}}})
+    @keys_blp.response(201, KeySchema)
+    def post(self) -> Any:
+        """Register a public key for a namespace (JSON or form fields ``namespace`` and ``ascii_armor``)."""
+        args = _key_args()
+        with current_registry().db.session() as session:
+            identity = auth.require(session, "keys:manage", auth.namespace_for(session, args["namespace"]))
+            key = keys_svc.add_public_key(session, auth.request_actor(identity), args["namespace"],
+                                          args["ascii_armor"], args["source"], args["source_url"])
+            return key_json(key)
+
+
+@keys_blp.route("/managed")
+class ManagedKeys(MethodView):
+    @keys_blp.arguments(ManagedKeyArgs)
+    @keys_blp.response(201, KeySchema)
+    def post(self, args: dict[str, Any]) -> Any:
+        """Create a registry-managed key: unsigned provider uploads to the namespace are then signed with it."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            identity = auth.require(session, "admin", None)
+            key = keys_svc.create_managed_key(session, auth.request_actor(identity), args["namespace"],
+                                              encryption_key(registry), args["key_type"])
+            return key_json(key)
+
+
+@keys_blp.route("/<int:key_id>")
+class Key(MethodView):
+    @keys_blp.response(200, KeySchema)
+    def get(self, key_id: int) -> Any:
+        """One key, with its armored public part (exportable)."""
+        with current_registry().db.session() as session:
+            key = keys_svc.get_key(session, key_id)
+            auth.require(session, "providers:read", key.namespace)
+            return key_json(key)
+
+    @keys_blp.response(200, KeySchema)
+    def delete(self, key_id: int) -> Any:
+        """Revoke a key: it is no longer offered to Terraform, so versions signed only by it stop installing."""
+        with current_registry().db.session() as session:
+            key = keys_svc.get_key(session, key_id)
+            identity = auth.require(session, "keys:manage", key.namespace)
+            keys_svc.revoke_key(session, auth.request_actor(identity), key)
+            return key_json(key)

@@ -1,0 +1,215 @@
+"""The Provider Registry Protocol (``providers.v1``), its browse API, and the Provider Network Mirror Protocol.
+
+Shapes follow ``docs/reference/protocols.md`` §4 and §5.  The mirror routes have four
+path segments before the file (``<hostname>/<ns>/<type>/index.json``), so they never
+collide with the registry's three-segment ``<ns>/<type>/versions``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from tfregistry import auth
+from tfregistry.models import Namespace, Provider, ProviderVersion
+from tfregistry.protocol import page_args, page_meta, register_error_handlers
+from tfregistry.services import NotFound
+from tfregistry.services import providers as svc
+from tfregistry.services.gpgkeys import active_keys
+from tfregistry.web import current_registry
+
+bp = Blueprint("tfr_providers", __name__, url_prefix="/v1/providers")
+register_error_handlers(bp)
+
+
+def _readable_provider(session: Session, ns: str, type_: str, hostname: str = "") -> Provider:
+    auth.require(session, "providers:read", auth.namespace_for(session, ns))
+    return svc.get_provider(session, ns, type_, hostname)
+
+
+def _signed_versions(provider: Provider) -> list[ProviderVersion]:
+    return [pv for pv in svc.sorted_versions(provider.versions) if svc.signed(pv) and pv.packages]
+
+
+def provider_json(pv: ProviderVersion) -> dict[str, Any]:
+    p = pv.provider
+    return {
+        "id": f"{p.namespace.name}/{p.type}/{pv.version}",
+        "owner": "",
+        "namespace": p.namespace.name,
+        "name": p.type,
+        "alias": p.type,
+        "version": pv.version,
+        "tag": f"v{pv.version}",
+        "description": p.description,
+        "source": "",
+        "published_at": pv.published_at.isoformat(),
+        "downloads": 0,
+        "tier": "community",
+        "protocols": pv.protocols,
+        "platforms": [{"os": k.os, "arch": k.arch} for k in sorted(pv.packages, key=lambda k: (k.os, k.arch))],
+        "deprecated": pv.deprecated,
+        "deprecation_reason": pv.deprecation_reason,
+    }
+
+
+# --- registry protocol -------------------------------------------------------------
+
+
+@bp.get("/<ns>/<type_>/versions")
+def versions(ns: str, type_: str):
+    with current_registry().db.session() as session:
+        provider = _readable_provider(session, ns, type_)
+        listed = _signed_versions(provider)
+        if not listed:
+            raise NotFound(f"provider {ns}/{type_} not found")
+        warnings = []
+        for pv in listed:
+            if pv.deprecated:
+                warnings.append(f"{ns}/{type_} {pv.version} is deprecated" +
+                                (f": {pv.deprecation_reason}" if pv.deprecation_reason else ""))
+            if pv.signing_key is not None and pv.signing_key.revoked_at is not None:
+                warnings.append(f"{ns}/{type_} {pv.version} was signed with a key that has been revoked; "
+                                "it will not install")
+        body: dict[str, Any] = {
+            "id": f"{ns}/{type_}",
+            "versions": [{
+                "version": pv.version,
+                "protocols": pv.protocols,
+                "platforms": [{"os": k.os, "arch": k.arch} for k in sorted(pv.packages, key=lambda k: (k.os, k.arch))],
+            } for pv in listed],
+        }
+        if warnings:
+            body["warnings"] = warnings
+        return jsonify(body)
+
+
+@bp.get("/<ns>/<type_>/<version>/download/<os>/<arch>")
+def download(ns: str, type_: str, version: str, os: str, arch: str):
+    registry = current_registry()
+    with registry.db.session() as session:
+        provider = _readable_provider(session, ns, type_)
+        pv = next((v for v in provider.versions if v.version == version and svc.signed(v)), None)
+        if pv is None:
+            raise NotFound(f"provider {ns}/{type_} has no version {version}")
+        package = next((k for k in pv.packages if (k.os, k.arch) == (os, arch)), None)
+        if package is None:
+            raise NotFound(f"provider {ns}/{type_} {version} is not available for {os}_{arch}")
+        keys = active_keys(session, provider.namespace)
+        assert pv.shasums_key and pv.signature_key
+        return jsonify({
+            "protocols": pv.protocols,
+            "os": os,
+            "arch": arch,
+            "filename": package.filename,
+            "download_url": registry.download_url(package.storage_key, package.filename),
+            "shasums_url": registry.download_url(pv.shasums_key),
+            "shasums_signature_url": registry.download_url(pv.signature_key),
+            "shasum": package.sha256,
+            "signing_keys": {"gpg_public_keys": [{
+                "key_id": k.key_id,
+                "ascii_armor": k.ascii_armor,
+                "trust_signature": "",  # non-empty would make Terraform demand a HashiCorp partner signature
+                "source": k.source,
+                "source_url": k.source_url,
+            } for k in keys]},
+        })
+
+
+# --- browse API ----------------------------------------------------------------------
+
+
+def _list(session: Session, namespace: str | None = None, type_: str | None = None) -> Any:
+    offset, limit = page_args()
+    stmt = (select(Provider).join(Provider.namespace).where(Provider.hostname == "")
+            .where(Provider.namespace_id.in_(auth.readable_namespace_ids(session)))
+            .options(selectinload(Provider.versions)).order_by(Namespace.name, Provider.type))
+    if namespace:
+        stmt = stmt.where(Namespace.name == namespace)
+    if type_:
+        stmt = stmt.where(Provider.type == type_)
+    providers = session.scalars(stmt.offset(offset).limit(limit + 1)).unique().all()
+    latest = [listed[0] for listed in (_signed_versions(p) for p in providers[:limit]) if listed]
+    return jsonify(meta=page_meta(offset, limit, len(providers) > limit),
+                   providers=[provider_json(pv) for pv in latest])
+
+
+@bp.get("")
+@bp.get("/")
+def list_all():
+    with current_registry().db.session() as session:
+        return _list(session, namespace=request.args.get("namespace"))
+
+
+@bp.get("/<ns>")
+def list_namespace(ns: str):
+    with current_registry().db.session() as session:
+        return _list(session, namespace=ns)
+
+
+@bp.get("/<ns>/<type_>")
+def latest_details(ns: str, type_: str):
+    with current_registry().db.session() as session:
+        listed = _signed_versions(_readable_provider(session, ns, type_))
+        if not listed:
+            raise NotFound(f"provider {ns}/{type_} not found")
+        return jsonify({**provider_json(listed[0]), "versions": [pv.version for pv in listed]})
+
+
+@bp.get("/<ns>/<type_>/<version>")
+def version_details(ns: str, type_: str, version: str):
+    with current_registry().db.session() as session:
+        provider = _readable_provider(session, ns, type_)
+        listed = _signed_versions(provider)
+        pv = next((v for v in listed if v.version == version), None)
+        if pv is None:
+            raise NotFound(f"provider {ns}/{type_} has no version {version}")
+        return jsonify({**provider_json(pv), "versions": [v.version for v in listed]})
+
+
+# --- network mirror protocol -------------------------------------------------------------
+
+
+def own_hostnames() -> set[str]:
+    """Host names under which the mirror serves this registry's own providers."""
+    settings = current_registry().settings
+    names = {h.lower() for h in settings["providers.hostnames"]}
+    if settings["public_url"]:
+        names.add((urlsplit(settings["public_url"]).netloc or "").lower())
+    names.add(request.host.lower())
+    return {n.removesuffix(":443") for n in names}
+
+
+def _mirror_provider(session: Session, hostname: str, ns: str, type_: str) -> Provider:
+    origin = "" if hostname.lower().removesuffix(":443") in own_hostnames() else hostname.lower()
+    return _readable_provider(session, ns, type_, origin)
+
+
+@bp.get("/<hostname>/<ns>/<type_>/index.json")
+def mirror_index(hostname: str, ns: str, type_: str):
+    with current_registry().db.session() as session:
+        provider = _mirror_provider(session, hostname, ns, type_)
+        return jsonify(versions={pv.version: {} for pv in provider.versions if pv.packages})
+
+
+@bp.get("/<hostname>/<ns>/<type_>/<version_json>")
+def mirror_version(hostname: str, ns: str, type_: str, version_json: str):
+    if not version_json.endswith(".json"):
+        raise NotFound("not found")
+    version = version_json.removesuffix(".json")
+    registry = current_registry()
+    with registry.db.session() as session:
+        provider = _mirror_provider(session, hostname, ns, type_)
+        pv = next((v for v in provider.versions if v.version == version and v.packages), None)
+        if pv is None:
+            raise NotFound(f"the mirror has no archive index for {hostname}/{ns}/{type_} {version}")
+        return jsonify(archives={
+            f"{k.os}_{k.arch}": {
+                "url": registry.download_url(k.storage_key, k.filename),
+                "hashes": [k.h1, f"zh:{k.sha256}"],
+            } for k in sorted(pv.packages, key=lambda k: (k.os, k.arch))
+        })
