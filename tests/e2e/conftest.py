@@ -240,15 +240,13 @@ class RegistryServer:
             _stop(self.proc)
 
 
-@pytest.fixture(scope="module", params=DATABASES)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """A registry server subprocess (anonymous reads off, the default), shared by the tests of one module."""
-    database = request.param
-    root = tmp_path_factory.mktemp(f"server-{database}")
+@contextlib.contextmanager
+def running_server(database: str, root: Path, extra_env: dict[str, str] | None = None) -> Iterator[RegistryServer]:
+    """Start a registry server subprocess on ``database`` ("sqlite" or "postgresql") and stop it afterwards."""
     env = clean_environ()
     env.update({"TFR_DATA_DIR": str(root / "data"), "PYTHONUNBUFFERED": "1",
                 # a port-less name for our own providers: Terraform cannot use host:port through a mirror
-                "TFR_PROVIDERS__HOSTNAMES": OWN_PROVIDER_HOST})
+                "TFR_PROVIDERS__HOSTNAMES": OWN_PROVIDER_HOST, **(extra_env or {})})
     drop = None
     if database == "postgresql":
         url, drop = create_postgres_database("tfr_e2e")
@@ -262,7 +260,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             if srv.wait_until_ready():
                 break
             srv.stop()
-            if "Address already in use" not in srv.output():
+            if "in use" not in srv.output():
                 pytest.fail(f"the registry server did not come up within {STARTUP_TIMEOUT:.0f} s "
                             f"(exit code {srv.proc.returncode if srv.proc else None})\n{srv.output()}")
         else:
@@ -275,6 +273,13 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             assert srv.proc is None or srv.proc.returncode is not None, "the registry server is still running"
         if drop is not None:
             drop()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A registry server subprocess (anonymous reads off, the default), shared by the tests of one module."""
+    with running_server(request.param, tmp_path_factory.mktemp(f"server-{request.param}")) as srv:
+        yield srv
 
 
 class TfResult(NamedTuple):
