@@ -207,7 +207,7 @@ def test_hook_tfr_add_settings_and_tfr_plugins_command(tmp_path, fake_distributi
     result = CliRunner(env={"TFR_DATA_DIR": str(tmp_path)}).invoke(cli, ["plugins"], obj=Context(None))
     assert result.exit_code == 0, result.output
     assert "tfregistry-greeter 1.2.3 (plugin): tfr_add_settings, tfr_service_discovery" in result.output
-    assert "storage backends: local (tfregistry-storage-local)" in result.output
+    assert "local (tfregistry-storage-local)" in result.output.splitlines()[-1]
     shown = CliRunner(env={"TFR_DATA_DIR": str(tmp_path)}).invoke(cli, ["config", "show"], obj=Context(None))
     assert "plugins.tfregistry-greeter.greeting = hello    # default" in shown.output
 

@@ -38,10 +38,15 @@ def test_every_hook_is_tested(hook):
 
 
 def test_every_setting_is_documented(tmp_path):
-    text = (ROOT / "docs" / "configuration.md").read_text()
+    """Core settings in docs/configuration.md; a plugin's may live on its own page under docs/."""
+    core_text = (ROOT / "docs" / "configuration.md").read_text()
+    all_text = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
     settings = bootstrap(environ={}, config={"data_dir": str(tmp_path)}).settings
-    missing = [d.key for d in settings.declarations if f"`{d.key}`" not in text]
-    assert not missing, f"docs/configuration.md does not document: {missing}"
+    missing = [
+        d.key for d in settings.declarations
+        if f"`{d.key}`" not in (core_text if (d.plugin or "").startswith("tfregistry.") else all_text)
+    ]
+    assert not missing, f"these settings are not documented under docs/: {missing}"
 
 
 @pytest.mark.parametrize("plugin_dir", PLUGIN_DIRS, ids=lambda p: p.name)
