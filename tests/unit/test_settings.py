@@ -152,3 +152,10 @@ def test_duplicate_declaration_fails():
 
 def test_mask_url_password_leaves_plain_urls():
     assert mask_url_password("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_json_text_in_the_environment_stays_text():
+    decls = SettingsDeclarations()
+    decls.add("storage.x.credentials_json", str, secret=True)
+    raw = load_raw(environ={"TFR_STORAGE__X__CREDENTIALS_JSON": '{"type": "service_account"}'})
+    assert build_settings(decls, raw)["storage.x.credentials_json"] == '{"type": "service_account"}'

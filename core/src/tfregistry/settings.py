@@ -280,7 +280,9 @@ def load_raw(
         key = ENV_ALIASES.get(name) or name[len(ENV_PREFIX):].lower().replace("__", ".")
         if isinstance(value, str) and value.lstrip().startswith("{"):
             with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(value)
+                parsed = json.loads(value)
+                if _is_reference(parsed):  # only {"$env": ...}/{"$file": ...}; other JSON stays text
+                    value = parsed
         raw[key] = RawValue(value, f"environment {name}")
     for key, value in _flatten(overrides or {}):
         raw[key] = RawValue(value, "override")

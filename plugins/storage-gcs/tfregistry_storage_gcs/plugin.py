@@ -1,0 +1,52 @@
+"""Hook implementations: the ``storage.gcs.*`` settings and the ``gcs`` backend.
+
+google-cloud-storage is imported only when the backend is selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tfregistry import StartupError, hookimpl
+
+SETTINGS: tuple[tuple[str, Any, Any, bool, str], ...] = (
+    ("bucket", str, None, False, "Bucket name (required)."),
+    ("prefix", str, "", False, "Object name prefix inside the bucket, e.g. registry/ (optional)."),
+    ("project", str, None, False, "Project id (default: from the credentials)."),
+    ("credentials_file", str, None, False, "Service-account key file (default: Application Default Credentials)."),
+    ("credentials_json", str, None, True,
+     "Service-account key as JSON text; use {\"$file\" = ...} or {\"$env\" = ...} to keep it out of the file."),
+    ("endpoint", str, None, False, "Custom API endpoint, e.g. http://127.0.0.1:9023 for an emulator."),
+    ("anonymous", bool, False, False,
+     "Make API calls without credentials (emulators only); a service-account key given too still signs URLs."),
+    ("chunk_size", int, 16 * 1024 * 1024, False, "Resumable upload chunk size in bytes (a multiple of 256 KiB)."),
+    ("timeout", int, 60, False, "Seconds to wait for each request."),
+)
+
+
+@hookimpl
+def tfr_add_settings(settings: Any) -> None:
+    """Declare ``storage.gcs.*``."""
+    for name, type_, default, secret, help_ in SETTINGS:
+        settings.add(f"storage.gcs.{name}", type_, default=default, secret=secret, help=help_)
+
+
+def make_gcs_storage(settings: Mapping[str, Any]) -> Any:
+    """Build the backend from ``storage.gcs.*``."""
+    values = {name: settings[f"storage.gcs.{name}"] for name, *_ in SETTINGS}
+    if not values["bucket"]:
+        raise StartupError('storage.gcs.bucket (TFR_STORAGE__GCS__BUCKET) is required when storage.backend = "gcs"')
+    if values["chunk_size"] <= 0 or values["chunk_size"] % (256 * 1024):
+        raise StartupError("storage.gcs.chunk_size must be a positive multiple of 256 KiB (262144)")
+    if values["credentials_file"] and values["credentials_json"]:
+        raise StartupError("set storage.gcs.credentials_file or storage.gcs.credentials_json, not both")
+    from tfregistry_storage_gcs.backend import GcsOptions, GcsStorage
+
+    return GcsStorage(GcsOptions(**values))
+
+
+@hookimpl
+def tfr_register_storage_backends(register: Any) -> None:
+    """Offer the ``gcs`` backend."""
+    register.add("gcs", make_gcs_storage, description="Google Cloud Storage (storage.gcs.*)")
