@@ -1,4 +1,4 @@
-"""Terraform installs a module and a provider whose bytes live in S3 (moto) or GCS (emulator), via presigned URLs."""
+"""Terraform installs a module and a provider from S3 (moto), GCS (emulator) and Azure (Azurite) signed URLs."""
 
 from __future__ import annotations
 
@@ -104,7 +104,35 @@ def gcs_backend() -> Iterator[tuple[dict[str, str], str]]:
         server.stop()
 
 
-BACKENDS = {"s3": s3_backend, "gcs": gcs_backend}
+@contextlib.contextmanager
+def azure_backend() -> Iterator[tuple[dict[str, str], str]]:
+    """Azurite (from npm, see plugins/storage-azure/tests/conftest.py) with a container."""
+    import importlib.util
+
+    from azure.storage.blob import BlobServiceClient
+
+    spec = importlib.util.spec_from_file_location(
+        "azurite_kit", Path(__file__).resolve().parents[2] / "plugins" / "storage-azure" / "tests" / "conftest.py"
+    )
+    kit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kit)
+    with kit.running_azurite() as port:
+        connection = (
+            f"DefaultEndpointsProtocol=http;AccountName={kit.ACCOUNT};AccountKey={kit.KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{kit.ACCOUNT};"
+        )
+        BlobServiceClient.from_connection_string(connection).create_container("registry")
+        yield (
+            {
+                "TFR_STORAGE__BACKEND": "azure",
+                "TFR_STORAGE__AZURE__CONTAINER": "registry",
+                "TFR_STORAGE__AZURE__CONNECTION_STRING": connection,
+            },
+            f"http://127.0.0.1:{port}/",
+        )
+
+
+BACKENDS = {"s3": s3_backend, "gcs": gcs_backend, "azure": azure_backend}
 
 
 @pytest.fixture(scope="module", params=sorted(BACKENDS))
@@ -150,7 +178,9 @@ def test_module_and_provider_install_from_presigned_urls(cloud_server, tmp_path:
     location = server.get(
         f"/v1/modules/{ns}/net/aws/1.0.0/download", token=server.admin_token, headers={"User-Agent": "Terraform/1.15.5"}
     ).headers["x-terraform-get"]
-    assert location.startswith(endpoint) and ("X-Amz-Signature=" in location or "X-Goog-Signature=" in location)
+    assert location.startswith(endpoint) and any(
+        mark in location for mark in ("X-Amz-Signature=", "X-Goog-Signature=", "sig=")
+    )
     assert urlsplit(location).path.endswith(".tar.gz")
     package = json.loads(
         server.get(f"/v1/providers/{ns}/foo/1.0.0/download/linux/amd64", token=server.admin_token).body

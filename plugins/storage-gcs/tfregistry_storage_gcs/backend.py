@@ -98,6 +98,8 @@ class GcsStorage(StorageBackend):
         where = f"{key!r} in bucket {self.options.bucket!r}" if key else f"bucket {self.options.bucket!r}"
         try:
             yield
+        except StorageError:
+            raise  # already ours (InvalidKey, ObjectNotFound...)
         except gexc.NotFound as exc:
             raise ObjectNotFound(f"gcs: {key!r} not found in bucket {self.options.bucket!r}") from exc
         except (gexc.GoogleAPIError, requests.RequestException, OSError, ValueError) as exc:
