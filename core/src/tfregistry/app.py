@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
+from sqlalchemy.exc import DBAPIError
 
 from tfregistry import StartupError
 from tfregistry.api import make_api
@@ -43,9 +44,26 @@ class Bootstrap:
     def storage_backends(self) -> BackendRegister:
         return self.pm.collect("tfr_register_storage_backends", BackendRegister("storage"))
 
+    def active_storage_name(self, db: Database | None = None) -> str:
+        """``storage.backend``, unless a completed ``tfr storage migrate`` switched to another backend."""
+        from tfregistry.services.storage import switched_backend
+
+        configured = self.settings["storage.backend"]
+        database = db or self.database()
+        try:
+            with database.session() as session:
+                switched = switched_backend(session)
+        except DBAPIError:  # a database not yet migrated has no state table
+            switched = None
+        if switched and switched != configured:
+            log.warning("storage.backend is %r in the configuration, but `tfr storage migrate` switched to %r; "
+                        "using %r (update the configuration to match)", configured, switched, switched)
+            return switched
+        return configured
+
     def storage(self, name: str | None = None) -> Any:
-        """Build the storage backend ``name`` (default: the configured one)."""
-        name = name or self.settings["storage.backend"]
+        """Build the storage backend ``name`` (default: the active one)."""
+        name = name or self.active_storage_name()
         offered = self.storage_backends().backends
         if name not in offered:
             hint = " (pip install tfregistry-storage-local)" if name == "local" else ""
@@ -128,7 +146,7 @@ def build_app(boot: Bootstrap) -> Flask:
     if not db.is_up_to_date():
         raise StartupError(f"the database schema at {db.engine.url!r} is not up to date: run `tfr db upgrade`")
     register = boot.storage_backends()
-    storage = boot.storage()
+    storage = boot.storage(boot.active_storage_name(db))
     problems = storage.check()
     if problems:
         raise StartupError(f"storage backend {storage.name!r} is not usable: " + "; ".join(problems)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from tfregistry import StartupError, __version__
 from tfregistry.app import Bootstrap, bootstrap, build_app
 from tfregistry.client import ClientError, RegistryClient, error_message
+from tfregistry.interfaces import StorageError
 from tfregistry.models import ApiToken
 from tfregistry.services import ServiceError
 from tfregistry.services import tokens as token_svc
@@ -548,6 +549,39 @@ def storage_check(ctx: Context) -> None:
             click.echo(f"problem: {problem}", err=True)
         sys.exit(1)
     click.echo(f"storage backend {backend.name!r}: OK")
+
+
+@storage.command("migrate")
+@click.option("--to", "target_name", required=True, help="Name of the backend to move to (see `tfr plugins`).")
+@pass_ctx
+def storage_migrate(ctx: Context, target_name: str) -> None:
+    """Copy every object to backend TO, verify each copy, then make TO the active backend.
+
+    Configure TO's settings first (e.g. storage.s3.*). Safe to re-run after an
+    interruption: objects already copied and verified are skipped.
+    """
+    from tfregistry.services.storage import migrate
+
+    boot = ctx.boot
+    database = boot.database()
+    source_name = boot.active_storage_name(database)
+    if target_name == source_name:
+        fail(f"{target_name!r} is already the active storage backend")
+    source = boot.storage(source_name)
+    target = boot.storage(target_name)
+    problems = target.check()
+    if problems:
+        fail(f"the target backend {target_name!r} is not usable: " + "; ".join(problems))
+    click.echo(f"migrating objects from {source_name!r} to {target_name!r}")
+    with database.session() as session:
+        try:
+            report = migrate(session, source, target, target_name, progress=click.echo)
+        except StorageError as exc:
+            fail(str(exc))
+    click.echo(f"{len(report.copied)} object(s) copied ({report.bytes_copied} bytes), "
+               f"{len(report.skipped)} already there; the active storage backend is now {target_name!r}")
+    click.echo(f"set storage.backend = \"{target_name}\" in the configuration to match; the old objects in "
+               f"{source_name!r} were left in place")
 
 
 @storage.command("gc")

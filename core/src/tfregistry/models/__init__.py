@@ -244,6 +244,16 @@ class ProviderPackage(Base):
     version: Mapped[ProviderVersion] = relationship(back_populates="packages")
 
 
+class RegistryState(Base):
+    """Small facts the registry keeps about itself, e.g. the storage backend a migration switched to."""
+
+    __tablename__ = "registry_state"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class DownloadEvent(Base):
     """One answered module download request (Terraform asked where to fetch a version)."""
 
@@ -287,6 +297,7 @@ __all__ = [
     "Provider",
     "ProviderPackage",
     "ProviderVersion",
+    "RegistryState",
     "User",
     "utcnow",
 ]

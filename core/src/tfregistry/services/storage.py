@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tfregistry.interfaces import ObjectInfo, StorageBackend
-from tfregistry.models import ModuleVersion, ProviderPackage, ProviderVersion, utcnow
+from tfregistry.interfaces import CHUNK_SIZE, ObjectInfo, StorageBackend, StorageError
+from tfregistry.models import ModuleVersion, ProviderPackage, ProviderVersion, RegistryState, utcnow
+from tfregistry.services.audit import CLI_ACTOR, record
 
 #: Prefixes the registry writes; anything under them not referenced by a row is an orphan.
 MANAGED_PREFIXES = ("modules/", "providers/", "mirror/", "_tfr_probe/")
@@ -48,3 +51,73 @@ def collect_garbage(
         for info in orphans:
             storage.delete(info.key)
     return orphans
+
+
+#: ``registry_state`` key recording the backend ``tfr storage migrate`` switched to.
+ACTIVE_BACKEND_KEY = "storage.backend"
+
+
+def switched_backend(session: Session) -> str | None:
+    """The backend a completed migration switched to, if any (it wins over ``storage.backend``)."""
+    state = session.get(RegistryState, ACTIVE_BACKEND_KEY)
+    return state.value if state else None
+
+
+@dataclass
+class MigrationReport:
+    copied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_copied: int = 0
+
+
+def _digest(storage: StorageBackend, key: str) -> str:
+    sha = hashlib.sha256()
+    with storage.open(key) as fh:
+        while chunk := fh.read(CHUNK_SIZE):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def known_digests(session: Session) -> dict[str, str]:
+    """SHA-256 of stored objects as the database recorded them at publish time."""
+    digests = {key: sha for key, sha in session.execute(select(ModuleVersion.storage_key, ModuleVersion.sha256))}
+    digests.update((key, sha) for key, sha in session.execute(select(ProviderPackage.storage_key,
+                                                                     ProviderPackage.sha256)))
+    return digests
+
+
+def migrate(session: Session, source: StorageBackend, target: StorageBackend, target_name: str,
+            progress: Callable[[str], None] = lambda _: None) -> MigrationReport:
+    """Copy every object to ``target``, verify each copy, then record ``target_name`` as the active backend.
+
+    Objects already in ``target`` with the right content are skipped, so an interrupted
+    migration can simply be run again.  Nothing is switched unless every object verified.
+    """
+    known = known_digests(session)
+    report = MigrationReport()
+    for prefix in MANAGED_PREFIXES:
+        if prefix == "_tfr_probe/":
+            continue
+        for info in list(source.list(prefix)):
+            expected = known.get(info.key) or _digest(source, info.key)
+            if target.exists(info.key) and _digest(target, info.key) == expected:
+                report.skipped.append(info.key)
+                continue
+            with source.open(info.key) as fh:
+                stored = target.put(info.key, fh)
+            if stored.sha256 != expected or _digest(target, info.key) != expected:
+                raise StorageError(f"the copy of {info.key} in the target does not match the source; "
+                                   "nothing was switched, run the migration again")
+            report.copied.append(info.key)
+            report.bytes_copied += stored.size
+            progress(f"copied {info.key} ({stored.size} bytes)")
+    for key, sha in known.items():  # every object a row refers to must now be in the target
+        if not target.exists(key) or _digest(target, key) != sha:
+            raise StorageError(f"{key} is referenced by the database but missing or different in the target")
+    state = session.get(RegistryState, ACTIVE_BACKEND_KEY) or RegistryState(key=ACTIVE_BACKEND_KEY, value="")
+    state.value = target_name
+    session.add(state)
+    record(session, CLI_ACTOR, "storage.migrate", target_name, source=source.name, copied=len(report.copied),
+           skipped=len(report.skipped), bytes=report.bytes_copied)
+    session.commit()
+    return report
