@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 import tfregistry_storage_s3.plugin as s3_plugin
+
 from tfregistry import StartupError
 
 
