@@ -502,6 +502,92 @@ def mirror_import(ctx: Context, directory: Path) -> None:
     click.echo(f"{len(imported)} package(s) imported from {directory}")
 
 
+# --- background jobs -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--queues", default=",".join(("default", "mirror", "scm", "notify")), show_default=True,
+              help="Comma-separated queues to work, in priority order.")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@pass_ctx
+def worker(ctx: Context, queues: str, burst: bool) -> None:
+    """Run background jobs from Redis (RQ). Start as many as you need, on any machine."""
+    from tfregistry.jobs import JobError, run_worker
+
+    app = build_app(ctx.boot)
+    registry = app.extensions["tfregistry"]
+    with app.app_context():
+        try:
+            run_worker(registry, [q.strip() for q in queues.split(",") if q.strip()], burst=burst)
+        except JobError as exc:
+            fail(str(exc))
+        finally:
+            registry.close()
+
+
+@cli.command()
+@pass_ctx
+def scheduler(ctx: Context) -> None:
+    """Enqueue periodic jobs (storage garbage collection...) on schedule; run one per site."""
+    from tfregistry.jobs import JobError, run_scheduler
+
+    app = build_app(ctx.boot)
+    try:
+        run_scheduler(app.extensions["tfregistry"])
+    except JobError as exc:
+        fail(str(exc))
+
+
+@cli.group()
+def jobs() -> None:
+    """Inspect, retry and cancel background jobs (with Redis)."""
+
+
+def _job_queue(ctx: Context) -> Any:
+    from tfregistry.jobs import JobError, make_queue
+
+    try:
+        return make_queue(ctx.boot.settings)
+    except JobError as exc:
+        fail(str(exc))
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(["queued", "started", "finished", "failed", "scheduled", "canceled"]))
+@pass_ctx
+def jobs_list(ctx: Context, status: str | None) -> None:
+    """List jobs (``--status failed`` for the failed-job registry)."""
+    for job in _job_queue(ctx).list(status):
+        error = (job.error or "").strip().splitlines()[-1:] or [""]
+        click.echo(f"{job.id}\t{job.queue}\t{job.status}\t{job.func}{tuple(job.args)!r}\t{error[0]}")
+
+
+@jobs.command("retry")
+@click.argument("job_id")
+@pass_ctx
+def jobs_retry(ctx: Context, job_id: str) -> None:
+    """Queue a failed or canceled job again."""
+    from tfregistry.jobs import JobError
+
+    try:
+        click.echo(f"job {job_id}: {_job_queue(ctx).retry(job_id).status}")
+    except JobError as exc:
+        fail(str(exc))
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@pass_ctx
+def jobs_cancel(ctx: Context, job_id: str) -> None:
+    """Cancel a job that has not finished."""
+    from tfregistry.jobs import JobError
+
+    try:
+        click.echo(f"job {job_id}: {_job_queue(ctx).cancel(job_id).status}")
+    except JobError as exc:
+        fail(str(exc))
+
+
 # --- introspection ---------------------------------------------------------------------
 
 

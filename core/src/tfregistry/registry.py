@@ -114,6 +114,10 @@ class Registry:
         self.secret_key = load_secret_key(settings["secret_key"], settings.data_dir)
         self.signer = UrlSigner(self.secret_key)
         self.discovery: dict[str, Any] = {}
+        from tfregistry.jobs import make_queue
+
+        #: Background jobs: ``registry.jobs.enqueue("module:function", *args, queue="default")``.
+        self.jobs = make_queue(settings, self)
 
     def close(self) -> None:
         """Release the storage backend's clients and the database pool."""

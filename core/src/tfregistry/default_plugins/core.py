@@ -48,6 +48,15 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("downloads.url_ttl", Duration, default="5m", help="Lifetime of signed download URLs handed to Terraform.")
     add("proxy.trusted", parse_networks, default=[],
         help="Addresses/networks of reverse proxies whose X-Forwarded-For/-Proto/-Host/-Prefix are honoured.")
+    add("redis_url", str, secret=False, help="redis://[:password@]host:6379/0 for RQ background jobs. Unset: jobs "
+        "run in a thread of the web process (the embedded default).")
+    add("jobs.retries", int, default=3, help="Retries of a failed background job (with exponential backoff).")
+    add("jobs.backoff_seconds", int, default=10, help="First retry delay; each later one doubles.")
+    add("jobs.result_ttl", Duration, default="7d", help="How long finished jobs and their results are kept (RQ).")
+    add("jobs.failure_ttl", Duration, default="30d", help="How long failed jobs stay visible (RQ).")
+    add("jobs.timeout", Duration, default="1h", help="A job running longer is stopped and counted as failed.")
+    add("jobs.storage_gc_interval", Duration, default="1d",
+        help="How often `tfr scheduler` enqueues storage garbage collection (0 disables it).")
     add("plugins.load", list, help="Load only these plugin entry points (TFR_PLUGINS). Default: all installed.")
     add("plugins.disable", list, default=[], help="Never load these plugins (TFR_DISABLE_PLUGINS).")
     add("plugins.trace", bool, default=False, help="Log every plugin hook call (TFR_TRACE_PLUGINS).")

@@ -15,11 +15,13 @@ if TYPE_CHECKING:
 
 @hookimpl
 def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
+    from tfregistry.api import jobs as api_jobs
     from tfregistry.api import modules as api_modules
     from tfregistry.api import plugins as api_plugins
     from tfregistry.api import providers as api_providers
-    from tfregistry.protocol import discovery, files, modules, providers
+    from tfregistry.protocol import discovery, files, health, modules, providers
 
+    app.register_blueprint(health.bp)
     app.register_blueprint(discovery.bp)
     app.register_blueprint(modules.bp)
     app.register_blueprint(providers.bp)
@@ -28,3 +30,4 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     api.register_blueprint(api_providers.blp)
     api.register_blueprint(api_providers.keys_blp)
     api.register_blueprint(api_plugins.blp)
+    api.register_blueprint(api_jobs.blp)

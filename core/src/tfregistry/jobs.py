@@ -1,0 +1,330 @@
+"""Background jobs: one way to enqueue work, on RQ when Redis is configured, in-process otherwise.
+
+A job is a top-level function ``func(registry, *args)`` named by its dotted path
+(``"tfregistry.jobs:storage_gc"``) and called with JSON-able arguments (ids, not
+ORM objects), so it can be retried and run on any worker.  Jobs must be idempotent:
+a retry or a second worker running the same job does no harm.
+
+* With ``redis_url`` set, :meth:`JobQueue.enqueue` puts the job on an RQ queue
+  (``default``, ``mirror``, ``scm``, ``notify``) and ``tfr worker`` processes run it,
+  with retries and backoff from settings; failed jobs stay in RQ's failed registry.
+* Without Redis, the same call runs the job in a background thread of the web
+  process, with the same retry rules, and keeps its outcome in memory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from tfregistry.models import utcnow
+
+if TYPE_CHECKING:
+    from tfregistry.registry import Registry
+
+log = logging.getLogger(__name__)
+
+QUEUES = ("default", "mirror", "scm", "notify")
+#: The registry jobs run against, set by ``tfr worker`` (or by the in-process runner).
+_current: Registry | None = None
+
+
+class JobError(Exception):
+    """A job that cannot be found, retried or cancelled."""
+
+
+@dataclass
+class JobInfo:
+    """A job as ``GET /api/v1/jobs`` and ``tfr jobs list`` show it."""
+
+    id: str
+    func: str
+    args: list[Any]
+    queue: str
+    status: str  # queued, started, finished, failed, scheduled, canceled
+    enqueued_at: datetime | None = None
+    ended_at: datetime | None = None
+    attempts: int = 0
+    retries_left: int = 0
+    result: Any = None
+    error: str | None = None
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """``"package.module:function"`` → the function."""
+    module, _, name = path.partition(":")
+    if not name:
+        raise JobError(f"job {path!r} is not 'module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+def execute(path: str, *args: Any) -> Any:
+    """The RQ entry point: run job ``path`` against the worker's registry."""
+    if _current is None:
+        raise JobError("no registry: jobs run inside `tfr worker` or the web process")
+    return resolve(path)(_current, *args)
+
+
+def backoff(retries: int, base: int) -> list[int]:
+    """Exponential retry intervals: base, 2*base, 4*base..."""
+    return [base * 2**i for i in range(retries)]
+
+
+class InProcessQueue:
+    """Runs jobs in a background thread of this process, with retries; outcomes kept in memory."""
+
+    def __init__(self, registry: Registry, retries: int, backoff_base: int) -> None:
+        self.registry = registry
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.jobs: dict[str, JobInfo] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfr-job")
+
+    def enqueue(self, path: str, *args: Any, queue: str = "default", job_id: str | None = None) -> JobInfo:
+        resolve(path)  # fail now, in the caller, if the job does not exist
+        info = JobInfo(job_id or uuid.uuid4().hex, path, list(args), queue, "queued", utcnow(),
+                       retries_left=self.retries)
+        with self._lock:
+            if job_id and job_id in self.jobs and self.jobs[job_id].status in ("queued", "started"):
+                return self.jobs[job_id]  # the same job is already pending: enqueue is idempotent
+            self.jobs[info.id] = info
+        self._pool.submit(self._run, info)
+        return info
+
+    def _run(self, info: JobInfo) -> None:
+        global _current
+        delays = backoff(self.retries, self.backoff_base)
+        while True:
+            if info.status == "canceled":
+                return
+            info.status, info.attempts = "started", info.attempts + 1
+            _current = self.registry
+            try:
+                info.result = resolve(info.func)(self.registry, *info.args)
+                info.status, info.error = "finished", None
+            except Exception:
+                info.error = traceback.format_exc(limit=5)
+                if info.retries_left > 0:
+                    delay = delays[self.retries - info.retries_left]
+                    info.retries_left -= 1
+                    info.status = "scheduled"
+                    log.warning("job %s (%s) failed; retrying in %ss", info.id, info.func, delay)
+                    time.sleep(delay)
+                    continue
+                info.status = "failed"
+                log.error("job %s (%s) failed for good:\n%s", info.id, info.func, info.error)
+            info.ended_at = utcnow()
+            return
+
+    def list(self, status: str | None = None) -> list[JobInfo]:
+        with self._lock:
+            jobs = list(self.jobs.values())
+        return [j for j in jobs if status in (None, j.status)]
+
+    def get(self, job_id: str) -> JobInfo:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise JobError(f"no job {job_id}") from None
+
+    def retry(self, job_id: str) -> JobInfo:
+        info = self.get(job_id)
+        if info.status not in ("failed", "canceled"):
+            raise JobError(f"job {job_id} is {info.status}; only failed or canceled jobs can be retried")
+        info.status, info.retries_left, info.error = "queued", self.retries, None
+        self._pool.submit(self._run, info)
+        return info
+
+    def cancel(self, job_id: str) -> JobInfo:
+        info = self.get(job_id)
+        if info.status in ("finished", "failed"):
+            raise JobError(f"job {job_id} already {info.status}")
+        info.status = "canceled"
+        return info
+
+    def wait(self, timeout: float = 30) -> None:
+        """Block until every job queued so far is done (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while any(j.status in ("queued", "started", "scheduled") for j in self.list()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("background jobs did not finish in time")
+            time.sleep(0.02)
+
+
+class RQQueue:
+    """Jobs on RQ queues in Redis, run by ``tfr worker`` processes."""
+
+    def __init__(self, redis_url: str, retries: int, backoff_base: int, result_ttl: int, failure_ttl: int,
+                 job_timeout: int) -> None:
+        from redis import Redis
+
+        self.connection = Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.result_ttl = result_ttl
+        self.failure_ttl = failure_ttl
+        self.job_timeout = job_timeout
+
+    def queue(self, name: str) -> Any:
+        from rq import Queue
+
+        if name not in QUEUES:
+            raise JobError(f"unknown queue {name!r} (queues: {', '.join(QUEUES)})")
+        return Queue(name, connection=self.connection)
+
+    def enqueue(self, path: str, *args: Any, queue: str = "default", job_id: str | None = None) -> JobInfo:
+        from rq import Retry
+        from rq.job import Job, JobStatus
+
+        resolve(path)
+        if job_id:  # idempotent: the same pending job is not queued twice
+            try:
+                existing = Job.fetch(job_id, connection=self.connection)
+                if existing.get_status() in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED,
+                                             JobStatus.DEFERRED):
+                    return self._info(existing)
+            except Exception:
+                pass
+        retry = Retry(max=self.retries, interval=backoff(self.retries, self.backoff_base)) if self.retries else None
+        job = self.queue(queue).enqueue_call(
+            execute, args=(path, *args), job_id=job_id, retry=retry, result_ttl=self.result_ttl,
+            failure_ttl=self.failure_ttl, timeout=self.job_timeout, description=f"{path}{tuple(args)!r}",
+            meta={"func": path, "args": list(args)},
+        )
+        return self._info(job)
+
+    def _info(self, job: Any) -> JobInfo:
+        status = str(job.get_status(refresh=True) or "unknown")
+        status = status.split(".")[-1].lower()
+        result = job.return_value() if status == "finished" else None
+        error = None
+        if status == "failed":
+            latest = job.latest_result()
+            error = getattr(latest, "exc_string", None) or job.exc_info
+        meta = job.meta or {}
+        return JobInfo(job.id, meta.get("func", job.func_name), meta.get("args", []), job.origin, status,
+                       job.enqueued_at, job.ended_at, attempts=(self.retries - (job.retries_left or 0)) + 1
+                       if job.retries_left is not None else 1, retries_left=job.retries_left or 0,
+                       result=result, error=error)
+
+    def list(self, status: str | None = None) -> list[JobInfo]:
+        from rq.job import Job
+        from rq.registry import (
+            CanceledJobRegistry,
+            FailedJobRegistry,
+            FinishedJobRegistry,
+            ScheduledJobRegistry,
+            StartedJobRegistry,
+        )
+
+        ids: list[str] = []
+        for name in QUEUES:
+            q = self.queue(name)
+            sources = {"queued": q.get_job_ids, "started": StartedJobRegistry(queue=q).get_job_ids,
+                       "finished": FinishedJobRegistry(queue=q).get_job_ids,
+                       "failed": FailedJobRegistry(queue=q).get_job_ids,
+                       "scheduled": ScheduledJobRegistry(queue=q).get_job_ids,
+                       "canceled": CanceledJobRegistry(queue=q).get_job_ids}
+            for state, get_ids in sources.items():
+                if status in (None, state):
+                    ids.extend(get_ids())
+        jobs = [j for j in Job.fetch_many(list(dict.fromkeys(ids)), connection=self.connection) if j is not None]
+        return [self._info(j) for j in jobs]
+
+    def get(self, job_id: str) -> JobInfo:
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        try:
+            return self._info(Job.fetch(job_id, connection=self.connection))
+        except NoSuchJobError:
+            raise JobError(f"no job {job_id}") from None
+
+    def retry(self, job_id: str) -> JobInfo:
+        from rq.job import Job
+
+        job = Job.fetch(job_id, connection=self.connection)
+        status = str(job.get_status()).split(".")[-1].lower()
+        if status not in ("failed", "canceled"):
+            raise JobError(f"job {job_id} is {status}; only failed or canceled jobs can be retried")
+        if status == "canceled":
+            self.queue(job.origin).enqueue_job(job)
+        else:
+            job.requeue()
+        return self._info(job)
+
+    def cancel(self, job_id: str) -> JobInfo:
+        from rq.job import Job
+
+        job = Job.fetch(job_id, connection=self.connection)
+        job.cancel()
+        return self._info(job)
+
+    def ping(self) -> None:
+        self.connection.ping()
+
+
+def storage_gc(registry: Registry, grace_seconds: int = 3600) -> int:
+    """Periodic job: remove stored objects no row refers to (see ``tfr storage gc``); returns how many."""
+    from datetime import timedelta
+
+    from tfregistry.services.storage import collect_garbage
+
+    with registry.db.session() as session:
+        return len(collect_garbage(session, registry.storage, timedelta(seconds=grace_seconds)))
+
+
+def make_queue(settings: Mapping[str, Any], registry: Registry | None = None) -> InProcessQueue | RQQueue:
+    """RQ when ``redis_url`` is set, else the in-process runner (which needs the ``registry`` to run jobs on)."""
+    s = settings
+    if s["redis_url"]:
+        return RQQueue(s["redis_url"], s["jobs.retries"], s["jobs.backoff_seconds"], s["jobs.result_ttl"],
+                       s["jobs.failure_ttl"], s["jobs.timeout"])
+    if registry is None:
+        raise JobError("without redis_url, jobs run inside the web process: see GET /api/v1/jobs there")
+    return InProcessQueue(registry, s["jobs.retries"], s["jobs.backoff_seconds"])
+
+
+def periodic_jobs(registry: Registry) -> list[tuple[str, tuple[Any, ...], int]]:
+    """(job, args, interval seconds) that ``tfr scheduler`` enqueues on schedule."""
+    jobs: list[tuple[str, tuple[Any, ...], int]] = []
+    if registry.settings["jobs.storage_gc_interval"]:
+        jobs.append(("tfregistry.jobs:storage_gc", (), registry.settings["jobs.storage_gc_interval"]))
+    return jobs
+
+
+def run_scheduler(registry: Registry) -> None:
+    """Run RQ's cron scheduler for :func:`periodic_jobs` until stopped (``tfr scheduler``)."""
+    from rq.cron import CronScheduler
+
+    queue = registry.jobs
+    if not isinstance(queue, RQQueue):
+        raise JobError("periodic jobs need redis_url: the scheduler enqueues into Redis for `tfr worker` to run")
+    scheduler = CronScheduler(connection=queue.connection)
+    for path, args, interval in periodic_jobs(registry):
+        scheduler.register(execute, "default", args=(path, *args), interval=interval,
+                           result_ttl=queue.result_ttl, failure_ttl=queue.failure_ttl, name=path)
+    scheduler.start()
+
+
+def run_worker(registry: Registry, queues: list[str], burst: bool = False) -> bool:
+    """Run an RQ worker (no fork: one job at a time per process) until stopped, or until idle with ``burst``."""
+    global _current
+    from rq import SimpleWorker
+
+    queue = registry.jobs
+    if not isinstance(queue, RQQueue):
+        raise JobError("`tfr worker` needs redis_url; without Redis the web process runs jobs itself")
+    _current = registry
+    worker = SimpleWorker([queue.queue(name) for name in queues], connection=queue.connection)
+    return worker.work(burst=burst, with_scheduler=True)
