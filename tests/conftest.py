@@ -112,7 +112,8 @@ def app_factory(tmp_path: Path, database_url: str) -> Callable[..., Any]:
     apps: list[Any] = []
 
     def make(config: dict[str, Any] | None = None, plugins: tuple[Any, ...] = (), **kwargs: Any) -> Any:
-        settings = {"data_dir": str(tmp_path / "data"), "database_url": database_url, **(config or {})}
+        settings = {"data_dir": str(tmp_path / "data"), "database_url": database_url,
+                    "jobs.scheduler_in_process": False, **(config or {})}
         app = create_app(settings, environ={}, load_entrypoints=False,
                          plugins=(local_storage_plugin, *plugins), **kwargs)
         app.config["TESTING"] = True

@@ -165,6 +165,10 @@ def build_app(boot: Bootstrap) -> Flask:
     pm.hook.tfr_register_blueprints(registry=registry, app=app, api=api)
     registry.discovery = merge_discovery(pm.hook.tfr_service_discovery(registry=registry))
     pm.hook.tfr_configure.call_historic(kwargs={"registry": registry})
+    from tfregistry.jobs import InProcessQueue, periodic_jobs
+
+    if isinstance(registry.jobs, InProcessQueue) and settings["jobs.scheduler_in_process"]:
+        registry.jobs.start_periodic(periodic_jobs(registry))
     return app
 
 

@@ -209,19 +209,29 @@ def sign_detached(data: bytes, private_armor: str) -> bytes:
         return bytes(signed.data)
 
 
-def _fernet(key: bytes) -> Fernet:
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tfregistry gpg private key").derive(key)
+def _fernet(key: bytes, purpose: bytes) -> Fernet:
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key)
     return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def encrypt_secret(text: str, key: bytes, purpose: bytes = b"tfregistry gpg private key") -> str:
+    """Encrypt a secret (a managed key's private part, an upstream token) for storage in the database."""
+    return _fernet(key, purpose).encrypt(text.encode()).decode()
+
+
+def decrypt_secret(token: str, key: bytes, purpose: bytes = b"tfregistry gpg private key") -> str:
+    """Decrypt what :func:`encrypt_secret` stored."""
+    try:
+        return _fernet(key, purpose).decrypt(token.encode()).decode()
+    except (InvalidToken, ValueError):
+        raise GpgError("cannot decrypt the registry-managed signing key: wrong encryption key?") from None
 
 
 def encrypt_private_key(private_armor: str, key: bytes) -> str:
     """Encrypt a managed key's private part for storage in the database."""
-    return _fernet(key).encrypt(private_armor.encode()).decode()
+    return encrypt_secret(private_armor, key)
 
 
 def decrypt_private_key(token: str, key: bytes) -> str:
     """Decrypt what :func:`encrypt_private_key` stored."""
-    try:
-        return _fernet(key).decrypt(token.encode()).decode()
-    except (InvalidToken, ValueError):
-        raise GpgError("cannot decrypt the registry-managed signing key: wrong encryption key?") from None
+    return decrypt_secret(token, key)

@@ -89,6 +89,24 @@ class InProcessQueue:
         self.jobs: dict[str, JobInfo] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfr-job")
+        self._stopped = threading.Event()
+
+    def start_periodic(self, periodic: list[tuple[str, tuple[Any, ...], int]]) -> None:
+        """Enqueue each periodic job every ``interval`` seconds from a daemon thread (no Redis, no scheduler)."""
+
+        def loop(path: str, args: tuple[Any, ...], interval: int) -> None:
+            while not self._stopped.wait(interval):
+                try:
+                    self.enqueue(path, *args, job_id=f"periodic:{path}")
+                except Exception:
+                    log.exception("could not enqueue periodic job %s", path)
+
+        for path, args, interval in periodic:
+            threading.Thread(target=loop, args=(path, args, interval), daemon=True, name=f"tfr-every-{path}").start()
+
+    def stop(self) -> None:
+        """Stop periodic scheduling (running jobs finish on their own)."""
+        self._stopped.set()
 
     def enqueue(self, path: str, *args: Any, queue: str = "default", job_id: str | None = None) -> JobInfo:
         resolve(path)  # fail now, in the caller, if the job does not exist
@@ -284,6 +302,38 @@ def storage_gc(registry: Registry, grace_seconds: int = 3600) -> int:
         return len(collect_garbage(session, registry.storage, timedelta(seconds=grace_seconds)))
 
 
+def mirror_sync(registry: Registry, config_id: int) -> dict[str, Any]:
+    """Job: sync one mirror configuration from its upstream registry; returns the run's figures."""
+    from tfregistry import gpg
+    from tfregistry.api.providers import encryption_key, limits
+    from tfregistry.models import MirrorConfig
+    from tfregistry.services.mirroring import sync
+
+    with registry.db.session() as session:
+        config = session.get(MirrorConfig, config_id)
+        token = None
+        if config is not None and config.upstream_token_encrypted:
+            token = gpg.decrypt_secret(config.upstream_token_encrypted, encryption_key(registry), MIRROR_TOKEN)
+        run = sync(session, registry.storage, config_id, limits(registry), token)
+        return {"run": run.id, "status": run.status, "versions": run.versions, "packages": run.packages,
+                "skipped": run.skipped, "bytes": run.bytes, "errors": run.errors}
+
+
+#: Encryption purpose of stored upstream tokens.
+MIRROR_TOKEN = b"tfregistry mirror upstream token"
+
+
+def mirror_tick(registry: Registry) -> list[int]:
+    """Periodic job: enqueue a sync of every mirror configuration whose interval has elapsed."""
+    from tfregistry.services.mirroring import due_configs
+
+    with registry.db.session() as session:
+        due = [c.id for c in due_configs(session)]
+    for config_id in due:
+        registry.jobs.enqueue("tfregistry.jobs:mirror_sync", config_id, queue="mirror", job_id=f"mirror-{config_id}")
+    return due
+
+
 def make_queue(settings: Mapping[str, Any], registry: Registry | None = None) -> InProcessQueue | RQQueue:
     """RQ when ``redis_url`` is set, else the in-process runner (which needs the ``registry`` to run jobs on)."""
     s = settings
@@ -297,7 +347,8 @@ def make_queue(settings: Mapping[str, Any], registry: Registry | None = None) ->
 
 def periodic_jobs(registry: Registry) -> list[tuple[str, tuple[Any, ...], int]]:
     """(job, args, interval seconds) that ``tfr scheduler`` enqueues on schedule."""
-    jobs: list[tuple[str, tuple[Any, ...], int]] = []
+    jobs: list[tuple[str, tuple[Any, ...], int]] = [
+        ("tfregistry.jobs:mirror_tick", (), registry.settings["jobs.mirror_tick_seconds"])]
     if registry.settings["jobs.storage_gc_interval"]:
         jobs.append(("tfregistry.jobs:storage_gc", (), registry.settings["jobs.storage_gc_interval"]))
     return jobs

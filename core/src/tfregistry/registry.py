@@ -120,7 +120,10 @@ class Registry:
         self.jobs = make_queue(settings, self)
 
     def close(self) -> None:
-        """Release the storage backend's clients and the database pool."""
+        """Stop in-process scheduling, release the storage backend's clients and the database pool."""
+        stop = getattr(self.jobs, "stop", None)
+        if stop is not None:
+            stop()
         self.storage.close()
         self.db.dispose()
 

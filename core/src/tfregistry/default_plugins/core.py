@@ -57,6 +57,10 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("jobs.timeout", Duration, default="1h", help="A job running longer is stopped and counted as failed.")
     add("jobs.storage_gc_interval", Duration, default="1d",
         help="How often `tfr scheduler` enqueues storage garbage collection (0 disables it).")
+    add("jobs.mirror_tick_seconds", int, default=60,
+        help="How often the scheduler looks for mirror configurations whose sync interval has elapsed.")
+    add("jobs.scheduler_in_process", bool, default=True,
+        help="Without redis_url, run periodic jobs (mirror syncs, storage gc) from a thread of each web process.")
     add("plugins.load", list, help="Load only these plugin entry points (TFR_PLUGINS). Default: all installed.")
     add("plugins.disable", list, default=[], help="Never load these plugins (TFR_DISABLE_PLUGINS).")
     add("plugins.trace", bool, default=False, help="Log every plugin hook call (TFR_TRACE_PLUGINS).")

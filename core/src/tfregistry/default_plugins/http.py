@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 @hookimpl
 def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     from tfregistry.api import jobs as api_jobs
+    from tfregistry.api import mirrors as api_mirrors
     from tfregistry.api import modules as api_modules
     from tfregistry.api import plugins as api_plugins
     from tfregistry.api import providers as api_providers
@@ -31,3 +32,4 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     api.register_blueprint(api_providers.keys_blp)
     api.register_blueprint(api_plugins.blp)
     api.register_blueprint(api_jobs.blp)
+    api.register_blueprint(api_mirrors.blp)

@@ -210,6 +210,8 @@ class ProviderVersion(Base):
     signature_key: Mapped[str | None] = mapped_column(String(1024))
     shasums: Mapped[str | None] = mapped_column(Text)
     signing_key_id: Mapped[int | None] = mapped_column(ForeignKey("gpg_keys.id"))
+    #: For versions mirrored from an upstream registry: the armored upstream key that verified them.
+    upstream_key_armor: Mapped[str | None] = mapped_column(Text)
     deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
     deprecation_reason: Mapped[str | None] = mapped_column(Text)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -254,6 +256,46 @@ class RegistryState(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class MirrorConfig(Base):
+    """Which providers to copy from an upstream registry, and how often."""
+
+    __tablename__ = "mirror_configs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The origin host providers are known by (``registry.terraform.io``); also where discovery goes
+    #: unless ``upstream_url`` says otherwise.
+    upstream_host: Mapped[str] = mapped_column(String(255))
+    upstream_url: Mapped[str | None] = mapped_column(String(500))
+    upstream_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    namespace: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(64))
+    version_constraint: Mapped[str | None] = mapped_column(String(200))
+    latest: Mapped[int | None] = mapped_column(Integer)
+    platforms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    trusted_fingerprints: Mapped[list[str]] = mapped_column(JSON, default=list)
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MirrorRun(Base):
+    """One sync of a mirror configuration: what it copied and what went wrong."""
+
+    __tablename__ = "mirror_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    config_id: Mapped[int] = mapped_column(ForeignKey("mirror_configs.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running, succeeded, partial, failed
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    versions: Mapped[int] = mapped_column(Integer, default=0)
+    packages: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
 class DownloadEvent(Base):
     """One answered module download request (Terraform asked where to fetch a version)."""
 
@@ -290,6 +332,8 @@ __all__ = [
     "Base",
     "DownloadEvent",
     "GpgKey",
+    "MirrorConfig",
+    "MirrorRun",
     "Module",
     "ModuleVersion",
     "Namespace",

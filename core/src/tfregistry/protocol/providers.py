@@ -26,9 +26,22 @@ bp = Blueprint("tfr_providers", __name__, url_prefix="/v1/providers")
 register_error_handlers(bp)
 
 
-def _readable_provider(session: Session, ns: str, type_: str, hostname: str = "") -> Provider:
+def _readable_provider(session: Session, ns: str, type_: str, hostname: str | None = "") -> Provider:
+    """The provider; ``hostname=None`` means "ours, else one mirrored from an upstream registry"."""
     auth.require(session, "providers:read", auth.namespace_for(session, ns))
-    return svc.get_provider(session, ns, type_, hostname)
+    if hostname is not None:
+        return svc.get_provider(session, ns, type_, hostname)
+    own = svc.find_provider(session, ns, type_)
+    if own is not None and own.versions:
+        return own
+    mirrored = session.scalars(
+        select(Provider).join(Provider.namespace)
+        .where(Namespace.name == ns, Provider.type == type_, Provider.hostname != "")
+        .order_by(Provider.hostname)
+    ).first()
+    if mirrored is None or not mirrored.versions:
+        raise NotFound(f"provider {ns}/{type_} not found")
+    return mirrored
 
 
 def _signed_versions(provider: Provider) -> list[ProviderVersion]:
@@ -63,7 +76,7 @@ def provider_json(pv: ProviderVersion) -> dict[str, Any]:
 @bp.get("/<ns>/<type_>/versions")
 def versions(ns: str, type_: str):
     with current_registry().db.session() as session:
-        provider = _readable_provider(session, ns, type_)
+        provider = _readable_provider(session, ns, type_, None)
         listed = _signed_versions(provider)
         if not listed:
             raise NotFound(f"provider {ns}/{type_} not found")
@@ -92,15 +105,20 @@ def versions(ns: str, type_: str):
 def download(ns: str, type_: str, version: str, os: str, arch: str):
     registry = current_registry()
     with registry.db.session() as session:
-        provider = _readable_provider(session, ns, type_)
+        provider = _readable_provider(session, ns, type_, None)
         pv = next((v for v in provider.versions if v.version == version and svc.signed(v)), None)
         if pv is None:
             raise NotFound(f"provider {ns}/{type_} has no version {version}")
         package = next((k for k in pv.packages if (k.os, k.arch) == (os, arch)), None)
         if package is None:
             raise NotFound(f"provider {ns}/{type_} {version} is not available for {os}_{arch}")
-        keys = active_keys(session, provider.namespace)
         assert pv.shasums_key and pv.signature_key
+        if pv.upstream_key_armor:  # mirrored: the upstream key that verified it at sync time
+            offered = [{"key_id": "", "ascii_armor": pv.upstream_key_armor, "source": provider.hostname,
+                        "source_url": ""}]
+        else:
+            offered = [{"key_id": k.key_id, "ascii_armor": k.ascii_armor, "source": k.source,
+                        "source_url": k.source_url} for k in active_keys(session, provider.namespace)]
         return jsonify({
             "protocols": pv.protocols,
             "os": os,
@@ -110,13 +128,8 @@ def download(ns: str, type_: str, version: str, os: str, arch: str):
             "shasums_url": registry.download_url(pv.shasums_key),
             "shasums_signature_url": registry.download_url(pv.signature_key),
             "shasum": package.sha256,
-            "signing_keys": {"gpg_public_keys": [{
-                "key_id": k.key_id,
-                "ascii_armor": k.ascii_armor,
-                "trust_signature": "",  # non-empty would make Terraform demand a HashiCorp partner signature
-                "source": k.source,
-                "source_url": k.source_url,
-            } for k in keys]},
+            # trust_signature stays empty: non-empty makes Terraform demand a HashiCorp partner signature
+            "signing_keys": {"gpg_public_keys": [{**k, "trust_signature": ""} for k in offered]},
         })
 
 

@@ -1,0 +1,292 @@
+"""Mirroring providers from upstream registries: discover, select, download, verify, store.
+
+Nothing unverified is stored: each package must match the upstream SHA256SUMS, whose
+detached signature must verify against a key the upstream offers and the trust
+policy accepts (``trusted_fingerprints``; empty accepts the upstream's own keys).
+Runs are idempotent: packages already stored with the same hash are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import ssl
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import urljoin
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tfregistry import gpg, semver
+from tfregistry import provider_packages as pkg
+from tfregistry.interfaces import CHUNK_SIZE, StorageBackend
+from tfregistry.models import MirrorConfig, MirrorRun, Provider, ProviderVersion, utcnow
+from tfregistry.services import NotFound, ServiceError
+from tfregistry.services.audit import Actor, record
+from tfregistry.services.modules import get_or_create_namespace
+from tfregistry.services.providers import (
+    ProviderLimits,
+    Upload,
+    _Checked,
+    _store_package,
+    find_provider,
+    storage_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+_CONSTRAINT = re.compile(r"^\s*(=|!=|>=|<=|>|<|~>)?\s*(\S+)\s*$")
+
+
+class UpstreamError(Exception):
+    """The upstream registry could not be reached or answered something unusable."""
+
+
+def matches(version: str, constraint: str | None) -> bool:
+    """Terraform-style constraint (``>= 1.2, < 2.0``, ``~> 1.4``); pre-releases only when named exactly."""
+    v = semver.parse(version)
+    if not constraint:
+        return not v.is_prerelease
+    named_exactly = False
+    for part in constraint.split(","):
+        m = _CONSTRAINT.match(part)
+        if not m:
+            raise ServiceError(f"invalid version constraint {part!r}")
+        op, text = m.group(1) or "=", m.group(2)
+        parts = text.split(".")
+        try:
+            target = semver.parse(text if len(parts) >= 3 else ".".join(parts + ["0"] * (3 - len(parts))))
+        except semver.InvalidVersion:
+            raise ServiceError(f"invalid version constraint {part.strip()!r}") from None
+        if op == "=" and v == target:
+            named_exactly = True
+        if op == "~>":
+            upper = (f"{target.major + 1}.0.0" if len(parts) <= 2 else f"{target.major}.{target.minor + 1}.0")
+            ok = target <= v < semver.parse(upper)
+        else:
+            ok = {"=": v == target, "!=": v != target, ">": v > target, ">=": v >= target, "<": v < target,
+                  "<=": v <= target}[op]
+        if not ok:
+            return False
+    return named_exactly or not v.is_prerelease
+
+
+def select_versions(available: Sequence[str], constraint: str | None, latest: int | None) -> list[str]:
+    """Versions to mirror: those matching ``constraint``, then only the newest ``latest`` of them."""
+    chosen = sorted((v for v in available if matches(v, constraint)), key=lambda v: semver.parse(v).sort_key(),
+                    reverse=True)
+    return chosen[:latest] if latest else chosen
+
+
+class UpstreamClient:
+    """Talks to an upstream registry's provider protocol (token sent to the JSON API only)."""
+
+    def __init__(self, host: str, url: str | None = None, token: str | None = None, timeout: float = 30) -> None:
+        self.host = host
+        self.base = (url or f"https://{host}").rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.context = ssl.create_default_context()
+
+    def _get(self, url: str, auth: bool) -> bytes:
+        request = urllib.request.Request(url, headers={"User-Agent": "tfregistry-mirror"})
+        if auth and self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            raise UpstreamError(f"{self.host}: GET {url} answered {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise UpstreamError(f"{self.host}: cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+
+    def json(self, url: str) -> Any:
+        try:
+            return json.loads(self._get(url, auth=True))
+        except ValueError:
+            raise UpstreamError(f"{self.host}: {url} did not answer JSON") from None
+
+    def download(self, url: str, dest: BinaryIO, max_bytes: int) -> int:
+        """Stream ``url`` (no token: like Terraform) into ``dest``; refuse more than ``max_bytes``."""
+        request = urllib.request.Request(url, headers={"User-Agent": "tfregistry-mirror"})
+        size = 0
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as response:
+                while chunk := response.read(CHUNK_SIZE):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise UpstreamError(f"{self.host}: {url} is larger than {max_bytes} bytes")
+                    dest.write(chunk)
+        except urllib.error.HTTPError as exc:
+            raise UpstreamError(f"{self.host}: GET {url} answered {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise UpstreamError(f"{self.host}: cannot download {url}: {getattr(exc, 'reason', exc)}") from None
+        return size
+
+    def providers_base(self) -> str:
+        discovery = self.json(f"{self.base}/.well-known/terraform.json")
+        service = discovery.get("providers.v1") if isinstance(discovery, dict) else None
+        if not service:
+            raise UpstreamError(f"{self.host} does not offer a provider registry (no providers.v1)")
+        return urljoin(f"{self.base}/.well-known/terraform.json", service)
+
+
+@dataclass
+class SyncStats:
+    versions: int = 0
+    packages: int = 0
+    skipped: int = 0
+    bytes: int = 0
+
+
+def _trusted(keys: list[dict[str, Any]], fingerprints: Sequence[str]) -> list[str]:
+    armors = [k.get("ascii_armor", "") for k in keys if k.get("ascii_armor")]
+    if not fingerprints:
+        return armors
+    wanted = {f.upper().replace(" ", "") for f in fingerprints}
+    accepted = []
+    for armor in armors:
+        try:
+            if gpg.parse_public_key(armor).fingerprint in wanted:
+                accepted.append(armor)
+        except gpg.GpgError:
+            continue
+    return accepted
+
+
+def _sync_version(session: Session, storage: StorageBackend, config: MirrorConfig, client: UpstreamClient,
+                  base: str, entry: dict[str, Any], limits: ProviderLimits, stats: SyncStats) -> None:
+    version = entry["version"]
+    platforms = [f"{p['os']}_{p['arch']}" for p in entry.get("platforms", [])]
+    wanted = [p for p in platforms if not config.platforms or p in config.platforms]
+    if not wanted:
+        return
+    ns = get_or_create_namespace(session, config.namespace)
+    provider = find_provider(session, config.namespace, config.type, config.upstream_host)
+    if provider is None:
+        provider = Provider(hostname=config.upstream_host, namespace=ns, type=config.type)
+        session.add(provider)
+        session.flush()
+    pv = next((v for v in provider.versions if v.version == version), None)
+    have = {f"{p.os}_{p.arch}": p for p in pv.packages} if pv else {}
+    todo = [p for p in wanted if p not in have]
+    stats.skipped += len(wanted) - len(todo)
+    if not todo:
+        return
+    prefix = storage_prefix(config.upstream_host, config.namespace, config.type, version)
+    stored: list[str] = []
+    try:
+        for platform in todo:
+            os_, arch = platform.split("_", 1)
+            meta = client.json(urljoin(base, f"{config.namespace}/{config.type}/{version}/download/{os_}/{arch}"))
+            sums = io.BytesIO()
+            client.download(urljoin(base, meta["shasums_url"]), sums, 1024 * 1024)
+            signature = io.BytesIO()
+            client.download(urljoin(base, meta["shasums_signature_url"]), signature, 1024 * 1024)
+            armors = _trusted(meta.get("signing_keys", {}).get("gpg_public_keys", []), config.trusted_fingerprints)
+            if not armors:
+                raise ServiceError(f"{version} {platform}: no upstream key is trusted for {config.namespace}")
+            try:
+                fingerprint = gpg.verify_detached(sums.getvalue(), signature.getvalue(), armors)
+                parsed = pkg.parse_shasums(sums.getvalue())
+            except (gpg.GpgError, pkg.PackageError) as exc:
+                raise ServiceError(f"{version} {platform}: SHA256SUMS refused: {exc}") from None
+            filename = meta["filename"]
+            with tempfile.TemporaryFile() as zip_file:
+                size = client.download(urljoin(base, meta["download_url"]), zip_file, limits.package_max_bytes)
+                zip_file.seek(0)
+                digest = hashlib.sha256()
+                while chunk := zip_file.read(CHUNK_SIZE):
+                    digest.update(chunk)
+                if digest.hexdigest() != meta["shasum"] or parsed.get(filename) != meta["shasum"]:
+                    raise ServiceError(f"{version} {platform}: {filename} does not match the signed SHA256SUMS")
+                try:
+                    report = pkg.inspect_provider_zip(zip_file, config.type,
+                                                      max_uncompressed_bytes=limits.uncompressed_max_bytes)
+                except pkg.PackageError as exc:
+                    raise ServiceError(f"{version} {platform}: {exc}") from None
+                if pv is None:
+                    pv = ProviderVersion(provider=provider, version=version,
+                                         prerelease=semver.parse(version).is_prerelease,
+                                         protocols=meta.get("protocols") or [], shasums=sums.getvalue().decode(),
+                                         upstream_key_armor=next(a for a in armors if gpg.parse_public_key(a)
+                                                                 .fingerprint == fingerprint),
+                                         published_by=f"mirror:{config.id}")
+                    session.add(pv)
+                    sums_key = f"{prefix}/{hashlib.sha256(sums.getvalue()).hexdigest()[:16]}/" + \
+                        pkg.sums_filename(config.type, version)
+                    for key, data in ((sums_key, sums.getvalue()), (sums_key + ".sig", signature.getvalue())):
+                        storage.put(key, io.BytesIO(data))
+                        stored.append(key)
+                    pv.shasums_key, pv.signature_key = sums_key, sums_key + ".sig"
+                checked = _Checked(Upload(filename, zip_file), pkg.PackageName(config.type, version, os_, arch), report)
+                pv.packages.append(_store_package(storage, stored, prefix, checked))
+                stats.packages += 1
+                stats.bytes += size
+        session.flush()
+        record(session, Actor(name=f"mirror:{config.id}"), "provider.mirror_sync",
+               f"{config.upstream_host}/{config.namespace}/{config.type}/{version}", platforms=todo)
+        session.commit()
+        stats.versions += 1
+    except BaseException:
+        session.rollback()
+        for key in stored:
+            try:
+                storage.delete(key)
+            except Exception:
+                log.warning("could not remove %s after a failed mirror sync", key)
+        raise
+
+
+def sync(session: Session, storage: StorageBackend, config_id: int, limits: ProviderLimits,
+         token: str | None = None, progress: Callable[[str], None] = lambda _: None) -> MirrorRun:
+    """Copy the selected versions and platforms of one mirror configuration; record the run."""
+    config = session.get(MirrorConfig, config_id)
+    if config is None:
+        raise NotFound(f"no mirror configuration {config_id}")
+    run = MirrorRun(config_id=config.id)
+    session.add(run)
+    config.last_run_at = utcnow()
+    session.commit()
+    stats, errors = SyncStats(), []
+    client = UpstreamClient(config.upstream_host, config.upstream_url, token)
+    try:
+        base = client.providers_base()
+        listing = client.json(urljoin(base, f"{config.namespace}/{config.type}/versions"))
+        entries = {e["version"]: e for e in listing.get("versions", []) if "version" in e}
+        for version in select_versions(list(entries), config.version_constraint, config.latest):
+            try:
+                _sync_version(session, storage, config, client, base, entries[version], limits, stats)
+                progress(f"{version}: ok")
+            except (ServiceError, UpstreamError, KeyError) as exc:
+                message = exc.message if isinstance(exc, ServiceError) else str(exc)
+                errors.append(message)
+                progress(f"{version}: {message}")
+    except UpstreamError as exc:
+        errors.append(str(exc))
+    run = session.get(MirrorRun, run.id)
+    run.versions, run.packages, run.skipped, run.bytes = stats.versions, stats.packages, stats.skipped, stats.bytes
+    run.errors = errors
+    run.status = "succeeded" if not errors else ("partial" if stats.packages or stats.skipped else "failed")
+    run.finished_at = utcnow()
+    session.commit()
+    return run
+
+
+def due_configs(session: Session) -> list[MirrorConfig]:
+    """Enabled configurations whose interval has elapsed since their last run."""
+    now = utcnow()
+    result = []
+    for config in session.scalars(select(MirrorConfig).where(MirrorConfig.enabled.is_(True))):
+        if config.interval_seconds and (config.last_run_at is None
+                                        or (now - config.last_run_at).total_seconds() >= config.interval_seconds):
+            result.append(config)
+    return result
