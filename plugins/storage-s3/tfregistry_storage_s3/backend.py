@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
@@ -26,7 +27,7 @@ from tfregistry.interfaces import (
     validate_key,
 )
 
-__all__ = ["S3Options", "S3Storage"]
+__all__ = ["S3Options", "S3Storage", "role_credentials"]
 
 #: Where multipart uploads land before the finished object is copied into place with its metadata.
 UPLOAD_PREFIX = "_tfr_uploads/"
@@ -49,6 +50,7 @@ class S3Options:
     external_id: str | None = None
     role_session_name: str = "tfregistry"
     web_identity_token_file: str | None = None
+    sts_endpoint_url: str | None = None
     sse: str = ""
     kms_key_id: str | None = None
     part_size: int = 16 * 1024 * 1024
@@ -57,21 +59,17 @@ class S3Options:
     max_attempts: int = 3
 
 
-def _session(options: S3Options, config: Config) -> boto3.Session:
-    """Static keys, the default chain, or an assumed role (refreshed before it expires)."""
-    base = boto3.Session(
-        aws_access_key_id=options.access_key_id,
-        aws_secret_access_key=options.secret_access_key,
-        aws_session_token=options.session_token,
-        region_name=options.region,
-    )
-    if not options.role_arn:
-        return base
-    sts = base.client("sts", endpoint_url=options.endpoint_url, config=config)
+def _role_fetcher(sts: Any, options: S3Options) -> Callable[[], dict[str, Any]]:
+    """A function returning fresh temporary credentials for ``options.role_arn`` (botocore's metadata form)."""
 
-    def refresh() -> dict[str, Any]:
+    def fetch() -> dict[str, Any]:
         if options.web_identity_token_file:
-            token = Path(options.web_identity_token_file).read_text().strip()
+            # Re-read at every refresh: EKS and GitHub Actions replace the token before it expires.
+            try:
+                token = Path(options.web_identity_token_file).read_text().strip()
+            except OSError as exc:
+                raise StorageError(f"s3: cannot read the web identity token file {options.web_identity_token_file!r} "
+                                   f"(setting storage.s3.web_identity_token_file): {exc.strerror or exc}") from exc
             creds = sts.assume_role_with_web_identity(
                 RoleArn=options.role_arn, RoleSessionName=options.role_session_name, WebIdentityToken=token
             )["Credentials"]
@@ -87,12 +85,58 @@ def _session(options: S3Options, config: Config) -> boto3.Session:
             "expiry_time": creds["Expiration"].isoformat(),
         }
 
+    return fetch
+
+
+def role_credentials(sts: Any, options: S3Options) -> RefreshableCredentials:
+    """Credentials of ``options.role_arn`` through ``sts``: fetched now, fetched again before they expire.
+
+    AssumeRole (with ``external_id``) signs with the base credentials of ``sts``;
+    AssumeRoleWithWebIdentity is an unsigned call carrying the token read from
+    ``web_identity_token_file``.  Fetching at once makes a role that cannot be assumed
+    stop start-up with a message naming the setting.
+    """
+    fetch = _role_fetcher(sts, options)
+    try:
+        metadata = fetch()
+    except (ClientError, BotoCoreError) as exc:
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            reason = f"{error.get('Code', '')}: {error.get('Message', exc)}"
+        else:
+            reason = str(exc)
+        raise StorageError(f"s3: cannot assume role {options.role_arn!r} (setting storage.s3.role_arn): "
+                           f"{reason}") from exc
     method = "assume-role-with-web-identity" if options.web_identity_token_file else "assume-role"
-    botocore_session = botocore.session.get_session()
-    botocore_session._credentials = RefreshableCredentials.create_from_metadata(
-        metadata=refresh(), refresh_using=refresh, method=method
+    return RefreshableCredentials.create_from_metadata(metadata=metadata, refresh_using=fetch, method=method)
+
+
+def _session(options: S3Options, config: Config) -> boto3.Session:
+    """Static keys, the default chain, or an assumed role (refreshed before it expires)."""
+    base = boto3.Session(
+        aws_access_key_id=options.access_key_id,
+        aws_secret_access_key=options.secret_access_key,
+        aws_session_token=options.session_token,
+        region_name=options.region,
     )
+    if not options.role_arn:
+        return base
+    sts = base.client("sts", endpoint_url=options.sts_endpoint_url or options.endpoint_url, config=config)
+    botocore_session = botocore.session.get_session()
+    # botocore has no public setter for refreshable credentials; its own providers install them the same way.
+    botocore_session._credentials = role_credentials(sts, options)
     return boto3.Session(botocore_session=botocore_session, region_name=options.region)
+
+
+def _read_part(reader: HashingReader, size: int) -> bytes:
+    """``size`` bytes, fewer only at the end of the stream (a socket or a pipe may return less per read)."""
+    data = reader.read(size)
+    if not data or len(data) == size:
+        return data
+    buffer = bytearray(data)
+    while len(buffer) < size and (more := reader.read(size - len(buffer))):
+        buffer += more
+    return bytes(buffer)
 
 
 class S3Storage(StorageBackend):
@@ -115,8 +159,13 @@ class S3Storage(StorageBackend):
             signature_version="s3v4",
             connect_timeout=options.connect_timeout,
             read_timeout=options.read_timeout,
-            retries={"max_attempts": options.max_attempts, "mode": "standard"},
-            s3={"addressing_style": "path" if options.path_style else "auto"},
+            # botocore's "max_attempts" counts retries only; the setting counts the first attempt too.
+            retries={"total_max_attempts": options.max_attempts, "mode": "standard"},
+            # "virtual", not boto3's "auto": with "auto" presigned URLs name the global endpoint
+            # (bucket.s3.amazonaws.com), which redirects requests for a bucket outside us-east-1 (for a
+            # while after it is created) and a redirect breaks the signature.  botocore still falls back
+            # to path style for bucket names that cannot be a host name (dots, under TLS).
+            s3={"addressing_style": "path" if options.path_style else "virtual"},
         )
         try:
             session = _session(options, self.config)
@@ -163,8 +212,8 @@ class S3Storage(StorageBackend):
     def put(self, key: str, fileobj: BinaryIO, *, content_type: str | None = None) -> StoredObject:
         target = self._key(key)
         reader = HashingReader(fileobj)
-        first = reader.read(self.options.part_size)
-        second = reader.read(self.options.part_size) if len(first) == self.options.part_size else b""
+        first = _read_part(reader, self.options.part_size)
+        second = _read_part(reader, self.options.part_size) if len(first) == self.options.part_size else b""
         if not second:
             with self._errors("store", key):
                 self.client.put_object(Bucket=self.bucket, Key=target, Body=first,
@@ -188,7 +237,7 @@ class S3Storage(StorageBackend):
                     etag = self.client.upload_part(Bucket=self.bucket, Key=temp, UploadId=upload_id,
                                                    PartNumber=number, Body=chunk)["ETag"]
                 parts.append({"ETag": etag, "PartNumber": number})
-                next_chunk = reader.read(self.options.part_size)
+                next_chunk = _read_part(reader, self.options.part_size)
                 if next_chunk:
                     pending.append(next_chunk)
             with self._errors("finish the upload of", key):
@@ -250,7 +299,7 @@ class S3Storage(StorageBackend):
     def check(self) -> list[str]:
         """Check the bucket first (missing, forbidden, unreachable), then the generic write/read probe."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            response = self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchBucket", "NotFound"):
@@ -261,7 +310,18 @@ class S3Storage(StorageBackend):
             return [f"s3: cannot reach bucket {self.bucket!r}: {code or exc}"]
         except (BotoCoreError, OSError) as exc:
             return [f"s3: cannot reach the S3 endpoint for bucket {self.bucket!r}: {exc}"]
+        region = response.get("BucketRegion") or response["ResponseMetadata"]["HTTPHeaders"].get("x-amz-bucket-region")
+        if region and self._on_aws() and region != self.client.meta.region_name:
+            # Requests follow S3's redirect to the right region, but a presigned URL is signed for one region
+            # and S3 refuses it elsewhere: Terraform's downloads would fail while everything else works.
+            return [f"s3: bucket {self.bucket!r} is in region {region!r}, not {self.client.meta.region_name!r}: "
+                    f"set storage.s3.region = {region!r} (presigned download URLs are signed for one region)"]
         return [f"s3: {problem}" if not problem.startswith("s3:") else problem for problem in super().check()]
+
+    def _on_aws(self) -> bool:
+        """Whether the endpoint is AWS itself (S3-compatible services report regions of their own making)."""
+        endpoint = self.options.endpoint_url
+        return not endpoint or (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com")
 
     def close(self) -> None:
         self.client.close()

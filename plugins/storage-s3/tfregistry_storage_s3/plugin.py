@@ -24,9 +24,11 @@ SETTINGS: tuple[tuple[str, Any, Any, bool, str], ...] = (
     ("role_session_name", str, "tfregistry", False, "Session name for assume-role."),
     ("web_identity_token_file", str, None, False,
      "OIDC token file (EKS IRSA, GitHub Actions) for AssumeRoleWithWebIdentity with role_arn."),
+    ("sts_endpoint_url", str, None, False,
+     "STS endpoint for role_arn (default: endpoint_url if set, as MinIO and Ceph serve STS there; else AWS STS)."),
     ("sse", str, "", False, "Server-side encryption: '' (bucket default), AES256 (SSE-S3) or aws:kms (SSE-KMS)."),
     ("kms_key_id", str, None, False, "KMS key id or ARN for sse = aws:kms (default: the AWS-managed key)."),
-    ("part_size", int, 16 * 1024 * 1024, False, "Multipart upload part size in bytes (at least 5 MiB)."),
+    ("part_size", int, 16 * 1024 * 1024, False, "Multipart upload part size in bytes (5 MiB to 5 GiB)."),
     ("connect_timeout", int, 5, False, "Seconds to wait for a connection."),
     ("read_timeout", int, 60, False, "Seconds to wait for data on a connection."),
     ("max_attempts", int, 3, False, "Attempts per request, retries included."),
@@ -47,8 +49,9 @@ def make_s3_storage(settings: Mapping[str, Any]) -> Any:
         raise StartupError('storage.s3.bucket (TFR_STORAGE__S3__BUCKET) is required when storage.backend = "s3"')
     if values["sse"] not in ("", "AES256", "aws:kms"):
         raise StartupError(f"storage.s3.sse must be '', AES256 or aws:kms, not {values['sse']!r}")
-    if values["part_size"] < 5 * 1024 * 1024:
-        raise StartupError("storage.s3.part_size must be at least 5 MiB (5242880); S3 refuses smaller parts")
+    if not 5 * 1024**2 <= values["part_size"] <= 5 * 1024**3:
+        raise StartupError("storage.s3.part_size must be between 5 MiB (5242880) and 5 GiB (5368709120), "
+                           "the part sizes S3 accepts")
     if bool(values["access_key_id"]) != bool(values["secret_access_key"]):
         raise StartupError("storage.s3.access_key_id and storage.s3.secret_access_key go together")
     if values["web_identity_token_file"] and not values["role_arn"]:
