@@ -35,7 +35,10 @@ def downstream(upstream: RegistryServer, tmp_path_factory: pytest.TempPathFactor
     # the downstream registry trusts the upstream's CA, as a site would trust the public registry's
     with running_server("sqlite", tmp_path_factory.mktemp("downstream"),
                         {"SSL_CERT_FILE": str(upstream.bundle), "TFR_JOBS__BACKOFF_SECONDS": "0",
-                         "TFR_JOBS__RETRIES": "0", "TFR_JOBS__MIRROR_TICK_SECONDS": "1"}) as srv:
+                         "TFR_JOBS__RETRIES": "0", "TFR_JOBS__MIRROR_TICK_SECONDS": "1",
+                         "TFR_MIRROR__PULL_THROUGH": "true",
+                         "TFR_MIRROR__UPSTREAMS": f"pull.example.test={upstream.url},down.example.test=https://127.0.0.1:9"})\
+            as srv:
         yield srv
 
 
@@ -160,3 +163,46 @@ def test_scheduled_sync_runs_without_being_asked(upstream, downstream, signer, t
         _, runs = api(downstream, "GET", f"/api/v1/mirrors/{config['id']}/status")
     assert runs and runs[0]["status"] == "succeeded" and runs[0]["packages"] == 1, runs
     assert downstream.get(f"/v1/providers/{ns}/foo/versions", token=downstream.admin_token).status == 200
+
+
+def test_pull_through_installs_a_provider_never_synced_and_serves_it_locally_afterwards(upstream, downstream, signer,
+                                                                                      tmp_path):
+    ns = unique("pull")
+    armor = tmp_path / "key.asc"
+    armor.write_text(signer.public_armor)
+    upstream.cli("gpg", "add", "--namespace", ns, str(armor))
+    publish(upstream, build_release(tmp_path / "d", "foo", "1.0.0", key=signer).dist, ns)
+    upstream.set_visibility(ns, "public")  # pull-through fetches public providers without a token
+
+    terraform = Terraform(downstream, tmp_path / "tf")
+    cli_config = tmp_path / "mirror.tfrc"
+    cli_config.write_text(f'provider_installation {{\n  network_mirror {{\n    url = "{downstream.url}/v1/providers/"'
+                          f'\n  }}\n}}\n')
+    origin = f"pull.example.test/{ns}/foo"
+    config = (f'terraform {{\n  required_providers {{\n    foo = {{ source = "{origin}", version = "1.0.0" }}\n'
+              "  }\n}\n")
+    result = terraform.init(terraform.workdir(config), token=downstream.admin_token, cli_config=cli_config)
+    assert result.rc == 0, str(result)
+    assert f"Installed {origin} v1.0.0 (verified checksum)" in result.stdout, str(result)
+    stored = [p for p in (downstream.data_dir / "storage" / "mirror").rglob("*_linux_amd64.zip") if ns in str(p)]
+    assert len(stored) == 1, "the package was stored locally"
+
+    upstream_requests = len([line for line in upstream.request_log() if ns in line])
+    again = terraform.init(terraform.workdir(config), token=downstream.admin_token, cli_config=cli_config)
+    assert again.rc == 0, str(again)
+    assert len([line for line in upstream.request_log() if ns in line]) == upstream_requests, \
+        "the second install must not reach the upstream"
+    _, stats = api(downstream, "GET", "/api/v1/mirrors/pull-through")
+    assert stats["pull.example.test"]["misses"] >= 2 and stats["pull.example.test"]["hits"] >= 1
+    assert stats["pull.example.test"]["bytes_saved"] > 0
+
+
+def test_unreachable_upstream_gives_a_clear_error(downstream):
+    response = downstream.get("/v1/providers/down.example.test/acme/foo/index.json", token=downstream.admin_token)
+    assert response.status == 502
+    assert "the upstream registry down.example.test is unavailable" in json.loads(response.body)["errors"][0]
+    _, stats = api(downstream, "GET", "/api/v1/mirrors/pull-through")
+    assert stats["down.example.test"]["last_error"]
+    not_allowed = downstream.get("/v1/providers/elsewhere.example.test/acme/foo/index.json",
+                                 token=downstream.admin_token)
+    assert not_allowed.status == 404

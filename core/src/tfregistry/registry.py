@@ -147,3 +147,7 @@ class Registry:
         """A URL to the core's ``/v1/files/`` route for ``key``, valid for ``ttl`` seconds."""
         path = "/v1/files/" + quote(key)
         return self.absolute_url(path) + "?" + urlencode(self.signer.sign(key, ttl))
+
+    def signed_url(self, path: str, ttl: int) -> str:
+        """``/v1/<path>`` on this registry with an HMAC signature over ``path``, valid for ``ttl`` seconds."""
+        return self.absolute_url("/v1/" + quote(path)) + "?" + urlencode(self.signer.sign(path, ttl))

@@ -131,6 +131,18 @@ def _config(session: Any, mirror_id: int) -> MirrorConfig:
     return config
 
 
+@blp.route("/pull-through")
+class PullThroughStats(MethodView):
+    @blp.response(200)
+    def get(self) -> Any:
+        """Pull-through cache statistics per upstream host: hits, misses, bytes saved, last upstream error."""
+        from tfregistry.services.pullthrough import all_stats
+
+        session, _ = _session_admin()
+        with session:
+            return all_stats(session)
+
+
 @blp.route("/<int:mirror_id>")
 class Mirror(MethodView):
     @blp.response(200, MirrorSchema)

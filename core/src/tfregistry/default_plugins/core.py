@@ -61,6 +61,10 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         help="How often the scheduler looks for mirror configurations whose sync interval has elapsed.")
     add("jobs.scheduler_in_process", bool, default=True,
         help="Without redis_url, run periodic jobs (mirror syncs, storage gc) from a thread of each web process.")
+    add("mirror.pull_through", bool, default=False,
+        help="Answer network-mirror requests for providers not held yet by fetching them from an allowed upstream.")
+    add("mirror.upstreams", list, default=["registry.terraform.io"],
+        help="Upstream hosts pull-through may fetch from; 'host=https://url' to reach a host at another URL.")
     add("plugins.load", list, help="Load only these plugin entry points (TFR_PLUGINS). Default: all installed.")
     add("plugins.disable", list, default=[], help="Never load these plugins (TFR_DISABLE_PLUGINS).")
     add("plugins.trace", bool, default=False, help="Log every plugin hook call (TFR_TRACE_PLUGINS).")

@@ -26,6 +26,7 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     app.register_blueprint(discovery.bp)
     app.register_blueprint(modules.bp)
     app.register_blueprint(providers.bp)
+    app.register_blueprint(providers.pull_bp)
     app.register_blueprint(files.bp)
     api.register_blueprint(api_modules.blp)
     api.register_blueprint(api_providers.blp)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from tfregistry import auth
 from tfregistry.models import Namespace, Provider, ProviderVersion
 from tfregistry.protocol import page_args, page_meta, register_error_handlers
-from tfregistry.services import NotFound
+from tfregistry.services import NotFound, ServiceError
 from tfregistry.services import providers as svc
 from tfregistry.services.gpgkeys import active_keys
 from tfregistry.web import current_registry
@@ -197,32 +197,125 @@ def own_hostnames() -> set[str]:
     return {n.removesuffix(":443") for n in names}
 
 
-def _mirror_provider(session: Session, hostname: str, ns: str, type_: str) -> Provider:
-    origin = "" if hostname.lower().removesuffix(":443") in own_hostnames() else hostname.lower()
-    return _readable_provider(session, ns, type_, origin)
+def _origin(hostname: str) -> str:
+    """"" for our own providers, else the (lower-case) origin host."""
+    return "" if hostname.lower().removesuffix(":443") in own_hostnames() else hostname.lower()
+
+
+def _pull_client(origin: str) -> Any:
+    """An upstream client when pull-through is on and ``origin`` is an allowed upstream, else None."""
+    from tfregistry.services import pullthrough
+
+    settings = current_registry().settings
+    if not origin or not settings["mirror.pull_through"]:
+        return None
+    return pullthrough.client_for(pullthrough.upstreams(settings["mirror.upstreams"]), origin)
+
+
+def _upstream_failed(session: Session, origin: str, exc: Exception) -> None:
+    from tfregistry.services import pullthrough
+
+    pullthrough.record_stats(session, origin, error=str(exc))
+    raise ServiceError(f"the upstream registry {origin} is unavailable: {exc}", status=502) from None
 
 
 @bp.get("/<hostname>/<ns>/<type_>/index.json")
 def mirror_index(hostname: str, ns: str, type_: str):
+    from tfregistry.services import pullthrough
+    from tfregistry.services.mirroring import UpstreamError
+
+    origin = _origin(hostname)
     with current_registry().db.session() as session:
-        provider = _mirror_provider(session, hostname, ns, type_)
-        return jsonify(versions={pv.version: {} for pv in provider.versions if pv.packages})
+        auth.require(session, "providers:read", auth.namespace_for(session, ns))
+        provider = svc.find_provider(session, ns, type_, origin)
+        if provider is not None and provider.versions:
+            return jsonify(versions={pv.version: {} for pv in provider.versions if pv.shasums or pv.packages})
+        client = _pull_client(origin)
+        if client is None:
+            raise NotFound(f"provider {hostname}/{ns}/{type_} not found")
+        try:
+            versions = pullthrough.upstream_versions(client, ns, type_)
+        except UpstreamError as exc:
+            _upstream_failed(session, origin, exc)
+        pullthrough.record_stats(session, origin, miss=True)
+        return jsonify(versions={v: {} for v in versions})
 
 
 @bp.get("/<hostname>/<ns>/<type_>/<version_json>")
 def mirror_version(hostname: str, ns: str, type_: str, version_json: str):
+    from tfregistry.services import pullthrough
+    from tfregistry.services.mirroring import UpstreamError
+
     if not version_json.endswith(".json"):
         raise NotFound("not found")
     version = version_json.removesuffix(".json")
+    origin = _origin(hostname)
     registry = current_registry()
     with registry.db.session() as session:
-        provider = _mirror_provider(session, hostname, ns, type_)
-        pv = next((v for v in provider.versions if v.version == version and v.packages), None)
-        if pv is None:
+        auth.require(session, "providers:read", auth.namespace_for(session, ns))
+        provider = svc.find_provider(session, ns, type_, origin)
+        pv = next((v for v in provider.versions if v.version == version), None) if provider else None
+        client = _pull_client(origin)
+        if pv is None and client is not None:
+            try:
+                pv = pullthrough.fetch_version(session, registry.storage, client, origin, ns, type_, version)
+            except UpstreamError as exc:
+                _upstream_failed(session, origin, exc)
+            pullthrough.record_stats(session, origin, miss=True)
+        elif pv is not None and client is not None and pv.packages:
+            # answered from the cache: count the packages the client can now fetch locally as saved
+            pullthrough.record_stats(session, origin, hit=True, saved=sum(k.size for k in pv.packages))
+        if pv is None or not (pv.packages or (client is not None and pv.shasums)):
             raise NotFound(f"the mirror has no archive index for {hostname}/{ns}/{type_} {version}")
-        return jsonify(archives={
-            f"{k.os}_{k.arch}": {
-                "url": registry.download_url(k.storage_key, k.filename),
-                "hashes": [k.h1, f"zh:{k.sha256}"],
-            } for k in sorted(pv.packages, key=lambda k: (k.os, k.arch))
-        })
+        archives = {
+            f"{k.os}_{k.arch}": {"url": registry.download_url(k.storage_key, k.filename),
+                                 "hashes": [k.h1, f"zh:{k.sha256}"]}
+            for k in pv.packages
+        }
+        if client is not None and pv.shasums:  # platforms not fetched yet: our pull route, signed hashes
+            from tfregistry import provider_packages as pkg
+
+            for filename, sha in pkg.parse_shasums(pv.shasums.encode()).items():
+                try:
+                    name = pkg.parse_package_filename(filename, type_=type_, version=version)
+                except pkg.PackageError:
+                    continue
+                platform = f"{name.os}_{name.arch}"
+                if platform not in archives:
+                    path = f"pull/{origin}/{ns}/{type_}/{version}/{platform}.zip"
+                    archives[platform] = {"url": registry.signed_url(path, registry.settings["downloads.url_ttl"]),
+                                          "hashes": [f"zh:{sha}"]}
+        return jsonify(archives=dict(sorted(archives.items())))
+
+
+pull_bp = Blueprint("tfr_pull", __name__)
+register_error_handlers(pull_bp)
+
+
+@pull_bp.route("/v1/pull/<hostname>/<ns>/<type_>/<version>/<platform_zip>", methods=["GET", "HEAD"])
+def pull(hostname: str, ns: str, type_: str, version: str, platform_zip: str):
+    """Fetch one package from the upstream on first request (signed URL, no token), then serve it locally."""
+    from flask import redirect
+
+    from tfregistry.api.providers import limits
+    from tfregistry.services import pullthrough
+    from tfregistry.services.mirroring import UpstreamError
+
+    registry = current_registry()
+    path = f"pull/{hostname}/{ns}/{type_}/{version}/{platform_zip}"
+    if not registry.signer.verify(path, request.args.get("expires"), request.args.get("signature")):
+        raise ServiceError("this download link is invalid or has expired", status=403)
+    os_, _, arch = platform_zip.removesuffix(".zip").partition("_")
+    with registry.db.session() as session:
+        provider = svc.find_provider(session, ns, type_, hostname)
+        pv = next((v for v in provider.versions if v.version == version), None) if provider else None
+        client = _pull_client(hostname)
+        if pv is None or client is None:
+            raise NotFound("not found")
+        had = any((k.os, k.arch) == (os_, arch) for k in pv.packages)
+        try:
+            package = pullthrough.fetch_package(session, registry.storage, client, pv, os_, arch, limits(registry))
+        except UpstreamError as exc:
+            _upstream_failed(session, hostname, exc)
+        pullthrough.record_stats(session, hostname, hit=had, miss=not had, saved=package.size if had else 0)
+        return redirect(registry.download_url(package.storage_key, package.filename), code=302)
