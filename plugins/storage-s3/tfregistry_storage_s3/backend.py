@@ -219,7 +219,9 @@ class S3Storage(StorageBackend):
                 self.client.put_object(Bucket=self.bucket, Key=target, Body=first,
                                        **self._extra_args(reader.sha256, content_type))
             return StoredObject(key, reader.size, reader.sha256)
-        return self._put_multipart(key, target, reader, [first, second], content_type)
+        pending = [first, second]
+        del first, second  # the list alone holds them, so each part is freed once uploaded
+        return self._put_multipart(key, target, reader, pending, content_type)
 
     def _put_multipart(self, key: str, target: str, reader: HashingReader, pending: list[bytes],
                        content_type: str | None) -> StoredObject:
@@ -237,9 +239,11 @@ class S3Storage(StorageBackend):
                     etag = self.client.upload_part(Bucket=self.bucket, Key=temp, UploadId=upload_id,
                                                    PartNumber=number, Body=chunk)["ETag"]
                 parts.append({"ETag": etag, "PartNumber": number})
+                del chunk  # free it before reading the next: at most two parts are held at any time
                 next_chunk = _read_part(reader, self.options.part_size)
                 if next_chunk:
                     pending.append(next_chunk)
+                del next_chunk
             with self._errors("finish the upload of", key):
                 self.client.complete_multipart_upload(Bucket=self.bucket, Key=temp, UploadId=upload_id,
                                                       MultipartUpload={"Parts": parts})
