@@ -80,6 +80,11 @@ def test_custom_endpoint_path_style_and_prefix():
     assert url.startswith("https://minio.example:9000/acme-registry/registry/modules/acme/x/1.0.0/m.tar.gz?")
 
 
+def test_custom_endpoint_without_path_style_keeps_boto3s_choice():
+    url, _ = presign(storage(region="us-east-1", endpoint_url="https://minio.example:9000", **KEYS))
+    assert url.startswith("https://minio.example:9000/acme-registry/modules/")
+
+
 def test_timeouts_and_retries():
     config = storage(region="eu-west-1", connect_timeout=2, read_timeout=7, max_attempts=4, **KEYS).client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (2, 7)

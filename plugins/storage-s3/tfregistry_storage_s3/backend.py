@@ -128,6 +128,19 @@ def _session(options: S3Options, config: Config) -> boto3.Session:
     return boto3.Session(botocore_session=botocore_session, region_name=options.region)
 
 
+def _addressing_style(options: S3Options) -> str:
+    """``path`` when asked; on AWS ``virtual``; elsewhere boto3's ``auto`` (path style at a custom endpoint).
+
+    Not ``auto`` on AWS: there presigned URLs would name the global endpoint (bucket.s3.amazonaws.com),
+    which redirects requests for a bucket outside us-east-1 for a while after it is created, and a
+    redirect breaks the signature.  ``virtual`` names the regional host, and botocore still falls back
+    to path style for bucket names that cannot be a host name (dots, under TLS).
+    """
+    if options.path_style:
+        return "path"
+    return "auto" if options.endpoint_url else "virtual"
+
+
 def _read_part(reader: HashingReader, size: int) -> bytes:
     """``size`` bytes, fewer only at the end of the stream (a socket or a pipe may return less per read)."""
     data = reader.read(size)
@@ -161,11 +174,7 @@ class S3Storage(StorageBackend):
             read_timeout=options.read_timeout,
             # botocore's "max_attempts" counts retries only; the setting counts the first attempt too.
             retries={"total_max_attempts": options.max_attempts, "mode": "standard"},
-            # "virtual", not boto3's "auto": with "auto" presigned URLs name the global endpoint
-            # (bucket.s3.amazonaws.com), which redirects requests for a bucket outside us-east-1 (for a
-            # while after it is created) and a redirect breaks the signature.  botocore still falls back
-            # to path style for bucket names that cannot be a host name (dots, under TLS).
-            s3={"addressing_style": "path" if options.path_style else "virtual"},
+            s3={"addressing_style": _addressing_style(options)},
         )
         try:
             session = _session(options, self.config)
