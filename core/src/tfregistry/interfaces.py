@@ -16,15 +16,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 __all__ = [
+    "HashingReader",
     "InvalidKey",
     "ObjectInfo",
     "ObjectNotFound",
     "StorageBackend",
     "StorageError",
     "StoredObject",
+    "read_full",
     "validate_key",
 ]
 
@@ -77,6 +79,27 @@ def validate_key(key: str) -> str:
         if segment in ("", ".", "..") or not _KEY_SEGMENT.match(segment):
             raise InvalidKey(f"invalid storage key {key!r}")
     return key
+
+
+def read_full(reader: Any, n: int) -> bytes:
+    """Read ``n`` bytes from ``reader``, looping over short reads; fewer only at the end of the stream.
+
+    Sockets, pipes and other backends' download streams may return less than asked for
+    even when more is coming; a backend that treats a short read as the end would store
+    a truncated object.
+    """
+    data = reader.read(n)
+    if len(data) >= n or not data:
+        return data
+    parts = [data]
+    have = len(data)
+    while have < n:
+        more = reader.read(n - have)
+        if not more:
+            break
+        parts.append(more)
+        have += len(more)
+    return b"".join(parts)
 
 
 class HashingReader:

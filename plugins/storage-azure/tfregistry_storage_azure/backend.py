@@ -29,6 +29,7 @@ from tfregistry.interfaces import (
     StorageBackend,
     StorageError,
     StoredObject,
+    read_full,
     validate_key,
 )
 
@@ -142,8 +143,8 @@ class AzureStorage(StorageBackend):
         final = self.container.get_blob_client(self._name(key))
         reader = HashingReader(fileobj)
         settings = ContentSettings(content_type=content_type or "application/octet-stream")
-        first = reader.read(self.options.block_size)
-        peek = reader.read(1) if len(first) == self.options.block_size else b""
+        first = read_full(reader, self.options.block_size)
+        peek = read_full(reader, 1) if len(first) == self.options.block_size else b""
         if not peek:  # one Put Blob: atomic, and concurrent writers simply replace each other
             with self._errors("store", key):
                 final.upload_blob(first, overwrite=True, metadata={"sha256": reader.sha256},
@@ -160,7 +161,7 @@ class AzureStorage(StorageBackend):
                     block_id = base64.b64encode(uuid.uuid4().bytes).decode()
                     temp.stage_block(block_id, chunk, length=len(chunk))
                     blocks.append(BlobBlock(block_id=block_id))
-                    chunk = reader.read(self.options.block_size)
+                    chunk = read_full(reader, self.options.block_size)
                 temp.commit_block_list(blocks, metadata={"sha256": reader.sha256}, content_settings=settings)
                 source = self._sas_url(temp.blob_name, 3600) or temp.url
                 final.start_copy_from_url(source, metadata={"sha256": reader.sha256},

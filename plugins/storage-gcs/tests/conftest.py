@@ -55,7 +55,7 @@ def bucket(gcs_endpoint: str) -> str:
 def make_storage(gcs_endpoint: str, bucket: str) -> Callable[..., GcsStorage]:
     def make(**overrides) -> GcsStorage:
         options = {"bucket": bucket, "endpoint": gcs_endpoint, "anonymous": True, "chunk_size": 256 * 1024,
-                   "timeout": 10, **overrides}
+                   "read_timeout": 10, **overrides}
         return GcsStorage(GcsOptions(**options))
 
     return make

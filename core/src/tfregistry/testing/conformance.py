@@ -367,6 +367,24 @@ class StorageBackendContract:
             assert _sha256_of(backend, stored.key) == (size, stored.sha256)
         assert sorted(i.key for i in backend.list("concurrent/")) == sorted(r.key for r in results)
 
+    def test_put_handles_short_reads(self, backend: StorageBackend) -> None:
+        """A source that returns fewer bytes than asked (a socket, a pipe, another backend's download)."""
+
+        class Trickle(io.RawIOBase):
+            def __init__(self, data: bytes) -> None:
+                self._data = io.BytesIO(data)
+
+            def readable(self) -> bool:
+                return True
+
+            def read(self, n: int | None = -1) -> bytes:
+                return self._data.read(min(n, 4099) if n is not None and n >= 0 else 4099)
+
+        data = bytes(random.Random(7).getrandbits(8) for _ in range(64 * 1024)) * 48  # 3 MiB
+        stored = backend.put("short/reads.bin", Trickle(data))
+        assert (stored.size, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        assert _sha256_of(backend, "short/reads.bin") == (len(data), hashlib.sha256(data).hexdigest())
+
     def test_concurrent_puts_to_one_key_leave_one_whole_object(self, backend: StorageBackend) -> None:
         workers = 4
         size = 2 * 64 * 1024 + 5
