@@ -1,109 +1,97 @@
-"""Azurite (the Azure Storage emulator, from npm) as a real server on 127.0.0.1 for the plugin's tests.
+"""Fixtures: Azurite (from ``tfregistry_storage_azure.testing``) and backends on fresh containers.
 
-The fixture uses ``azurite-blob`` from PATH or from ``<repo>/.cache/azurite``, and installs
-it there with npm when it is missing; without node and npm the tests fail with a message.
+Azurite is installed on first use into ``<repo>/.cache/azurite`` (git-ignored) with npm.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tfregistry_storage_azure.backend import AzureOptions, AzureStorage
+from tfregistry_storage_azure import testing as kit
+from tfregistry_storage_azure.testing import ACCOUNT, KEY, connection_string, make_self_signed_cert
 
-AZURITE_VERSION = "3.35.0"
+__all__ = ["ACCOUNT", "CACHE", "KEY", "running_azurite"]
+
 CACHE = Path(__file__).resolve().parents[3] / ".cache" / "azurite"
-ACCOUNT = "devstoreaccount1"
-KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def azurite_binary() -> str:
-    found = shutil.which("azurite-blob") or (CACHE / "node_modules" / ".bin" / "azurite-blob")
-    if Path(found).exists():
-        return str(found)
-    if not shutil.which("npm"):
-        pytest.fail("Azurite is needed for the Azure tests and npm is not installed (apt-get install nodejs npm)")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE),
-                             f"azurite@{AZURITE_VERSION}"], capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        pytest.fail(f"npm install azurite@{AZURITE_VERSION} failed:\n{result.stderr[-2000:]}")
-    return str(CACHE / "node_modules" / ".bin" / "azurite-blob")
+def running_azurite(**options: Any) -> contextlib.AbstractContextManager[int]:
+    """Start Azurite from the repo's cache (see ``tfregistry_storage_azure.testing.running_azurite``).
 
+    Other test suites load this file for it (the e2e tests): keep the name and ``ACCOUNT``/``KEY``.
+    """
+    return kit.running_azurite(CACHE, **options)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def connection_string(port: int) -> str:
-    return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
-
-
-@contextlib.contextmanager
-def running_azurite() -> Iterator[int]:
-    """Start Azurite (in memory, no telemetry) and yield its port."""
-    port = _free_port()
-    proc = subprocess.Popen([azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-                             "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"Azurite exited: {proc.stderr.read().decode(errors='replace')[-2000:]}")
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail("Azurite did not start within 30 s")
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
-def azurite_port() -> Iterator[int]:
+def azurite_cache() -> Path:
+    """Where Azurite is installed (npm ``--prefix``)."""
+    return CACHE
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[int]:
+    """Port of an Azurite blob service (HTTP, account key and SAS) for the whole session."""
     with running_azurite() as port:
         yield port
 
 
-@pytest.fixture
-def make_connection_string(azurite_port: int) -> Callable[[str], str]:
-    """``make_connection_string(key)``: Azurite's connection string with any account key (KEY is the right one)."""
-    return lambda key=KEY: (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={key};"
-                            f"BlobEndpoint=http://127.0.0.1:{azurite_port}/{ACCOUNT};")
+@pytest.fixture(scope="session")
+def azurite_https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """``(port, CA file)`` of an HTTPS Azurite that also accepts bearer tokens (``--oauth basic``)."""
+    cert, key = make_self_signed_cert(tmp_path_factory.mktemp("azurite-tls"))
+    with running_azurite(cert=cert, key=key, oauth=True) as port:
+        yield port, cert
 
 
 @pytest.fixture
-def container(azurite_port: int) -> str:
+def service(azurite: int) -> Iterator[Any]:
+    """A plain SDK client on Azurite, to arrange and inspect what the backend did."""
     from azure.storage.blob import BlobServiceClient
 
-    name = f"tfr-{uuid.uuid4().hex[:12]}"
-    BlobServiceClient.from_connection_string(connection_string(azurite_port)).create_container(name)
+    client = BlobServiceClient.from_connection_string(connection_string(azurite))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def container(service: Any) -> str:
+    """A fresh, empty container."""
+    name = f"tfr-{uuid.uuid4().hex[:16]}"
+    service.create_container(name)
     return name
 
 
 @pytest.fixture
-def make_storage(azurite_port: int, container: str) -> Callable[..., AzureStorage]:
-    def make(**overrides) -> AzureStorage:
-        options = {"container": container, "connection_string": connection_string(azurite_port),
-                   "block_size": 1024 * 1024, **overrides}
-        return AzureStorage(AzureOptions(**options))
+def make_storage(azurite: int, container: str) -> Iterator[Callable[..., Any]]:
+    """``make_storage(**config)``: an ``AzureBlobStorage`` on the fresh container, by connection string.
 
-    return make
+    Keyword arguments override :class:`AzureConfig` fields; small blocks keep the tests quick.
+    """
+    from tfregistry_storage_azure.backend import AzureBlobStorage
+    from tfregistry_storage_azure.config import AzureConfig
+
+    made: list[Any] = []
+
+    def make(*, credential: Any = None, client_options: dict[str, Any] | None = None, **fields: Any) -> Any:
+        values: dict[str, Any] = {
+            "container": container,
+            "auth": "connection_string",
+            "connection_string": connection_string(azurite),
+            "block_size": 256 * 1024,
+            "retries": 1,
+            **fields,
+        }
+        backend = AzureBlobStorage.from_config(AzureConfig(**values), credential=credential, **(client_options or {}))
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
