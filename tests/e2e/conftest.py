@@ -172,6 +172,21 @@ class RegistryServer:
                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         return resp.status
 
+    def publish_provider(self, dist: Path, namespace: str) -> str:
+        """``tfr publish provider DIST`` against this server, as a release pipeline runs it; returns stdout."""
+        env = {**self.env, "SSL_CERT_FILE": str(self.bundle)}
+        result = subprocess.run([sys.executable, "-m", "tfregistry", "publish", "provider", str(dist), "--namespace",
+                                 namespace, "--url", self.url, "--token", self.admin_token], env=env,
+                                capture_output=True, text=True, timeout=CLI_TIMEOUT * 2, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def register_key(self, namespace: str, public_armor: str, directory: Path) -> None:
+        """``tfr gpg add --namespace NAMESPACE`` with an armored public key."""
+        path = directory / f"key-{uuid.uuid4().hex[:8]}.asc"
+        path.write_text(public_armor)
+        self.cli("gpg", "add", "--namespace", namespace, str(path))
+
     # --- the tfr CLI against the same data -----------------------------------------
 
     def cli(self, *args: str) -> str:

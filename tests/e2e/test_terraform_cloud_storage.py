@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,29 +149,7 @@ def test_module_and_provider_install_from_presigned_urls(cloud_server, tmp_path:
     assert server.publish(ns, "net", "aws", "1.0.0", archive) == 201
     server.cli("gpg", "create-key", "--namespace", ns)
     release = build_release(tmp_path / "dist", "foo", "1.0.0", platforms=("linux_amd64",))
-    env = {**server.env, "SSL_CERT_FILE": str(server.bundle)}
-    published = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tfregistry",
-            "publish",
-            "provider",
-            str(release.dist),
-            "--namespace",
-            ns,
-            "--url",
-            server.url,
-            "--token",
-            server.admin_token,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert published.returncode == 0, published.stdout + published.stderr
+    server.publish_provider(release.dist, ns)
 
     location = server.get(
         f"/v1/modules/{ns}/net/aws/1.0.0/download", token=server.admin_token, headers={"User-Agent": "Terraform/1.15.5"}

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -42,14 +39,6 @@ def downstream(upstream: RegistryServer, tmp_path_factory: pytest.TempPathFactor
         yield srv
 
 
-def publish(server: RegistryServer, dist: Path, namespace: str) -> None:
-    env = {**server.env, "SSL_CERT_FILE": str(server.bundle)}
-    result = subprocess.run([sys.executable, "-m", "tfregistry", "publish", "provider", str(dist), "--namespace",
-                             namespace, "--url", server.url, "--token", server.admin_token], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def api(server: RegistryServer, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
     response = server.request(method, path, token=server.admin_token,
                               body=json.dumps(body).encode() if body is not None else None,
@@ -71,11 +60,10 @@ def sync_and_wait(server: RegistryServer, mirror_id: int, runs_before: int) -> d
 
 def test_sync_verify_and_install_through_both_protocols(upstream, downstream, signer, tmp_path):
     ns = unique("hashi")
-    armor = tmp_path / "key.asc"
-    armor.write_text(signer.public_armor)
-    upstream.cli("gpg", "add", "--namespace", ns, str(armor))
+    upstream.register_key(ns, signer.public_armor, tmp_path)
     for version in ("1.0.0", "1.1.0", "2.0.0"):
-        publish(upstream, build_release(tmp_path / version, "foo", version, key=signer).dist, ns)
+        release = build_release(tmp_path / version, "foo", version, key=signer)
+    upstream.publish_provider(release.dist, ns)
     read_token = upstream.create_token("read")
 
     status, config = api(downstream, "POST", "/api/v1/mirrors", {
@@ -113,10 +101,9 @@ def test_sync_verify_and_install_through_both_protocols(upstream, downstream, si
 
 def test_tampered_upstream_package_is_refused_and_reported(upstream, downstream, signer, tmp_path):
     ns = unique("evil")
-    armor = tmp_path / "key.asc"
-    armor.write_text(signer.public_armor)
-    upstream.cli("gpg", "add", "--namespace", ns, str(armor))
-    publish(upstream, build_release(tmp_path / "d", "foo", "1.0.0", platforms=("linux_amd64",), key=signer).dist, ns)
+    upstream.register_key(ns, signer.public_armor, tmp_path)
+    release = build_release(tmp_path / "d", "foo", "1.0.0", platforms=("linux_amd64",), key=signer)
+    upstream.publish_provider(release.dist, ns)
     (zip_path,) = (upstream.data_dir / "storage" / "providers" / ns).rglob("*_linux_amd64.zip")
     zip_path.write_bytes(zip_path.read_bytes() + b"tampered")
     status, config = api(downstream, "POST", "/api/v1/mirrors", {
@@ -132,10 +119,9 @@ def test_tampered_upstream_package_is_refused_and_reported(upstream, downstream,
 
 def test_untrusted_upstream_key_is_refused(upstream, downstream, signer, tmp_path):
     ns = unique("trust")
-    armor = tmp_path / "key.asc"
-    armor.write_text(signer.public_armor)
-    upstream.cli("gpg", "add", "--namespace", ns, str(armor))
-    publish(upstream, build_release(tmp_path / "d", "foo", "1.0.0", platforms=("linux_amd64",), key=signer).dist, ns)
+    upstream.register_key(ns, signer.public_armor, tmp_path)
+    release = build_release(tmp_path / "d", "foo", "1.0.0", platforms=("linux_amd64",), key=signer)
+    upstream.publish_provider(release.dist, ns)
     status, config = api(downstream, "POST", "/api/v1/mirrors", {
         "upstream_host": "upstream.example.test", "upstream_url": upstream.url,
         "upstream_token": upstream.create_token("read"), "namespace": ns, "type": "foo",
@@ -147,10 +133,9 @@ def test_untrusted_upstream_key_is_refused(upstream, downstream, signer, tmp_pat
 
 def test_scheduled_sync_runs_without_being_asked(upstream, downstream, signer, tmp_path):
     ns = unique("sched")
-    armor = tmp_path / "key.asc"
-    armor.write_text(signer.public_armor)
-    upstream.cli("gpg", "add", "--namespace", ns, str(armor))
-    publish(upstream, build_release(tmp_path / "d", "foo", "0.9.0", platforms=("linux_amd64",), key=signer).dist, ns)
+    upstream.register_key(ns, signer.public_armor, tmp_path)
+    release = build_release(tmp_path / "d", "foo", "0.9.0", platforms=("linux_amd64",), key=signer)
+    upstream.publish_provider(release.dist, ns)
     status, config = api(downstream, "POST", "/api/v1/mirrors", {
         "upstream_host": "upstream.example.test", "upstream_url": upstream.url,
         "upstream_token": upstream.create_token("read"), "namespace": ns, "type": "foo", "latest": 1,
@@ -168,10 +153,9 @@ def test_scheduled_sync_runs_without_being_asked(upstream, downstream, signer, t
 def test_pull_through_installs_a_provider_never_synced_and_serves_it_locally_afterwards(upstream, downstream, signer,
                                                                                       tmp_path):
     ns = unique("pull")
-    armor = tmp_path / "key.asc"
-    armor.write_text(signer.public_armor)
-    upstream.cli("gpg", "add", "--namespace", ns, str(armor))
-    publish(upstream, build_release(tmp_path / "d", "foo", "1.0.0", key=signer).dist, ns)
+    upstream.register_key(ns, signer.public_armor, tmp_path)
+    release = build_release(tmp_path / "d", "foo", "1.0.0", key=signer)
+    upstream.publish_provider(release.dist, ns)
     upstream.set_visibility(ns, "public")  # pull-through fetches public providers without a token
 
     terraform = Terraform(downstream, tmp_path / "tf")

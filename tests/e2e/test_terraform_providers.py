@@ -45,49 +45,12 @@ def lock_entry(workdir: Path, address: str) -> tuple[str, list[str]]:
     return version, re.findall(r'"((?:h1|zh):[^"]+)"', block.group(1))
 
 
-def register_key(server: RegistryServer, namespace: str, key: SigningKey, tmp_path: Path) -> None:
-    armor = tmp_path / f"{key.key_id}.asc"
-    armor.write_text(key.public_armor)
-    server.cli("gpg", "add", "--namespace", namespace, str(armor))
-
-
-def publish_release(server: RegistryServer, dist: Path, namespace: str) -> str:
-    """``tfr publish provider DIST`` against the server, as a release pipeline would run it."""
-    env = {**server.env, "SSL_CERT_FILE": str(server.bundle)}
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tfregistry",
-            "publish",
-            "provider",
-            str(dist),
-            "--namespace",
-            namespace,
-            "--url",
-            server.url,
-            "--token",
-            server.admin_token,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
 def test_install_with_registered_key_lock_file_and_reinstall(server, terraform: Terraform, signer, tmp_path):
     ns = unique("prov")
-    register_key(server, ns, signer, tmp_path)
+    server.register_key(ns, signer.public_armor, tmp_path)
     releases = {v: build_release(tmp_path / v, "foo", v, key=signer) for v in ("1.0.0", "1.1.0", "2.0.0")}
     for release in releases.values():
-        assert "published" in publish_release(server, release.dist, ns)
+        assert "published" in server.publish_provider(release.dist, ns)
 
     address = f"{server.host}/{ns}/foo"
     work = terraform.workdir(provider_config(address, "~> 1.0"))
@@ -124,7 +87,7 @@ def test_install_with_registry_managed_key(server, terraform: Terraform, tmp_pat
     server.cli("gpg", "create-key", "--namespace", ns)
     key_id = next(line.split("\t")[2] for line in server.cli("gpg", "list").splitlines() if f"\t{ns}\t" in line)
     release = build_release(tmp_path / "dist", "foo", "0.3.0", platforms=("linux_amd64",), protocols=["6.0"])
-    assert "published" in publish_release(server, release.dist, ns)
+    assert "published" in server.publish_provider(release.dist, ns)
     address = f"{server.host}/{ns}/foo"
     work = terraform.workdir(provider_config(address, ">= 0.1"))
     result = terraform.init(work, token=server.admin_token)
@@ -141,9 +104,9 @@ def _storage_file(server: RegistryServer, suffix: str, ns: str) -> Path:
 @pytest.mark.parametrize("damage", ["tampered-zip", "wrong-signature", "unknown-key"])
 def test_terraform_refuses_what_was_not_signed(server, terraform: Terraform, signer, stranger, tmp_path, damage):
     ns = unique("bad")
-    register_key(server, ns, signer, tmp_path)
+    server.register_key(ns, signer.public_armor, tmp_path)
     release = build_release(tmp_path / "dist", "foo", "1.0.0", platforms=("linux_amd64",), key=signer)
-    publish_release(server, release.dist, ns)
+    server.publish_provider(release.dist, ns)
     if damage == "tampered-zip":
         path = _storage_file(server, "_linux_amd64.zip", ns)
         path.write_bytes(path.read_bytes() + b"\0")
@@ -154,7 +117,7 @@ def test_terraform_refuses_what_was_not_signed(server, terraform: Terraform, sig
     else:  # the key offered to Terraform is not the one that signed
         key_id = next(line.split("\t")[0] for line in server.cli("gpg", "list").splitlines() if f"\t{ns}\t" in line)
         server.cli("gpg", "revoke", key_id)
-        register_key(server, ns, stranger, tmp_path)
+        server.register_key(ns, stranger.public_armor, tmp_path)
         expected = "unknown issuer"
     work = terraform.workdir(provider_config(f"{server.host}/{ns}/foo", "1.0.0"))
     result = terraform.init(work, token=server.admin_token)
@@ -172,9 +135,9 @@ def mirror_config(server: RegistryServer, path: Path) -> Path:
 
 def test_install_own_provider_through_the_network_mirror(server, terraform: Terraform, signer, tmp_path):
     ns = unique("mir")
-    register_key(server, ns, signer, tmp_path)
+    server.register_key(ns, signer.public_armor, tmp_path)
     release = build_release(tmp_path / "dist", "foo", "1.2.0", platforms=("linux_amd64",), key=signer)
-    publish_release(server, release.dist, ns)
+    server.publish_provider(release.dist, ns)
     work = terraform.workdir(provider_config(f"{OWN_PROVIDER_HOST}/{ns}/foo", "~> 1.0"))
     result = terraform.init(work, token=server.admin_token, cli_config=mirror_config(server, tmp_path / "cli.tfrc"))
     assert result.rc == 0, str(result)
@@ -186,9 +149,9 @@ def test_install_own_provider_through_the_network_mirror(server, terraform: Terr
 def test_air_gapped_import_then_install_through_the_mirror(server, terraform: Terraform, signer, tmp_path):
     # 1. On the "connected" side: `terraform providers mirror` fetches from a registry (this one) ...
     ns = unique("gap")
-    register_key(server, ns, signer, tmp_path)
+    server.register_key(ns, signer.public_armor, tmp_path)
     release = build_release(tmp_path / "dist", "foo", "3.1.0", key=signer)
-    publish_release(server, release.dist, ns)
+    server.publish_provider(release.dist, ns)
     source = terraform.workdir(provider_config(f"{server.host}/{ns}/foo", "3.1.0"))
     mirrored = tmp_path / "mirror"
     result = terraform(
