@@ -62,8 +62,7 @@ def test_sync_verify_and_install_through_both_protocols(upstream, downstream, si
     ns = unique("hashi")
     upstream.register_key(ns, signer.public_armor, tmp_path)
     for version in ("1.0.0", "1.1.0", "2.0.0"):
-        release = build_release(tmp_path / version, "foo", version, key=signer)
-    upstream.publish_provider(release.dist, ns)
+        upstream.publish_provider(build_release(tmp_path / version, "foo", version, key=signer).dist, ns)
     read_token = upstream.create_token("read")
 
     status, config = api(downstream, "POST", "/api/v1/mirrors", {
