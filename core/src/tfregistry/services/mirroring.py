@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import re
 import ssl
 import tempfile
@@ -40,8 +39,7 @@ from tfregistry.services.providers import (
     find_provider,
     storage_prefix,
 )
-
-log = logging.getLogger(__name__)
+from tfregistry.services.storage import delete_quietly
 
 _CONSTRAINT = re.compile(r"^\s*(=|!=|>=|<=|>|<|~>)?\s*(\S+)\s*$")
 
@@ -238,11 +236,7 @@ def _sync_version(session: Session, storage: StorageBackend, config: MirrorConfi
         stats.versions += 1
     except BaseException:
         session.rollback()
-        for key in stored:
-            try:
-                storage.delete(key)
-            except Exception:
-                log.warning("could not remove %s after a failed mirror sync", key)
+        delete_quietly(storage, stored)
         raise
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +18,7 @@ from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
 from tfregistry.registry import ModuleVersionRef
 from tfregistry.services import Conflict, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
-
-log = logging.getLogger(__name__)
+from tfregistry.services.storage import delete_quietly
 
 # Terraform's rules (terraform-registry-address/module.go): namespace and name are
 # 1-64 of [0-9A-Za-z_-] starting and ending with a letter or digit; system is 1-64
@@ -200,11 +198,11 @@ def publish_module(
         session.rollback()
         winner = get_version(session, namespace, name, system, version)
         if winner.storage_key != key:
-            _delete_quietly(storage, key)
+            delete_quietly(storage, [key])
         return _same_or_conflict(winner, sha256)
     except BaseException:
         session.rollback()
-        _delete_quietly(storage, key)
+        delete_quietly(storage, [key])
         raise
     return PublishResult(mv, created=True)
 
@@ -217,13 +215,6 @@ def _same_or_conflict(mv: ModuleVersion, sha256: str) -> PublishResult:
         f"module {m.namespace.name}/{m.name}/{m.system} version {mv.version} already exists with different "
         "content; versions are immutable, publish a new version"
     )
-
-
-def _delete_quietly(storage: StorageBackend, key: str) -> None:
-    try:
-        storage.delete(key)
-    except Exception:
-        log.warning("could not remove %s after a failed publish; `tfr storage gc` will", key, exc_info=True)
 
 
 def set_deprecated(session: Session, actor: Actor, mv: ModuleVersion, deprecated: bool, reason: str | None) -> None:
@@ -247,7 +238,7 @@ def delete_version(session: Session, storage: StorageBackend, actor: Actor, mv: 
     if not session.scalar(select(func.count()).select_from(ModuleVersion).where(ModuleVersion.module_id == m.id)):
         session.delete(m)
     session.commit()
-    _delete_quietly(storage, key)
+    delete_quietly(storage, [key])
 
 
 def record_download(session: Session, mv: ModuleVersion, token_id: int | None, ip: str | None, ua: str | None) -> None:

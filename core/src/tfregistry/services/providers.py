@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,7 @@ from tfregistry.services import Conflict, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.gpgkeys import active_keys, managed_key
 from tfregistry.services.modules import get_or_create_namespace, parse_version
-
-log = logging.getLogger(__name__)
+from tfregistry.services.storage import delete_quietly
 
 DEFAULT_PROTOCOLS = ["5.0"]
 
@@ -239,13 +237,13 @@ def publish_provider(
         session.commit()
     except IntegrityError:
         session.rollback()
-        _delete_quietly(storage, stored)
+        delete_quietly(storage, stored)
         raise Conflict(
             f"provider {namespace}/{type_} {version} was published concurrently; retry to add platforms"
         ) from None
     except BaseException:
         session.rollback()
-        _delete_quietly(storage, stored)
+        delete_quietly(storage, stored)
         raise
     return PublishResult(pv, added=sorted(c.platform for c in checked), created=True)
 
@@ -295,21 +293,13 @@ def _add_platforms(session: Session, storage: StorageBackend, actor: Actor, pv: 
         session.commit()
     except IntegrityError:
         session.rollback()
-        _delete_quietly(storage, stored)
+        delete_quietly(storage, stored)
         raise Conflict(f"{label}: a concurrent upload added these platforms; retry") from None
     except BaseException:
         session.rollback()
-        _delete_quietly(storage, stored)
+        delete_quietly(storage, stored)
         raise
     return PublishResult(pv, added=sorted(c.platform for c in new))
-
-
-def _delete_quietly(storage: StorageBackend, keys: Sequence[str]) -> None:
-    for key in keys:
-        try:
-            storage.delete(key)
-        except Exception:
-            log.warning("could not remove %s after a failed publish; `tfr storage gc` will", key, exc_info=True)
 
 
 def set_deprecated(session: Session, actor: Actor, pv: ProviderVersion, deprecated: bool, reason: str | None) -> None:
@@ -334,7 +324,7 @@ def delete_version(session: Session, storage: StorageBackend, actor: Actor, pv: 
     if not p.versions:
         session.delete(p)
     session.commit()
-    _delete_quietly(storage, keys)
+    delete_quietly(storage, keys)
 
 
 def import_mirror_directory(session: Session, storage: StorageBackend, actor: Actor, root: Path,
@@ -399,6 +389,6 @@ def _import_one(session: Session, storage: StorageBackend, actor: Actor, archive
         session.commit()
     except BaseException:
         session.rollback()
-        _delete_quietly(storage, stored)
+        delete_quietly(storage, stored)
         raise
     return True

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -14,8 +15,19 @@ from tfregistry.interfaces import CHUNK_SIZE, ObjectInfo, StorageBackend, Storag
 from tfregistry.models import ModuleVersion, ProviderPackage, ProviderVersion, RegistryState, utcnow
 from tfregistry.services.audit import CLI_ACTOR, record
 
+log = logging.getLogger(__name__)
+
 #: Prefixes the registry writes; anything under them not referenced by a row is an orphan.
 MANAGED_PREFIXES = ("modules/", "providers/", "mirror/", "_tfr_probe/")
+
+
+def delete_quietly(storage: StorageBackend, keys: Iterable[str]) -> None:
+    """Remove objects a failed operation stored; what cannot be removed is left for ``tfr storage gc``."""
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception:
+            log.warning("could not remove %s after a failed operation; `tfr storage gc` will", key, exc_info=True)
 
 
 def referenced_keys(session: Session) -> set[str]:
