@@ -190,6 +190,26 @@ def new_token(app: Any, scope: str, namespace: str | None = None, name: str = "t
     return secret
 
 
+@pytest.fixture(scope="session")
+def signer() -> Iterator[Any]:
+    """A throw-away OpenPGP signing key made with the real gpg (tests.providers_kit.SigningKey)."""
+    from tests.providers_kit import SigningKey
+
+    key = SigningKey("tfregistry test signer")
+    yield key
+    key.close()
+
+
+@pytest.fixture(scope="session")
+def other_signer() -> Iterator[Any]:
+    """A second key, for signatures the registry must refuse."""
+    from tests.providers_kit import SigningKey
+
+    key = SigningKey("someone else")
+    yield key
+    key.close()
+
+
 def tar_gz(members: dict[str, bytes]) -> bytes:
     """A small ``.tar.gz`` with the given regular files."""
     buf = io.BytesIO()

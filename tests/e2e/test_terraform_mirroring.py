@@ -9,16 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import RegistryServer, Terraform, running_server, unique
-from tests.providers_kit import SigningKey, build_release
+from tests.providers_kit import build_release
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def signer():
-    key = SigningKey("upstream signer")
-    yield key
-    key.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import OWN_PROVIDER_HOST, RegistryServer, Terraform, unique
-from tests.providers_kit import SigningKey, build_release, h1_of_zip, provider_zip
+from tests.providers_kit import build_release, h1_of_zip, provider_zip
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def signer():
-    key = SigningKey("e2e provider signer")
-    yield key
-    key.close()
-
-
-@pytest.fixture(scope="module")
-def stranger():
-    key = SigningKey("e2e unknown signer")
-    yield key
-    key.close()
 
 
 def provider_config(source: str, constraint: str) -> str:
@@ -102,7 +88,7 @@ def _storage_file(server: RegistryServer, suffix: str, ns: str) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["tampered-zip", "wrong-signature", "unknown-key"])
-def test_terraform_refuses_what_was_not_signed(server, terraform: Terraform, signer, stranger, tmp_path, damage):
+def test_terraform_refuses_what_was_not_signed(server, terraform: Terraform, signer, other_signer, tmp_path, damage):
     ns = unique("bad")
     server.register_key(ns, signer.public_armor, tmp_path)
     release = build_release(tmp_path / "dist", "foo", "1.0.0", platforms=("linux_amd64",), key=signer)
@@ -112,12 +98,12 @@ def test_terraform_refuses_what_was_not_signed(server, terraform: Terraform, sig
         path.write_bytes(path.read_bytes() + b"\0")
         expected = "checksum"
     elif damage == "wrong-signature":
-        _storage_file(server, "_SHA256SUMS.sig", ns).write_bytes(stranger.sign(release.sums))
+        _storage_file(server, "_SHA256SUMS.sig", ns).write_bytes(other_signer.sign(release.sums))
         expected = "signature"
     else:  # the key offered to Terraform is not the one that signed
         key_id = next(line.split("\t")[0] for line in server.cli("gpg", "list").splitlines() if f"\t{ns}\t" in line)
         server.cli("gpg", "revoke", key_id)
-        server.register_key(ns, stranger.public_armor, tmp_path)
+        server.register_key(ns, other_signer.public_armor, tmp_path)
         expected = "unknown issuer"
     work = terraform.workdir(provider_config(f"{server.host}/{ns}/foo", "1.0.0"))
     result = terraform.init(work, token=server.admin_token)

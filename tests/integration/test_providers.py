@@ -16,20 +16,6 @@ from tests.providers_kit import SigningKey, h1_of_zip, provider_zip, shasums
 from tfregistry.models import AuditEntry, ProviderVersion
 
 
-@pytest.fixture(scope="module")
-def signer():
-    key = SigningKey("integration signer")
-    yield key
-    key.close()
-
-
-@pytest.fixture(scope="module")
-def other_signer():
-    key = SigningKey("someone else")
-    yield key
-    key.close()
-
-
 def add_key(client: Any, token: str, namespace: str, armor: str) -> Any:
     return client.post("/api/v1/gpg-keys", json={"namespace": namespace, "ascii_armor": armor}, headers=bearer(token))
 
