@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask_smorest import Api
 
+    from tfregistry.auth import Identity, Resource
     from tfregistry.plugins import BackendRegister
     from tfregistry.registry import ModuleVersionRef, Registry
     from tfregistry.settings import SettingsDeclarations
@@ -99,6 +100,52 @@ def tfr_register_storage_backends(register: BackendRegister) -> None:
     twice stops start-up.
 
     :param register: the backend collector.
+    """
+
+
+# --- Authentication and authorisation ---------------------------------------------
+
+
+@hookspec
+def tfr_register_auth_providers(register: BackendRegister) -> None:
+    """Offer interactive sign-in methods (OpenID Connect, Entra ID...).
+
+    ``register.add(name, factory, description=...)`` where ``factory(settings)`` returns a
+    :class:`tfregistry.interfaces.AuthProvider`.  Every offered provider is active: installing
+    an auth plugin enables it, and it must then be configured (its factory raises
+    :class:`tfregistry.StartupError` naming the missing setting).
+
+    :param register: the provider collector.
+    """
+
+
+@hookspec(firstresult=True)
+def tfr_authenticate(registry: Registry, request: Any) -> Identity | None:
+    """Identify the caller of an HTTP request.
+
+    Stops at the first non-None result.  Return an :class:`tfregistry.auth.Identity`, ``None``
+    when the request carries no credentials this plugin understands, or raise
+    :class:`tfregistry.auth.Unauthenticated` when it carries credentials that are not valid
+    (never downgrade those to anonymous).  The built-in implementations handle
+    ``Authorization: Bearer`` registry tokens and browser sessions.
+
+    :param registry: the application registry.
+    :param request: the Flask request.
+    """
+
+
+@hookspec
+def tfr_permission_allowed(identity: Identity, action: str, resource: Resource) -> bool | None:
+    """Veto a permission the core's role and scope check has already granted.
+
+    Called only when the core would allow ``action``; return ``False`` to refuse it (the caller
+    gets 403, or 404 where the resource must stay invisible), ``True`` or ``None`` to agree.
+    Any ``False`` wins.  Use it for site policy (working hours, IP ranges, a change freeze);
+    it cannot grant what roles and scopes do not.
+
+    :param identity: the caller (user, organization, token, scopes).
+    :param action: a scope name such as ``modules:write`` or ``mirrors:manage``.
+    :param resource: the organization and namespace acted on (either may be ``None``).
     """
 
 

@@ -14,12 +14,15 @@ import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
 
 __all__ = [
+    "AuthProvider",
+    "ExternalIdentity",
     "HashingReader",
+    "LoginError",
     "InvalidKey",
     "ObjectInfo",
     "ObjectNotFound",
@@ -230,3 +233,73 @@ class StorageBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional, a no-op unless overridden
         """Release clients and connections; called by ``Registry.close()``."""
+
+
+# --- Interactive sign-in -------------------------------------------------------------
+
+
+class LoginError(Exception):
+    """A sign-in failed or was refused.  The message is shown to the person, so make it actionable
+    (which claim was missing, which tenant is not allowed) and never include secrets or tokens."""
+
+
+@dataclass
+class ExternalIdentity:
+    """Who an identity provider says signed in, as an :class:`AuthProvider` reports it.
+
+    The core provisions a user on first sign-in (keyed by ``provider`` + ``subject``),
+    updates ``email``/``name`` on later ones and, when ``grants`` is not ``None``,
+    makes the user's provider-managed memberships equal to ``grants``.
+    """
+
+    #: The auth provider's registered name (``oidc``, ``azuread``).
+    provider: str
+    #: A stable, never re-assigned id of the person at the provider (``sub``; ``tid/oid`` for Entra ID).
+    subject: str
+    email: str | None = None
+    name: str | None = None
+    #: ``(organization, role template)`` pairs derived from claims by the provider's mapping
+    #: settings; ``None`` when the provider does not manage memberships.
+    grants: list[tuple[str, str]] | None = None
+    #: The validated claims, for audit and debugging (never tokens).
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+class AuthProvider(ABC):
+    """An interactive sign-in method (OpenID Connect, Entra ID...).
+
+    Registered through ``tfr_register_auth_providers``; ``factory(settings)`` builds it.
+    The core owns the routes: ``GET /auth/login/<name>`` calls :meth:`begin_login`,
+    the identity provider redirects back to ``/auth/callback/<name>`` where the core
+    calls :meth:`finish_login`, provisions the user and opens a browser session (which
+    ``terraform login`` and the web UI then use).  Both methods run inside a Flask
+    request; they may keep state (OAuth ``state``, nonce, PKCE verifier) in
+    :data:`flask.session`, which is signed, HTTP-only and expires with the sign-in.
+    """
+
+    api_version = 1
+    #: Registered name, used in URLs (``/auth/login/<name>``).
+    name: str = ""
+    #: Text of the sign-in button (``Sign in with Contoso``).
+    label: str = ""
+
+    @abstractmethod
+    def begin_login(self, redirect_uri: str) -> Any:
+        """Return a Flask response redirecting the browser to the identity provider.
+
+        :param redirect_uri: the absolute callback URL to send as ``redirect_uri``.
+        """
+
+    @abstractmethod
+    def finish_login(self, redirect_uri: str) -> ExternalIdentity:
+        """Complete the sign-in from the callback request (``flask.request``): check ``state``,
+        exchange the code (with the PKCE verifier), validate the ID token (signature via JWKS,
+        issuer, audience, expiry, nonce) and apply the provider's policy (allowed domains or
+        tenants).  Raise :class:`LoginError` with a clear message on any failure.
+
+        :param redirect_uri: the same callback URL given to :meth:`begin_login`.
+        """
+
+    def check(self) -> list[str]:
+        """Problems an operator should fix (issuer unreachable...), for ``tfr auth check``; empty when fine."""
+        return []
