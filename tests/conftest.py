@@ -26,6 +26,7 @@ from tfregistry.app import create_app
 from tfregistry.db import Database
 from tfregistry.services import tokens as token_svc
 from tfregistry.services.audit import CLI_ACTOR
+from tfregistry.services.identity import seed
 from tfregistry.testing.plugin import build_module_archive
 
 POSTGRES_URL = os.environ.get(
@@ -91,6 +92,7 @@ def _truncate_postgres(url: str) -> None:
         )).scalars()]
         if tables:
             conn.execute(sa.text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+            seed(conn)  # what the migrations insert: built-in role templates, the default organization
     engine.dispose()
 
 
@@ -181,10 +183,11 @@ def publish(client: Any, admin_token: str) -> Callable[..., Any]:
 
 
 def new_token(app: Any, scope: str, namespace: str | None = None, name: str = "test", **kwargs: Any) -> str:
-    """Create a token directly in ``app``'s database; returns its secret."""
+    """Create a token directly in ``app``'s database; returns its secret.  ``scope``: space-separated
+    scopes or a shorthand (read, publish, admin)."""
     registry = app.extensions["tfregistry"]
     with registry.db.session() as session:
-        _, secret = token_svc.create_token(session, CLI_ACTOR, name=name, scope=scope, namespace=namespace,
+        _, secret = token_svc.create_token(session, CLI_ACTOR, name=name, scopes=scope.split(), namespace=namespace,
                                            **kwargs)
         session.commit()
     return secret

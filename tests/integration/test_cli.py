@@ -41,7 +41,7 @@ def test_token_create_prints_secret_last_and_stores_only_a_digest(run, registry,
     assert result.exit_code == 0
     secret = result.output.strip().splitlines()[-1]
     assert secret.startswith("tfr_") and len(secret) == 47
-    assert "scope=publish namespace=acme" in result.output
+    assert "scopes=modules:write providers:write mirrors:read keys:manage namespace=acme" in result.output
     with registry.db.session() as session:
         row = session.scalars(sa.select(ApiToken).where(ApiToken.name == "ci")).one()
         assert secret not in (row.digest, row.display_prefix) and row.display_prefix == secret[:8]
@@ -49,7 +49,7 @@ def test_token_create_prints_secret_last_and_stores_only_a_digest(run, registry,
         assert session.scalars(sa.select(AuditEntry.action)).all()[-1] == "token.create"
     assert client.get("/v1/modules", headers=bearer(secret)).status_code == 200
     listing = run("token", "list").output
-    assert "ci\tpublish\tacme\tactive" in listing and secret not in listing
+    assert "ci\tsite\tmodules:write providers:write mirrors:read keys:manage\tacme\tactive" in listing and secret not in listing
 
 
 def test_token_revoke(run, client):

@@ -153,7 +153,7 @@ def serve(ctx: Context, host: str, port: int, tls_mode: str | None, tls_cert: st
     registry = app.extensions["tfregistry"]
     with registry.db.session() as session:
         if not token_svc.any_tokens(session):
-            _, secret = token_svc.create_token(session, CLI_ACTOR, name="initial admin", scope="admin")
+            _, secret = token_svc.create_token(session, CLI_ACTOR, name="initial admin", scopes=["admin"])
             session.commit()
             shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             click.echo("First start: created an admin token (shown once; keep it safe):")
@@ -199,26 +199,41 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--name", required=True, help="What the token is for (shown in listings and the audit log).")
-@click.option("--scope", type=click.Choice(token_svc.SCOPES), required=True)
+@click.option("--scope", "scopes", multiple=True, required=True,
+              help="A scope (repeatable): modules:read, providers:write, mirrors:manage, admin... "
+              "or the shorthands read, publish, admin.")
+@click.option("--org", help="Make an organization service token (for CI) instead of a registry-wide one.")
+@click.option("--user", "user_email", help="Make a personal token of this user (e-mail) instead.")
 @click.option("--namespace", help="Limit the token to one namespace.")
 @click.option("--expires", help="Lifetime, e.g. 30d, 12h (default: never).")
 @pass_ctx
-def token_create(ctx: Context, name: str, scope: str, namespace: str | None, expires: str | None) -> None:
+def token_create(ctx: Context, name: str, scopes: tuple[str, ...], org: str | None, user_email: str | None,
+                 namespace: str | None, expires: str | None) -> None:
     """Create a token; its secret is printed once, as the last line."""
+    from tfregistry.models import User
+    from tfregistry.services import identity
+
     try:
         lifetime = timedelta(seconds=parse_duration(expires)) if expires else None
     except ValueError as exc:
         fail(f"--expires: {exc}")
+    if org and user_email:
+        fail("--org and --user exclude each other")
     database = ctx.boot.database()
     with database.session() as session:
         try:
-            row, secret = token_svc.create_token(session, CLI_ACTOR, name=name, scope=scope, namespace=namespace,
-                                                 expires_in=lifetime)
+            organization = identity.get_organization(session, org) if org else None
+            user = session.scalar(select(User).where(User.email == user_email.lower())) if user_email else None
+            if user_email and user is None:
+                fail(f"no user with e-mail {user_email}")
+            kind = "service" if organization else "personal" if user else "site"
+            row, secret = token_svc.create_token(session, CLI_ACTOR, name=name, scopes=scopes, kind=kind, user=user,
+                                                 organization=organization, namespace=namespace, expires_in=lifetime)
         except ServiceError as exc:
             fail(exc.message)
         session.commit()
         expiry = row.expires_at.isoformat() if row.expires_at else "never"
-        click.echo(f"created token {row.id} {name!r} scope={scope}"
+        click.echo(f"created {kind} token {row.id} {name!r} scopes={' '.join(row.scopes)}"
                    f"{' namespace=' + namespace if namespace else ''} expires={expiry}")
     click.echo(secret)
 
@@ -230,9 +245,35 @@ def token_list(ctx: Context) -> None:
     with ctx.boot.database().session() as session:
         for row in session.scalars(select(ApiToken).order_by(ApiToken.id)):
             state = "revoked" if row.revoked_at else "active"
-            click.echo(f"{row.id}\t{row.display_prefix}…\t{row.name}\t{row.scope}\t{row.namespace or '*'}\t"
-                       f"{state}\texpires={row.expires_at.isoformat() if row.expires_at else 'never'}\t"
-                       f"last_used={row.last_used_at.isoformat() if row.last_used_at else 'never'}")
+            click.echo(f"{row.id}\t{row.display_prefix}…\t{row.name}\t{row.kind}\t{' '.join(row.scopes)}\t"
+                       f"{row.namespace or '*'}\t{state}\t"
+                       f"expires={row.expires_at.isoformat() if row.expires_at else 'never'}\t"
+                       f"last_used={row.last_used_at.isoformat() if row.last_used_at else 'never'}"
+                       f"{' from ' + row.last_used_ip if row.last_used_ip else ''}")
+
+
+@token.command("rotate")
+@click.argument("token_id", type=int)
+@click.option("--grace", help="Keep the old secret working this long, e.g. 1h (default: it stops at once).")
+@pass_ctx
+def token_rotate(ctx: Context, token_id: int, grace: str | None) -> None:
+    """Give a token a new secret (printed once, as the last line)."""
+    try:
+        period = timedelta(seconds=parse_duration(grace)) if grace else None
+    except ValueError as exc:
+        fail(f"--grace: {exc}")
+    with ctx.boot.database().session() as session:
+        row = session.get(ApiToken, token_id)
+        if row is None:
+            fail(f"no token with id {token_id}")
+        try:
+            secret = token_svc.rotate_token(session, CLI_ACTOR, row, period)
+        except ServiceError as exc:
+            fail(exc.message)
+        session.commit()
+    old = f"works for {grace} more" if grace else "stopped working"
+    click.echo(f"rotated token {token_id}; the old secret {old}")
+    click.echo(secret)
 
 
 @token.command("revoke")
@@ -254,21 +295,117 @@ def token_revoke(ctx: Context, token_id: int) -> None:
 
 @cli.command("namespace")
 @click.argument("name")
-@click.option("--visibility", type=click.Choice(["inherit", "public", "private"]), required=True,
-              help="public: anyone may read; private: a token is needed; inherit: follow auth.anonymous_read.")
+@click.option("--visibility", type=click.Choice(["inherit", "public", "authenticated", "private"]),
+              help="public: anyone may read; authenticated: anyone with a valid token; private: members of its "
+              "organization; inherit: follow auth.anonymous_read.")
+@click.option("--org", help="The organization the namespace belongs to (multi-tenant sites).")
 @pass_ctx
-def namespace_cmd(ctx: Context, name: str, visibility: str) -> None:
-    """Create a namespace or change who may read it."""
+def namespace_cmd(ctx: Context, name: str, visibility: str | None, org: str | None) -> None:
+    """Create a namespace, or change who may read it and which organization owns it."""
+    from tfregistry.services import identity
     from tfregistry.services.modules import NAME_RE, get_or_create_namespace
 
     if not NAME_RE.match(name):
         fail(f"invalid namespace {name!r}")
     with ctx.boot.database().session() as session:
-        ns = get_or_create_namespace(session, name)
-        ns.visibility = visibility
-        record(session, CLI_ACTOR, "namespace.visibility", name, visibility=visibility)
+        try:
+            organization = identity.get_organization(session, org) if org else None
+        except ServiceError as exc:
+            fail(exc.message)
+        ns = get_or_create_namespace(session, name, organization.id if organization else None)
+        if visibility:
+            ns.visibility = visibility
+            record(session, CLI_ACTOR, "namespace.visibility", name, visibility=visibility)
+        if organization is not None and ns.organization_id != organization.id:
+            ns.organization_id = organization.id
+            record(session, CLI_ACTOR, "namespace.move", name, organization=organization.name)
         session.commit()
-    click.echo(f"namespace {name}: visibility {visibility}")
+        owner = identity.get_organization_by_id(session, ns.organization_id)
+        click.echo(f"namespace {name}: visibility {ns.visibility}, organization {owner.name if owner else '-'}")
+
+
+# --- users and organizations ---------------------------------------------------------------
+
+
+@cli.group("user")
+def user_group() -> None:
+    """Users (people signing in through an identity provider are added on their first sign-in)."""
+
+
+@user_group.command("create")
+@click.argument("email")
+@click.option("--name", default="")
+@click.option("--site-admin", is_flag=True, help="Administer the whole registry (every organization).")
+@pass_ctx
+def user_create(ctx: Context, email: str, name: str, site_admin: bool) -> None:
+    """Add a user ahead of their first sign-in (e.g. to give them a personal token)."""
+    from tfregistry.services import identity
+
+    with ctx.boot.database().session() as session:
+        try:
+            user = identity.create_user(session, CLI_ACTOR, email, name, site_admin=site_admin)
+        except ServiceError as exc:
+            fail(exc.message)
+        session.commit()
+        click.echo(f"created user {user.id} {user.email}{' (site admin)' if site_admin else ''}")
+
+
+@user_group.command("list")
+@pass_ctx
+def user_list(ctx: Context) -> None:
+    """List users with their memberships."""
+    from tfregistry.models import User
+
+    with ctx.boot.database().session() as session:
+        for user in session.scalars(select(User).order_by(User.id)):
+            roles = ", ".join(f"{m.organization.name}:{m.role.name}" for m in user.memberships) or "-"
+            flags = " ".join(f for f, on in (("site-admin", user.site_admin), ("disabled", user.disabled)) if on)
+            click.echo(f"{user.id}\t{user.email or '-'}\t{user.name}\t{roles}\t{flags}")
+
+
+@cli.group("org")
+def org_group() -> None:
+    """Organizations and their members."""
+
+
+@org_group.command("create")
+@click.argument("name")
+@click.option("--display-name", default="")
+@pass_ctx
+def org_create(ctx: Context, name: str, display_name: str) -> None:
+    """Create an organization."""
+    from tfregistry.services import identity
+
+    with ctx.boot.database().session() as session:
+        try:
+            identity.create_organization(session, CLI_ACTOR, name, display_name)
+        except ServiceError as exc:
+            fail(exc.message)
+        session.commit()
+    click.echo(f"created organization {name}")
+
+
+@org_group.command("member")
+@click.argument("org")
+@click.argument("email")
+@click.option("--role", required=True, help="admin, mirror-manager, publisher, viewer or a custom role template.")
+@pass_ctx
+def org_member(ctx: Context, org: str, email: str, role: str) -> None:
+    """Give a user a role in an organization (adding the membership if needed)."""
+    from tfregistry.models import User
+    from tfregistry.services import identity
+
+    with ctx.boot.database().session() as session:
+        user = session.scalar(select(User).where(User.email == email.lower()))
+        if user is None:
+            fail(f"no user with e-mail {email} (`tfr user create` adds one)")
+        try:
+            identity.set_membership(session, CLI_ACTOR, user, identity.get_organization(session, org),
+                                    identity.get_role(session, role))
+        except ServiceError as exc:
+            fail(exc.message)
+        session.commit()
+    click.echo(f"{email} is {role} in {org}")
 
 
 # --- publish ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ ENTRY_POINT_GROUP = "tfregistry"
 #: Core features implemented as plugins of the same hooks.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "tfregistry.default_plugins.core",
+    "tfregistry.default_plugins.auth",
     "tfregistry.default_plugins.http",
 )
 

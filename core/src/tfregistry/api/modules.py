@@ -123,9 +123,9 @@ class Modules(MethodView):
             max_uncompressed_bytes=settings["limits.module_uncompressed_max_bytes"],
         )
         with registry.db.session() as session:
-            identity = auth.require(session, "modules:write", auth.namespace_for(session, form["namespace"]))
+            _, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])
             result = svc.publish_module(
-                session, registry.storage, auth.request_actor(identity),
+                session, registry.storage, actor,
                 namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
                 archive=stream, limits=limits, description=form["description"],
             )

@@ -126,9 +126,9 @@ class Providers(MethodView):
         uploads = [svc.Upload(f.filename or "", f.stream) for f in request.files.getlist("packages")]
         protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
         with registry.db.session() as session:
-            identity = auth.require(session, "providers:write", auth.namespace_for(session, form["namespace"]))
+            _, actor = auth.require_in_namespace(session, "providers:write", form["namespace"])
             result = svc.publish_provider(
-                session, registry.storage, auth.request_actor(identity),
+                session, registry.storage, actor,
                 namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
                 limits=limits(registry), enc_key=encryption_key(registry), protocols=protocols or None,
                 shasums=_small_file("shasums"), signature=_small_file("shasums_signature"),
@@ -236,8 +236,8 @@ class Keys(MethodView):
         """Register a public key for a namespace (JSON or form fields ``namespace`` and ``ascii_armor``)."""
         args = _key_args()
         with current_registry().db.session() as session:
-            identity = auth.require(session, "keys:manage", auth.namespace_for(session, args["namespace"]))
-            key = keys_svc.add_public_key(session, auth.request_actor(identity), args["namespace"],
+            _, actor = auth.require_in_namespace(session, "keys:manage", args["namespace"])
+            key = keys_svc.add_public_key(session, actor, args["namespace"],
                                           args["ascii_armor"], args["source"], args["source_url"])
             return key_json(key)
 

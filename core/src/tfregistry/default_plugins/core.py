@@ -28,6 +28,22 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("storage.backend", str, default="local", help="Name of the active storage backend (see `tfr plugins`).")
     add("auth.anonymous_read", bool, default=False,
         help="Let requests without a token read namespaces whose visibility is `inherit`.")
+    add("tenancy", str, default="single", choices=("single", "multi"),
+        help="`single`: one implicit organization holds every namespace. `multi`: every namespace belongs to one "
+        "organization, and other organizations' members cannot read or even see its private namespaces.")
+    add("auth.session_lifetime", Duration, default="12h", help="How long a browser sign-in lasts.")
+    add("auth.cookie_secure", bool, default=True,
+        help="Mark the session cookie Secure (sent over HTTPS only). Turn off only for plain-HTTP test set-ups.")
+    add("auth.terraform_login_token_ttl", Duration, default="90d",
+        help="Lifetime of the personal token `terraform login` receives (0: no expiry).")
+    add("limits.auth_failures", str, default="30/minute",
+        help="Rate limit on failed authentications per client address (Flask-Limiter syntax); beyond it: 429.")
+    add("limits.login", str, default="20/minute",
+        help="Rate limit on sign-in and `terraform login` requests per address.")
+    add("limits.uploads", str, default="120/minute", help="Rate limit on publish requests per address.")
+    add("mirror.require_approval", bool, default=False,
+        help="Mirror configurations requested by callers without mirrors:manage wait until a mirror manager "
+        "approves them.")
     add("limits.module_archive_max_bytes", ByteSize, default="100MiB",
         help="Largest module archive accepted (compressed), enforced while the upload streams in.")
     add("limits.module_uncompressed_max_bytes", ByteSize, default="500MiB",

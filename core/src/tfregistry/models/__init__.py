@@ -69,20 +69,73 @@ class Organization(Base):
 
 
 class User(Base):
+    """A person.  ``site_admin`` users administer the whole registry (every organization)."""
+
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan",
+                                                         lazy="selectin")
+
+
+class UserIdentity(Base):
+    """A user's id at an identity provider (``oidc`` + ``sub``, ``azuread`` + ``tid/oid``)."""
+
+    __tablename__ = "user_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RoleTemplate(Base):
+    """A named set of scopes given to organization members (built-in: admin, mirror-manager, publisher, viewer)."""
+
+    __tablename__ = "role_templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Membership(Base):
+    """A user's role in an organization.  ``source`` is ``manual`` or ``idp:<provider>`` (kept in step
+    with the identity provider's claims at every sign-in)."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "organization_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("role_templates.id"))
+    source: Mapped[str] = mapped_column(String(64), default="manual")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="memberships")
+    organization: Mapped[Organization] = relationship(lazy="joined")
+    role: Mapped[RoleTemplate] = relationship(lazy="joined")
 
 
 class Namespace(Base):
     """A module/provider namespace (the ``acme`` in ``acme/network/aws``).
 
     ``visibility`` is ``inherit`` (follow ``auth.anonymous_read``), ``public``
-    (anyone may read) or ``private`` (a token is always needed).
+    (anyone may read, even without a token), ``authenticated`` (anyone with a valid
+    token or session, of any organization) or ``private`` (members of its organization).
     """
 
     __tablename__ = "namespaces"
@@ -95,7 +148,13 @@ class Namespace(Base):
 
 
 class ApiToken(Base):
-    """An API token; only the SHA-256 digest of its secret is stored."""
+    """An API token; only the SHA-256 digest of its secret is stored.
+
+    ``kind``: ``site`` (registry-wide, made by ``tfr token create``), ``personal`` (acts as
+    ``user_id``, never wider than the user's roles) or ``service`` (belongs to ``organization_id``).
+    After a rotation with a grace period, ``previous_digest`` keeps working until
+    ``previous_expires_at``.
+    """
 
     __tablename__ = "api_tokens"
 
@@ -104,14 +163,19 @@ class ApiToken(Base):
     #: The first characters of the secret, safe to show ("tfr_AbCd…").
     display_prefix: Mapped[str] = mapped_column(String(16))
     digest: Mapped[str] = mapped_column(String(64), unique=True)
-    scope: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), default="site")
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     namespace: Mapped[str | None] = mapped_column(String(64))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_ip: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    previous_digest: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Module(Base):
@@ -275,8 +339,44 @@ class MirrorConfig(Base):
     trusted_fingerprints: Mapped[list[str]] = mapped_column(JSON, default=list)
     interval_seconds: Mapped[int | None] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: ``approved`` (synced), ``pending`` (waits for a mirror manager) or ``rejected``.
+    status: Mapped[str] = mapped_column(String(16), default="approved")
+    requested_by: Mapped[str] = mapped_column(String(200), default="")
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MirrorPolicy(Base):
+    """An allow or deny rule for what may be mirrored: ``pattern`` is ``host[/namespace[/type]]`` with
+    ``*`` wildcards.  Deny rules win; once any allow rule exists, only what one allows may be mirrored."""
+
+    __tablename__ = "mirror_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    effect: Mapped[str] = mapped_column(String(8))
+    pattern: Mapped[str] = mapped_column(String(400))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OAuthCode(Base):
+    """A pending ``terraform login`` authorization code (single use, short-lived)."""
+
+    __tablename__ = "oauth_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(120), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(String(500))
+    scope: Mapped[str] = mapped_column(String(500), default="")
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    code_challenge_method: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class MirrorRun(Base):
@@ -332,16 +432,21 @@ __all__ = [
     "Base",
     "DownloadEvent",
     "GpgKey",
+    "Membership",
     "MirrorConfig",
+    "MirrorPolicy",
     "MirrorRun",
     "Module",
     "ModuleVersion",
     "Namespace",
+    "OAuthCode",
     "Organization",
     "Provider",
     "ProviderPackage",
     "ProviderVersion",
     "RegistryState",
+    "RoleTemplate",
     "User",
+    "UserIdentity",
     "utcnow",
 ]

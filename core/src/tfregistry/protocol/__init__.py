@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import jsonify, request, url_for
 
-from tfregistry.auth import PermissionDenied, Unauthenticated
+from tfregistry.auth import Hidden, PermissionDenied, Unauthenticated
 from tfregistry.interfaces import StorageError
 from tfregistry.services import ServiceError
 
@@ -26,7 +26,7 @@ def register_error_handlers(bp: Any, render: Callable[..., Any] = error) -> None
     bp.register_error_handler(
         Unauthenticated, lambda e: render(401, str(e), **{"WWW-Authenticate": 'Bearer realm="tfregistry"'})
     )
-    bp.register_error_handler(PermissionDenied, lambda e: render(403, str(e)))
+    bp.register_error_handler(PermissionDenied, lambda e: render(404 if isinstance(e, Hidden) else 403, str(e)))
     bp.register_error_handler(
         StorageError, lambda e: render(503, f"the storage backend is unavailable: {e}", **{"Retry-After": "30"})
     )

@@ -202,6 +202,12 @@ def _origin(hostname: str) -> str:
     return "" if hostname.lower().removesuffix(":443") in own_hostnames() else hostname.lower()
 
 
+def _require_mirror_read(session: Session, origin: str, ns: str) -> None:
+    """Our own providers follow their namespace's visibility; mirrored ones are registry-wide content
+    any authenticated caller may read (anyone, with ``auth.anonymous_read``)."""
+    auth.require(session, "providers:read", auth.namespace_for(session, ns) if not origin else None)
+
+
 def _pull_client(origin: str) -> Any:
     """An upstream client when pull-through is on and ``origin`` is an allowed upstream, else None."""
     from tfregistry.services import pullthrough
@@ -226,7 +232,7 @@ def mirror_index(hostname: str, ns: str, type_: str):
 
     origin = _origin(hostname)
     with current_registry().db.session() as session:
-        auth.require(session, "providers:read", auth.namespace_for(session, ns))
+        _require_mirror_read(session, origin, ns)
         provider = svc.find_provider(session, ns, type_, origin)
         if provider is not None and provider.versions:
             return jsonify(versions={pv.version: {} for pv in provider.versions if pv.shasums or pv.packages})
@@ -252,7 +258,7 @@ def mirror_version(hostname: str, ns: str, type_: str, version_json: str):
     origin = _origin(hostname)
     registry = current_registry()
     with registry.db.session() as session:
-        auth.require(session, "providers:read", auth.namespace_for(session, ns))
+        _require_mirror_read(session, origin, ns)
         provider = svc.find_provider(session, ns, type_, origin)
         pv = next((v for v in provider.versions if v.version == version), None) if provider else None
         client = _pull_client(origin)

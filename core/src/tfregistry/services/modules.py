@@ -98,10 +98,13 @@ def latest_version(module: Module) -> ModuleVersion | None:
     return (releases or ordered or [None])[0]
 
 
-def get_or_create_namespace(session: Session, name: str) -> Namespace:
+def get_or_create_namespace(session: Session, name: str, organization_id: int | None = None) -> Namespace:
+    """The namespace ``name``; a new one goes into ``organization_id`` (default: the default organization)."""
     ns = session.scalar(select(Namespace).where(Namespace.name == name))
     if ns is None:
-        ns = Namespace(name=name)
+        from tfregistry.services.identity import default_organization
+
+        ns = Namespace(name=name, organization_id=organization_id or default_organization(session).id)
         session.add(ns)
         try:
             with session.begin_nested():

@@ -6,25 +6,31 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tfregistry.models import ApiToken, utcnow
+from tfregistry.models import ApiToken, Organization, User, utcnow
 from tfregistry.services import ServiceError
 from tfregistry.services.audit import Actor, record
+from tfregistry.services.identity import normalise_scopes
 
 #: Recognisable by secret scanners: ``tfr_`` followed by 43 URL-safe characters.
 TOKEN_PREFIX = "tfr_"
 TOKEN_PATTERN = re.compile(r"^tfr_[A-Za-z0-9_-]{43}$")
-SCOPES = ("read", "publish", "admin")
 #: ``last_used_at`` is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+KINDS = ("site", "personal", "service")
 
 
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def create_token(
@@ -32,45 +38,80 @@ def create_token(
     actor: Actor,
     *,
     name: str,
-    scope: str,
+    scopes: Iterable[str],
+    kind: str = "site",
+    user: User | None = None,
+    organization: Organization | None = None,
     namespace: str | None = None,
     expires_in: timedelta | None = None,
 ) -> tuple[ApiToken, str]:
-    """Create a token; returns the row and the secret, which is never stored or shown again."""
-    if scope not in SCOPES:
-        raise ServiceError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
-    if scope == "admin" and namespace:
+    """Create a token; returns the row and the secret, which is never stored or shown again.
+
+    Callers check that the creator may hand out ``scopes`` (see :func:`identity.check_grantable`);
+    this function checks the token's own consistency.
+    """
+    scopes = normalise_scopes(scopes)
+    if kind not in KINDS:
+        raise ServiceError(f"token kind must be one of {', '.join(KINDS)}")
+    if (kind == "personal") != (user is not None) or (kind == "service") != (organization is not None):
+        raise ServiceError("a personal token needs a user, a service token an organization, a site token neither")
+    if "admin" in scopes and namespace:
         raise ServiceError("an admin token cannot be limited to a namespace")
     if not name.strip():
         raise ServiceError("a token needs a name")
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    secret = _new_secret()
     token = ApiToken(
         name=name.strip(),
         display_prefix=secret[:8],
         digest=digest(secret),
-        scope=scope,
+        kind=kind,
+        scopes=scopes,
         namespace=namespace,
+        user_id=user.id if user else None,
+        organization_id=organization.id if organization else None,
         expires_at=utcnow() + expires_in if expires_in else None,
     )
     session.add(token)
     session.flush()
-    record(session, actor, "token.create", f"token:{token.id}", name=token.name, scope=scope, namespace=namespace)
+    record(session, actor, "token.create", f"token:{token.id}", name=token.name, kind=kind, scopes=scopes,
+           namespace=namespace, user=token.user_id, organization=organization.name if organization else None)
     return token, secret
 
 
-def verify_token(session: Session, secret: str, now: datetime | None = None) -> ApiToken | None:
-    """The live token whose secret this is, or ``None`` (unknown, revoked or expired)."""
+def rotate_token(session: Session, actor: Actor, token: ApiToken, grace: timedelta | None = None) -> str:
+    """Give ``token`` a new secret.  With ``grace``, the old secret keeps working that long (so CI
+    systems can be updated without an outage); without it, the old secret stops at once."""
+    if token.revoked_at is not None:
+        raise ServiceError("a revoked token cannot be rotated")
+    secret = _new_secret()
+    now = utcnow()
+    token.previous_digest = token.digest if grace else None
+    token.previous_expires_at = now + grace if grace else None
+    token.digest, token.display_prefix, token.rotated_at = digest(secret), secret[:8], now
+    record(session, actor, "token.rotate", f"token:{token.id}", name=token.name,
+           grace_seconds=int(grace.total_seconds()) if grace else 0)
+    return secret
+
+
+def verify_token(session: Session, secret: str, now: datetime | None = None, ip: str | None = None) -> ApiToken | None:
+    """The live token whose secret this is, or ``None`` (unknown, revoked, expired, or an old secret
+    past its grace period)."""
     if not TOKEN_PATTERN.match(secret):
         return None
     wanted = digest(secret)
-    token = session.scalar(select(ApiToken).where(ApiToken.digest == wanted))
-    if token is None or not hmac.compare_digest(token.digest, wanted):
-        return None
     now = now or utcnow()
+    token = session.scalar(select(ApiToken).where(ApiToken.digest == wanted))
+    if token is None:
+        token = session.scalar(select(ApiToken).where(ApiToken.previous_digest == wanted))
+        if (token is None or token.previous_expires_at is None or token.previous_expires_at <= now
+                or not hmac.compare_digest(token.previous_digest or "", wanted)):
+            return None
+    elif not hmac.compare_digest(token.digest, wanted):
+        return None
     if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
         return None
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-        token.last_used_at = now
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION or token.last_used_ip != ip:
+        token.last_used_at, token.last_used_ip = now, ip
         session.commit()
     return token
 

@@ -1,0 +1,93 @@
+"""Built-in authentication: registry API tokens (``Authorization: Bearer``) and browser sessions.
+
+Implemented with the same ``tfr_authenticate`` hook an auth plugin would use; plugins that
+understand other credentials run first (this one is ``trylast``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from flask import g, session
+from sqlalchemy.orm import Session
+
+from tfregistry import hookimpl
+from tfregistry.auth import Identity, Unauthenticated, bearer_token
+from tfregistry.models import ApiToken, User
+from tfregistry.services.audit import Actor, record
+from tfregistry.services.identity import expand
+from tfregistry.services.tokens import verify_token
+
+if TYPE_CHECKING:
+    from tfregistry.registry import Registry
+
+#: One ``auth.failure`` audit entry per client address per this many seconds (a burst, not every request).
+FAILURE_AUDIT_WINDOW = 60.0
+_last_failure_audit: dict[str, float] = {}
+_failure_lock = threading.Lock()
+
+
+def user_identity(db_session: Session, user: User, *, kind: str, name: str, token: ApiToken | None = None) -> Identity:
+    """The :class:`Identity` of a user acting through a personal token or a browser session."""
+    if user.disabled:
+        raise Unauthenticated(f"the account of {user.email or user.name or user.id} is disabled")
+    roles = {m.organization_id: expand(m.role.scopes) for m in user.memberships}
+    return Identity(name=name, kind=kind, token_id=token.id if token else None, user_id=user.id,
+                    token_scopes=expand(token.scopes) if token else None,
+                    namespace=token.namespace if token else None, site_admin=user.site_admin, roles=roles)
+
+
+def token_identity(db_session: Session, token: ApiToken) -> Identity:
+    if token.kind == "personal":
+        user = db_session.get(User, token.user_id)
+        if user is None:
+            raise Unauthenticated("the token's user no longer exists")
+        return user_identity(db_session, user, kind="personal", name=f"{_user_label(user)} (token {token.name})",
+                             token=token)
+    return Identity(name=f"token:{token.name}", kind=token.kind, token_id=token.id,
+                    organization_id=token.organization_id, token_scopes=expand(token.scopes),
+                    namespace=token.namespace)
+
+
+def _user_label(user: User) -> str:
+    return f"user:{user.email or user.id}"
+
+
+def _audit_failure(registry: Registry, ip: str | None, reason: str) -> None:
+    now = time.monotonic()
+    with _failure_lock:
+        if now - _last_failure_audit.get(ip or "", -FAILURE_AUDIT_WINDOW) < FAILURE_AUDIT_WINDOW:
+            return
+        _last_failure_audit[ip or ""] = now
+    with registry.db.session() as db_session:
+        record(db_session, Actor(name="anonymous", ip=ip, request_id=g.get("request_id")), "auth.failure",
+               reason=reason)
+        db_session.commit()
+
+
+@hookimpl(trylast=True)
+def tfr_authenticate(registry: Registry, request: Any) -> Identity | None:
+    secret = bearer_token()
+    if secret is not None:
+        with registry.db.session() as db_session:
+            token = verify_token(db_session, secret, ip=request.remote_addr)
+            if token is None:
+                _audit_failure(registry, request.remote_addr, "invalid token")
+                raise Unauthenticated("the token is not valid (unknown, revoked or expired)")
+            return token_identity(db_session, token)
+    user_id = session.get("uid")
+    if user_id is None:
+        return None
+    with registry.db.session() as db_session:
+        user = db_session.get(User, user_id)
+        if user is None or session.get("ver") != session_version(user):
+            session.clear()
+            raise Unauthenticated("your session has ended; sign in again")
+        return user_identity(db_session, user, kind="session", name=_user_label(user))
+
+
+def session_version(user: User) -> str:
+    """Changes when a user is disabled, so existing browser sessions end with it."""
+    return f"{user.id}:{int(user.disabled)}"
