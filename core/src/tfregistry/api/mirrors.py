@@ -12,10 +12,10 @@ from tfregistry import auth, gpg
 from tfregistry.api import api_error
 from tfregistry.api.providers import encryption_key
 from tfregistry.jobs import MIRROR_TOKEN
-from tfregistry.models import MirrorConfig, MirrorRun
+from tfregistry.models import MirrorConfig, MirrorPolicy, MirrorRun, utcnow
 from tfregistry.protocol import register_error_handlers
 from tfregistry.provider_packages import KNOWN_ARCH, KNOWN_OS, PackageError, validate_provider_address
-from tfregistry.services import NotFound, ServiceError
+from tfregistry.services import NotFound, ServiceError, mirroring
 from tfregistry.services.audit import record
 from tfregistry.services.mirroring import matches
 from tfregistry.web import current_registry
@@ -50,6 +50,11 @@ class MirrorArgs(ma.Schema):
 
 class MirrorSchema(MirrorArgs):
     id = ma.fields.Integer()
+    status = ma.fields.String(metadata={"description": "approved, pending (waits for a mirror manager) or rejected"})
+    requested_by = ma.fields.String()
+    decided_by = ma.fields.String(allow_none=True)
+    decided_at = ma.fields.DateTime(allow_none=True)
+    decision_note = ma.fields.String(allow_none=True)
     created_at = ma.fields.DateTime()
     last_run_at = ma.fields.DateTime(allow_none=True)
     has_token = ma.fields.Boolean()
@@ -89,36 +94,52 @@ def _apply(config: MirrorConfig, args: dict[str, Any]) -> None:
         config.upstream_token_encrypted = gpg.encrypt_secret(token, encryption_key(current_registry()), MIRROR_TOKEN)
 
 
-def _session_admin() -> Any:
+def _session_for(action: str) -> Any:
+    """A session and the caller, who must hold ``action`` (``mirrors:read``/``mirrors:manage``) in some
+    organization or registry-wide: mirror configurations are shared by the whole registry."""
     session = current_registry().db.sessionmaker()
     try:
-        identity = auth.require(session, "admin", None)
+        identity = auth.require(session, action, None)
     except BaseException:
         session.close()
         raise
     return session, identity
 
 
+def _check_policy(session: Any, config: MirrorConfig) -> None:
+    refusal = mirroring.policy_refusal(session, config.upstream_host, config.namespace, config.type)
+    if refusal:
+        raise ServiceError(refusal, status=403)
+
+
 @blp.route("")
 class Mirrors(MethodView):
     @blp.response(200, MirrorSchema(many=True))
     def get(self) -> Any:
-        """List mirror configurations."""
-        session, _ = _session_admin()
+        """List mirror configurations (``mirrors:read``)."""
+        session, _ = _session_for("mirrors:read")
         with session:
             return [_json(c) for c in session.query(MirrorConfig).order_by(MirrorConfig.id)]
 
     @blp.arguments(MirrorArgs)
     @blp.response(201, MirrorSchema)
     def post(self, args: dict[str, Any]) -> Any:
-        """Create a mirror configuration (admin)."""
-        session, identity = _session_admin()
+        """Create a mirror configuration (``mirrors:manage``).  With ``mirror.require_approval``, callers
+        holding only ``mirrors:read`` may request one: it waits (``status: pending``) until a mirror
+        manager approves it.  Configurations the mirror policies deny are refused (403)."""
+        registry = current_registry()
+        may_request = registry.settings["mirror.require_approval"]
+        session, identity = _session_for("mirrors:read" if may_request else "mirrors:manage")
         with session:
-            config = MirrorConfig()
+            manager = auth.allowed(identity, "mirrors:manage", None, session)
+            config = MirrorConfig(status="approved" if manager else "pending", requested_by=identity.name)
+            if manager:
+                config.decided_by, config.decided_at = identity.name, utcnow()
             _apply(config, args)
+            _check_policy(session, config)
             session.add(config)
             session.flush()
-            record(session, auth.request_actor(identity), "mirror.create",
+            record(session, auth.request_actor(identity), "mirror.create" if manager else "mirror.request",
                    f"{config.upstream_host}/{config.namespace}/{config.type}", id=config.id)
             session.commit()
             return _json(config)
@@ -138,7 +159,7 @@ class PullThroughStats(MethodView):
         """Pull-through cache statistics per upstream host: hits, misses, bytes saved, last upstream error."""
         from tfregistry.services.pullthrough import all_stats
 
-        session, _ = _session_admin()
+        session, _ = _session_for("mirrors:read")
         with session:
             return all_stats(session)
 
@@ -147,18 +168,19 @@ class PullThroughStats(MethodView):
 class Mirror(MethodView):
     @blp.response(200, MirrorSchema)
     def get(self, mirror_id: int) -> Any:
-        session, _ = _session_admin()
+        session, _ = _session_for("mirrors:read")
         with session:
             return _json(_config(session, mirror_id))
 
     @blp.arguments(MirrorArgs)
     @blp.response(200, MirrorSchema)
     def put(self, args: dict[str, Any], mirror_id: int) -> Any:
-        """Replace a mirror configuration."""
-        session, identity = _session_admin()
+        """Replace a mirror configuration (``mirrors:manage``)."""
+        session, identity = _session_for("mirrors:manage")
         with session:
             config = _config(session, mirror_id)
             _apply(config, args)
+            _check_policy(session, config)
             record(session, auth.request_actor(identity), "mirror.update", str(mirror_id))
             session.commit()
             return _json(config)
@@ -166,7 +188,7 @@ class Mirror(MethodView):
     @blp.response(204)
     def delete(self, mirror_id: int) -> None:
         """Delete a configuration (providers already mirrored stay)."""
-        session, identity = _session_admin()
+        session, identity = _session_for("mirrors:manage")
         with session:
             session.delete(_config(session, mirror_id))
             record(session, auth.request_actor(identity), "mirror.delete", str(mirror_id))
@@ -178,9 +200,11 @@ class MirrorSync(MethodView):
     @blp.response(202)
     def post(self, mirror_id: int) -> Any:
         """Start a sync now (a background job on the ``mirror`` queue)."""
-        session, _ = _session_admin()
+        session, _ = _session_for("mirrors:manage")
         with session:
-            _config(session, mirror_id)
+            refusal = mirroring.sync_refusal(session, _config(session, mirror_id))
+            if refusal:
+                raise ServiceError(refusal, status=409)
         job = current_registry().jobs.enqueue("tfregistry.jobs:mirror_sync", mirror_id, queue="mirror",
                                               job_id=f"mirror-{mirror_id}")
         return {"job": job.id, "status": job.status}
@@ -191,10 +215,96 @@ class MirrorStatus(MethodView):
     @blp.response(200, RunSchema(many=True))
     def get(self, mirror_id: int) -> Any:
         """Run history, newest first: counts, bytes, durations, errors."""
-        session, _ = _session_admin()
+        session, _ = _session_for("mirrors:read")
         with session:
             _config(session, mirror_id)
             runs = session.query(MirrorRun).filter_by(config_id=mirror_id).order_by(MirrorRun.id.desc()).limit(50)
             return [{**{c.name: getattr(r, c.name) for c in MirrorRun.__table__.columns},
                      "duration_seconds": (r.finished_at - r.started_at).total_seconds() if r.finished_at else None}
                     for r in runs]
+
+
+class DecisionArgs(ma.Schema):
+    note = ma.fields.String(load_default=None, allow_none=True)
+
+
+@blp.route("/<int:mirror_id>/approve")
+class MirrorApprove(MethodView):
+    @blp.arguments(DecisionArgs)
+    @blp.response(200, MirrorSchema)
+    def post(self, args: dict[str, Any], mirror_id: int) -> Any:
+        """Approve a requested mirror configuration (``mirrors:manage``); it then syncs on its schedule."""
+        return _decide(mirror_id, True, args["note"])
+
+
+@blp.route("/<int:mirror_id>/reject")
+class MirrorReject(MethodView):
+    @blp.arguments(DecisionArgs)
+    @blp.response(200, MirrorSchema)
+    def post(self, args: dict[str, Any], mirror_id: int) -> Any:
+        """Reject a requested (or stop an approved) mirror configuration (``mirrors:manage``)."""
+        return _decide(mirror_id, False, args["note"])
+
+
+def _decide(mirror_id: int, approve: bool, note: str | None) -> Any:
+    session, identity = _session_for("mirrors:manage")
+    with session:
+        config = _config(session, mirror_id)
+        if approve:
+            _check_policy(session, config)
+        mirroring.decide(session, auth.request_actor(identity), config, approve, note)
+        session.commit()
+        return _json(config)
+
+
+class PolicyArgs(ma.Schema):
+    effect = ma.fields.String(required=True, validate=ma.validate.OneOf(mirroring.POLICY_EFFECTS))
+    pattern = ma.fields.String(required=True, metadata={
+        "description": "host[/namespace[/type]] with * wildcards, e.g. registry.terraform.io/hashicorp/*"})
+    description = ma.fields.String(load_default="")
+
+
+class PolicySchema(PolicyArgs):
+    id = ma.fields.Integer()
+    created_by = ma.fields.String()
+    created_at = ma.fields.DateTime()
+
+
+def _policy_json(policy: MirrorPolicy) -> dict[str, Any]:
+    return {c.name: getattr(policy, c.name) for c in MirrorPolicy.__table__.columns}
+
+
+@blp.route("/policies")
+class Policies(MethodView):
+    @blp.response(200, PolicySchema(many=True))
+    def get(self) -> Any:
+        """Allow/deny rules for upstream hosts, namespaces and providers (deny wins; once an allow rule
+        exists, only what an allow rule matches may be mirrored or pulled through)."""
+        session, _ = _session_for("mirrors:read")
+        with session:
+            return [_policy_json(p) for p in session.query(MirrorPolicy).order_by(MirrorPolicy.id)]
+
+    @blp.arguments(PolicyArgs)
+    @blp.response(201, PolicySchema)
+    def post(self, args: dict[str, Any]) -> Any:
+        """Add a rule (``mirrors:manage``)."""
+        session, identity = _session_for("mirrors:manage")
+        with session:
+            policy = mirroring.add_policy(session, auth.request_actor(identity), args["effect"], args["pattern"],
+                                          args["description"])
+            session.commit()
+            return _policy_json(policy)
+
+
+@blp.route("/policies/<int:policy_id>")
+class Policy(MethodView):
+    @blp.response(204)
+    def delete(self, policy_id: int) -> None:
+        session, identity = _session_for("mirrors:manage")
+        with session:
+            policy = session.get(MirrorPolicy, policy_id)
+            if policy is None:
+                raise NotFound(f"no mirror policy {policy_id}")
+            record(session, auth.request_actor(identity), "mirror.policy.delete", policy.pattern, id=policy_id)
+            session.delete(policy)
+            session.commit()

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
+    from tfregistry.api import identity as api_identity
     from tfregistry.api import jobs as api_jobs
     from tfregistry.api import mirrors as api_mirrors
     from tfregistry.api import modules as api_modules
@@ -34,3 +35,4 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     api.register_blueprint(api_plugins.blp)
     api.register_blueprint(api_jobs.blp)
     api.register_blueprint(api_mirrors.blp)
+    api.register_blueprint(api_identity.blp)

@@ -218,6 +218,15 @@ def _pull_client(origin: str) -> Any:
     return pullthrough.client_for(pullthrough.upstreams(settings["mirror.upstreams"]), origin)
 
 
+def _pull_allowed(session: Session, origin: str, ns: str, type_: str) -> None:
+    """Mirror policies apply to pull-through too: a denied provider is refused before any upstream request."""
+    from tfregistry.services.mirroring import policy_refusal
+
+    refusal = policy_refusal(session, origin, ns, type_)
+    if refusal:
+        raise ServiceError(refusal, status=403)
+
+
 def _upstream_failed(session: Session, origin: str, exc: Exception) -> None:
     from tfregistry.services import pullthrough
 
@@ -239,6 +248,7 @@ def mirror_index(hostname: str, ns: str, type_: str):
         client = _pull_client(origin)
         if client is None:
             raise NotFound(f"provider {hostname}/{ns}/{type_} not found")
+        _pull_allowed(session, origin, ns, type_)
         try:
             versions = pullthrough.upstream_versions(client, ns, type_)
         except UpstreamError as exc:
@@ -263,6 +273,7 @@ def mirror_version(hostname: str, ns: str, type_: str, version_json: str):
         pv = next((v for v in provider.versions if v.version == version), None) if provider else None
         client = _pull_client(origin)
         if pv is None and client is not None:
+            _pull_allowed(session, origin, ns, type_)
             try:
                 pv = pullthrough.fetch_version(session, registry.storage, client, origin, ns, type_, version)
             except UpstreamError as exc:

@@ -8,6 +8,7 @@ Runs are idempotent: packages already stored with the same hash are skipped.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 from tfregistry import gpg, semver
 from tfregistry import provider_packages as pkg
 from tfregistry.interfaces import CHUNK_SIZE, StorageBackend
-from tfregistry.models import MirrorConfig, MirrorRun, Provider, ProviderVersion, utcnow
+from tfregistry.models import MirrorConfig, MirrorPolicy, MirrorRun, Provider, ProviderVersion, utcnow
 from tfregistry.services import NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.modules import get_or_create_namespace
@@ -250,6 +251,11 @@ def sync(session: Session, storage: StorageBackend, config_id: int, limits: Prov
     session.add(run)
     config.last_run_at = utcnow()
     session.commit()
+    refusal = sync_refusal(session, config)
+    if refusal:
+        run.status, run.errors, run.finished_at = "failed", [refusal], utcnow()
+        session.commit()
+        return run
     stats, errors = SyncStats(), []
     client = UpstreamClient(config.upstream_host, config.upstream_url, token)
     try:
@@ -279,8 +285,69 @@ def due_configs(session: Session) -> list[MirrorConfig]:
     """Enabled configurations whose interval has elapsed since their last run."""
     now = utcnow()
     result = []
-    for config in session.scalars(select(MirrorConfig).where(MirrorConfig.enabled.is_(True))):
+    for config in session.scalars(select(MirrorConfig).where(MirrorConfig.enabled.is_(True),
+                                                             MirrorConfig.status == "approved")):
         if config.interval_seconds and (config.last_run_at is None
                                         or (now - config.last_run_at).total_seconds() >= config.interval_seconds):
             result.append(config)
     return result
+
+
+# --- policies and approval -------------------------------------------------------------------------
+
+POLICY_EFFECTS = ("allow", "deny")
+_POLICY_PART = re.compile(r"^[a-z0-9.:*_-]+$")
+
+
+def normalise_pattern(pattern: str) -> str:
+    """``host[/namespace[/type]]`` with ``*`` wildcards, lower-cased and padded to three parts."""
+    parts = pattern.strip().lower().split("/")
+    if not 1 <= len(parts) <= 3 or not all(_POLICY_PART.match(p) for p in parts):
+        raise ServiceError(f"invalid policy pattern {pattern!r}: use host[/namespace[/type]] with * wildcards, "
+                           "e.g. registry.terraform.io/hashicorp/*")
+    return "/".join(parts + ["*"] * (3 - len(parts)))
+
+
+def add_policy(session: Session, actor: Actor, effect: str, pattern: str, description: str = "") -> MirrorPolicy:
+    if effect not in POLICY_EFFECTS:
+        raise ServiceError(f"effect must be one of {', '.join(POLICY_EFFECTS)}")
+    policy = MirrorPolicy(effect=effect, pattern=normalise_pattern(pattern), description=description,
+                          created_by=actor.name)
+    session.add(policy)
+    session.flush()
+    record(session, actor, "mirror.policy.add", policy.pattern, effect=effect, id=policy.id)
+    return policy
+
+
+def policy_refusal(session: Session, host: str, namespace: str, type_: str) -> str | None:
+    """Why the policies forbid mirroring ``host/namespace/type``, or ``None`` when they allow it.
+
+    Deny rules win; when at least one allow rule exists, something must match one of them.
+    """
+    address = f"{host}/{namespace}/{type_}".lower()
+    policies = session.scalars(select(MirrorPolicy).order_by(MirrorPolicy.id)).all()
+    for policy in policies:
+        if policy.effect == "deny" and fnmatch.fnmatchcase(address, policy.pattern):
+            return f"mirror policy {policy.id} denies {policy.pattern}"
+    allows = [p for p in policies if p.effect == "allow"]
+    if allows and not any(fnmatch.fnmatchcase(address, p.pattern) for p in allows):
+        return f"no mirror policy allows {address} (allowed: {', '.join(p.pattern for p in allows)})"
+    return None
+
+
+def sync_refusal(session: Session, config: MirrorConfig) -> str | None:
+    """Why ``config`` may not sync now (waiting for approval, rejected, denied by a policy), or ``None``."""
+    if config.status != "approved":
+        return f"mirror configuration {config.id} is {config.status}" + (
+            ": a mirror manager must approve it first" if config.status == "pending" else "")
+    return policy_refusal(session, config.upstream_host, config.namespace, config.type)
+
+
+def decide(session: Session, actor: Actor, config: MirrorConfig, approve: bool, note: str | None = None) -> None:
+    """Approve or reject a pending (or earlier rejected) mirror request."""
+    if config.status == "approved" and approve:
+        raise ServiceError(f"mirror configuration {config.id} is already approved", status=409)
+    config.status = "approved" if approve else "rejected"
+    config.decided_by, config.decided_at, config.decision_note = actor.name, utcnow(), note
+    record(session, actor, "mirror.approve" if approve else "mirror.reject",
+           f"{config.upstream_host}/{config.namespace}/{config.type}", id=config.id, note=note)

@@ -6,6 +6,10 @@
   the signed hashes and URLs to our own ``/v1/pull/...`` route.
 * That route downloads the platform's zip from the upstream once (per-package lock), checks it
   against the verified ``SHA256SUMS``, stores it, and serves it; later requests are local.
+
+"Once" holds across threads (a lock per process) and, on PostgreSQL, across the registry
+processes sharing the database (a transaction-scoped advisory lock): replicas behind a load
+balancer do not each fetch the same file.  SQLite is a single-node database.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +52,14 @@ def _lock(*key: str) -> threading.Lock:
         return _locks.setdefault(key, threading.Lock())
 
 
+def _lock_replicas(session: Session, *key: str) -> None:
+    """Lock ``key`` for every process on the same PostgreSQL database until the session's transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.sha256("\0".join(("tfregistry pull-through", *key)).encode()).digest()
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": int.from_bytes(digest[:8], "big", signed=True)})
+
+
 def upstreams(entries: list[str]) -> dict[str, str | None]:
     """``mirror.upstreams`` entries (``host`` or ``host=https://url``) as host → URL override."""
     result: dict[str, str | None] = {}
@@ -66,18 +79,26 @@ def client_for(allowed: Mapping[str, str | None], hostname: str) -> UpstreamClie
 def record_stats(session: Session, hostname: str, *, hit: bool = False, miss: bool = False, saved: int = 0,
                  error: str | None = None) -> None:
     key = f"pull_through:{hostname}"
-    state = session.get(RegistryState, key)
-    stats = json.loads(state.value) if state else {"hits": 0, "misses": 0, "bytes_saved": 0, "last_error": None}
-    stats["hits"] += int(hit)
-    stats["misses"] += int(miss)
-    stats["bytes_saved"] += saved
-    if error:
-        stats["last_error"] = error
-    if state is None:
-        session.add(RegistryState(key=key, value=json.dumps(stats)))
-    else:
-        state.value = json.dumps(stats)
-    session.commit()
+    for attempt in (1, 2):
+        # FOR UPDATE (PostgreSQL): concurrent requests add to the counts instead of overwriting each other's
+        state = session.get(RegistryState, key, with_for_update=True, populate_existing=True)
+        stats = json.loads(state.value) if state else {"hits": 0, "misses": 0, "bytes_saved": 0, "last_error": None}
+        stats["hits"] += int(hit)
+        stats["misses"] += int(miss)
+        stats["bytes_saved"] += saved
+        if error:
+            stats["last_error"] = error
+        if state is None:
+            session.add(RegistryState(key=key, value=json.dumps(stats)))
+        else:
+            state.value = json.dumps(stats)
+        try:
+            session.commit()
+            return
+        except IntegrityError:  # another request made the row meanwhile: count on top of it
+            session.rollback()
+            if attempt == 2:
+                raise
 
 
 def all_stats(session: Session) -> dict[str, Any]:
@@ -94,8 +115,11 @@ def upstream_versions(client: UpstreamClient, ns: str, type_: str) -> dict[str, 
 def fetch_version(session: Session, storage: StorageBackend, client: UpstreamClient, hostname: str, ns: str,
                   type_: str, version: str) -> ProviderVersion:
     """Verify and store the upstream SHA256SUMS of ``version`` (packages come later, one by one)."""
-    with _lock(hostname, ns, type_, version):
+    with _lock(hostname, ns, type_):  # per provider: a new provider's row is made once too
+        _lock_replicas(session, hostname, ns, type_)
         provider = find_provider(session, ns, type_, hostname)
+        if provider is not None:
+            session.refresh(provider)  # loaded by the caller, maybe before another request stored the version
         existing = next((v for v in provider.versions if v.version == version), None) if provider else None
         if existing is not None:
             return existing
@@ -139,6 +163,7 @@ def fetch_package(session: Session, storage: StorageBackend, client: UpstreamCli
     """Download one platform's zip from the upstream (once), verify it against the stored SHA256SUMS, store it."""
     p = pv.provider
     with _lock(p.hostname, p.namespace.name, p.type, pv.version, os_, arch):
+        _lock_replicas(session, p.hostname, p.namespace.name, p.type, pv.version, os_, arch)
         session.refresh(pv)
         have = next((k for k in pv.packages if (k.os, k.arch) == (os_, arch)), None)
         if have is not None:
