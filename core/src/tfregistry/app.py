@@ -44,6 +44,18 @@ class Bootstrap:
     def storage_backends(self) -> BackendRegister:
         return self.pm.collect("tfr_register_storage_backends", BackendRegister("storage"))
 
+    def auth_providers(self) -> dict[str, Any]:
+        """The sign-in methods named in ``auth.providers``, built (an unconfigured one stops start-up)."""
+        register = self.pm.collect("tfr_register_auth_providers", BackendRegister("auth"))
+        providers = {}
+        for name in self.settings["auth.providers"]:
+            if name not in register.backends:
+                offered = ", ".join(sorted(register.backends)) or "none: install tfregistry-auth-oidc or -azuread"
+                raise StartupError(f"auth.providers names {name!r}, which no installed plugin offers "
+                                   f"(offered: {offered})")
+            providers[name] = register.backends[name].factory(self.settings)
+        return providers
+
     def active_storage_name(self, db: Database | None = None) -> str:
         """``storage.backend``, unless a completed ``tfr storage migrate`` switched to another backend."""
         from tfregistry.services.storage import switched_backend
@@ -155,6 +167,7 @@ def build_app(boot: Bootstrap) -> Flask:
     app = Flask("tfregistry")
     app.config["JSON_SORT_KEYS"] = False
     registry = Registry(settings, pm, db, storage, register.backends)
+    registry.auth_providers = boot.auth_providers()
     app.extensions[EXTENSION_KEY] = registry
     app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, settings["proxy.trusted"])  # type: ignore[method-assign]
     app.before_request(assign_request_id)

@@ -111,9 +111,9 @@ def tfr_register_auth_providers(register: BackendRegister) -> None:
     """Offer interactive sign-in methods (OpenID Connect, Entra ID...).
 
     ``register.add(name, factory, description=...)`` where ``factory(settings)`` returns a
-    :class:`tfregistry.interfaces.AuthProvider`.  Every offered provider is active: installing
-    an auth plugin enables it, and it must then be configured (its factory raises
-    :class:`tfregistry.StartupError` naming the missing setting).
+    :class:`tfregistry.interfaces.AuthProvider`.  A provider is active when the site names it in
+    ``auth.providers``; only then is the factory called, and it should raise
+    :class:`tfregistry.StartupError` naming any missing setting.
 
     :param register: the provider collector.
     """

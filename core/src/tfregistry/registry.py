@@ -114,6 +114,8 @@ class Registry:
         self.secret_key = load_secret_key(settings["secret_key"], settings.data_dir)
         self.signer = UrlSigner(self.secret_key)
         self.discovery: dict[str, Any] = {}
+        #: Interactive sign-in methods (:class:`tfregistry.interfaces.AuthProvider`) by name.
+        self.auth_providers: dict[str, Any] = {}
         from tfregistry.jobs import make_queue
 
         #: Background jobs: ``registry.jobs.enqueue("module:function", *args, queue="default")``.

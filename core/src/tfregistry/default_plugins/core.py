@@ -31,6 +31,9 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("tenancy", str, default="single", choices=("single", "multi"),
         help="`single`: one implicit organization holds every namespace. `multi`: every namespace belongs to one "
         "organization, and other organizations' members cannot read or even see its private namespaces.")
+    add("auth.providers", list, default=[],
+        help="Sign-in methods to enable for people (web UI, `terraform login`), by name: oidc, azuread. Each "
+        "needs its plugin installed and configured. Empty: API tokens only.")
     add("auth.session_lifetime", Duration, default="12h", help="How long a browser sign-in lasts.")
     add("auth.cookie_secure", bool, default=True,
         help="Mark the session cookie Secure (sent over HTTPS only). Turn off only for plain-HTTP test set-ups.")
@@ -89,7 +92,12 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
 @hookimpl
 def tfr_service_discovery(registry: Registry) -> dict[str, Any]:
     # providers.v1 must end with "/": Terraform's provider client does not add it.
-    return {"modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/"}
+    services: dict[str, Any] = {"modules.v1": "/v1/modules/", "providers.v1": "/v1/providers/"}
+    if registry.auth_providers:  # `terraform login` needs a way for people to sign in
+        from tfregistry.protocol.login import login_discovery
+
+        services["login.v1"] = login_discovery()
+    return services
 
 
 @hookimpl(trylast=True)

@@ -21,7 +21,7 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     from tfregistry.api import modules as api_modules
     from tfregistry.api import plugins as api_plugins
     from tfregistry.api import providers as api_providers
-    from tfregistry.protocol import discovery, files, health, modules, providers
+    from tfregistry.protocol import discovery, files, health, login, modules, providers
 
     app.register_blueprint(health.bp)
     app.register_blueprint(discovery.bp)
@@ -29,6 +29,9 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     app.register_blueprint(providers.bp)
     app.register_blueprint(providers.pull_bp)
     app.register_blueprint(files.bp)
+    login.configure_sessions(app)
+    login.build_authorization_server(app)
+    app.register_blueprint(login.bp)
     api.register_blueprint(api_modules.blp)
     api.register_blueprint(api_providers.blp)
     api.register_blueprint(api_providers.keys_blp)
@@ -36,3 +39,6 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     api.register_blueprint(api_jobs.blp)
     api.register_blueprint(api_mirrors.blp)
     api.register_blueprint(api_identity.blp)
+    from tfregistry.ratelimit import configure_limits
+
+    configure_limits(app, registry, login=[login.bp], uploads=[api_modules.blp, api_providers.blp])
