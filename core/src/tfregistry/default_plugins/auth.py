@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 #: One ``auth.failure`` audit entry per client address per this many seconds (a burst, not every request).
 FAILURE_AUDIT_WINDOW = 60.0
-_last_failure_audit: dict[str, float] = {}
 _failure_lock = threading.Lock()
 
 
@@ -58,9 +57,10 @@ def _user_label(user: User) -> str:
 def _audit_failure(registry: Registry, ip: str | None, reason: str) -> None:
     now = time.monotonic()
     with _failure_lock:
-        if now - _last_failure_audit.get(ip or "", -FAILURE_AUDIT_WINDOW) < FAILURE_AUDIT_WINDOW:
+        last: dict[str, float] = registry.__dict__.setdefault("_auth_failure_audit", {})
+        if now - last.get(ip or "", -FAILURE_AUDIT_WINDOW) < FAILURE_AUDIT_WINDOW:
             return
-        _last_failure_audit[ip or ""] = now
+        last[ip or ""] = now
     with registry.db.session() as db_session:
         record(db_session, Actor(name="anonymous", ip=ip, request_id=g.get("request_id")), "auth.failure",
                reason=reason)

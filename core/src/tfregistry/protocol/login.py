@@ -144,7 +144,10 @@ def login_start(name: str) -> Any:
     if provider is None:
         abort(404)
     session["login_next"] = _safe_next(request.args.get("next"))
-    return provider.begin_login(_external("tfr_login.login_callback", name=name))
+    try:
+        return provider.begin_login(_external("tfr_login.login_callback", name=name))
+    except LoginError as exc:
+        return _login_failed(name, exc)
 
 
 @bp.get("/auth/callback/<name>")
@@ -162,17 +165,21 @@ def login_callback(name: str) -> Any:
             db.commit()
             user_id, version, label = user.id, session_version(user), user.email or user.name
     except LoginError as exc:
-        with registry.db.session() as db:
-            record(db, _actor(), "auth.login_failed", name, reason=str(exc))
-            db.commit()
-        return page("Sign-in failed", "<p class=error>{{ message }}</p><p><a href=\"{{ url_for("
-                    "'tfr_login.login_choice') }}\">Try again</a></p>", 400, message=str(exc))
+        return _login_failed(name, exc)
     nxt = session.get("login_next")
     session.clear()  # a fresh session: nothing from before the sign-in survives (fixation)
     session.permanent = True
     session.update(uid=user_id, ver=version, csrf=secrets.token_urlsafe(32))
     return redirect(nxt) if nxt else page("Signed in", "<p>Signed in as {{ who }}.</p>" + LOGOUT_FORM, who=label,
                                           csrf=session["csrf"])
+
+
+def _login_failed(name: str, exc: LoginError) -> Any:
+    with current_registry().db.session() as db:
+        record(db, _actor(), "auth.login_failed", name, reason=str(exc))
+        db.commit()
+    return page("Sign-in failed", "<p class=error>{{ message }}</p><p><a href=\"{{ url_for("
+                "'tfr_login.login_choice') }}\">Try again</a></p>", 400, message=str(exc))
 
 
 LOGOUT_FORM = ("<form method=post action=\"{{ url_for('tfr_login.logout') }}\"><input type=hidden "

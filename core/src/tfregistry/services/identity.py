@@ -283,9 +283,14 @@ def sign_in(session: Session, actor: Actor, external: ExternalIdentity) -> User:
 
 
 def _sync_grants(session: Session, actor: Actor, user: User, external: ExternalIdentity) -> None:
+    from tfregistry.interfaces import LoginError
+
     source = f"idp:{external.provider}"
     wanted: dict[str, str] = {}
     for org_name, role_name in external.grants or ():
+        if session.scalar(select(RoleTemplate.id).where(RoleTemplate.name == role_name)) is None:
+            raise LoginError(f"the {external.provider} role mapping names role template {role_name!r}, which does "
+                             "not exist; ask a registry administrator to fix the mapping")
         # two mapped groups for one organization: the role with more scopes wins
         if org_name in wanted and covers(get_role(session, wanted[org_name]).scopes,
                                          get_role(session, role_name).scopes):
