@@ -282,7 +282,8 @@ def test_forged_and_foreign_session_cookies_are_refused(site: Site, app_factory:
     uid = site.user("sess@example.com", {"default": "viewer"})
     site.client.set_cookie("tfr_session", "eyJ1aWQiOjF9.forged.signature")
     assert site.get("/api/v1/me").status_code == 401
-    other = app_factory({"data_dir": str(tmp_path / "other"), "secret_key": "another-registry-secret-key"}).test_client()
+    other_app = app_factory({"data_dir": str(tmp_path / "other"), "secret_key": "another-registry-secret-key"})
+    other = other_app.test_client()
     with other.session_transaction() as sess:  # validly signed, but by another registry's key
         sess.update(uid=uid, ver=f"{uid}:0")
     cookie = other.get_cookie("tfr_session")
