@@ -218,3 +218,16 @@ def test_serve_on_a_busy_port_fails_before_creating_the_first_token(tmp_path):
     assert result.returncode == 1 and f"Port {port} is in use" in result.stderr
     assert "admin token" not in result.stdout
     assert _tfr("token", "list", env=env).stdout == ""
+
+
+def test_auth_check_probes_the_configured_providers(tmp_path):
+    from click.testing import CliRunner
+
+    from tfregistry.cli import cli
+
+    runner = CliRunner()
+    env = {"TFR_DATA_DIR": str(tmp_path)}
+    empty = runner.invoke(cli, ["auth", "check"], env=env)
+    assert empty.exit_code == 0 and "only API tokens" in empty.output
+    missing = runner.invoke(cli, ["auth", "check"], env={**env, "TFR_AUTH__PROVIDERS": "nope"})
+    assert missing.exit_code != 0 and "auth.providers names 'nope'" in missing.output

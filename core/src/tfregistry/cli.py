@@ -408,6 +408,31 @@ def org_member(ctx: Context, org: str, email: str, role: str) -> None:
     click.echo(f"{email} is {role} in {org}")
 
 
+@cli.group("auth")
+def auth_group() -> None:
+    """Sign-in providers."""
+
+
+@auth_group.command("check")
+@pass_ctx
+def auth_check(ctx: Context) -> None:
+    """Build the providers named in auth.providers and probe each (discovery document, keys)."""
+    try:
+        providers = ctx.boot.auth_providers()
+    except StartupError as exc:
+        fail(str(exc))
+    if not providers:
+        click.echo("auth.providers is empty: only API tokens are accepted (no sign-in, no terraform login)")
+        return
+    failed = False
+    for name, provider in providers.items():
+        problems = provider.check()
+        failed = failed or bool(problems)
+        click.echo(f"{name}: " + ("ok" if not problems else "; ".join(problems)))
+    if failed:
+        sys.exit(1)
+
+
 # --- publish ---------------------------------------------------------------------------
 
 
