@@ -205,7 +205,7 @@ class RegistryServer:
         if expires:
             args += ["--expires", expires]
         lines = self.cli(*args).strip().splitlines()
-        m = re.match(r"created token (\d+) ", lines[-2])
+        m = re.match(r"created (?:site |personal |service )?token (\d+) ", lines[-2])
         assert m, f"unexpected `tfr token create` output: {lines}"
         return int(m.group(1)), lines[-1].strip()
 
