@@ -44,6 +44,8 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("limits.login", str, default="20/minute",
         help="Rate limit on sign-in and `terraform login` requests per address.")
     add("limits.uploads", str, default="120/minute", help="Rate limit on publish requests per address.")
+    add("mirror.pull_through_index_ttl", Duration, default="10m",
+        help="How long pull-through reuses an upstream's version list before asking it again.")
     add("mirror.require_approval", bool, default=False,
         help="Mirror configurations requested by callers without mirrors:manage wait until a mirror manager "
         "approves them.")

@@ -386,7 +386,8 @@ class MirrorRun(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     config_id: Mapped[int] = mapped_column(ForeignKey("mirror_configs.id", ondelete="CASCADE"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running, succeeded, partial, failed
+    #: running, succeeded, partial, failed, interrupted (its worker died)
+    status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     versions: Mapped[int] = mapped_column(Integer, default=0)

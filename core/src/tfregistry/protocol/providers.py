@@ -7,6 +7,7 @@ collide with the registry's three-segment ``<ns>/<type>/versions``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -240,21 +241,34 @@ def mirror_index(hostname: str, ns: str, type_: str):
     from tfregistry.services.mirroring import UpstreamError
 
     origin = _origin(hostname)
-    with current_registry().db.session() as session:
+    registry = current_registry()
+    with registry.db.session() as session:
         _require_mirror_read(session, origin, ns)
         provider = svc.find_provider(session, ns, type_, origin)
-        if provider is not None and provider.versions:
-            return jsonify(versions={pv.version: {} for pv in provider.versions if pv.shasums or pv.packages})
+        held = {pv.version for pv in provider.versions if pv.shasums or pv.packages} if provider else set()
         client = _pull_client(origin)
         if client is None:
-            raise NotFound(f"provider {hostname}/{ns}/{type_} not found")
+            if not held:
+                raise NotFound(f"provider {hostname}/{ns}/{type_} not found")
+            return jsonify(versions={v: {} for v in held})
         _pull_allowed(session, origin, ns, type_)
+        # The upstream's list, cached for mirror.pull_through_index_ttl: newer upstream versions
+        # appear although some are held, and repeated installs send nothing upstream.
+        cache: dict[tuple[str, str, str], tuple[float, list[str]]] = registry.__dict__.setdefault(
+            "_pull_through_index", {})
+        cached = cache.get((origin, ns, type_))
+        if cached is not None and time.monotonic() - cached[0] < registry.settings["mirror.pull_through_index_ttl"]:
+            return jsonify(versions={v: {} for v in {*held, *cached[1]}})
         try:
-            versions = pullthrough.upstream_versions(client, ns, type_)
+            versions = list(pullthrough.upstream_versions(client, ns, type_))
         except UpstreamError as exc:
+            if held:  # the upstream is down: what is cached keeps being served
+                pullthrough.record_stats(session, origin, error=str(exc))
+                return jsonify(versions={v: {} for v in held})
             _upstream_failed(session, origin, exc)
-        pullthrough.record_stats(session, origin, miss=True)
-        return jsonify(versions={v: {} for v in versions})
+        cache[(origin, ns, type_)] = (time.monotonic(), versions)
+        pullthrough.record_stats(session, origin, miss=not held, hit=bool(held))
+        return jsonify(versions={v: {} for v in {*held, *versions}})
 
 
 @bp.get("/<hostname>/<ns>/<type_>/<version_json>")

@@ -23,12 +23,21 @@ from typing import Any, BinaryIO
 from urllib.parse import urljoin
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tfregistry import gpg, semver
 from tfregistry import provider_packages as pkg
 from tfregistry.interfaces import CHUNK_SIZE, StorageBackend
-from tfregistry.models import MirrorConfig, MirrorPolicy, MirrorRun, Provider, ProviderVersion, utcnow
+from tfregistry.models import (
+    MirrorConfig,
+    MirrorPolicy,
+    MirrorRun,
+    Provider,
+    ProviderPackage,
+    ProviderVersion,
+    utcnow,
+)
 from tfregistry.services import NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.modules import get_or_create_namespace
@@ -168,12 +177,20 @@ def _sync_version(session: Session, storage: StorageBackend, config: MirrorConfi
     wanted = [p for p in platforms if not config.platforms or p in config.platforms]
     if not wanted:
         return
-    ns = get_or_create_namespace(session, config.namespace)
     provider = find_provider(session, config.namespace, config.type, config.upstream_host)
     if provider is None:
-        provider = Provider(hostname=config.upstream_host, namespace=ns, type=config.type)
-        session.add(provider)
-        session.flush()
+        try:
+            provider = Provider(hostname=config.upstream_host, type=config.type,
+                                namespace=get_or_create_namespace(session, config.namespace))
+            session.add(provider)
+            # committed before any download: on SQLite an open write transaction would block every other
+            # writer for as long as the downloads take
+            session.commit()
+        except IntegrityError:  # created meanwhile by another sync or a pull-through request
+            session.rollback()
+            provider = find_provider(session, config.namespace, config.type, config.upstream_host)
+            if provider is None:
+                raise
     pv = next((v for v in provider.versions if v.version == version), None)
     have = {f"{p.os}_{p.arch}": p for p in pv.packages} if pv else {}
     todo = [p for p in wanted if p not in have]
@@ -235,10 +252,27 @@ def _sync_version(session: Session, storage: StorageBackend, config: MirrorConfi
                f"{config.upstream_host}/{config.namespace}/{config.type}/{version}", platforms=todo)
         session.commit()
         stats.versions += 1
+    except IntegrityError:
+        # another sync (or pull-through) committed this version first; the object keys are
+        # deterministic, so ours may be the very objects its rows now reference: keep those
+        session.rollback()
+        delete_quietly(storage, unreferenced(session, stored))
+        stats.skipped += len(todo)
     except BaseException:
         session.rollback()
-        delete_quietly(storage, stored)
+        delete_quietly(storage, unreferenced(session, stored))
         raise
+
+
+def unreferenced(session: Session, keys: list[str]) -> list[str]:
+    """The storage keys among ``keys`` that no committed provider version or package refers to."""
+    if not keys:
+        return []
+    used = set(session.scalars(select(ProviderPackage.storage_key).where(ProviderPackage.storage_key.in_(keys))))
+    used |= set(session.scalars(select(ProviderVersion.shasums_key).where(ProviderVersion.shasums_key.in_(keys))))
+    used |= set(session.scalars(select(ProviderVersion.signature_key)
+                                .where(ProviderVersion.signature_key.in_(keys))))
+    return [key for key in keys if key not in used]
 
 
 def sync(session: Session, storage: StorageBackend, config_id: int, limits: ProviderLimits,
@@ -247,6 +281,13 @@ def sync(session: Session, storage: StorageBackend, config_id: int, limits: Prov
     config = session.get(MirrorConfig, config_id)
     if config is None:
         raise NotFound(f"no mirror configuration {config_id}")
+    # Syncs of one configuration run one at a time (one job id), so a run still "running" now was
+    # cut off: its worker died.  Close it, so the history says so.
+    for stale in session.scalars(select(MirrorRun).where(MirrorRun.config_id == config.id,
+                                                         MirrorRun.status == "running")):
+        stale.status, stale.finished_at = "interrupted", utcnow()
+        stale.errors = [*stale.errors, "interrupted: the worker stopped before the run finished; "
+                        "this run's committed versions are kept, the rest is retried by the next run"]
     run = MirrorRun(config_id=config.id)
     session.add(run)
     config.last_run_at = utcnow()

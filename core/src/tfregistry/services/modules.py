@@ -104,10 +104,11 @@ def get_or_create_namespace(session: Session, name: str, organization_id: int | 
     if ns is None:
         from tfregistry.services.identity import default_organization
 
-        ns = Namespace(name=name, organization_id=organization_id or default_organization(session).id)
-        session.add(ns)
+        org_id = organization_id or default_organization(session).id
         try:
-            with session.begin_nested():
+            with session.begin_nested():  # a concurrent creator wins: fall back to its row
+                ns = Namespace(name=name, organization_id=org_id)
+                session.add(ns)
                 session.flush()
         except IntegrityError:
             ns = session.scalar(select(Namespace).where(Namespace.name == name))
@@ -119,10 +120,10 @@ def _get_or_create_module(session: Session, namespace: str, name: str, system: s
     module = find_module(session, namespace, name, system)
     if module is None:
         ns = get_or_create_namespace(session, namespace)
-        module = Module(namespace=ns, name=name, system=system, description=description)
-        session.add(module)
         try:
             with session.begin_nested():
+                module = Module(namespace=ns, name=name, system=system, description=description)
+                session.add(module)
                 session.flush()
         except IntegrityError:
             module = find_module(session, namespace, name, system)
