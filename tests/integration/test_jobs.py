@@ -203,3 +203,24 @@ def test_storage_gc_job(app_factory, redis_db):
     job = registry.jobs.enqueue("tfregistry.jobs:storage_gc", 0)
     registry.jobs.wait()
     assert registry.jobs.get(job.id).status == "finished" and registry.jobs.get(job.id).result == 0
+
+
+def test_expiring_tokens_are_noticed_once(app_factory):
+    from datetime import timedelta
+
+    from tests.conftest import new_token
+
+    app = app_factory()
+    registry = app.extensions["tfregistry"]
+    new_token(app, "read", name="soon", expires_in=timedelta(days=2))
+    new_token(app, "read", name="later", expires_in=timedelta(days=30))
+    new_token(app, "read", name="forever")
+    from tfregistry.jobs import token_expiry_notices
+
+    first = token_expiry_notices(registry)
+    assert len(first) == 1
+    assert token_expiry_notices(registry) == []  # once per token
+    r = app.test_client().get("/api/v1/audit?action=token.expiring",
+                               headers={"Authorization": f"Bearer {new_token(app, 'admin', name='a')}"})
+    entries = r.get_json()["entries"]
+    assert [e["details"]["name"] for e in entries] == ["soon"] and entries[0]["target"] == f"token:{first[0]}"

@@ -302,6 +302,23 @@ def storage_gc(registry: Registry, grace_seconds: int = 3600) -> int:
         return len(collect_garbage(session, registry.storage, timedelta(seconds=grace_seconds)))
 
 
+def token_expiry_notices(registry: Registry) -> list[int]:
+    """Periodic job: note every live token that expires within ``jobs.token_expiry_notice`` (once per
+    token): a ``token.expiring`` audit entry and a warning in the log; returns the token ids."""
+    from datetime import timedelta
+
+    from tfregistry.services.tokens import expiring_tokens
+
+    window = timedelta(seconds=registry.settings["jobs.token_expiry_notice"])
+    with registry.db.session() as session:
+        noticed = expiring_tokens(session, window)
+        session.commit()
+    for token_id, name, expires_at in noticed:
+        log.warning("token %s (%s) expires at %s; rotate it (tfr token rotate %s)", token_id, name,
+                    expires_at.isoformat(), token_id)
+    return [token_id for token_id, _, _ in noticed]
+
+
 def mirror_sync(registry: Registry, config_id: int) -> dict[str, Any]:
     """Job: sync one mirror configuration from its upstream registry; returns the run's figures."""
     from tfregistry import gpg
@@ -351,6 +368,8 @@ def periodic_jobs(registry: Registry) -> list[tuple[str, tuple[Any, ...], int]]:
         ("tfregistry.jobs:mirror_tick", (), registry.settings["jobs.mirror_tick_seconds"])]
     if registry.settings["jobs.storage_gc_interval"]:
         jobs.append(("tfregistry.jobs:storage_gc", (), registry.settings["jobs.storage_gc_interval"]))
+    if registry.settings["jobs.token_expiry_notice"]:
+        jobs.append(("tfregistry.jobs:token_expiry_notices", (), 3600))
     return jobs
 
 

@@ -210,9 +210,13 @@ class TerraformCLI(ClientMixin):
         return scope or ""
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        parts = urlsplit(redirect_uri)
+        try:
+            parts = urlsplit(redirect_uri)
+            port = parts.port  # raises ValueError for a port that is not a number or out of range
+        except ValueError:
+            return False  # a malformed URI is refused (400), not a server error
         return (parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1")
-                and parts.port is not None and PORTS[0] <= parts.port <= PORTS[1] and parts.path == "/login")
+                and port is not None and PORTS[0] <= port <= PORTS[1] and parts.path == "/login")
 
     def check_client_secret(self, client_secret: str) -> bool:
         return False

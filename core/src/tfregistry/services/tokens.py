@@ -125,3 +125,25 @@ def revoke_token(session: Session, actor: Actor, token: ApiToken) -> None:
 
 def any_tokens(session: Session) -> bool:
     return session.scalar(select(ApiToken.id).limit(1)) is not None
+
+
+def expiring_tokens(session: Session, window: timedelta) -> list[tuple[int, str, datetime]]:
+    """Live tokens expiring within ``window`` that have not been noticed yet; each gets one
+    ``token.expiring`` audit entry (the record that it was noticed, and what notifiers will send)."""
+    from tfregistry.models import AuditEntry
+    from tfregistry.services.audit import Actor
+
+    now = utcnow()
+    noticed = set(session.scalars(select(AuditEntry.target).where(AuditEntry.action == "token.expiring")))
+    result = []
+    for token in session.scalars(select(ApiToken).where(ApiToken.revoked_at.is_(None),
+                                                        ApiToken.expires_at.is_not(None),
+                                                        ApiToken.expires_at > now,
+                                                        ApiToken.expires_at <= now + window)):
+        target = f"token:{token.id}"
+        if target in noticed:
+            continue
+        record(session, Actor(name="scheduler", organization_id=token.organization_id), "token.expiring", target,
+               name=token.name, kind=token.kind, user=token.user_id, expires_at=token.expires_at.isoformat())
+        result.append((token.id, token.name, token.expires_at))
+    return result
