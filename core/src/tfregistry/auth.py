@@ -239,6 +239,10 @@ def require(session: Session, action: str, namespace: Namespace | None) -> Ident
     """Return the caller if allowed, else raise :class:`Unauthenticated`, :class:`PermissionDenied`
     or (another organization's namespace, multi-tenant) :class:`Hidden`."""
     identity = current_identity(session)
+    if (namespace is not None and namespace.id is None and action in READ_ACTIONS and multi_tenant()
+            and not identity.anonymous):
+        # a namespace that does not exist answers exactly as another organization's hidden one
+        raise Hidden(f"namespace {namespace.name!r} not found")
     if allowed(identity, action, namespace, session):
         return identity
     if identity.anonymous:

@@ -227,6 +227,8 @@ def token_create(ctx: Context, name: str, scopes: tuple[str, ...], org: str | No
             if user_email and user is None:
                 fail(f"no user with e-mail {user_email}")
             kind = "service" if organization else "personal" if user else "site"
+            if user is not None and not user.site_admin:  # never wider than the user's roles
+                identity.check_grantable({s for m in user.memberships for s in m.role.scopes}, scopes)
             row, secret = token_svc.create_token(session, CLI_ACTOR, name=name, scopes=scopes, kind=kind, user=user,
                                                  organization=organization, namespace=namespace, expires_in=lifetime)
         except ServiceError as exc:
