@@ -411,3 +411,12 @@ def test_open_redirects_are_not_followed(app_factory: Any):
     site.get("/auth/login/corp?next=//evil.example/")
     with site.client.session_transaction() as sess:
         assert sess["login_next"] is None
+
+
+def test_identity_api_is_in_the_openapi_document(site: Site):
+    paths = site.get("/api/openapi.json").get_json()["paths"]
+    for path in ("/api/v1/me", "/api/v1/users", "/api/v1/users/{user_id}", "/api/v1/organizations",
+                 "/api/v1/organizations/{org_name}/members/{who}", "/api/v1/roles", "/api/v1/roles/{name}",
+                 "/api/v1/tokens", "/api/v1/tokens/{token_id}/rotate", "/api/v1/audit",
+                 "/api/v1/mirrors/policies", "/api/v1/mirrors/{mirror_id}/approve"):
+        assert path in paths, path
