@@ -107,9 +107,16 @@ def _session_for(action: str) -> Any:
 
 
 def _check_policy(session: Any, config: MirrorConfig) -> None:
-    refusal = mirroring.policy_refusal(session, config.upstream_host, config.namespace, config.type)
-    if refusal:
-        raise ServiceError(refusal, status=403)
+    """Policies apply to the origin host and, when the upstream is reached at another URL, to that host too."""
+    from urllib.parse import urlsplit
+
+    hosts = [config.upstream_host]
+    if config.upstream_url:
+        hosts.append(urlsplit(config.upstream_url).netloc.lower())
+    for host in hosts:
+        refusal = mirroring.policy_refusal(session, host, config.namespace, config.type)
+        if refusal:
+            raise ServiceError(refusal, status=403)
 
 
 @blp.route("")
@@ -132,6 +139,10 @@ class Mirrors(MethodView):
         session, identity = _session_for("mirrors:read" if may_request else "mirrors:manage")
         with session:
             manager = auth.allowed(identity, "mirrors:manage", None, session)
+            if not manager and (args.get("upstream_url") or args.get("upstream_token")):
+                # a request must not choose where "registry.terraform.io/hashicorp/aws" really comes from
+                raise ServiceError("only mirror managers may set upstream_url or upstream_token; request the mirror "
+                                   "by its origin host and let a mirror manager add them", status=403)
             config = MirrorConfig(status="approved" if manager else "pending", requested_by=identity.name)
             if manager:
                 config.decided_by, config.decided_at = identity.name, utcnow()

@@ -11,6 +11,7 @@ approve, Terraform's local listener receives the code and exchanges it (with its
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -39,6 +40,7 @@ PORTS = (10000, 10010)
 #: An authorization code is good for this long (Terraform exchanges it within seconds).
 CODE_TTL = timedelta(minutes=5)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+REDIRECT_URI = re.compile(r"http://(?:localhost|127\.0\.0\.1):([0-9]{4,5})/login")
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ title }} · tfregistry</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -210,13 +212,10 @@ class TerraformCLI(ClientMixin):
         return scope or ""
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        try:
-            parts = urlsplit(redirect_uri)
-            port = parts.port  # raises ValueError for a port that is not a number or out of range
-        except ValueError:
-            return False  # a malformed URI is refused (400), not a server error
-        return (parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1")
-                and port is not None and PORTS[0] <= port <= PORTS[1] and parts.path == "/login")
+        """Exactly ``http://localhost:<port>/login`` (or ``127.0.0.1``) with a port in the advertised range:
+        no user-info, query, fragment or other characters a browser might read differently."""
+        match = REDIRECT_URI.fullmatch(redirect_uri)
+        return match is not None and PORTS[0] <= int(match.group(1)) <= PORTS[1]
 
     def check_client_secret(self, client_secret: str) -> bool:
         return False
@@ -340,6 +339,10 @@ def oauth_authorize() -> Any:
     if request.args.get("code_challenge_method") != "S256" or not request.args.get("code_challenge"):
         return page("Login refused", "<p class=error>This registry requires PKCE with S256 "
                     "(code_challenge_method=S256).</p>", 400)
+    if not TerraformCLI().check_redirect_uri(request.args.get("redirect_uri", "")):
+        # checked here too: Authlib's own error for it would echo the URI, and fails on some characters
+        return page("Login refused", "<p class=error>redirect_uri must be Terraform's listener, "
+                    "http://localhost:&lt;{{ low }}-{{ high }}&gt;/login.</p>", 400, low=PORTS[0], high=PORTS[1])
     user = _signed_in_user()
     if user is None:
         return redirect(url_for("tfr_login.login_choice", next=request.full_path))

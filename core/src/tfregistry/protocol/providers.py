@@ -219,13 +219,17 @@ def _pull_client(origin: str) -> Any:
     return pullthrough.client_for(pullthrough.upstreams(settings["mirror.upstreams"]), origin)
 
 
-def _pull_allowed(session: Session, origin: str, ns: str, type_: str) -> None:
-    """Mirror policies apply to pull-through too: a denied provider is refused before any upstream request."""
+def _pull_client_for(session: Session, origin: str, ns: str, type_: str) -> tuple[Any, str | None]:
+    """The upstream client for pull-through of ``origin/ns/type_``, or ``None`` with the mirror policy's
+    refusal: a denied provider never causes an upstream request (what is already held is still served,
+    as when pull-through is off)."""
     from tfregistry.services.mirroring import policy_refusal
 
+    client = _pull_client(origin)
+    if client is None:
+        return None, None
     refusal = policy_refusal(session, origin, ns, type_)
-    if refusal:
-        raise ServiceError(refusal, status=403)
+    return (None, refusal) if refusal else (client, None)
 
 
 def _upstream_failed(session: Session, origin: str, exc: Exception) -> None:
@@ -246,12 +250,12 @@ def mirror_index(hostname: str, ns: str, type_: str):
         _require_mirror_read(session, origin, ns)
         provider = svc.find_provider(session, ns, type_, origin)
         held = {pv.version for pv in provider.versions if pv.shasums or pv.packages} if provider else set()
-        client = _pull_client(origin)
+        client, refusal = _pull_client_for(session, origin, ns, type_)
         if client is None:
             if not held:
-                raise NotFound(f"provider {hostname}/{ns}/{type_} not found")
+                raise ServiceError(refusal, status=403) if refusal else NotFound(
+                    f"provider {hostname}/{ns}/{type_} not found")
             return jsonify(versions={v: {} for v in held})
-        _pull_allowed(session, origin, ns, type_)
         # The upstream's list, cached for mirror.pull_through_index_ttl: newer upstream versions
         # appear although some are held, and repeated installs send nothing upstream.
         cache: dict[tuple[str, str, str], tuple[float, list[str]]] = registry.__dict__.setdefault(
@@ -285,9 +289,10 @@ def mirror_version(hostname: str, ns: str, type_: str, version_json: str):
         _require_mirror_read(session, origin, ns)
         provider = svc.find_provider(session, ns, type_, origin)
         pv = next((v for v in provider.versions if v.version == version), None) if provider else None
-        client = _pull_client(origin)
+        client, refusal = _pull_client_for(session, origin, ns, type_)
+        if pv is None and refusal:
+            raise ServiceError(refusal, status=403)
         if pv is None and client is not None:
-            _pull_allowed(session, origin, ns, type_)
             try:
                 pv = pullthrough.fetch_version(session, registry.storage, client, origin, ns, type_, version)
             except UpstreamError as exc:
@@ -340,10 +345,10 @@ def pull(hostname: str, ns: str, type_: str, version: str, platform_zip: str):
     with registry.db.session() as session:
         provider = svc.find_provider(session, ns, type_, hostname)
         pv = next((v for v in provider.versions if v.version == version), None) if provider else None
-        client = _pull_client(hostname)
-        if pv is None or client is None:
-            raise NotFound("not found")
-        had = any((k.os, k.arch) == (os_, arch) for k in pv.packages)
+        client, refusal = _pull_client_for(session, hostname, ns, type_)
+        had = pv is not None and any((k.os, k.arch) == (os_, arch) for k in pv.packages)
+        if pv is None or (client is None and not had):
+            raise ServiceError(refusal, status=403) if refusal else NotFound("not found")
         try:
             package = pullthrough.fetch_package(session, registry.storage, client, pv, os_, arch, limits(registry))
         except UpstreamError as exc:
