@@ -126,3 +126,40 @@ def test_sign_out_needs_the_csrf_token(app: Any, oidc: OIDCMock):
         csrf = sess["csrf"]
     assert client.post("/auth/logout", data={"csrf_token": csrf}, base_url=BASE).status_code == 200
     assert client.get("/api/v1/me", base_url=BASE).status_code == 401
+
+
+TENANT = "11111111-1111-4111-8111-111111111111"
+
+
+@pytest.fixture
+def entra_app(app_factory: Any, oidc: OIDCMock) -> Any:
+    import tfregistry_auth_azuread.plugin as azuread_plugin
+
+    oidc.add_user("entra-carol", {"email": "carol@contoso.example", "name": "Carol", "tid": TENANT,
+                                  "oid": "00000000-0000-0000-0000-0000000000c1", "roles": ["Registry.Publisher"],
+                                  "groups": ["5d3e0c1a-0000-4000-8000-000000000001"]})
+    return app_factory({
+        "auth.providers": ["azuread"], "public_url": BASE,
+        "auth.azuread.tenant": TENANT, "auth.azuread.client_id": "registry-app",
+        "auth.azuread.client_secret": "registry-client-secret", "auth.azuread.authority": oidc.issuer,
+        "auth.azuread.metadata_url": oidc.discovery_url, "auth.azuread.issuer": oidc.issuer,
+        "auth.azuread.role_mapping": ["Registry.Publisher=platform:publisher"],
+        "auth.azuread.group_mapping": ["5d3e0c1a-0000-4000-8000-000000000001=audit:viewer"],
+    }, plugins=(azuread_plugin,))
+
+
+def test_entra_id_sign_in_keys_users_by_tenant_and_object_id(entra_app: Any, oidc: OIDCMock):
+    client = entra_app.test_client()
+    start = client.get("/auth/login/azuread?next=/api/v1/me", base_url=BASE)
+    callback = urlsplit(oidc.sign_in(start.headers["Location"], "entra-carol"))
+    done = client.get(f"{callback.path}?{callback.query}", base_url=BASE)
+    assert done.status_code == 302 and done.headers["Location"] == "/api/v1/me"
+    me = client.get("/api/v1/me", base_url=BASE).get_json()
+    assert me["kind"] == "session" and me["user"]["email"] == "carol@contoso.example"
+    assert sorted((m["organization"], m["role"]) for m in me["user"]["memberships"]) == [
+        ("audit", "viewer"), ("platform", "publisher")]
+    from tfregistry.models import UserIdentity
+
+    with entra_app.extensions["tfregistry"].db.session() as s:
+        [link] = s.scalars(select(UserIdentity)).all()
+        assert (link.provider, link.subject) == ("azuread", f"{TENANT}/00000000-0000-0000-0000-0000000000c1")
