@@ -222,3 +222,22 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+REDIS_URL = os.environ.get("TFREGISTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture
+def redis_db() -> Iterator[Any]:
+    """The tests' Redis database, empty before and after; Redis is required (fails, never skips)."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis_lib.ConnectionError as exc:
+        pytest.fail(f"Redis is required for this test and is not reachable at {REDIS_URL}: {exc}")
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

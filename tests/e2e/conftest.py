@@ -365,3 +365,10 @@ class Terraform:
 def terraform(server: RegistryServer, tmp_path: Path) -> Terraform:
     """``terraform(workdir, "init", token=...)`` → ``TfResult(rc, stdout, stderr)``; see :class:`Terraform`."""
     return Terraform(server, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A second registry (SQLite) acting as the upstream that mirrors and pull-through copy from."""
+    with running_server("sqlite", tmp_path_factory.mktemp("upstream")) as srv:
+        yield srv

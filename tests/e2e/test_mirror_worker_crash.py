@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,38 +29,18 @@ import sqlalchemy as sa
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from tests.conftest import REDIS_URL
 from tests.e2e.conftest import DATABASES, RegistryServer, running_server, unique
 from tests.e2e.upstream_proxy import UpstreamProxy
 from tests.providers_kit import build_release, h1_of_zip
 
 pytestmark = pytest.mark.e2e
 
-REDIS_URL = os.environ.get("TFREGISTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 ORIGIN = "upstream.example.test"
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "1.3.0")  # a sync copies the newest first
 PLATFORMS = ("linux_amd64", "darwin_arm64")
 JOB_TIMEOUT = 60
 WORKER_TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with running_server("sqlite", tmp_path_factory.mktemp("upstream")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def redis_db() -> Iterator[redis_lib.Redis]:
-    """The tests' Redis database, empty before and after; Redis is required (fails, never skips)."""
-    client = redis_lib.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis_lib.ConnectionError as exc:
-        pytest.fail(f"Redis is required for this test and is not reachable at {REDIS_URL}: {exc}")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 def api(server: RegistryServer, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:

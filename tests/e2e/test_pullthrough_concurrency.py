@@ -45,12 +45,6 @@ VERSIONS = ("1.0.0", "1.1.0")
 RACE_WINDOW = 1.5
 
 
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with running_server("sqlite", tmp_path_factory.mktemp("upstream")) as srv:
-        yield srv
-
-
 @contextlib.contextmanager
 def replica_of(first: RegistryServer, root: Path) -> Iterator[RegistryServer]:
     """A second ``tfr serve`` process on the same database, storage and secret key as ``first``."""

@@ -15,12 +15,6 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with running_server("sqlite", tmp_path_factory.mktemp("upstream")) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def downstream(upstream: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     # the downstream registry trusts the upstream's CA, as a site would trust the public registry's
     with running_server("sqlite", tmp_path_factory.mktemp("downstream"),

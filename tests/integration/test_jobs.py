@@ -13,11 +13,10 @@ import pytest
 import redis as redis_lib
 from click.testing import CliRunner
 
-from tests.conftest import bearer
+from tests.conftest import REDIS_URL, bearer
 from tfregistry import jobs as jobs_mod
 from tfregistry.cli import Context, cli
 
-REDIS_URL = os.environ.get("TFREGISTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 CALLS: dict[str, int] = {}
 
 
@@ -37,19 +36,6 @@ def flaky(registry: Any, name: str, failures: int) -> str:
 def slow(registry: Any, seconds: float) -> str:
     time.sleep(seconds)
     return "slept"
-
-
-@pytest.fixture
-def redis_db() -> Any:
-    """A private Redis database, empty before and after; Redis is required (fails, never skips)."""
-    client = redis_lib.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis_lib.ConnectionError as exc:
-        pytest.fail(f"Redis is required for the job tests and is not reachable at {REDIS_URL}: {exc}")
-    client.flushdb()
-    yield client
-    client.flushdb()
 
 
 # --- in-process (no Redis) -------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import tfregistry_auth_azuread.plugin as plugin
 from tfregistry_auth_azuread.provider import AzureADProvider
-from tfregistry_auth_oidc.testing import Browser, IDTokenProxy, OIDCMock
+from tfregistry_auth_oidc.testing import Browser, IDTokenProxy, OIDCMock, declared_settings, plugin_settings
 
 CLIENT_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
 CLIENT_SECRET = "tests-client-secret-0123456789"
@@ -23,36 +23,15 @@ TENANT_B = "22222222-2222-4222-8222-222222222222"
 TENANT_C = "33333333-3333-4333-8333-333333333333"
 
 
-class Declarations:
-    """Stands in for the settings collector that ``tfr_add_settings`` receives."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, dict[str, Any]] = {}
-
-    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
-        assert key not in self.added, f"{key} declared twice"
-        self.added[key] = {"type": type, **kwargs}
-
-
 @pytest.fixture
 def declared() -> dict[str, dict[str, Any]]:
-    decls = Declarations()
-    plugin.tfr_add_settings(settings=decls)
-    return decls.added
+    return declared_settings(plugin)
 
 
 @pytest.fixture
-def settings_with(declared: dict[str, dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+def settings_with() -> Callable[..., dict[str, Any]]:
     """Every ``auth.azuread.*`` key at its declared default, then the given values (short names) on top."""
-
-    def make(**values: Any) -> dict[str, Any]:
-        settings = {key: decl["default"] for key, decl in declared.items()}
-        for name, value in values.items():
-            assert f"auth.azuread.{name}" in settings, f"no setting auth.azuread.{name}"
-            settings[f"auth.azuread.{name}"] = value
-        return settings
-
-    return make
+    return lambda **values: plugin_settings(plugin, "auth.azuread", **values)
 
 
 @pytest.fixture(scope="session")

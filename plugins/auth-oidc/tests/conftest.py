@@ -9,36 +9,19 @@ from typing import Any
 import pytest
 import tfregistry_auth_oidc.plugin as plugin
 from tfregistry_auth_oidc.provider import OIDCProvider
-from tfregistry_auth_oidc.testing import Browser, IDTokenProxy, OIDCMock
+from tfregistry_auth_oidc.testing import Browser, IDTokenProxy, OIDCMock, declared_settings, plugin_settings
 
 CLIENT_ID = "tfregistry-tests"
 CLIENT_SECRET = "tests-client-secret-0123456789"
 
 
-class Declarations:
-    """Stands in for the settings collector that ``tfr_add_settings`` receives."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, dict[str, Any]] = {}
-
-    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
-        assert key not in self.added, f"{key} declared twice"
-        self.added[key] = {"type": type, **kwargs}
-
-
 def declared() -> dict[str, dict[str, Any]]:
-    decls = Declarations()
-    plugin.tfr_add_settings(settings=decls)
-    return decls.added
+    return declared_settings(plugin)
 
 
 def settings_with(**values: Any) -> dict[str, Any]:
     """Every ``auth.oidc.*`` key at its declared default, then ``values`` (short names) on top."""
-    settings = {key: decl["default"] for key, decl in declared().items()}
-    for name, value in values.items():
-        assert f"auth.oidc.{name}" in settings, f"no setting auth.oidc.{name}"
-        settings[f"auth.oidc.{name}"] = value
-    return settings
+    return plugin_settings(plugin, "auth.oidc", **values)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 import tfregistry_auth_oidc.plugin as plugin
 from tfregistry_auth_oidc.mapping import MappingRule, claim_strings, grants_for, parse_mapping
 from tfregistry_auth_oidc.provider import OIDCProvider
+from tfregistry_auth_oidc.testing import SettingsCollector
 
 from tfregistry import StartupError, hookspecs
 from tfregistry.interfaces import AuthProvider, LoginError
@@ -24,14 +25,6 @@ class Register:
         self.added[name] = (factory, description)
 
 
-class Declarations:
-    def __init__(self) -> None:
-        self.added: dict[str, dict[str, Any]] = {}
-
-    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
-        self.added[key] = {"type": type, **kwargs}
-
-
 @pytest.fixture
 def pm() -> pluggy.PluginManager:
     manager = pluggy.PluginManager("tfregistry")
@@ -42,7 +35,7 @@ def pm() -> pluggy.PluginManager:
 
 
 def declarations(pm: pluggy.PluginManager) -> dict[str, dict[str, Any]]:
-    decls = Declarations()
+    decls = SettingsCollector()
     pm.hook.tfr_add_settings(settings=decls)
     return decls.added
 
