@@ -420,3 +420,16 @@ def test_identity_api_is_in_the_openapi_document(site: Site):
                  "/api/v1/tokens", "/api/v1/tokens/{token_id}/rotate", "/api/v1/audit",
                  "/api/v1/mirrors/policies", "/api/v1/mirrors/{mirror_id}/approve"):
         assert path in paths, path
+
+
+def test_rate_limits_are_shared_through_redis_by_every_replica(app_factory: Any, redis_db: Any, tmp_path: Any):
+    from tests.conftest import REDIS_URL
+
+    config = {"redis_url": REDIS_URL, "limits.auth_failures": "2/minute", "secret_key": "shared-replica-secret"}
+    first = Site(app_factory({**config, "data_dir": str(tmp_path / "a")}))
+    second = Site(app_factory({**config, "data_dir": str(tmp_path / "b")}))
+    bad = "tfr_" + "z" * 43
+    assert first.get("/v1/modules", bad).status_code == 401
+    assert second.get("/v1/modules", bad).status_code == 401
+    assert first.get("/v1/modules", bad).status_code == 429  # the other replica's failure counted here
+    assert any(b"tfr-limits" in key for key in redis_db.keys("*")), "the counters live in Redis"
