@@ -433,3 +433,19 @@ def test_rate_limits_are_shared_through_redis_by_every_replica(app_factory: Any,
     assert second.get("/v1/modules", bad).status_code == 401
     assert first.get("/v1/modules", bad).status_code == 429  # the other replica's failure counted here
     assert any(b"tfr-limits" in key for key in redis_db.keys("*")), "the counters live in Redis"
+
+
+def test_an_organization_admin_sees_its_namespaces_publishes_and_deletes_in_the_audit_log(multi: Site):
+    blue_admin = multi.personal(multi.user("boss@example.com", {"blue": "admin"}))
+    assert post_module(multi.client, blue_admin, namespace="blue-ns", version="3.0.0").status_code == 201
+    gone = multi.client.delete("/api/v1/modules/blue-ns/network/aws/3.0.0", headers=bearer(blue_admin))
+    assert gone.status_code == 204
+    red_admin = multi.personal(multi.user("rboss@example.com", {"red": "admin"}))
+    assert multi.client.delete("/api/v1/modules/blue-ns/network/aws/1.0.0",
+                               headers=bearer(red_admin)).status_code == 404
+    entries = multi.get("/api/v1/audit?organization=blue", blue_admin).get_json()["entries"]
+    actions = {(e["action"], e["target"]) for e in entries}
+    assert ("module.publish", "blue-ns/network/aws/3.0.0") in actions
+    assert ("module.delete", "blue-ns/network/aws/3.0.0") in actions
+    red = multi.get("/api/v1/audit?organization=red", red_admin).get_json()["entries"]
+    assert not any(e["target"].startswith("blue-ns/") for e in red)

@@ -182,12 +182,14 @@ def ensure_namespace(session: Session, namespace: Namespace) -> Namespace:
     return get_or_create_namespace(session, namespace.name, namespace.organization_id)
 
 
-def require_in_namespace(session: Session, action: str, name: str) -> tuple[Identity, Actor]:
-    """Check ``action`` in namespace ``name`` (created in the caller's organization if new, once
-    allowed); returns the caller and the audit actor naming the namespace's organization."""
-    namespace = namespace_for(session, name)
+def require_in_namespace(session: Session, action: str, name: str | Namespace,
+                         create: bool = True) -> tuple[Identity, Actor]:
+    """Check ``action`` in namespace ``name`` (with ``create``, a new one is made in the caller's
+    organization once allowed); returns the caller and the audit actor naming the namespace's organization."""
+    namespace = namespace_for(session, name) if isinstance(name, str) else name
     identity = require(session, action, namespace)
-    namespace = ensure_namespace(session, namespace)
+    if create:
+        namespace = ensure_namespace(session, namespace)
     return identity, request_actor(identity, organization_of(session, namespace))
 
 

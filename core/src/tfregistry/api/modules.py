@@ -146,9 +146,9 @@ class ModuleVersionResource(MethodView):
     def patch(self, args: dict[str, Any], ns: str, name: str, system: str, version: str) -> Any:
         """Deprecate (or un-deprecate) a version; it stays installable and the API flags it."""
         with current_registry().db.session() as session:
-            identity = auth.require(session, "modules:write", auth.namespace_for(session, ns))
+            _, actor = auth.require_in_namespace(session, "modules:write", ns, create=False)
             mv = svc.get_version(session, ns, name, system, version)
-            svc.set_deprecated(session, auth.request_actor(identity), mv, args["deprecated"], args["reason"])
+            svc.set_deprecated(session, actor, mv, args["deprecated"], args["reason"])
             return version_json(mv)
 
     @blp.response(204)
@@ -156,6 +156,6 @@ class ModuleVersionResource(MethodView):
         """Delete a version and its archive (admin only; audited)."""
         registry = current_registry()
         with registry.db.session() as session:
-            identity = auth.require(session, "modules:delete", auth.namespace_for(session, ns))
+            _, actor = auth.require_in_namespace(session, "modules:delete", ns, create=False)
             mv = svc.get_version(session, ns, name, system, version)
-            svc.delete_version(session, registry.storage, auth.request_actor(identity), mv)
+            svc.delete_version(session, registry.storage, actor, mv)

@@ -151,9 +151,9 @@ class ProviderVersionResource(MethodView):
     def patch(self, args: dict[str, Any], ns: str, type_: str, version: str) -> Any:
         """Deprecate (or un-deprecate) a version; Terraform shows the reason as a warning."""
         with current_registry().db.session() as session:
-            identity = auth.require(session, "providers:write", auth.namespace_for(session, ns))
+            _, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
             pv = svc.get_version(session, ns, type_, version)
-            svc.set_deprecated(session, auth.request_actor(identity), pv, args["deprecated"], args["reason"])
+            svc.set_deprecated(session, actor, pv, args["deprecated"], args["reason"])
             return version_json(pv)
 
     @blp.response(204)
@@ -161,8 +161,8 @@ class ProviderVersionResource(MethodView):
         """Delete a version, its packages and checksum files (admin only; audited)."""
         registry = current_registry()
         with registry.db.session() as session:
-            identity = auth.require(session, "providers:delete", auth.namespace_for(session, ns))
-            svc.delete_version(session, registry.storage, auth.request_actor(identity),
+            _, actor = auth.require_in_namespace(session, "providers:delete", ns, create=False)
+            svc.delete_version(session, registry.storage, actor,
                                svc.get_version(session, ns, type_, version))
 
 
@@ -250,8 +250,8 @@ class ManagedKeys(MethodView):
         """Create a registry-managed key: unsigned provider uploads to the namespace are then signed with it."""
         registry = current_registry()
         with registry.db.session() as session:
-            identity = auth.require(session, "admin", None)
-            key = keys_svc.create_managed_key(session, auth.request_actor(identity), args["namespace"],
+            _, actor = auth.require_in_namespace(session, "admin", args["namespace"])
+            key = keys_svc.create_managed_key(session, actor, args["namespace"],
                                               encryption_key(registry), args["key_type"])
             return key_json(key)
 
@@ -271,6 +271,6 @@ class Key(MethodView):
         """Revoke a key: it is no longer offered to Terraform, so versions signed only by it stop installing."""
         with current_registry().db.session() as session:
             key = keys_svc.get_key(session, key_id)
-            identity = auth.require(session, "keys:manage", key.namespace)
-            keys_svc.revoke_key(session, auth.request_actor(identity), key)
+            _, actor = auth.require_in_namespace(session, "keys:manage", key.namespace, create=False)
+            keys_svc.revoke_key(session, actor, key)
             return key_json(key)
