@@ -125,7 +125,7 @@ def current_identity(session: Session) -> Identity:
     if "tfr_identity" in g:
         return g.tfr_identity
     registry = current_registry()
-    identity = registry.pm.hook.tfr_authenticate(registry=registry, request=request) or ANONYMOUS
+    identity = registry.pm.hook.tfr_authenticate(registry=registry, request=request, session=session) or ANONYMOUS
     g.tfr_identity = identity
     return identity
 
@@ -135,7 +135,20 @@ def multi_tenant() -> bool:
 
 
 def default_organization_id(session: Session) -> int:
-    return default_organization(session).id
+    """The implicit organization's id, cached per application once it has been read from the database
+    (never when this very transaction created it: a rollback would leave the cache pointing nowhere)."""
+    registry = current_registry()
+    cached = registry.__dict__.get("_default_org_id")
+    if cached is not None:
+        return cached
+    from tfregistry.models import Organization
+    from tfregistry.services.identity import DEFAULT_ORGANIZATION
+
+    found = session.scalar(select(Organization.id).where(Organization.name == DEFAULT_ORGANIZATION))
+    if found is None:
+        return default_organization(session).id
+    registry.__dict__["_default_org_id"] = found
+    return found
 
 
 def organization_of(session: Session, namespace: Namespace | None) -> int | None:

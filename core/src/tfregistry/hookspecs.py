@@ -120,7 +120,7 @@ def tfr_register_auth_providers(register: BackendRegister) -> None:
 
 
 @hookspec(firstresult=True)
-def tfr_authenticate(registry: Registry, request: Any) -> Identity | None:
+def tfr_authenticate(registry: Registry, request: Any, session: Any) -> Identity | None:
     """Identify the caller of an HTTP request.
 
     Stops at the first non-None result.  Return an :class:`tfregistry.auth.Identity`, ``None``
@@ -131,6 +131,8 @@ def tfr_authenticate(registry: Registry, request: Any) -> Identity | None:
 
     :param registry: the application registry.
     :param request: the Flask request.
+    :param session: the request's SQLAlchemy session, for lookups (commit only what authentication
+        itself records, such as a last-used time).
     """
 
 

@@ -10,7 +10,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from flask import g, session
+from flask import g
+from flask import session as flask_session
 from sqlalchemy.orm import Session
 
 from tfregistry import hookimpl
@@ -68,24 +69,22 @@ def _audit_failure(registry: Registry, ip: str | None, reason: str) -> None:
 
 
 @hookimpl(trylast=True)
-def tfr_authenticate(registry: Registry, request: Any) -> Identity | None:
+def tfr_authenticate(registry: Registry, request: Any, session: Session) -> Identity | None:
     secret = bearer_token()
     if secret is not None:
-        with registry.db.session() as db_session:
-            token = verify_token(db_session, secret, ip=request.remote_addr)
-            if token is None:
-                _audit_failure(registry, request.remote_addr, "invalid token")
-                raise Unauthenticated("the token is not valid (unknown, revoked or expired)")
-            return token_identity(db_session, token)
-    user_id = session.get("uid")
+        token = verify_token(session, secret, ip=request.remote_addr)
+        if token is None:
+            _audit_failure(registry, request.remote_addr, "invalid token")
+            raise Unauthenticated("the token is not valid (unknown, revoked or expired)")
+        return token_identity(session, token)
+    user_id = flask_session.get("uid")
     if user_id is None:
         return None
-    with registry.db.session() as db_session:
-        user = db_session.get(User, user_id)
-        if user is None or session.get("ver") != session_version(user):
-            session.clear()
-            raise Unauthenticated("your session has ended; sign in again")
-        return user_identity(db_session, user, kind="session", name=_user_label(user))
+    user = session.get(User, user_id)
+    if user is None or flask_session.get("ver") != session_version(user):
+        flask_session.clear()
+        raise Unauthenticated("your session has ended; sign in again")
+    return user_identity(session, user, kind="session", name=_user_label(user))
 
 
 def session_version(user: User) -> str:
