@@ -210,3 +210,35 @@ def test_expiring_tokens_are_noticed_once(app_factory):
                                headers={"Authorization": f"Bearer {new_token(app, 'admin', name='a')}"})
     entries = r.get_json()["entries"]
     assert [e["details"]["name"] for e in entries] == ["soon"] and entries[0]["target"] == f"token:{first[0]}"
+
+
+def test_a_live_job_keeps_its_heartbeat_and_a_dead_one_is_queued_again(app_factory, redis_db, tmp_path,
+                                                                       database_url):
+    from tfregistry.jobs import ALIVE_KEY
+
+    app = app_factory({"redis_url": REDIS_URL, "jobs.retries": 0})
+    registry = app.extensions["tfregistry"]
+    job = registry.jobs.enqueue("tests.integration.test_jobs:slow", 60, job_id="long-one")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TFR_")},
+           "TFR_DATA_DIR": str(tmp_path / "data"), "TFR_DATABASE_URL": database_url, "TFR_REDIS_URL": REDIS_URL,
+           "TFR_JOBS__HEARTBEAT_SECONDS": "1", "TFR_PLUGINS": "tfregistry-storage-local", "PYTHONPATH": os.getcwd()}
+    worker = subprocess.Popen([sys.executable, "-m", "tfregistry", "worker", "--queues", "default"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while registry.jobs.get(job.id).status != "started" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert registry.jobs.get(job.id).status == "started"
+        time.sleep(11)  # past the grace period for a new job's first beat: only the heartbeat keeps it alive
+        assert redis_db.exists(ALIVE_KEY.format(job.id))
+        assert registry.jobs.enqueue("tests.integration.test_jobs:slow", 60, job_id="long-one").status == "started"
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while redis_db.exists(ALIVE_KEY.format(job.id)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    again = registry.jobs.enqueue("tests.integration.test_jobs:slow", 0, job_id="long-one")
+    assert again.status == "queued" and again.id == job.id

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 import traceback
@@ -67,11 +68,39 @@ def resolve(path: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+#: Redis key a running RQ job refreshes while its worker lives (``jobs.heartbeat_seconds``; expires after 3x).
+ALIVE_KEY = "tfr:job-alive:{}"
+
+
 def execute(path: str, *args: Any) -> Any:
-    """The RQ entry point: run job ``path`` against the worker's registry."""
+    """The RQ entry point: run job ``path`` against the worker's registry, with a liveness heartbeat."""
     if _current is None:
         raise JobError("no registry: jobs run inside `tfr worker` or the web process")
-    return resolve(path)(_current, *args)
+    from rq import get_current_job
+
+    job = get_current_job()
+    if job is None:
+        return resolve(path)(_current, *args)
+    interval = max(1, int(_current.settings["jobs.heartbeat_seconds"]))
+    key, done = ALIVE_KEY.format(job.id), threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                job.connection.set(key, os.getpid(), ex=3 * interval)
+            except Exception:  # Redis briefly away: the next beat retries
+                log.warning("job %s: heartbeat failed", job.id, exc_info=True)
+            if done.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"tfr-heartbeat-{job.id}", daemon=True)
+    thread.start()
+    try:
+        return resolve(path)(_current, *args)
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        job.connection.delete(key)
 
 
 def backoff(retries: int, base: int) -> list[int]:
@@ -208,8 +237,14 @@ class RQQueue:
         if job_id:  # idempotent: the same pending job is not queued twice
             try:
                 existing = Job.fetch(job_id, connection=self.connection)
-                if existing.get_status() in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED,
-                                             JobStatus.DEFERRED):
+                status = existing.get_status()
+                if status == JobStatus.STARTED and self._abandoned(existing):
+                    # its worker died (no heartbeat): RQ would notice only after the job timeout
+                    from rq.registry import StartedJobRegistry
+
+                    StartedJobRegistry(existing.origin, connection=self.connection).remove(existing)
+                    log.warning("job %s was abandoned by its worker; queueing it again", job_id)
+                elif status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
                     return self._info(existing)
             except Exception:
                 pass
@@ -220,6 +255,15 @@ class RQQueue:
             meta={"func": path, "args": list(args)},
         )
         return self._info(job)
+
+    def _abandoned(self, job: Any) -> bool:
+        """A started job whose heartbeat key has expired (allowing a few seconds for it to appear)."""
+        from datetime import UTC, datetime
+
+        started = job.started_at.replace(tzinfo=UTC) if job.started_at else None
+        if started is None or (datetime.now(UTC) - started).total_seconds() < 10:
+            return False
+        return not self.connection.exists(ALIVE_KEY.format(job.id))
 
     def _info(self, job: Any) -> JobInfo:
         status = str(job.get_status(refresh=True) or "unknown")

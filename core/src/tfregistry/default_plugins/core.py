@@ -78,6 +78,9 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("jobs.timeout", Duration, default="1h", help="A job running longer is stopped and counted as failed.")
     add("jobs.storage_gc_interval", Duration, default="1d",
         help="How often `tfr scheduler` enqueues storage garbage collection (0 disables it).")
+    add("jobs.heartbeat_seconds", int, default=10,
+        help="A running RQ job refreshes a liveness key this often; a job whose key is gone (3 intervals) is "
+        "known abandoned, and enqueueing it again (e.g. POST /api/v1/mirrors/ID/sync) queues it at once.")
     add("jobs.token_expiry_notice", Duration, default="7d",
         help="Note tokens expiring within this period (audit entry token.expiring, log warning); 0 disables.")
     add("jobs.mirror_tick_seconds", int, default=60,
