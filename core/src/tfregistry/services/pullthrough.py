@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from tfregistry import gpg, semver
 from tfregistry import provider_packages as pkg
 from tfregistry.interfaces import StorageBackend
-from tfregistry.models import Provider, ProviderPackage, ProviderVersion, RegistryState
+from tfregistry.models import Provider, ProviderPackage, ProviderVersion, RegistryState, utcnow
 from tfregistry.services import NotFound, ServiceError
 from tfregistry.services.mirroring import UpstreamClient
 from tfregistry.services.modules import get_or_create_namespace
@@ -79,6 +79,14 @@ def client_for(allowed: Mapping[str, str | None], hostname: str) -> UpstreamClie
 def record_stats(session: Session, hostname: str, *, hit: bool = False, miss: bool = False, saved: int = 0,
                  error: str | None = None) -> None:
     key = f"pull_through:{hostname}"
+    with _stats_lock:  # threads of this process (SQLite has no row locks); FOR UPDATE covers replicas
+        _record_stats(session, key, hit, miss, saved, error)
+
+
+_stats_lock = threading.Lock()
+
+
+def _record_stats(session: Session, key: str, hit: bool, miss: bool, saved: int, error: str | None) -> None:
     for attempt in (1, 2):
         # FOR UPDATE (PostgreSQL): concurrent requests add to the counts instead of overwriting each other's
         state = session.get(RegistryState, key, with_for_update=True, populate_existing=True)
@@ -87,7 +95,7 @@ def record_stats(session: Session, hostname: str, *, hit: bool = False, miss: bo
         stats["misses"] += int(miss)
         stats["bytes_saved"] += saved
         if error:
-            stats["last_error"] = error
+            stats["last_error"], stats["last_error_at"] = error, utcnow().isoformat()
         if state is None:
             session.add(RegistryState(key=key, value=json.dumps(stats)))
         else:
