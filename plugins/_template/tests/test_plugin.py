@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Callable
-from typing import Any
 
 import pluggy
 import pytest
 
-from tfregistry import hookspecs
 from tfregistry.testing.conformance import StorageBackendContract
+from tfregistry.testing.plugin import BackendCollector, SettingsCollector, plugin_manager
 from tfregistry_example import plugin
 from tfregistry_example.backend import MemoryStorage
 
@@ -27,38 +26,14 @@ class TestMemoryStorageContract(StorageBackendContract):
         return MemoryStorage()
 
 
-class FakeDeclarations:
-    """Stands in for the settings collector that ``tfr_add_settings`` receives."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, dict[str, Any]] = {}
-
-    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
-        self.added[key] = {"type": type, **kwargs}
-
-
-class FakeRegister:
-    """Stands in for the backend collector that ``tfr_register_storage_backends`` receives."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, tuple[Any, str]] = {}
-
-    def add(self, name: str, factory: Any, description: str = "") -> None:
-        self.added[name] = (factory, description)
-
-
 @pytest.fixture
 def pm() -> pluggy.PluginManager:
     """A plugin manager with the tfregistry hookspecs and only this plugin."""
-    manager = pluggy.PluginManager("tfregistry")
-    manager.add_hookspecs(hookspecs)
-    manager.register(plugin)
-    manager.check_pending()
-    return manager
+    return plugin_manager(plugin)
 
 
 def test_plugin_declares_its_setting(pm: pluggy.PluginManager) -> None:
-    declarations = FakeDeclarations()
+    declarations = SettingsCollector()
     pm.hook.tfr_add_settings(settings=declarations)
     assert declarations.added == {
         "plugins.tfregistry-example.greeting": {
@@ -70,7 +45,7 @@ def test_plugin_declares_its_setting(pm: pluggy.PluginManager) -> None:
 
 
 def test_plugin_registers_its_backend(pm: pluggy.PluginManager) -> None:
-    register = FakeRegister()
+    register = BackendCollector()
     pm.hook.tfr_register_storage_backends(register=register)
     factory, description = register.added["example-memory"]
     assert description

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import tfregistry_auth_azuread.plugin as plugin
 from tfregistry_auth_azuread.provider import AzureADProvider
-from tfregistry_auth_oidc.testing import Browser, IDTokenProxy, OIDCMock, declared_settings, plugin_settings
+from tfregistry_auth_oidc.testing import Browser, IDTokenProxy, OIDCMock
+
+from tfregistry.testing.plugin import declared_settings, plugin_settings
 
 CLIENT_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
 CLIENT_SECRET = "tests-client-secret-0123456789"

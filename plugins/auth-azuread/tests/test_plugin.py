@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pluggy
 import pytest
 import tfregistry_auth_azuread.plugin as plugin
@@ -11,29 +9,16 @@ from tfregistry_auth_azuread.provider import AzureADProvider
 from tfregistry_auth_oidc.mapping import MappingRule
 from tfregistry_auth_oidc.provider import OIDCProvider
 
-from tfregistry import StartupError, hookspecs
+from tfregistry import StartupError
 from tfregistry.interfaces import AuthProvider
+from tfregistry.testing.plugin import BackendCollector, plugin_manager
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
 
-class Register:
-    """Stands in for the collector that ``tfr_register_auth_providers`` receives."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, tuple[Any, str]] = {}
-
-    def add(self, name: str, factory: Any, description: str = "") -> None:
-        self.added[name] = (factory, description)
-
-
 @pytest.fixture
 def pm() -> pluggy.PluginManager:
-    manager = pluggy.PluginManager("tfregistry")
-    manager.add_hookspecs(hookspecs)
-    manager.register(plugin)
-    manager.check_pending()
-    return manager
+    return plugin_manager(plugin)
 
 
 def test_the_plugin_declares_its_settings(declared):
@@ -48,7 +33,7 @@ def test_the_plugin_declares_its_settings(declared):
 
 
 def test_the_plugin_registers_the_azuread_provider(pm, settings_with):
-    register = Register()
+    register = BackendCollector()
     pm.hook.tfr_register_auth_providers(register=register)
     factory, description = register.added["azuread"]
     assert "auth.azuread" in description

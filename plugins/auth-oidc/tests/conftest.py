@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import tfregistry_auth_oidc.plugin as plugin
 from tfregistry_auth_oidc.provider import OIDCProvider
-from tfregistry_auth_oidc.testing import Browser, IDTokenProxy, OIDCMock, declared_settings, plugin_settings
+from tfregistry_auth_oidc.testing import Browser, IDTokenProxy, OIDCMock
+
+from tfregistry.testing.plugin import declared_settings, plugin_settings
 
 CLIENT_ID = "tfregistry-tests"
 CLIENT_SECRET = "tests-client-secret-0123456789"

@@ -9,29 +9,15 @@ import pytest
 import tfregistry_auth_oidc.plugin as plugin
 from tfregistry_auth_oidc.mapping import MappingRule, claim_strings, grants_for, parse_mapping
 from tfregistry_auth_oidc.provider import OIDCProvider
-from tfregistry_auth_oidc.testing import SettingsCollector
 
-from tfregistry import StartupError, hookspecs
+from tfregistry import StartupError
 from tfregistry.interfaces import AuthProvider, LoginError
-
-
-class Register:
-    """Stands in for the collector that ``tfr_register_auth_providers`` receives."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, tuple[Any, str]] = {}
-
-    def add(self, name: str, factory: Any, description: str = "") -> None:
-        self.added[name] = (factory, description)
+from tfregistry.testing.plugin import BackendCollector, SettingsCollector, plugin_manager
 
 
 @pytest.fixture
 def pm() -> pluggy.PluginManager:
-    manager = pluggy.PluginManager("tfregistry")
-    manager.add_hookspecs(hookspecs)
-    manager.register(plugin)
-    manager.check_pending()
-    return manager
+    return plugin_manager(plugin)
 
 
 def declarations(pm: pluggy.PluginManager) -> dict[str, dict[str, Any]]:
@@ -61,7 +47,7 @@ def test_the_plugin_declares_its_settings(pm):
 
 
 def test_the_plugin_registers_the_oidc_provider(pm):
-    register = Register()
+    register = BackendCollector()
     pm.hook.tfr_register_auth_providers(register=register)
     factory, description = register.added["oidc"]
     assert "auth.oidc" in description

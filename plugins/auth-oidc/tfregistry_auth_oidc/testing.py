@@ -379,29 +379,3 @@ class Browser:
         """The whole flow as ``sub``: ``/login``, the mock's form, ``/callback``; returns the callback response."""
         return self.callback(self.mock.sign_in(self.start(), sub))
 
-
-class SettingsCollector:
-    """Stands in for the settings collector that ``tfr_add_settings`` receives (plugin unit tests)."""
-
-    def __init__(self) -> None:
-        self.added: dict[str, dict[str, Any]] = {}
-
-    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
-        assert key not in self.added, f"{key} declared twice"
-        self.added[key] = {"type": type, **kwargs}
-
-
-def declared_settings(plugin: Any) -> dict[str, dict[str, Any]]:
-    """What ``plugin.tfr_add_settings`` declares: key -> type, default and the other declaration fields."""
-    collector = SettingsCollector()
-    plugin.tfr_add_settings(settings=collector)
-    return collector.added
-
-
-def plugin_settings(plugin: Any, prefix: str, **values: Any) -> dict[str, Any]:
-    """Every key the plugin declares at its default, then ``values`` (short names under ``prefix``) on top."""
-    settings = {key: decl.get("default") for key, decl in declared_settings(plugin).items()}
-    for name, value in values.items():
-        assert f"{prefix}.{name}" in settings, f"no setting {prefix}.{name}"
-        settings[f"{prefix}.{name}"] = value
-    return settings

@@ -44,6 +44,7 @@ from tfregistry_storage_azure.testing import (
 from tfregistry import StartupError
 from tfregistry.interfaces import ObjectNotFound, StorageBackend, StorageError
 from tfregistry.testing.conformance import StreamingReader, payload_sha256
+from tfregistry.testing.plugin import BackendCollector, SettingsCollector
 
 MiB = 1024 * 1024
 WRONG_KEY = "A" * 86 + "=="
@@ -74,7 +75,7 @@ def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes, 
 
 def settings(**values: Any) -> dict[str, Any]:
     """``storage.azure.*`` settings as the core passes them: every declared key, defaults applied."""
-    declarations = FakeDeclarations()
+    declarations = SettingsCollector()
     plugin.tfr_add_settings(settings=declarations)
     result = {}
     for key, decl in declarations.added.items():
@@ -83,23 +84,6 @@ def settings(**values: Any) -> dict[str, Any]:
     result.update({f"storage.azure.{k}": v for k, v in values.items()})
     result["data_dir"] = "/nonexistent"
     return result
-
-
-class FakeDeclarations:
-    def __init__(self) -> None:
-        self.added: dict[str, dict[str, Any]] = {}
-
-    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
-        assert key not in self.added
-        self.added[key] = {"type": type, **kwargs}
-
-
-class FakeRegister:
-    def __init__(self) -> None:
-        self.added: dict[str, tuple[Any, str]] = {}
-
-    def add(self, name: str, factory: Any, description: str = "") -> None:
-        self.added[name] = (factory, description)
 
 
 # --- uploads ---------------------------------------------------------------------------------
@@ -585,7 +569,7 @@ def test_stopped_emulator_gives_storage_errors(azurite_cache):
 
 
 def test_plugin_declares_its_settings():
-    declarations = FakeDeclarations()
+    declarations = SettingsCollector()
     plugin.tfr_add_settings(settings=declarations)
     assert all(key.startswith("storage.azure.") and decl["help"] for key, decl in declarations.added.items())
     secrets = {key for key, decl in declarations.added.items() if decl.get("secret")}
@@ -597,7 +581,7 @@ def test_plugin_declares_its_settings():
 
 
 def test_plugin_registers_the_backend_and_builds_it_from_settings(azurite, container):
-    register = FakeRegister()
+    register = BackendCollector()
     plugin.tfr_register_storage_backends(register=register)
     factory, description = register.added["azure"]
     assert description
@@ -638,7 +622,7 @@ def test_plugin_is_a_valid_pluggy_plugin():
     pm.add_hookspecs(hookspecs)
     pm.register(plugin)
     pm.check_pending()
-    register = FakeRegister()
+    register = BackendCollector()
     pm.hook.tfr_register_storage_backends(register=register)
     assert list(register.added) == ["azure"]
 

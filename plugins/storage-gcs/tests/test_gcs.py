@@ -30,6 +30,7 @@ from tfregistry_storage_gcs.backend import UPLOAD_PREFIX, GcsOptions, GcsStorage
 
 from tfregistry import StartupError
 from tfregistry.interfaces import ObjectNotFound, StorageError
+from tfregistry.testing.plugin import BackendCollector, declared_settings
 
 
 def _closed_port() -> int:
@@ -280,25 +281,13 @@ def test_retries_are_bounded_per_request():
 
 
 def test_plugin_registers_and_validates_settings(gcs_endpoint, bucket):
-    registered = {}
+    declared = declared_settings(plugin)
+    assert declared["storage.gcs.credentials_json"]["secret"] is True
+    assert declared["storage.gcs.connect_timeout"]["default"] == 5
 
-    class Register:
-        def add(self, name, factory, description=""):
-            registered[name] = factory
-
-    class Declarations:
-        def __init__(self):
-            self.added = {}
-
-        def add(self, key, type_, *, default=None, secret=False, help=""):
-            self.added[key] = (type_, default, secret)
-
-    declared = Declarations()
-    plugin.tfr_add_settings(declared)
-    assert declared.added["storage.gcs.credentials_json"][2] is True  # secret
-    assert declared.added["storage.gcs.connect_timeout"][1] == 5
-
-    plugin.tfr_register_storage_backends(Register())
+    register = BackendCollector()
+    plugin.tfr_register_storage_backends(register)
+    registered = {name: factory for name, (factory, _) in register.added.items()}
     values = {f"storage.gcs.{name}": default for name, _t, default, _s, _h in plugin.SETTINGS}
     with pytest.raises(StartupError, match=r"storage.gcs.bucket \(TFR_STORAGE__GCS__BUCKET\) is required"):
         registered["gcs"](values)

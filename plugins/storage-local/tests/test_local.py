@@ -6,12 +6,12 @@ import io
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tfregistry import StartupError
 from tfregistry.interfaces import CHUNK_SIZE, ObjectNotFound, StorageError
+from tfregistry.testing.plugin import BackendCollector, SettingsCollector
 from tfregistry_storage_local import plugin
 from tfregistry_storage_local.backend import LocalStorage
 
@@ -135,24 +135,8 @@ def test_put_survives_concurrent_pruning(storage: LocalStorage) -> None:
 # --- plugin module ----------------------------------------------------------------------
 
 
-class FakeRegister:
-    def __init__(self) -> None:
-        self.added: dict[str, tuple[Any, str]] = {}
-
-    def add(self, name: str, factory: Any, description: str = "") -> None:
-        self.added[name] = (factory, description)
-
-
-class FakeDeclarations:
-    def __init__(self) -> None:
-        self.added: dict[str, dict[str, Any]] = {}
-
-    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
-        self.added[key] = {"type": type, **kwargs}
-
-
 def test_plugin_declares_its_setting() -> None:
-    declarations = FakeDeclarations()
+    declarations = SettingsCollector()
     plugin.tfr_add_settings(settings=declarations)
     assert declarations.added["storage.local.path"]["type"] is Path
     assert declarations.added["storage.local.path"]["default"] is None
@@ -160,7 +144,7 @@ def test_plugin_declares_its_setting() -> None:
 
 
 def test_plugin_registers_local_backend_with_default_path(tmp_path: Path) -> None:
-    register = FakeRegister()
+    register = BackendCollector()
     plugin.tfr_register_storage_backends(register=register)
     factory, description = register.added["local"]
     assert description
@@ -194,6 +178,6 @@ def test_plugin_is_a_valid_pluggy_plugin() -> None:
     pm.add_hookspecs(hookspecs)
     pm.register(plugin)
     pm.check_pending()
-    register = FakeRegister()
+    register = BackendCollector()
     pm.hook.tfr_register_storage_backends(register=register)
     assert list(register.added) == ["local"]

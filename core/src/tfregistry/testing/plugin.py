@@ -11,10 +11,19 @@ import gzip
 import io
 import tarfile
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
-__all__ = ["build_module_archive", "make_module_archive"]
+__all__ = [
+    "BackendCollector",
+    "SettingsCollector",
+    "build_module_archive",
+    "declared_settings",
+    "make_module_archive",
+    "plugin_manager",
+    "plugin_settings",
+]
 
 
 def build_module_archive(
@@ -53,3 +62,59 @@ def make_module_archive() -> Callable[..., bytes]:
     ``make_module_archive(name="vpc", files={"variables.tf": "..."})``; see :func:`build_module_archive`.
     """
     return build_module_archive
+
+
+# --- testing a plugin's hooks without building an application ------------------------------------
+
+
+class SettingsCollector:
+    """Stands in for the collector ``tfr_add_settings`` receives: ``added[key]`` is the declaration."""
+
+    def __init__(self) -> None:
+        self.added: dict[str, dict[str, Any]] = {}
+
+    def add(self, key: str, type: Any = str, **kwargs: Any) -> None:
+        assert key not in self.added, f"{key} declared twice"
+        self.added[key] = {"type": type, **kwargs}
+
+
+class BackendCollector:
+    """Stands in for the collector the ``tfr_register_*`` hooks receive: ``added[name] = (factory, description)``."""
+
+    def __init__(self) -> None:
+        self.added: dict[str, tuple[Any, str]] = {}
+
+    def add(self, name: str, factory: Any, description: str = "") -> None:
+        assert name not in self.added, f"{name} offered twice"
+        self.added[name] = (factory, description)
+
+
+def plugin_manager(*plugins: Any) -> Any:
+    """A pluggy manager with tfregistry's hook specifications and only ``plugins``; an implementation of
+    an unknown hook fails here, as it would stop the registry's start-up."""
+    import pluggy
+
+    from tfregistry import hookspecs
+
+    manager = pluggy.PluginManager("tfregistry")
+    manager.add_hookspecs(hookspecs)
+    for plugin in plugins:
+        manager.register(plugin)
+    manager.check_pending()
+    return manager
+
+
+def declared_settings(plugin: Any) -> dict[str, dict[str, Any]]:
+    """What ``plugin.tfr_add_settings`` declares: key -> type, default and the other declaration fields."""
+    collector = SettingsCollector()
+    plugin.tfr_add_settings(settings=collector)
+    return collector.added
+
+
+def plugin_settings(plugin: Any, prefix: str, **values: Any) -> dict[str, Any]:
+    """Every key the plugin declares at its default, then ``values`` (short names under ``prefix``) on top."""
+    settings = {key: decl.get("default") for key, decl in declared_settings(plugin).items()}
+    for name, value in values.items():
+        assert f"{prefix}.{name}" in settings, f"no setting {prefix}.{name}"
+        settings[f"{prefix}.{name}"] = value
+    return settings
