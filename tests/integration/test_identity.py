@@ -380,7 +380,11 @@ class CorpProvider(AuthProvider):
         return redirect("https://idp.corp.example/authorize?redirect_uri=" + redirect_uri)
 
     def finish_login(self, redirect_uri: str) -> ExternalIdentity:
-        raise NotImplementedError  # not reached: this test stops at the identity provider's door
+        from flask import request
+
+        from tfregistry.interfaces import LoginError
+
+        raise LoginError(f"Corp SSO refused the sign-in: {request.args.get('error', 'no reason given')}")
 
 
 class CorpPlugin:
@@ -402,6 +406,11 @@ def test_hook_tfr_register_auth_providers(app_factory: Any):
     start = site.get(choice.headers["Location"])
     assert start.headers["Location"] == ("https://idp.corp.example/authorize?redirect_uri="
                                          "https://reg.example.com/auth/callback/corp")
+    refused = site.get("/auth/callback/corp?error=access_denied")
+    assert refused.status_code == 400 and b"Corp SSO refused the sign-in: access_denied" in refused.data
+    assert [e.details["reason"] for e in site.audit("auth.login_failed")] == [
+        "Corp SSO refused the sign-in: access_denied"]
+    assert site.get("/api/v1/me").status_code == 401  # no session was opened
     with pytest.raises(StartupError, match="auth.providers names 'nope'"):
         app_factory({"auth.providers": ["nope"]}, plugins=(CorpPlugin(),))
 
