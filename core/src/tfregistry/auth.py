@@ -138,7 +138,7 @@ def default_organization_id(session: Session) -> int:
     """The implicit organization's id, cached per application once it has been read from the database
     (never when this very transaction created it: a rollback would leave the cache pointing nowhere)."""
     registry = current_registry()
-    cached = registry.__dict__.get("_default_org_id")
+    cached = registry.memo.get("default_org_id")
     if cached is not None:
         return cached
     from tfregistry.models import Organization
@@ -147,7 +147,7 @@ def default_organization_id(session: Session) -> int:
     found = session.scalar(select(Organization.id).where(Organization.name == DEFAULT_ORGANIZATION))
     if found is None:
         return default_organization(session).id
-    registry.__dict__["_default_org_id"] = found
+    registry.memo["default_org_id"] = found
     return found
 
 
@@ -190,8 +190,8 @@ def ensure_namespace(session: Session, namespace: Namespace) -> Namespace:
     if multi_tenant() and namespace.organization_id is None:
         from tfregistry.services import ServiceError
 
-        raise ServiceError(f"namespace {namespace.name!r} does not exist and you belong to several organizations; "
-                           "create it in one first: POST /api/v1/organizations/<org>/namespaces")
+        raise ServiceError(f"namespace {namespace.name!r} does not exist and it is not clear which organization it "
+                           "belongs to; create it first: POST /api/v1/organizations/<org>/namespaces")
     return get_or_create_namespace(session, namespace.name, namespace.organization_id)
 
 

@@ -116,6 +116,9 @@ class Registry:
         self.discovery: dict[str, Any] = {}
         #: Interactive sign-in methods (:class:`tfregistry.interfaces.AuthProvider`) by name.
         self.auth_providers: dict[str, Any] = {}
+        #: Small process-local caches of this application, by name (``memo.setdefault(name, {})``):
+        #: not shared between processes, gone on restart; never the only copy of anything.
+        self.memo: dict[str, Any] = {}
         from tfregistry.jobs import make_queue
 
         #: Background jobs: ``registry.jobs.enqueue("module:function", *args, queue="default")``.

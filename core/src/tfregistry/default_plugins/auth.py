@@ -58,7 +58,7 @@ def _user_label(user: User) -> str:
 def _audit_failure(registry: Registry, ip: str | None, reason: str) -> None:
     now = time.monotonic()
     with _failure_lock:
-        last: dict[str, float] = registry.__dict__.setdefault("_auth_failure_audit", {})
+        last: dict[str, float] = registry.memo.setdefault("auth_failure_audit", {})
         if now - last.get(ip or "", -FAILURE_AUDIT_WINDOW) < FAILURE_AUDIT_WINDOW:
             return
         last[ip or ""] = now

@@ -258,8 +258,8 @@ def mirror_index(hostname: str, ns: str, type_: str):
             return jsonify(versions={v: {} for v in held})
         # The upstream's list, cached for mirror.pull_through_index_ttl: newer upstream versions
         # appear although some are held, and repeated installs send nothing upstream.
-        cache: dict[tuple[str, str, str], tuple[float, list[str]]] = registry.__dict__.setdefault(
-            "_pull_through_index", {})
+        cache: dict[tuple[str, str, str], tuple[float, list[str]]] = registry.memo.setdefault(
+            "pull_through_index", {})
         cached = cache.get((origin, ns, type_))
         if cached is not None and time.monotonic() - cached[0] < registry.settings["mirror.pull_through_index_ttl"]:
             return jsonify(versions={v: {} for v in {*held, *cached[1]}})
