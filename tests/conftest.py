@@ -88,7 +88,8 @@ def _truncate_postgres(url: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         tables = [t for t in conn.execute(sa.text(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename NOT IN ('alembic_version', 'catalog_state')"
         )).scalars()]
         if tables:
             conn.execute(sa.text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))

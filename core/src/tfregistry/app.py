@@ -169,6 +169,14 @@ def build_app(boot: Bootstrap) -> Flask:
     registry = Registry(settings, pm, db, storage, register.backends)
     registry.auth_providers = boot.auth_providers()
     app.extensions[EXTENSION_KEY] = registry
+    if settings["cache.enabled"]:
+        from tfregistry.readcache import ReadCache, replay_safe
+
+        if replay_safe(registry):
+            app.wsgi_app = ReadCache(app.wsgi_app, registry)  # type: ignore[method-assign]
+        else:
+            logging.getLogger("tfregistry.readcache").info(
+                "read cache off: a plugin implements tfr_authenticate or tfr_permission_allowed")
     app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, settings["proxy.trusted"])  # type: ignore[method-assign]
     app.before_request(assign_request_id)
     app.after_request(add_request_id_header)

@@ -75,6 +75,8 @@ class Identity:
     site_admin: bool = False
     #: Organization id -> expanded scopes of the user's role there.
     roles: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    #: Epoch seconds at which the credential stops working (a token's expiry or rotation grace).
+    valid_until: float | None = None
 
     @property
     def anonymous(self) -> bool:

@@ -119,16 +119,25 @@ class Registry:
         #: Small process-local caches of this application, by name (``memo.setdefault(name, {})``):
         #: not shared between processes, gone on restart; never the only copy of anything.
         self.memo: dict[str, Any] = {}
+        from tfregistry.readcache import DownloadRecorder, Generation
+
+        #: Module download events, written in batches (see :mod:`tfregistry.readcache`).
+        self.downloads = DownloadRecorder(db, interval=float(settings["downloads.flush_interval"]))
+        #: The catalog generation, read fresh on each call (see :mod:`tfregistry.readcache`).
+        self.generation = Generation(db.engine)
         from tfregistry.jobs import make_queue
 
         #: Background jobs: ``registry.jobs.enqueue("module:function", *args, queue="default")``.
         self.jobs = make_queue(settings, self)
 
     def close(self) -> None:
-        """Stop in-process scheduling, release the storage backend's clients and the database pool."""
+        """Stop in-process scheduling, write pending download events, release the storage backend's clients
+        and the database pool."""
         stop = getattr(self.jobs, "stop", None)
         if stop is not None:
             stop()
+        self.downloads.close()
+        self.generation.close()
         self.storage.close()
         self.db.dispose()
 

@@ -19,7 +19,7 @@ from tfregistry.auth import Identity, Unauthenticated, bearer_token
 from tfregistry.models import ApiToken, User
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.identity import expand
-from tfregistry.services.tokens import verify_token
+from tfregistry.services.tokens import digest, verify_token
 
 if TYPE_CHECKING:
     from tfregistry.registry import Registry
@@ -29,26 +29,33 @@ FAILURE_AUDIT_WINDOW = 60.0
 _failure_lock = threading.Lock()
 
 
-def user_identity(db_session: Session, user: User, *, kind: str, name: str, token: ApiToken | None = None) -> Identity:
+def user_identity(db_session: Session, user: User, *, kind: str, name: str, token: ApiToken | None = None,
+                  valid_until: float | None = None) -> Identity:
     """The :class:`Identity` of a user acting through a personal token or a browser session."""
     if user.disabled:
         raise Unauthenticated(f"the account of {user.email or user.name or user.id} is disabled")
     roles = {m.organization_id: expand(m.role.scopes) for m in user.memberships}
     return Identity(name=name, kind=kind, token_id=token.id if token else None, user_id=user.id,
                     token_scopes=expand(token.scopes) if token else None,
-                    namespace=token.namespace if token else None, site_admin=user.site_admin, roles=roles)
+                    namespace=token.namespace if token else None, site_admin=user.site_admin, roles=roles,
+                    valid_until=valid_until)
 
 
-def token_identity(db_session: Session, token: ApiToken) -> Identity:
+def token_identity(db_session: Session, token: ApiToken, secret: str | None = None) -> Identity:
+    """The caller a live token stands for; ``secret`` tells whether it was the token's previous one."""
+    ends = [token.expires_at]
+    if secret is not None and digest(secret) != token.digest:
+        ends.append(token.previous_expires_at)  # the old secret of a rotation, within its grace period
+    valid_until = min((moment.timestamp() for moment in ends if moment is not None), default=None)
     if token.kind == "personal":
         user = db_session.get(User, token.user_id)
         if user is None:
             raise Unauthenticated("the token's user no longer exists")
         return user_identity(db_session, user, kind="personal", name=f"{_user_label(user)} (token {token.name})",
-                             token=token)
+                             token=token, valid_until=valid_until)
     return Identity(name=f"token:{token.name}", kind=token.kind, token_id=token.id,
                     organization_id=token.organization_id, token_scopes=expand(token.scopes),
-                    namespace=token.namespace)
+                    namespace=token.namespace, valid_until=valid_until)
 
 
 def _user_label(user: User) -> str:
@@ -76,7 +83,7 @@ def tfr_authenticate(registry: Registry, request: Any, session: Session) -> Iden
         if token is None:
             _audit_failure(registry, request.remote_addr, "invalid token")
             raise Unauthenticated("the token is not valid (unknown, revoked or expired)")
-        return token_identity(session, token)
+        return token_identity(session, token, secret)
     user_id = flask_session.get("uid")
     if user_id is None:
         return None

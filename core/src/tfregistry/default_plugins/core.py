@@ -67,6 +67,16 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         help="Extra host names (host[:port]) under which the network mirror serves this registry's own "
         "providers, besides the host of public_url and the host a request arrives on.")
     add("downloads.url_ttl", Duration, default="5m", help="Lifetime of signed download URLs handed to Terraform.")
+    add("downloads.flush_interval", Duration, default="2s",
+        help="Module download events are counted in memory and written in batches this often (and at shutdown), "
+        "so a download never waits for a commit.")
+    add("cache.enabled", bool, default=True,
+        help="Replay the Terraform protocols' read answers from memory while the catalog is unchanged "
+        "(checked against the database on every request; see docs/performance.md).")
+    add("cache.ttl", Duration, default="60s",
+        help="Longest a replayed answer is kept; also how stale download counts in module details may be.")
+    add("cache.max_entries", int, default=20000, help="Most answers each process keeps for replay (least recently "
+        "stored dropped first).")
     add("proxy.trusted", parse_networks, default=[],
         help="Addresses/networks of reverse proxies whose X-Forwarded-For/-Proto/-Host/-Prefix are honoured.")
     add("redis_url", str, secret=False, help="redis://[:password@]host:6379/0 for RQ background jobs. Unset: jobs "

@@ -320,6 +320,17 @@ class RegistryState(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class CatalogState(Base):
+    """One row: ``generation`` grows with every change to what the protocols answer, or to who may read
+    it.  Database triggers bump it in the writing transaction (migration 0006), so cached answers
+    (:mod:`tfregistry.readcache`) can tell they are stale whatever code wrote the change."""
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
 class MirrorConfig(Base):
     """Which providers to copy from an upstream registry, and how often."""
 
@@ -431,6 +442,7 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "CatalogState",
     "DownloadEvent",
     "GpgKey",
     "Membership",

@@ -35,6 +35,13 @@ def register_error_handlers(bp: Any, render: Callable[..., Any] = error) -> None
 MAX_PAGE_SIZE = 100
 
 
+def url_ttl() -> float:
+    """Lifetime of the signed download URLs this registry hands out (``downloads.url_ttl``)."""
+    from tfregistry.web import current_registry
+
+    return float(current_registry().settings["downloads.url_ttl"])
+
+
 def page_args(default_limit: int = 15) -> tuple[int, int]:
     """``offset`` and ``limit`` query parameters of a browse endpoint (limit capped at 100)."""
 

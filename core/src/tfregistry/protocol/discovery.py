@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, jsonify, request
 
+from tfregistry.readcache import cacheable
 from tfregistry.web import current_registry
 
 bp = Blueprint("tfr_discovery", __name__)
@@ -26,4 +27,5 @@ def terraform_json():
     registry = current_registry()
     public_url = registry.settings["public_url"]
     prefix = urlsplit(public_url).path if public_url else request.script_root
+    cacheable()
     return jsonify({key: _prefixed(value, prefix) for key, value in registry.discovery.items()})

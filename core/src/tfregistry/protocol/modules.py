@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from tfregistry import auth
 from tfregistry.models import Module, ModuleVersion
-from tfregistry.protocol import error, page_args, page_meta, register_error_handlers
+from tfregistry.protocol import error, page_args, page_meta, register_error_handlers, url_ttl
+from tfregistry.readcache import cacheable
 from tfregistry.services import NotFound
 from tfregistry.services import modules as svc
 from tfregistry.web import current_registry
@@ -53,7 +54,8 @@ def _list(session: Session, **filters: Any) -> Any:
     stmt = svc.module_query(auth.readable_namespace_ids(session), **filters)
     modules = session.scalars(stmt.offset(offset).limit(limit + 1)).unique().all()
     latest = [mv for mv in (svc.latest_version(m) for m in modules[:limit]) if mv is not None]
-    counts = svc.download_counts(session, [mv.id for mv in latest])
+    counts = _download_counts(session, [mv.id for mv in latest])
+    cacheable()
     return jsonify(meta=page_meta(offset, limit, len(modules) > limit),
                    modules=[module_json(mv, counts.get(mv.id, 0)) for mv in latest])
 
@@ -86,11 +88,19 @@ def list_name(ns: str, name: str):
         return _list(session, namespace=ns, name=name, system=request.args.get("provider"))
 
 
+def _download_counts(session: Session, version_ids: list[int]) -> dict[int, int]:
+    """Downloads written to the database plus those this process has counted and not written yet."""
+    counts = svc.download_counts(session, version_ids)
+    for version_id, pending in current_registry().downloads.pending_counts(version_ids).items():
+        counts[version_id] = counts.get(version_id, 0) + pending
+    return counts
+
+
 def _details(session: Session, module: Module, mv: ModuleVersion) -> dict[str, Any]:
     total = session.scalar(
         select(func.count()).select_from(ModuleVersion).where(ModuleVersion.module_id == module.id)
     )
-    data = module_json(mv, svc.download_counts(session, [mv.id]).get(mv.id, 0))
+    data = module_json(mv, _download_counts(session, [mv.id]).get(mv.id, 0))
     data.update(
         root={"path": "", "name": module.name, "readme": mv.readme or "", "empty": False},
         submodules=[],
@@ -115,6 +125,7 @@ def _readable_latest(session: Session, ns: str, name: str, system: str) -> tuple
 def latest_details(ns: str, name: str, system: str):
     with current_registry().db.session() as session:
         module, mv = _readable_latest(session, ns, name, system)
+        cacheable()
         return jsonify(_details(session, module, mv))
 
 
@@ -122,7 +133,9 @@ def latest_details(ns: str, name: str, system: str):
 def version_details(ns: str, name: str, system: str, version: str):
     with current_registry().db.session() as session:
         module = _readable_module(session, ns, name, system)
-        return jsonify(_details(session, module, svc.get_version(session, ns, name, system, version)))
+        details = _details(session, module, svc.version_of(module, version))
+        cacheable()
+        return jsonify(details)
 
 
 @bp.get("/<ns>/<name>/<system>/versions")
@@ -130,6 +143,7 @@ def versions(ns: str, name: str, system: str):
     with current_registry().db.session() as session:
         module = _readable_module(session, ns, name, system)
         ordered = svc.sorted_versions(module.versions)
+        cacheable()
         return jsonify(modules=[{
             "source": f"{ns}/{name}/{system}",
             "versions": [{"version": mv.version, "root": {"providers": [], "dependencies": []}, "submodules": []}
@@ -141,11 +155,12 @@ def versions(ns: str, name: str, system: str):
 def download(ns: str, name: str, system: str, version: str):
     registry = current_registry()
     with registry.db.session() as session:
-        _readable_module(session, ns, name, system)
-        mv = svc.get_version(session, ns, name, system, version)
+        mv = svc.version_of(_readable_module(session, ns, name, system), version)
         location = registry.hooks.tfr_module_download_location(registry=registry, module_version=svc.ref(mv))
         identity = auth.current_identity(session)
-        svc.record_download(session, mv, identity.token_id, request.remote_addr, request.user_agent.string)
+    # counted in memory and written in batches: a download never waits for a commit
+    registry.downloads.add(mv.id, identity.token_id, request.remote_addr, request.user_agent.string)
+    cacheable(url_ttl() / 2, download=mv.id)
     # Terraform reads only the header (204).  OpenTofu also accepts a 200 JSON body,
     # which other clients get too; Terraform would ignore it but 204 is the documented answer.
     if request.user_agent.string.startswith("Terraform/"):

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from tfregistry import auth
 from tfregistry.models import Namespace, Provider, ProviderVersion
-from tfregistry.protocol import page_args, page_meta, register_error_handlers
+from tfregistry.protocol import page_args, page_meta, register_error_handlers, url_ttl
+from tfregistry.readcache import cacheable
 from tfregistry.services import NotFound, ServiceError
 from tfregistry.services import providers as svc
 from tfregistry.services.gpgkeys import active_keys
@@ -99,6 +100,7 @@ def versions(ns: str, type_: str):
         }
         if warnings:
             body["warnings"] = warnings
+        cacheable()
         return jsonify(body)
 
 
@@ -120,6 +122,7 @@ def download(ns: str, type_: str, version: str, os: str, arch: str):
         else:
             offered = [{"key_id": k.key_id, "ascii_armor": k.ascii_armor, "source": k.source,
                         "source_url": k.source_url} for k in active_keys(session, provider.namespace)]
+        cacheable(url_ttl() / 2)
         return jsonify({
             "protocols": pv.protocols,
             "os": os,
@@ -148,6 +151,7 @@ def _list(session: Session, namespace: str | None = None, type_: str | None = No
         stmt = stmt.where(Provider.type == type_)
     providers = session.scalars(stmt.offset(offset).limit(limit + 1)).unique().all()
     latest = [listed[0] for listed in (_signed_versions(p) for p in providers[:limit]) if listed]
+    cacheable()
     return jsonify(meta=page_meta(offset, limit, len(providers) > limit),
                    providers=[provider_json(pv) for pv in latest])
 
@@ -171,6 +175,7 @@ def latest_details(ns: str, type_: str):
         listed = _signed_versions(_readable_provider(session, ns, type_))
         if not listed:
             raise NotFound(f"provider {ns}/{type_} not found")
+        cacheable()
         return jsonify({**provider_json(listed[0]), "versions": [pv.version for pv in listed]})
 
 
@@ -182,6 +187,7 @@ def version_details(ns: str, type_: str, version: str):
         pv = next((v for v in listed if v.version == version), None)
         if pv is None:
             raise NotFound(f"provider {ns}/{type_} has no version {version}")
+        cacheable()
         return jsonify({**provider_json(pv), "versions": [v.version for v in listed]})
 
 
@@ -255,6 +261,7 @@ def mirror_index(hostname: str, ns: str, type_: str):
             if not held:
                 raise ServiceError(refusal, status=403) if refusal else NotFound(
                     f"provider {hostname}/{ns}/{type_} not found")
+            cacheable()  # nothing is pulled through: the answer is what the database holds
             return jsonify(versions={v: {} for v in held})
         # The upstream's list, cached for mirror.pull_through_index_ttl: newer upstream versions
         # appear although some are held, and repeated installs send nothing upstream.
@@ -308,6 +315,8 @@ def mirror_version(hostname: str, ns: str, type_: str, version_json: str):
                                  "hashes": [k.h1, f"zh:{k.sha256}"]}
             for k in pv.packages
         }
+        if client is None:  # nothing is pulled through: the answer is what the database holds
+            cacheable(url_ttl() / 2)
         if client is not None and pv.shasums:  # platforms not fetched yet: our pull route, signed hashes
             from tfregistry import provider_packages as pkg
 

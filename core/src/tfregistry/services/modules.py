@@ -79,11 +79,15 @@ def get_module(session: Session, namespace: str, name: str, system: str) -> Modu
 
 
 def get_version(session: Session, namespace: str, name: str, system: str, version: str) -> ModuleVersion:
-    module = get_module(session, namespace, name, system)
+    return version_of(get_module(session, namespace, name, system), version)
+
+
+def version_of(module: Module, version: str) -> ModuleVersion:
+    """``version`` of a module already loaded (with its versions), else :class:`NotFound`."""
     for mv in module.versions:
         if mv.version == version:
             return mv
-    raise NotFound(f"module {namespace}/{name}/{system} has no version {version}")
+    raise NotFound(f"module {module.namespace.name}/{module.name}/{module.system} has no version {version}")
 
 
 def sorted_versions(versions: Sequence[ModuleVersion]) -> list[ModuleVersion]:
@@ -243,11 +247,6 @@ def delete_version(session: Session, storage: StorageBackend, actor: Actor, mv: 
         session.delete(m)
     session.commit()
     delete_quietly(storage, [key])
-
-
-def record_download(session: Session, mv: ModuleVersion, token_id: int | None, ip: str | None, ua: str | None) -> None:
-    session.add(DownloadEvent(module_version_id=mv.id, token_id=token_id, client_ip=ip, user_agent=(ua or "")[:300]))
-    session.commit()
 
 
 def download_counts(session: Session, version_ids: Sequence[int]) -> dict[int, int]:

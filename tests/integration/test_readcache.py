@@ -1,0 +1,273 @@
+"""The read cache: replayed protocol answers follow every change at once, on every replica.
+
+Two applications on one database and one storage directory stand for two replicas.  Each test
+first makes both cache an answer (and checks that the second request was a replay), then
+changes something through one of them (or straight in the database) and reads through both.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.conftest import bearer, new_token, post_module
+from tfregistry import hookimpl
+from tfregistry.models import ApiToken, DownloadEvent, Namespace
+from tfregistry.readcache import ReadCache
+from tfregistry.services import identity as identity_svc
+from tfregistry.services import tokens as token_svc
+from tfregistry.services.audit import CLI_ACTOR
+
+VERSIONS = "/v1/modules/acme/network/aws/versions"
+TERRAFORM = {"User-Agent": "Terraform/1.15.5"}
+
+
+def read_cache(app: Any) -> ReadCache:
+    layer = app.wsgi_app
+    while not isinstance(layer, ReadCache):
+        layer = layer.wsgi_app
+    return layer
+
+
+class Replica:
+    """One application and its test client."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.client = app.test_client()
+        self.registry = app.extensions["tfregistry"]
+        self.cache = read_cache(app)
+
+    def get(self, path: str, token: str | None = None, **headers: str) -> Any:
+        return self.client.get(path, headers={**(bearer(token) if token else {}), **headers})
+
+    def versions(self, token: str | None = None) -> list[str]:
+        response = self.get(VERSIONS, token)
+        assert response.status_code == 200, response.get_json()
+        return sorted(v["version"] for v in response.get_json()["modules"][0]["versions"])
+
+    def replayed(self, path: str, token: str | None = None, **headers: str) -> Any:
+        """GET twice; the second answer must be a replay, identical to the first."""
+        first = self.get(path, token, **headers)
+        hits = self.cache.hits
+        second = self.get(path, token, **headers)
+        assert self.cache.hits == hits + 1, f"{path} was not replayed"
+        assert (second.status_code, second.data) == (first.status_code, first.data)
+        assert second.headers["X-Request-Id"] != first.headers["X-Request-Id"]
+        return second
+
+
+@pytest.fixture
+def replicas(app_factory: Any) -> tuple[Replica, Replica, str]:
+    """Two replicas of a single-tenant site with acme/network/aws 1.0.0, and an admin token."""
+    a, b = Replica(app_factory()), Replica(app_factory())
+    admin = new_token(a.app, "admin", name="admin")
+    assert post_module(a.client, admin, version="1.0.0").status_code == 201
+    return a, b, admin
+
+
+def test_a_publish_is_seen_at_once_by_the_replica_that_made_it_and_the_other(replicas: Any) -> None:
+    a, b, admin = replicas
+    for replica in (a, b):
+        replica.replayed(VERSIONS, admin)
+        assert replica.versions(admin) == ["1.0.0"]
+    assert post_module(b.client, admin, version="1.1.0").status_code == 201
+    assert a.versions(admin) == ["1.0.0", "1.1.0"]
+    assert b.versions(admin) == ["1.0.0", "1.1.0"]
+
+
+def test_deprecation_and_deletion_are_seen_at_once(replicas: Any) -> None:
+    a, b, admin = replicas
+    assert post_module(a.client, admin, version="1.1.0").status_code == 201
+    details = "/v1/modules/acme/network/aws/1.1.0"
+    for replica in (a, b):
+        assert replica.replayed(details, admin).get_json()["deprecated"] is False
+    r = a.client.patch("/api/v1/modules/acme/network/aws/1.1.0", json={"deprecated": True, "reason": "use 2.x"},
+                       headers=bearer(admin))
+    assert r.status_code == 200, r.get_json()
+    for replica in (a, b):
+        body = replica.get(details, admin).get_json()
+        assert (body["deprecated"], body["deprecation_reason"]) == (True, "use 2.x")
+        replica.replayed(VERSIONS, admin)
+    assert a.client.delete("/api/v1/modules/acme/network/aws/1.1.0", headers=bearer(admin)).status_code == 204
+    for replica in (a, b):
+        assert replica.versions(admin) == ["1.0.0"]
+        assert replica.get(details, admin).status_code == 404
+
+
+def test_a_visibility_change_is_seen_at_once_by_anonymous_callers(replicas: Any) -> None:
+    a, b, admin = replicas
+    public = a.client.post("/api/v1/organizations/default/namespaces", json={"name": "acme", "visibility": "public"},
+                           headers=bearer(admin))
+    assert public.status_code == 201, public.get_json()
+    for replica in (a, b):
+        assert replica.replayed(VERSIONS).status_code == 200
+    private = b.client.post("/api/v1/organizations/default/namespaces",
+                            json={"name": "acme", "visibility": "private"}, headers=bearer(admin))
+    assert private.status_code == 201, private.get_json()
+    for replica in (a, b):
+        assert replica.get(VERSIONS).status_code == 401
+
+
+def test_a_revoked_token_is_refused_at_once_on_every_replica(replicas: Any) -> None:
+    a, b, admin = replicas
+    reader = new_token(a.app, "read", name="reader")
+    for replica in (a, b):
+        replica.replayed(VERSIONS, reader)
+    with a.registry.db.session() as session:
+        token = session.scalar(select(ApiToken).where(ApiToken.name == "reader"))
+        token_id = token.id
+    assert a.client.delete(f"/api/v1/tokens/{token_id}", headers=bearer(admin)).status_code == 204
+    for replica in (a, b):
+        assert replica.get(VERSIONS, reader).status_code == 401
+
+
+def test_a_rotation_without_grace_ends_the_old_secret_at_once(replicas: Any) -> None:
+    a, b, admin = replicas
+    reader = new_token(a.app, "read", name="reader")
+    b.replayed(VERSIONS, reader)
+    with a.registry.db.session() as session:
+        token = session.scalar(select(ApiToken).where(ApiToken.name == "reader"))
+        token_svc.rotate_token(session, CLI_ACTOR, token)
+        session.commit()
+    assert b.get(VERSIONS, reader).status_code == 401
+
+
+def test_a_disabled_user_and_a_lost_membership_are_refused_at_once(app_factory: Any) -> None:
+    a, b = Replica(app_factory({"tenancy": "multi"})), Replica(app_factory({"tenancy": "multi"}))
+    admin = new_token(a.app, "admin", name="admin")
+    with a.registry.db.session() as s:
+        org = identity_svc.create_organization(s, CLI_ACTOR, "blue")
+        user = identity_svc.create_user(s, CLI_ACTOR, "dev@example.com", "dev")
+        other = identity_svc.create_user(s, CLI_ACTOR, "ops@example.com", "ops")
+        for who in (user, other):
+            identity_svc.set_membership(s, CLI_ACTOR, who, org, identity_svc.get_role(s, "viewer"))
+        _, dev = token_svc.create_token(s, CLI_ACTOR, name="p", scopes=["modules:read"], kind="personal", user=user)
+        _, ops = token_svc.create_token(s, CLI_ACTOR, name="p", scopes=["modules:read"], kind="personal", user=other)
+        s.commit()
+        user_id, other_id = user.id, other.id
+    made = a.client.post("/api/v1/organizations/blue/namespaces", json={"name": "acme"}, headers=bearer(admin))
+    assert made.status_code == 201, made.get_json()
+    assert post_module(a.client, admin).status_code == 201
+    for token in (dev, ops):
+        b.replayed(VERSIONS, token)
+    assert a.client.patch(f"/api/v1/users/{user_id}", json={"disabled": True},
+                          headers=bearer(admin)).status_code == 200
+    assert b.get(VERSIONS, dev).status_code == 401
+    with a.registry.db.session() as s:
+        org = identity_svc.get_organization(s, "blue")
+        identity_svc.remove_membership(s, CLI_ACTOR, identity_svc.membership(s, identity_svc.get_user(s, other_id), org))
+        s.commit()
+    assert b.get(VERSIONS, ops).status_code == 404  # another organization's namespace: hidden
+
+
+def test_an_expired_token_is_refused_although_its_answer_was_cached(replicas: Any) -> None:
+    a, b, _ = replicas
+    reader = new_token(a.app, "read", name="short", expires_in=timedelta(seconds=2))
+    b.replayed(VERSIONS, reader)
+    # expiry is a moment, not a change in the database: the entry itself must not outlive the token
+    with a.registry.db.session() as s:
+        ends = s.scalar(select(ApiToken.expires_at).where(ApiToken.name == "short")).timestamp()
+    time.sleep(max(0.0, ends - time.time()) + 0.05)
+    assert b.get(VERSIONS, reader).status_code == 401
+
+
+def test_answers_never_cross_tenants_or_permission_levels(app_factory: Any) -> None:
+    site = Replica(app_factory({"tenancy": "multi"}))
+    admin = new_token(site.app, "admin", name="admin")
+    tokens = {}
+    with site.registry.db.session() as s:
+        for org in ("blue", "red"):
+            identity_svc.create_organization(s, CLI_ACTOR, org)
+        s.commit()
+        for org in ("blue", "red"):
+            _, tokens[org] = token_svc.create_token(
+                s, CLI_ACTOR, name=f"ci-{org}", scopes=["modules:read"], kind="service",
+                organization=identity_svc.get_organization(s, org))
+        s.commit()
+    assert site.client.post("/api/v1/organizations/blue/namespaces", json={"name": "acme"},
+                            headers=bearer(admin)).status_code == 201
+    assert post_module(site.client, admin).status_code == 201
+    for path in (VERSIONS, "/v1/modules/acme/network/aws/1.0.0/download", "/v1/modules/acme",
+                 "/v1/modules/search?q=network"):
+        cached = site.replayed(path, tokens["blue"], **TERRAFORM)
+        assert cached.status_code in (200, 204)
+        if path.endswith(("versions", "download")):
+            assert site.get(path, tokens["red"], **TERRAFORM).status_code == 404
+            assert site.get(path, None, **TERRAFORM).status_code == 401
+        else:  # lists: the other organization's caller sees nothing of it
+            assert "acme" not in site.get(path, tokens["red"]).get_data(as_text=True)
+
+
+def test_downloads_served_from_the_cache_are_counted_without_a_commit_per_request(replicas: Any) -> None:
+    a, b, admin = replicas
+    download = "/v1/modules/acme/network/aws/1.0.0/download"
+    first = a.replayed(download, admin, **TERRAFORM)
+    assert first.status_code == 204 and first.headers["X-Terraform-Get"]
+    for _ in range(8):
+        assert a.get(download, admin, **TERRAFORM).status_code == 204
+    with a.registry.db.session() as s:
+        written = s.scalar(select(func.count()).select_from(DownloadEvent))
+    assert written == 0, "downloads are written in batches, not by the request"
+    details = a.get("/v1/modules/acme/network/aws/1.0.0", admin).get_json()
+    assert details["downloads"] == 10  # counted, though not written yet
+    assert a.registry.downloads.flush() == 10
+    with a.registry.db.session() as s:
+        events = s.scalars(select(DownloadEvent)).all()
+    assert len(events) == 10 and {e.token_id for e in events} == {events[0].token_id} and events[0].token_id
+    assert {e.user_agent for e in events} == {"Terraform/1.15.5"}
+
+
+def test_closing_the_application_writes_pending_downloads(app_factory: Any) -> None:
+    app = app_factory()
+    admin = new_token(app, "admin", name="admin")
+    client = app.test_client()
+    assert post_module(client, admin).status_code == 201
+    for _ in range(5):
+        assert client.get("/v1/modules/acme/network/aws/1.0.0/download", headers={**bearer(admin), **TERRAFORM}
+                          ).status_code == 204
+    registry = app.extensions["tfregistry"]
+    registry.downloads.close()
+    with registry.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(DownloadEvent)) == 5
+
+
+def test_events_of_a_version_deleted_before_they_were_written_are_dropped(replicas: Any) -> None:
+    a, _, admin = replicas
+    assert post_module(a.client, admin, version="1.1.0").status_code == 201
+    for version in ("1.0.0", "1.1.0"):
+        assert a.get(f"/v1/modules/acme/network/aws/{version}/download", admin, **TERRAFORM).status_code == 204
+    assert a.client.delete("/api/v1/modules/acme/network/aws/1.1.0", headers=bearer(admin)).status_code == 204
+    assert a.registry.downloads.flush() == 1
+
+
+def test_a_plugin_in_the_permission_decision_turns_replay_off(app_factory: Any) -> None:
+    class OfficeHours:
+        @hookimpl
+        def tfr_permission_allowed(self, identity: Any, action: str, resource: Any) -> bool:
+            return True
+
+    app = app_factory(plugins=(OfficeHours(),))
+    layer = app.wsgi_app
+    while hasattr(layer, "wsgi_app"):
+        assert not isinstance(layer, ReadCache)
+        layer = layer.wsgi_app
+
+
+def test_replay_can_be_switched_off(app_factory: Any) -> None:
+    app = app_factory({"cache.enabled": False})
+    admin = new_token(app, "admin", name="admin")
+    client = app.test_client()
+    assert post_module(client, admin).status_code == 201
+    with app.extensions["tfregistry"].db.session() as s:
+        s.execute(update(Namespace).values(visibility="public"))
+        s.commit()
+    assert client.get(VERSIONS).status_code == 200
+    layer = app.wsgi_app
+    while hasattr(layer, "wsgi_app"):
+        assert not isinstance(layer, ReadCache)
+        layer = layer.wsgi_app
