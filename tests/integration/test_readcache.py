@@ -160,7 +160,8 @@ def test_a_disabled_user_and_a_lost_membership_are_refused_at_once(app_factory: 
     assert b.get(VERSIONS, dev).status_code == 401
     with a.registry.db.session() as s:
         org = identity_svc.get_organization(s, "blue")
-        identity_svc.remove_membership(s, CLI_ACTOR, identity_svc.membership(s, identity_svc.get_user(s, other_id), org))
+        member = identity_svc.membership(s, identity_svc.get_user(s, other_id), org)
+        identity_svc.remove_membership(s, CLI_ACTOR, member)
         s.commit()
     assert b.get(VERSIONS, ops).status_code == 404  # another organization's namespace: hidden
 
@@ -271,3 +272,21 @@ def test_replay_can_be_switched_off(app_factory: Any) -> None:
     while hasattr(layer, "wsgi_app"):
         assert not isinstance(layer, ReadCache)
         layer = layer.wsgi_app
+
+
+def test_signed_files_are_served_without_flask_exactly_as_the_view_serves_them(app_factory: Any) -> None:
+    fast, slow = Replica(app_factory()), app_factory({"cache.enabled": False}).test_client()
+    admin = new_token(fast.app, "admin", name="admin")
+    assert post_module(fast.client, admin).status_code == 201
+    location = fast.get("/v1/modules/acme/network/aws/1.0.0/download", admin, **TERRAFORM).headers["X-Terraform-Get"]
+    path = location.split("://", 1)[-1].split("/", 1)[1]
+    answers = [fast.client.get("/" + path), slow.get("/" + path)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].data == answers[1].data and answers[0].data[:2] == b"\x1f\x8b"
+    for header in ("Content-Type", "Content-Length", "Content-Disposition", "Cache-Control", "Accept-Ranges"):
+        assert answers[0].headers[header] == answers[1].headers[header], header
+    tampered = "/" + path.replace("signature=", "signature=x")
+    assert fast.client.get(tampered).status_code == 403
+    ranged = fast.client.get("/" + path, headers={"Range": "bytes=0-1"})
+    assert (ranged.status_code, ranged.data) == (206, answers[0].data[:2])
+    assert fast.client.get("/" + path.replace("1.0.0.tar.gz", "9.9.9.tar.gz")).status_code in (403, 404)

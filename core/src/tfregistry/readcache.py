@@ -34,10 +34,8 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -48,6 +46,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from tfregistry.models import DownloadEvent, ModuleVersion, utcnow
+from tfregistry.protocol import files
+from tfregistry.web import request_id_for
 
 if TYPE_CHECKING:
     from tfregistry.db import Database
@@ -58,7 +58,6 @@ log = logging.getLogger("tfregistry.readcache")
 #: Keys this module keeps in the WSGI environ of a request.
 _KEY = "tfregistry.readcache.key"
 _HINT = "tfregistry.readcache.hint"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: Response headers never stored: they belong to one request.
 _PER_REQUEST_HEADERS = {"x-request-id", "set-cookie", "date"}
 _GENERATION_SQL = "SELECT generation FROM catalog_state WHERE id = 1"
@@ -191,6 +190,9 @@ class ReadCache:
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") != "GET" or not path.startswith(("/v1/", "/.well-known/")):
             return self.wsgi_app(environ, start_response)
+        if path.startswith(files.PREFIX):  # bytes are streamed, not replayed; only Flask is skipped
+            served = files.serve_plain_get(self.registry, environ, start_response)
+            return served if served is not None else self.wsgi_app(environ, start_response)
         credential = credential_key(environ)
         if credential is None:
             return self.wsgi_app(environ, start_response)
@@ -211,8 +213,7 @@ class ReadCache:
         if entry.download is not None:
             self.registry.downloads.add(entry.download, entry.token_id, environ.get("REMOTE_ADDR"),
                                         environ.get("HTTP_USER_AGENT"))
-        incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = request_id_for(environ.get("HTTP_X_REQUEST_ID"))
         start_response(entry.status, [*entry.headers, ("X-Request-Id", request_id)])
         return [entry.body]
 

@@ -22,10 +22,14 @@ def current_registry() -> Registry:
     return current_app.extensions[EXTENSION_KEY]
 
 
+def request_id_for(incoming: str | None) -> str:
+    """A well-formed ``X-Request-Id`` from the client or proxy, else a new one."""
+    return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
 def assign_request_id() -> None:
-    """Take a well-formed ``X-Request-Id`` from the client or proxy, else make one."""
-    incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    """Give the request its id (:func:`request_id_for`)."""
+    g.request_id = request_id_for(request.headers.get("X-Request-Id"))
 
 
 def add_request_id_header(response: Any) -> Any:

@@ -5,13 +5,22 @@ Terraform sends no token to archive URLs, so the signature is the only credentia
 
 from __future__ import annotations
 
-from typing import Any
+import mimetypes
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from flask import Blueprint, request, send_file
+from werkzeug.utils import get_content_type
+from werkzeug.wsgi import FileWrapper
 
 from tfregistry.interfaces import InvalidKey, ObjectNotFound
 from tfregistry.protocol import error, register_error_handlers
-from tfregistry.web import current_registry
+from tfregistry.web import current_registry, request_id_for
+
+if TYPE_CHECKING:
+    from tfregistry.registry import Registry
 
 bp = Blueprint("tfr_files", __name__)
 register_error_handlers(bp)
@@ -41,6 +50,47 @@ def download(key: str):
         response.content_length = size
         response = response.make_conditional(request, accept_ranges=fh.seekable(), complete_length=size)
     return response
+
+
+PREFIX = "/v1/files/"
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,255}$")
+
+
+def serve_plain_get(registry: Registry, environ: dict[str, Any],
+                    start_response: Callable[..., Any]) -> Iterable[bytes] | None:
+    """The common download without Flask: a GET of ``/v1/files/<key>`` with a valid signature and no
+    ``Range``, answered with the same status and headers as :func:`download`.  ``None`` for anything
+    else (a bad signature, a missing object, a range request, an unusual name): the view answers it."""
+    if environ.get("HTTP_RANGE") or environ.get("HTTP_IF_RANGE"):
+        return None
+    try:
+        key = environ.get("PATH_INFO", "")[len(PREFIX):].encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    name = key.rsplit("/", 1)[-1]
+    if not _PLAIN_NAME.match(name) or not registry.signer.verify(
+            key, (query.get("expires") or [None])[0], (query.get("signature") or [None])[0]):
+        return None
+    try:
+        fh = registry.storage.open(key)
+    except Exception:  # missing, invalid or unavailable: the view answers with the reason
+        return None
+    size = _size(fh)
+    if size is None:
+        fh.close()
+        return None
+    mimetype = "application/octet-stream" if key.endswith(ARCHIVE_SUFFIXES) else (
+        mimetypes.guess_type(name)[0] or "application/octet-stream")
+    start_response("200 OK", [
+        ("Content-Disposition", f"inline; filename={name}"),
+        ("Content-Type", get_content_type(mimetype, "utf-8")),
+        ("Cache-Control", "private, no-store"),
+        ("Content-Length", str(size)),
+        ("Accept-Ranges", "bytes"),
+        ("X-Request-Id", request_id_for(environ.get("HTTP_X_REQUEST_ID"))),
+    ])
+    return environ.get("wsgi.file_wrapper", FileWrapper)(fh, 64 * 1024)
 
 
 def _size(fh: Any) -> int | None:
