@@ -9,6 +9,10 @@ Load order (fixed, see ``docs/hooks.md``):
 4. plugin objects passed to :func:`tfregistry.app.create_app` (tests, one-off site plugins);
 5. ``check_pending()``: an implementation of an unknown hook stops start-up;
 6. with ``plugins.trace`` (``TFR_TRACE_PLUGINS=1``), every hook call is logged.
+
+Each plugin of steps 3 and 4 is checked against :data:`tfregistry.PLUGIN_API` as it is
+loaded (:func:`check_plugin_api`): one whose ``TFR_PLUGIN_API`` range excludes it stops
+start-up; an entry-point plugin that declares no range is loaded with a warning.
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from tfregistry import StartupError, __version__, hookspecs
+from tfregistry import PLUGIN_API, StartupError, __version__, hookspecs
 
 log = logging.getLogger("tfregistry.plugins")
 
 ENTRY_POINT_GROUP = "tfregistry"
+
+#: The attribute of a plugin (its module, for an entry point) stating the plugin API versions it works
+#: with, as a PEP 440 version specifier: ``TFR_PLUGIN_API = ">=1.0,<2"``.
+API_ATTRIBUTE = "TFR_PLUGIN_API"
 
 #: Core features implemented as plugins of the same hooks.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -113,6 +122,38 @@ class PluginManager(pluggy.PluginManager):
         return collector
 
 
+def check_plugin_api(plugin: Any, name: str, version: str, *, warn_if_undeclared: bool = True) -> str | None:
+    """Check a plugin's ``TFR_PLUGIN_API`` against :data:`tfregistry.PLUGIN_API`; return the range it states.
+
+    :param plugin: the plugin object (the module an entry point names, or any object).
+    :param name: how to name the plugin in messages (its distribution name, for an entry point).
+    :param version: the plugin's version, for messages.
+    :param warn_if_undeclared: log a warning when the plugin states no range (it is loaded anyway).
+    :raises StartupError: the range excludes this core's plugin API, or is not a version range.
+    """
+    declared = getattr(plugin, API_ATTRIBUTE, None)
+    if declared is None:
+        if warn_if_undeclared:
+            log.warning("plugin %s %s does not state the plugin API it was written for (%s in %s); loading it "
+                        "anyway: tfregistry %s provides plugin API %s", name, version, API_ATTRIBUTE,
+                        getattr(plugin, "__name__", type(plugin).__name__), __version__, PLUGIN_API)
+        return None
+    try:
+        if not isinstance(declared, str) or not declared.strip():
+            raise InvalidSpecifier(repr(declared))
+        wanted = SpecifierSet(declared)
+    except InvalidSpecifier:
+        raise StartupError(f"plugin {name} {version}: {API_ATTRIBUTE} = {declared!r} is not a version range "
+                           f"such as '>=1.0,<2'") from None
+    if not wanted.contains(PLUGIN_API, prereleases=True):
+        raise StartupError(
+            f"plugin {name} {version} needs plugin API {declared}, but tfregistry {__version__} provides plugin "
+            f"API {PLUGIN_API}: install a release of {name} made for plugin API {PLUGIN_API}, or disable it "
+            f"(TFR_DISABLE_PLUGINS={name})"
+        )
+    return declared
+
+
 def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
@@ -158,11 +199,17 @@ def get_plugin_manager(
             except Exception as exc:
                 raise StartupError(f"plugin {name} failed to import: {exc!r}") from exc
             version = ep.dist.version if ep.dist else "unknown"
+            dist = ep.dist.name if ep.dist else name
+            same = dist.lower().replace("_", "-") == name.lower()
+            check_plugin_api(plugin, name if same else f"{name} (distribution {dist})", version)
             pm.register_plugin(plugin, name, version, builtin=False)
 
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
-        pm.register_plugin(plugin, name, getattr(plugin, "__version__", "local"), builtin=False)
+        version = getattr(plugin, "__version__", "local")
+        # Objects handed over in code (tests, a site's own plugin) are checked when they state a range.
+        check_plugin_api(plugin, name, version, warn_if_undeclared=False)
+        pm.register_plugin(plugin, name, version, builtin=False)
 
     try:
         pm.check_pending()

@@ -8,7 +8,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
+
+from tfregistry.interfaces import RequestContext
 
 if TYPE_CHECKING:
     from tfregistry.registry import Registry
@@ -26,6 +28,18 @@ def assign_request_id() -> None:
     """Take a well-formed ``X-Request-Id`` from the client or proxy, else make one."""
     incoming = request.headers.get("X-Request-Id", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def request_context() -> RequestContext | None:
+    """What policy hooks learn about the current HTTP request; ``None`` outside one (CLI, jobs).
+
+    ``request.remote_addr`` is already the client address here: :class:`TrustedProxyMiddleware`
+    rewrote it before Flask saw the request.
+    """
+    if not has_request_context():
+        return None
+    return RequestContext(client_address=request.remote_addr, request_id=g.get("request_id"),
+                          method=request.method, path=request.path)
 
 
 def add_request_id_header(response: Any) -> Any:
