@@ -122,20 +122,26 @@ class PluginManager(pluggy.PluginManager):
         return collector
 
 
-def check_plugin_api(plugin: Any, name: str, version: str, *, warn_if_undeclared: bool = True) -> str | None:
+def check_plugin_api(plugin: Any, name: str, version: str, *, distribution: str | None = None,
+                     entry_point: bool = True) -> str | None:
     """Check a plugin's ``TFR_PLUGIN_API`` against :data:`tfregistry.PLUGIN_API`; return the range it states.
 
     :param plugin: the plugin object (the module an entry point names, or any object).
-    :param name: how to name the plugin in messages (its distribution name, for an entry point).
+    :param name: the plugin's name: for an entry point its name (by convention the distribution name).
     :param version: the plugin's version, for messages.
-    :param warn_if_undeclared: log a warning when the plugin states no range (it is loaded anyway).
+    :param distribution: the distribution providing the entry point, named too when it differs from ``name``.
+    :param entry_point: the plugin came from an entry point: stating no range logs a warning (the plugin is
+        loaded anyway), and a mismatch suggests ``TFR_DISABLE_PLUGINS``.  Objects handed over in code are
+        only checked when they state a range.
     :raises StartupError: the range excludes this core's plugin API, or is not a version range.
     """
+    same = distribution is None or distribution.lower().replace("_", "-") == name.lower().replace("_", "-")
+    label = name if same else f"{name} (distribution {distribution})"
     declared = getattr(plugin, API_ATTRIBUTE, None)
     if declared is None:
-        if warn_if_undeclared:
+        if entry_point:
             log.warning("plugin %s %s does not state the plugin API it was written for (%s in %s); loading it "
-                        "anyway: tfregistry %s provides plugin API %s", name, version, API_ATTRIBUTE,
+                        "anyway: tfregistry %s provides plugin API %s", label, version, API_ATTRIBUTE,
                         getattr(plugin, "__name__", type(plugin).__name__), __version__, PLUGIN_API)
         return None
     try:
@@ -143,14 +149,14 @@ def check_plugin_api(plugin: Any, name: str, version: str, *, warn_if_undeclared
             raise InvalidSpecifier(repr(declared))
         wanted = SpecifierSet(declared)
     except InvalidSpecifier:
-        raise StartupError(f"plugin {name} {version}: {API_ATTRIBUTE} = {declared!r} is not a version range "
+        raise StartupError(f"plugin {label} {version}: {API_ATTRIBUTE} = {declared!r} is not a version range "
                            f"such as '>=1.0,<2'") from None
     if not wanted.contains(PLUGIN_API, prereleases=True):
-        raise StartupError(
-            f"plugin {name} {version} needs plugin API {declared}, but tfregistry {__version__} provides plugin "
-            f"API {PLUGIN_API}: install a release of {name} made for plugin API {PLUGIN_API}, or disable it "
-            f"(TFR_DISABLE_PLUGINS={name})"
-        )
+        remedy = f"install a release of {distribution or name} made for plugin API {PLUGIN_API}"
+        if entry_point:
+            remedy += f", or disable it (TFR_DISABLE_PLUGINS={name})"
+        raise StartupError(f"plugin {label} {version} needs plugin API {declared}, but tfregistry {__version__} "
+                           f"provides plugin API {PLUGIN_API}: {remedy}")
     return declared
 
 
@@ -199,16 +205,13 @@ def get_plugin_manager(
             except Exception as exc:
                 raise StartupError(f"plugin {name} failed to import: {exc!r}") from exc
             version = ep.dist.version if ep.dist else "unknown"
-            dist = ep.dist.name if ep.dist else name
-            same = dist.lower().replace("_", "-") == name.lower()
-            check_plugin_api(plugin, name if same else f"{name} (distribution {dist})", version)
+            check_plugin_api(plugin, name, version, distribution=ep.dist.name if ep.dist else None)
             pm.register_plugin(plugin, name, version, builtin=False)
 
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
         version = getattr(plugin, "__version__", "local")
-        # Objects handed over in code (tests, a site's own plugin) are checked when they state a range.
-        check_plugin_api(plugin, name, version, warn_if_undeclared=False)
+        check_plugin_api(plugin, name, version, entry_point=False)
         pm.register_plugin(plugin, name, version, builtin=False)
 
     try:

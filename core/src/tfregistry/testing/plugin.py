@@ -102,7 +102,7 @@ def plugin_manager(*plugins: Any) -> Any:
     manager.add_hookspecs(hookspecs)
     for plugin in plugins:
         name = getattr(plugin, "__name__", type(plugin).__name__)
-        check_plugin_api(plugin, name, getattr(plugin, "__version__", "local"), warn_if_undeclared=False)
+        check_plugin_api(plugin, name, getattr(plugin, "__version__", "local"), entry_point=False)
         manager.register(plugin)
     manager.check_pending()
     return manager
