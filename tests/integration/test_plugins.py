@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import subprocess
 import sys
 import textwrap
 import types
@@ -14,7 +17,7 @@ from click.testing import CliRunner
 
 import tfregistry_storage_local.plugin as local_storage_plugin
 from tests.conftest import bearer, new_token, post_module
-from tfregistry import StartupError, hookimpl
+from tfregistry import PLUGIN_API, StartupError, __version__, hookimpl
 from tfregistry.app import bootstrap, create_app
 from tfregistry.cli import Context, cli
 from tfregistry.plugins import get_plugin_manager
@@ -225,3 +228,82 @@ def test_template_plugin_files_are_a_complete_distribution():
     text = (root / "pyproject.toml").read_text()
     assert 'tfregistry-example = "tfregistry_example.plugin"' in text
     assert (root / "tests").is_dir() and (root / "README.md").is_file()
+
+
+# --- the plugin API version ------------------------------------------------------------------------
+
+FUTURE = GREETER + '\nTFR_PLUGIN_API = ">=2.0,<3"\n'
+
+
+def test_plugin_api_mismatch_stops_startup_naming_the_plugin_and_both_versions(fake_distribution, tmp_path):
+    fake_distribution("tfregistry-future", "tfr_future_plugin", FUTURE, version="4.5.6")
+    message = (f"plugin tfregistry-future 4.5.6 needs plugin API >=2.0,<3, but tfregistry {__version__} provides "
+               f"plugin API {PLUGIN_API}")
+    with pytest.raises(StartupError) as raised:
+        get_plugin_manager()
+    assert str(raised.value).startswith(message)
+    assert str(raised.value).endswith("or disable it (TFR_DISABLE_PLUGINS=tfregistry-future)")
+    with pytest.raises(StartupError, match=re.escape(message)):
+        create_app({"data_dir": str(tmp_path)}, environ={})
+    # The real start-up of a `tfr` command, in a process of its own: exit 2 and the message on stderr.
+    site = str(tmp_path / "site")
+    env = {**os.environ, "TFR_DATA_DIR": str(tmp_path / "data"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "tfregistry", "plugins"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result
+    assert f"error: {message}" in result.stderr
+    # Disabling the plugin is the way out the message offers.
+    allowed = {i.name for i in get_plugin_manager(block=["tfregistry-future"]).plugin_infos()}
+    assert "tfregistry-future" not in allowed
+
+
+def test_plugin_api_in_range_loads_quietly(fake_distribution, caplog):
+    fake_distribution("tfregistry-greeter", "tfr_greeter_plugin", GREETER + f'\nTFR_PLUGIN_API = "~={PLUGIN_API}"\n')
+    caplog.set_level(logging.WARNING, logger="tfregistry.plugins")
+    assert "tfregistry-greeter" in {i.name for i in get_plugin_manager().plugin_infos()}
+    assert not [r for r in caplog.records if "tfregistry-greeter" in r.getMessage()]
+
+
+def test_plugin_without_an_api_range_loads_with_a_warning(fake_distribution, caplog):
+    fake_distribution("tfregistry-greeter", "tfr_greeter_plugin", GREETER)
+    caplog.set_level(logging.WARNING, logger="tfregistry.plugins")
+    assert "tfregistry-greeter" in {i.name for i in get_plugin_manager().plugin_infos()}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (f"plugin tfregistry-greeter 1.2.3 does not state the plugin API it was written for (TFR_PLUGIN_API in "
+            f"tfr_greeter_plugin); loading it anyway: tfregistry {__version__} provides plugin API {PLUGIN_API}"
+            in warned)
+
+
+@pytest.mark.parametrize("declared", ["", "one point oh", "1.0", 1])
+def test_plugin_api_range_that_is_not_a_range_stops_startup(fake_distribution, declared):
+    fake_distribution("tfregistry-odd", "tfr_odd_plugin", GREETER + f"\nTFR_PLUGIN_API = {declared!r}\n")
+    with pytest.raises(StartupError, match=re.escape(f"plugin tfregistry-odd 1.2.3: TFR_PLUGIN_API = {declared!r} "
+                                                     "is not a version range such as '>=1.0,<2'")):
+        get_plugin_manager()
+
+
+def test_plugin_api_of_plugins_given_in_code_is_checked(app_factory):
+    class Future:
+        TFR_PLUGIN_API = ">=2.0,<3"
+
+        @hookimpl
+        def tfr_service_discovery(self, registry):
+            return None
+
+    with pytest.raises(StartupError) as raised:
+        app_factory(plugins=(Future(),))
+    assert str(raised.value) == (f"plugin Future-1 local needs plugin API >=2.0,<3, but tfregistry {__version__} "
+                                 f"provides plugin API {PLUGIN_API}: install a release of Future-1 made for plugin "
+                                 f"API {PLUGIN_API}")
+
+
+def test_entry_point_named_differently_from_its_distribution_is_named_both_ways(fake_distribution, tmp_path):
+    fake_distribution("tfregistry-future", "tfr_future_plugin", FUTURE, version="4.5.6")
+    entry_points = tmp_path / "site" / "tfregistry_future-4.5.6.dist-info" / "entry_points.txt"
+    entry_points.write_text("[tfregistry]\nfuture = tfr_future_plugin\n")
+    with pytest.raises(StartupError) as raised:
+        get_plugin_manager()
+    assert str(raised.value).startswith("plugin future (distribution tfregistry-future) 4.5.6 needs plugin API ")
+    assert str(raised.value).endswith(f"install a release of tfregistry-future made for plugin API {PLUGIN_API}, "
+                                      "or disable it (TFR_DISABLE_PLUGINS=future)")

@@ -8,8 +8,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
-from tfregistry import hookspecs
+from tfregistry import PLUGIN_API, hookspecs
 from tfregistry.app import bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +62,23 @@ def test_plugin_packaging(plugin_dir):
         "a plugin declares the range of tfregistry versions it supports"
     )
     assert (plugin_dir / "README.md").exists() and (plugin_dir / "tests").is_dir()
+
+
+@pytest.mark.parametrize("plugin_dir", PLUGIN_DIRS, ids=lambda p: p.name)
+def test_plugin_states_the_plugin_api_it_works_with(plugin_dir):
+    """The module the entry point names sets ``TFR_PLUGIN_API`` to a literal range holding ``PLUGIN_API``."""
+    project = tomllib.loads((plugin_dir / "pyproject.toml").read_text())["project"]
+    module = project["entry-points"]["tfregistry"][project["name"]]
+    path = plugin_dir.joinpath(*module.split(".")).with_suffix(".py")
+    declared = [
+        node.value for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["TFR_PLUGIN_API"]
+    ]
+    assert len(declared) == 1, f"{path.relative_to(ROOT)} does not set TFR_PLUGIN_API (once, at module level)"
+    wanted = ast.literal_eval(declared[0])
+    assert isinstance(wanted, str) and SpecifierSet(wanted).contains(PLUGIN_API), (
+        f"{path.relative_to(ROOT)}: TFR_PLUGIN_API = {wanted!r} does not include tfregistry.PLUGIN_API {PLUGIN_API}"
+    )
 
 
 @pytest.mark.parametrize("plugin_dir", PLUGIN_DIRS, ids=lambda p: p.name)

@@ -11,6 +11,14 @@ import pluggy
 
 __version__ = "0.1.0"
 
+#: Version of the plugin API: the hooks in :mod:`tfregistry.hookspecs` (their arguments and what the
+#: core does with their results), the objects hooks receive, and :mod:`tfregistry.interfaces`.
+#: ``MAJOR.MINOR``: the minor part grows when something is added (a hook, a hook argument, an
+#: interface method with a default), the major part when something a plugin may rely on is removed or
+#: changed.  A plugin states the range it works with in its plugin module, as a PEP 440 specifier:
+#: ``TFR_PLUGIN_API = ">=1.0,<2"``; a plugin whose range excludes this version stops start-up.
+PLUGIN_API = "1.0"
+
 #: Marker for hook implementations: ``@hookimpl def tfr_configure(registry): ...``
 hookimpl = pluggy.HookimplMarker("tfregistry")
 
@@ -22,4 +30,4 @@ class StartupError(RuntimeError):
     """
 
 
-__all__ = ["StartupError", "__version__", "hookimpl"]
+__all__ = ["PLUGIN_API", "StartupError", "__version__", "hookimpl"]

@@ -248,7 +248,10 @@ def allowed(identity: Identity, action: str, namespace: Namespace | None, sessio
     finally:
         if own_session:
             session.close()
-    votes = registry.pm.hook.tfr_permission_allowed(identity=identity, action=action, resource=resource)
+    from tfregistry.web import request_context
+
+    votes = registry.pm.hook.tfr_permission_allowed(identity=identity, action=action, resource=resource,
+                                                    context=request_context())
     return False not in votes
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from flask_smorest import Api
 
     from tfregistry.auth import Identity, Resource
+    from tfregistry.interfaces import RequestContext
     from tfregistry.plugins import BackendRegister
     from tfregistry.registry import ModuleVersionRef, Registry
     from tfregistry.settings import SettingsDeclarations
@@ -130,24 +131,32 @@ def tfr_authenticate(registry: Registry, request: Any, session: Any) -> Identity
     ``Authorization: Bearer`` registry tokens and browser sessions.
 
     :param registry: the application registry.
-    :param request: the Flask request.
+    :param request: the Flask request; ``request.remote_addr`` is the client address after
+        trusted-proxy handling (``proxy.trusted``), ``flask.g.request_id`` the request id.
     :param session: the request's SQLAlchemy session, for lookups (commit only what authentication
         itself records, such as a last-used time).
     """
 
 
 @hookspec
-def tfr_permission_allowed(identity: Identity, action: str, resource: Resource) -> bool | None:
+def tfr_permission_allowed(
+    identity: Identity, action: str, resource: Resource, context: RequestContext | None
+) -> bool | None:
     """Veto a permission the core's role and scope check has already granted.
 
     Called only when the core would allow ``action``; return ``False`` to refuse it (the caller
     gets 403, or 404 where the resource must stay invisible), ``True`` or ``None`` to agree.
     Any ``False`` wins.  Use it for site policy (working hours, IP ranges, a change freeze);
-    it cannot grant what roles and scopes do not.
+    it cannot grant what roles and scopes do not.  Take only the arguments you use: an
+    implementation written before ``context`` existed keeps working.
 
     :param identity: the caller (user, organization, token, scopes).
     :param action: a scope name such as ``modules:write`` or ``mirrors:manage``.
     :param resource: the organization and namespace acted on (either may be ``None``).
+    :param context: the HTTP request being served (:class:`tfregistry.interfaces.RequestContext`:
+        client address after trusted-proxy handling, request id, method, path), or ``None`` when
+        the check is made outside a request (a ``tfr`` command, a background job).  A policy on
+        addresses should decide what ``None`` means for it.  Since plugin API 1.0.
     """
 
 

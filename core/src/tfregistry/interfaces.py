@@ -9,6 +9,7 @@ can adapt older plugins when an interface grows.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import tempfile
 import uuid
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidKey",
     "ObjectInfo",
     "ObjectNotFound",
+    "RequestContext",
     "StorageBackend",
     "StorageError",
     "StoredObject",
@@ -236,6 +238,37 @@ class StorageBackend(ABC):
 
 
 # --- Interactive sign-in -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """The HTTP request a policy hook is called for (``tfr_permission_allowed``'s ``context``).
+
+    Hooks receive ``None`` instead when there is no HTTP request: a ``tfr`` command, a
+    background job, a check made while the application starts.
+    """
+
+    #: The client's address, after trusted-proxy handling: with ``proxy.trusted`` set and the
+    #: direct peer in it, the first address of ``X-Forwarded-For`` (walking back from the nearest
+    #: hop) that is not a trusted proxy; otherwise the direct peer.  ``None`` if the server gave none.
+    client_address: str | None
+    #: The request id (the ``X-Request-Id`` a client or proxy sent when well formed, else a new one),
+    #: as echoed in the response header and written to the audit log.
+    request_id: str | None
+    #: The HTTP method, upper case (``GET``, ``POST``...).
+    method: str
+    #: The path inside the application (``/v1/modules/acme/network/aws/versions``), without the
+    #: ``X-Forwarded-Prefix`` a proxy may mount the registry under, and without the query string.
+    path: str
+
+    @property
+    def client_ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """:attr:`client_address` parsed, for ``ip in ipaddress.ip_network(...)`` tests; ``None`` if
+        there is none or it is not an IP address (a Unix socket peer, say)."""
+        try:
+            return ipaddress.ip_address(self.client_address or "")
+        except ValueError:
+            return None
 
 
 class LoginError(Exception):

@@ -9,6 +9,10 @@ Load order (fixed, see ``docs/hooks.md``):
 4. plugin objects passed to :func:`tfregistry.app.create_app` (tests, one-off site plugins);
 5. ``check_pending()``: an implementation of an unknown hook stops start-up;
 6. with ``plugins.trace`` (``TFR_TRACE_PLUGINS=1``), every hook call is logged.
+
+Each plugin of steps 3 and 4 is checked against :data:`tfregistry.PLUGIN_API` as it is
+loaded (:func:`check_plugin_api`): one whose ``TFR_PLUGIN_API`` range excludes it stops
+start-up; an entry-point plugin that declares no range is loaded with a warning.
 """
 
 from __future__ import annotations
@@ -21,12 +25,17 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from tfregistry import StartupError, __version__, hookspecs
+from tfregistry import PLUGIN_API, StartupError, __version__, hookspecs
 
 log = logging.getLogger("tfregistry.plugins")
 
 ENTRY_POINT_GROUP = "tfregistry"
+
+#: The attribute of a plugin (its module, for an entry point) stating the plugin API versions it works
+#: with, as a PEP 440 version specifier: ``TFR_PLUGIN_API = ">=1.0,<2"``.
+API_ATTRIBUTE = "TFR_PLUGIN_API"
 
 #: Core features implemented as plugins of the same hooks.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -113,6 +122,44 @@ class PluginManager(pluggy.PluginManager):
         return collector
 
 
+def check_plugin_api(plugin: Any, name: str, version: str, *, distribution: str | None = None,
+                     entry_point: bool = True) -> str | None:
+    """Check a plugin's ``TFR_PLUGIN_API`` against :data:`tfregistry.PLUGIN_API`; return the range it states.
+
+    :param plugin: the plugin object (the module an entry point names, or any object).
+    :param name: the plugin's name: for an entry point its name (by convention the distribution name).
+    :param version: the plugin's version, for messages.
+    :param distribution: the distribution providing the entry point, named too when it differs from ``name``.
+    :param entry_point: the plugin came from an entry point: stating no range logs a warning (the plugin is
+        loaded anyway), and a mismatch suggests ``TFR_DISABLE_PLUGINS``.  Objects handed over in code are
+        only checked when they state a range.
+    :raises StartupError: the range excludes this core's plugin API, or is not a version range.
+    """
+    same = distribution is None or distribution.lower().replace("_", "-") == name.lower().replace("_", "-")
+    label = name if same else f"{name} (distribution {distribution})"
+    declared = getattr(plugin, API_ATTRIBUTE, None)
+    if declared is None:
+        if entry_point:
+            log.warning("plugin %s %s does not state the plugin API it was written for (%s in %s); loading it "
+                        "anyway: tfregistry %s provides plugin API %s", label, version, API_ATTRIBUTE,
+                        getattr(plugin, "__name__", type(plugin).__name__), __version__, PLUGIN_API)
+        return None
+    try:
+        if not isinstance(declared, str) or not declared.strip():
+            raise InvalidSpecifier(repr(declared))
+        wanted = SpecifierSet(declared)
+    except InvalidSpecifier:
+        raise StartupError(f"plugin {label} {version}: {API_ATTRIBUTE} = {declared!r} is not a version range "
+                           f"such as '>=1.0,<2'") from None
+    if not wanted.contains(PLUGIN_API, prereleases=True):
+        remedy = f"install a release of {distribution or name} made for plugin API {PLUGIN_API}"
+        if entry_point:
+            remedy += f", or disable it (TFR_DISABLE_PLUGINS={name})"
+        raise StartupError(f"plugin {label} {version} needs plugin API {declared}, but tfregistry {__version__} "
+                           f"provides plugin API {PLUGIN_API}: {remedy}")
+    return declared
+
+
 def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
@@ -158,11 +205,14 @@ def get_plugin_manager(
             except Exception as exc:
                 raise StartupError(f"plugin {name} failed to import: {exc!r}") from exc
             version = ep.dist.version if ep.dist else "unknown"
+            check_plugin_api(plugin, name, version, distribution=ep.dist.name if ep.dist else None)
             pm.register_plugin(plugin, name, version, builtin=False)
 
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
-        pm.register_plugin(plugin, name, getattr(plugin, "__version__", "local"), builtin=False)
+        version = getattr(plugin, "__version__", "local")
+        check_plugin_api(plugin, name, version, entry_point=False)
+        pm.register_plugin(plugin, name, version, builtin=False)
 
     try:
         pm.check_pending()

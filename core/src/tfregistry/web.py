@@ -8,7 +8,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
+
+from tfregistry.interfaces import RequestContext
 
 if TYPE_CHECKING:
     from tfregistry.registry import Registry
@@ -30,6 +32,18 @@ def request_id_for(incoming: str | None) -> str:
 def assign_request_id() -> None:
     """Give the request its id (:func:`request_id_for`)."""
     g.request_id = request_id_for(request.headers.get("X-Request-Id"))
+
+
+def request_context() -> RequestContext | None:
+    """What policy hooks learn about the current HTTP request; ``None`` outside one (CLI, jobs).
+
+    ``request.remote_addr`` is already the client address here: :class:`TrustedProxyMiddleware`
+    rewrote it before Flask saw the request.
+    """
+    if not has_request_context():
+        return None
+    return RequestContext(client_address=request.remote_addr, request_id=g.get("request_id"),
+                          method=request.method, path=request.path)
 
 
 def add_request_id_header(response: Any) -> Any:

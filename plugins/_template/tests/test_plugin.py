@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pluggy
 import pytest
 
+from tfregistry import PLUGIN_API, StartupError
 from tfregistry.testing.conformance import StorageBackendContract
 from tfregistry.testing.plugin import BackendCollector, SettingsCollector, plugin_manager
 from tfregistry_example import plugin
@@ -42,6 +43,18 @@ def test_plugin_declares_its_setting(pm: pluggy.PluginManager) -> None:
             "help": "what the example plugin says",
         }
     }
+
+
+def test_plugin_states_the_plugin_api_it_works_with() -> None:
+    """``plugin_manager`` refuses a plugin whose ``TFR_PLUGIN_API`` excludes the installed core's
+    ``PLUGIN_API``, as the registry's start-up does; this plugin's range includes it."""
+    assert plugin_manager(plugin).is_registered(plugin)  # raises StartupError if the range excluded it
+
+    class FromTheFuture:
+        TFR_PLUGIN_API = ">=99.0,<100"
+
+    with pytest.raises(StartupError, match=f"needs plugin API >=99.0,<100, but .* provides plugin API {PLUGIN_API}"):
+        plugin_manager(FromTheFuture())
 
 
 def test_plugin_registers_its_backend(pm: pluggy.PluginManager) -> None:

@@ -12,6 +12,12 @@ from typing import Any
 from tfregistry import hookimpl
 from tfregistry_example.backend import MemoryStorage
 
+#: The versions of tfregistry's plugin API (``tfregistry.PLUGIN_API``, "MAJOR.MINOR") this plugin works
+#: with, as a PEP 440 range.  Start at the version you wrote it against and stop before the next major
+#: one: ">=1.0,<2".  Raise the lower bound when you use something added later (a hook argument "since
+#: plugin API 1.x").  The core refuses to start with a plugin whose range excludes its version.
+TFR_PLUGIN_API = ">=1.0,<2"
+
 #: Settings of a non-storage plugin live under ``plugins.<distribution name>.``.
 GREETING_SETTING = "plugins.tfregistry-example.greeting"
 

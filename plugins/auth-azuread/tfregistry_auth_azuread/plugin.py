@@ -11,6 +11,10 @@ from tfregistry_auth_oidc.plugin import env_name, parse_issuer, positive_timeout
 from tfregistry import StartupError, hookimpl
 from tfregistry_auth_azuread.provider import DEFAULT_AUTHORITY, GUID, MULTI_TENANT, AzureADOptions, AzureADProvider
 
+#: The tfregistry plugin API versions this plugin works with (a PEP 440 range); the core refuses to
+#: start with a plugin whose range excludes its ``tfregistry.PLUGIN_API`` (docs/hooks.md).
+TFR_PLUGIN_API = ">=1.0,<2"
+
 PREFIX = "auth.azuread"
 
 #: (name, type, default, secret, help) for each ``auth.azuread.<name>`` setting.

@@ -565,6 +565,45 @@ def test_stopped_emulator_gives_storage_errors(azurite_cache):
     storage.close()
 
 
+def test_a_failed_azurite_install_says_what_to_set(tmp_path, monkeypatch):
+    """npm sent to a registry nobody listens on, with no npm cache to fall back on: the failure names the
+    variables that steer npm (proxies, CAs, registry), lists which are set, and shows npm's own output."""
+    import shutil
+
+    from tfregistry_storage_azure.testing import install_azurite
+
+    npm = shutil.which("npm")
+    assert npm, "the Azure storage tests need npm (apt-get install nodejs npm)"
+    port = free_port()
+    monkeypatch.setenv("npm_config_registry", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        install_azurite(npm, tmp_path / "azurite", timeout=300)
+    message = str(failed.value)
+    assert message.startswith("Installing Azurite, the Azure Storage emulator the Azure storage tests run against, "
+                              f"failed: `{npm} install --no-audit --no-fund --prefix {tmp_path / 'azurite'} "
+                              f"azurite@{AZURITE_VERSION}` exited with ")
+    assert f"Likely cause: npm could not reach http://127.0.0.1:{port}/: behind a proxy, set HTTPS_PROXY" in message
+    for name in ("HTTPS_PROXY", "NO_PROXY", "NODE_EXTRA_CA_CERTS", "npm_config_cafile", "npm_config_registry"):
+        assert name in message
+    set_now = message.split("Set now: ", 1)[1].splitlines()[0]
+    assert "npm_config_registry" in set_now and "npm_config_fetch_retries" in set_now
+    assert "ECONNREFUSED" in message.split("npm's output (last 3000 characters):\n", 1)[1]
+
+
+def test_an_untrusted_certificate_is_diagnosed_as_a_missing_ca():
+    from tfregistry_storage_azure.testing import install_failure_message
+
+    npm_output = ("npm error code SELF_SIGNED_CERT_IN_CHAIN\nnpm error errno SELF_SIGNED_CERT_IN_CHAIN\n"
+                  "npm error request to https://registry.npmjs.org/azurite failed, reason: self-signed certificate "
+                  "in certificate chain\n")
+    message = install_failure_message(["npm", "install", "--prefix", "/c", "azurite@1"], "exited with 1", npm_output)
+    assert ("Likely cause: npm does not trust the TLS certificate it was shown (a TLS-intercepting proxy?): point "
+            "NODE_EXTRA_CA_CERTS or npm_config_cafile at a PEM file with that proxy's CA.") in message
+    assert message.endswith(npm_output)
+
+
 # --- plugin and settings -------------------------------------------------------------------------------------
 
 

@@ -24,6 +24,10 @@ from tfregistry_storage_azure.config import (
 if TYPE_CHECKING:
     from tfregistry_storage_azure.backend import AzureBlobStorage
 
+#: The tfregistry plugin API versions this plugin works with (a PEP 440 range); the core refuses to
+#: start with a plugin whose range excludes its ``tfregistry.PLUGIN_API`` (docs/hooks.md).
+TFR_PLUGIN_API = ">=1.0,<2"
+
 P = "storage.azure."
 
 

@@ -25,7 +25,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -35,7 +36,7 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 START_TIMEOUT = 30.0
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """``pytest.fail`` inside a test session, a plain error elsewhere (the benchmark)."""
     pytest.fail(message, pytrace=False)
 
@@ -45,6 +46,14 @@ def _cached_version(cache_dir: Path) -> str | None:
         return json.loads((cache_dir / "node_modules" / "azurite" / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+#: Environment variables that steer npm through a proxy, a TLS-intercepting proxy or a mirror: what the
+#: failure message lists (names only; a proxy URL may carry a password).  tox.ini passes them through.
+NPM_NETWORK_VARIABLES = (
+    "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",
+    "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE",
+)  # fmt: skip
 
 
 def azurite_binary(cache_dir: Path) -> str:
@@ -62,15 +71,74 @@ def azurite_binary(cache_dir: Path) -> str:
             "and npm, which are not on PATH: install them (Debian: apt-get install nodejs npm), or install "
             f"Azurite yourself: npm install --prefix {cache_dir} azurite@{AZURITE_VERSION}"
         )
+    install_azurite(npm, cache_dir)
+    if not cached.exists():
+        _fail(f"npm installed azurite@{AZURITE_VERSION} into {cache_dir} but {cached} is missing")
+    return str(cached)
+
+
+def install_azurite(npm: str, cache_dir: Path, timeout: float = 600) -> None:
+    """``npm install --prefix cache_dir azurite@AZURITE_VERSION``; on failure, fail with what to set.
+
+    npm reads proxies and CAs from the environment (``HTTPS_PROXY``, ``NODE_EXTRA_CA_CERTS``,
+    ``npm_config_*``) and from ``~/.npmrc``; the message names them, lists which are set, and
+    ends with npm's own output.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     command = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(cache_dir), f"azurite@{AZURITE_VERSION}"]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        _fail(f"`{' '.join(command)}` did not finish within 10 minutes")
-    if result.returncode != 0 or not cached.exists():
-        _fail(f"`{' '.join(command)}` failed ({result.returncode}):\n{(result.stderr or result.stdout)[-3000:]}")
-    return str(cached)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        output = exc.stderr or exc.stdout or ""
+        _fail(install_failure_message(command, f"did not finish within {timeout:.0f} s",
+                                      output.decode(errors="replace") if isinstance(output, bytes) else output))
+    if result.returncode != 0:
+        _fail(install_failure_message(command, f"exited with {result.returncode}", result.stderr or result.stdout))
+
+
+def _npm_registry(npm: str) -> str:
+    """The registry npm uses (from the environment or an npmrc), for the message."""
+    try:
+        out = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "its registry"
+    url = urlsplit(out.stdout.strip())
+    if not url.netloc:
+        return "its registry"
+    return urlunsplit(url._replace(netloc=url.netloc.rpartition("@")[2]))  # never a password in a report
+
+
+def install_failure_message(command: list[str], what: str, npm_output: str) -> str:
+    """The message for a failed Azurite install: the command, the likely cause, what to set, npm's output."""
+    registry = _npm_registry(command[0])
+    lowered = npm_output.lower()
+    if any(word in lowered for word in ("self_signed_cert", "self-signed certificate", "unable_to_get_issuer",
+                                        "local issuer certificate", "unable_to_verify_leaf", "cert_")):
+        cause = ("npm does not trust the TLS certificate it was shown (a TLS-intercepting proxy?): point "
+                 "NODE_EXTRA_CA_CERTS or npm_config_cafile at a PEM file with that proxy's CA")
+    elif any(word in lowered for word in ("econnrefused", "enotfound", "etimedout", "eai_again", "econnreset",
+                                          "network", "proxy")):
+        cause = f"npm could not reach {registry}: behind a proxy, set HTTPS_PROXY (or npm_config_https_proxy)"
+    else:
+        cause = "see npm's output below"
+    is_set = sorted({name for name in os.environ if name in NPM_NETWORK_VARIABLES or name.lower().startswith(
+        "npm_config_")})
+    return (
+        f"Installing Azurite, the Azure Storage emulator the Azure storage tests run against, failed: "
+        f"`{' '.join(command)}` {what}.\n"
+        f"Likely cause: {cause}.\n"
+        "npm must reach its registry. Behind a proxy or a TLS-intercepting proxy, set these before running "
+        "the tests (tox.ini passes them through), or put the npm_config_* ones in ~/.npmrc:\n"
+        "  HTTPS_PROXY / HTTP_PROXY (or npm_config_https_proxy / npm_config_proxy): the proxy URL; keep "
+        "127.0.0.1 and localhost in NO_PROXY\n"
+        "  NODE_EXTRA_CA_CERTS=/path/to/proxy-ca.pem (added to node's CAs) or "
+        "npm_config_cafile=/path/to/ca-bundle.pem\n"
+        "  npm_config_registry=https://your-npm-mirror/ to install from a mirror\n"
+        f"Set now: {', '.join(is_set) or 'none of them'}.\n"
+        f"Or install Azurite yourself: npm install --prefix {command[command.index('--prefix') + 1]} "
+        f"azurite@{AZURITE_VERSION}\n"
+        f"npm's output (last 3000 characters):\n{npm_output[-3000:]}"
+    )
 
 
 def free_port() -> int:

@@ -10,6 +10,10 @@ from typing import Any
 
 from tfregistry import StartupError, hookimpl
 
+#: The tfregistry plugin API versions this plugin works with (a PEP 440 range); the core refuses to
+#: start with a plugin whose range excludes its ``tfregistry.PLUGIN_API`` (docs/hooks.md).
+TFR_PLUGIN_API = ">=1.0,<2"
+
 #: (name, type, default, secret, help) for each ``storage.gcs.<name>`` setting.
 SETTINGS: tuple[tuple[str, Any, Any, bool, str], ...] = (
     ("bucket", str, None, False, "Bucket name (required)."),

@@ -9,6 +9,10 @@ from typing import Any
 from tfregistry import StartupError, hookimpl
 from tfregistry_storage_local.backend import LocalStorage
 
+#: The tfregistry plugin API versions this plugin works with (a PEP 440 range); the core refuses to
+#: start with a plugin whose range excludes its ``tfregistry.PLUGIN_API`` (docs/hooks.md).
+TFR_PLUGIN_API = ">=1.0,<2"
+
 PATH_SETTING = "storage.local.path"
 
 

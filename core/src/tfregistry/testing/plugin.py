@@ -91,14 +91,18 @@ class BackendCollector:
 
 def plugin_manager(*plugins: Any) -> Any:
     """A pluggy manager with tfregistry's hook specifications and only ``plugins``; an implementation of
-    an unknown hook fails here, as it would stop the registry's start-up."""
+    an unknown hook, or a ``TFR_PLUGIN_API`` range that excludes the installed core's plugin API, fails
+    here (``StartupError``), as it would stop the registry's start-up."""
     import pluggy
 
     from tfregistry import hookspecs
+    from tfregistry.plugins import check_plugin_api
 
     manager = pluggy.PluginManager("tfregistry")
     manager.add_hookspecs(hookspecs)
     for plugin in plugins:
+        name = getattr(plugin, "__name__", type(plugin).__name__)
+        check_plugin_api(plugin, name, getattr(plugin, "__version__", "local"), entry_point=False)
         manager.register(plugin)
     manager.check_pending()
     return manager
