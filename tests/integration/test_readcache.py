@@ -290,3 +290,17 @@ def test_signed_files_are_served_without_flask_exactly_as_the_view_serves_them(a
     ranged = fast.client.get("/" + path, headers={"Range": "bytes=0-1"})
     assert (ranged.status_code, ranged.data) == (206, answers[0].data[:2])
     assert fast.client.get("/" + path.replace("1.0.0.tar.gz", "9.9.9.tar.gz")).status_code in (403, 404)
+
+
+def test_a_thread_per_request_server_reuses_the_generation_connections(app: Any) -> None:
+    """``tfr serve`` (Werkzeug) starts a thread per request: those threads share a few connections."""
+    import threading
+
+    generation = app.extensions["tfregistry"].generation
+    seen: list[int | None] = []
+    for _ in range(30):
+        thread = threading.Thread(target=lambda: seen.append(generation.current()))
+        thread.start()
+        thread.join()
+    assert len(set(seen)) == 1 and seen[0] is not None
+    assert len(generation._free) == 1

@@ -107,19 +107,26 @@ def cacheable(ttl: float | None = None, *, download: int | None = None) -> None:
 
 
 class Generation:
-    """The catalog generation as the database has it now, read on a connection of each thread's own
-    (outside the pool, in autocommit, so every read sees the latest commit)."""
+    """The catalog generation as the database has it now.
+
+    Read on connections of its own (outside the application's pool, in autocommit, so every
+    read sees the latest commit), kept in a small free list: a thread takes one for the read
+    and puts it back, so servers that start a thread per request do not open one per request.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._local = threading.local()
-        self._opened: list[Any] = []
+        self._free: list[Any] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def current(self) -> int | None:
         """The generation, or ``None`` when it cannot be read (then nothing is replayed)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child never uses its parent's connections
+                self._free, self._pid = [], os.getpid()
+            conn = self._free.pop() if self._free else None
+        if conn is None:
             conn = self._connect()
             if conn is None:
                 return None
@@ -128,11 +135,12 @@ class Generation:
             cursor.execute(_GENERATION_SQL)
             row = cursor.fetchone()
             cursor.close()
-        except Exception:  # a broken connection: reconnect next time, answer uncached now
-            self._local.conn = None
+        except Exception:  # a broken connection: dropped, the answer is made without the cache
             with contextlib.suppress(Exception):
                 conn.close()
             return None
+        with self._lock:
+            self._free.append(conn)
         return int(row[0]) if row else None
 
     def _connect(self) -> Any:
@@ -144,16 +152,13 @@ class Generation:
                 conn.autocommit = True
         except Exception:  # the database is down: the views answer that themselves
             return None
-        self._local.conn, self._local.pid = conn, os.getpid()
-        with self._lock:
-            self._opened.append(conn)
         return conn
 
     def close(self) -> None:
-        """Close the connections this process opened (threads still running reconnect if they read again)."""
+        """Close the idle connections (one in use is closed by its reader's next failure or dropped)."""
         with self._lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
+            idle, self._free = self._free, []
+        for conn in idle:
             with contextlib.suppress(Exception):
                 conn.close()
 
