@@ -227,8 +227,9 @@ def test_names_that_are_not_utf8() -> None:
 
 
 def test_path_too_long() -> None:
-    rejects(targz(file("a/" * 30 + "main.tf")), "longer than 50 characters", max_path_length=50)
-    rejects(targz(symlink("l", "a/" * 30)), "too long target", max_path_length=50)
+    rejects(targz(file("a/" * 30 + "main.tf")), r"path of 67 bytes \(rule: paths are at most 50 bytes",
+            max_path_length=50)
+    rejects(targz(symlink("l", "a/" * 30)), r"its target .* path of 60 bytes", max_path_length=50)
 
 
 @pytest.mark.parametrize(
@@ -259,7 +260,7 @@ def test_duplicate_members() -> None:
         ({"l": "/etc/passwd"}, "absolute target"),
         ({"l": "C:/x"}, "absolute target"),
         ({"l": "..\\x"}, "backslash or NUL"),
-        ({"l": ""}, "empty or too long target"),
+        ({"l": ""}, "empty target"),
         ({"l": "../x"}, "points outside"),
         ({"sub/l": "../../x"}, "points outside"),
         ({"sub/l": "./../sub/../.."}, "points outside"),
