@@ -67,7 +67,6 @@ _PROTOCOL_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)
 _PLATFORM_RE = re.compile(r"([a-z0-9]+)_([a-z0-9]+)", re.ASCII)
 _HOSTNAME_RE = re.compile(r"[^\s/\\:]+(?::[0-9]{1,5})?")
 _DRIVE_RE = re.compile(r"[A-Za-z]:")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # zip "version made by" systems whose external attributes hold MS-DOS attributes (the same
 # table as Go's archive/zip FileHeader.Mode: FAT, NTFS, VFAT).
 _MSDOS_CREATORS = (0, 11, 14)
@@ -245,8 +244,11 @@ def _check_entry(info: zipfile.ZipInfo) -> None:
             "next 'terraform init' would fail; build the zip with file entries only ('zip -D', or GoReleaser's "
             "default archives)"
         )
-    if info.orig_filename != name or _CONTROL_RE.search(name):
-        raise PackageError(f"the zip has an entry name with control characters (NUL, newline...): {shown}")
+    if info.orig_filename != name:  # Python cuts a name at its first NUL
+        raise PackageError(
+            f"the zip entry {shown} has the control character '\\x00' in its name (rule: no control characters, "
+            "C0, DEL or C1, in names)"
+        )
     try:
         # The name as Go (and so Terraform) sees it: the stored bytes, whatever the UTF-8 flag says.
         go_name = _raw_name(info).decode("utf-8")
