@@ -394,7 +394,7 @@ def test_special_bits_control_characters_and_bombs_are_refused(client, admin_tok
     for data, message in (
         (_zip_entries((exe, b"#!/bin/sh\n", 0o104755)), f"'{exe}' has the setuid bit set (mode 4755)"),
         (_zip_entries((exe, b"#!/bin/sh\n", 0o100755), ("docs\x85.md", b"x", 0o100644)),
-         "control character '\\x85' in its name (rule: no control characters, C0, DEL or C1, in names)"),
+         "control character '\\x85' (rule: no control characters, C0, DEL or C1, in names)"),
         (_zip_entries((exe, b"#!/bin/sh\n", 0o100755), ("x" * 256, b"x", 0o100644)),
          "(rule: file and directory names are at most 255 bytes of UTF-8)"),
         (_zip_entries((exe, bytes(10 * 1024**2), 0o100755)), f"the zip entry '{exe}' is compressed more than 100:1"),

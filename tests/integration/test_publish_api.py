@@ -273,7 +273,7 @@ def _setuid(name: str) -> tarfile.TarInfo:
 
 @pytest.mark.parametrize(("archive", "message"), [
     # Issue #11: a member name with a newline, in a 900-character path.
-    (_tar_with(_member("a/" * 449 + "\n.tf")), "control character '\\n' in its name (rule: no control characters"),
+    (_tar_with(_member("a/" * 449 + "\n.tf")), "control character '\\n' (rule: no control characters"),
     (_tar_with(_member("x" * 256)), "component of 256 bytes"),
     (_tar_with(_member("a/" * 2048 + "x")), "(rule: paths are at most 4096 bytes of UTF-8)"),
     (_tar_with(_setuid("run.sh")), "'run.sh' has the setuid bit set (mode 4755)"),

@@ -89,8 +89,7 @@ def path_problem(path: str, max_path_bytes: int = MAX_PATH_BYTES) -> str | None:
     control = _CONTROL_RE.search(path)
     if control:
         return (
-            f"has the control character {control.group()!r} in its name"
-            " (rule: no control characters, C0, DEL or C1, in names)"
+            f"has the control character {control.group()!r} (rule: no control characters, C0, DEL or C1, in names)"
         )
     encoded = path.encode("utf-8", "surrogateescape")
     if len(encoded) > max_path_bytes:
@@ -105,7 +104,7 @@ def path_problem(path: str, max_path_bytes: int = MAX_PATH_BYTES) -> str | None:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        return "has a name that is not valid UTF-8 (rule: names must be UTF-8)"
+        return "is not valid UTF-8 (rule: names must be UTF-8)"
     return None
 
 

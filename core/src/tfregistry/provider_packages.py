@@ -246,15 +246,14 @@ def _check_entry(info: zipfile.ZipInfo) -> None:
         )
     if info.orig_filename != name:  # Python cuts a name at its first NUL
         raise PackageError(
-            f"the zip entry {shown} has the control character '\\x00' in its name (rule: no control characters, "
-            "C0, DEL or C1, in names)"
+            f"the zip entry {shown} has the control character '\\x00' (rule: no control characters, C0, DEL or C1, "
+            "in names)"
         )
     try:
         # The name as Go (and so Terraform) sees it: the stored bytes, whatever the UTF-8 flag says.
         go_name = _raw_name(info).decode("utf-8")
     except UnicodeDecodeError:
-        raise PackageError(f"the zip entry {shown} has a name that is not valid UTF-8 (rule: names must be UTF-8)") \
-            from None
+        raise PackageError(f"the zip entry {shown} is not valid UTF-8 (rule: names must be UTF-8)") from None
     problem = path_problem(go_name)
     if problem:
         raise PackageError(f"the zip entry {_show(go_name)} {problem}")
