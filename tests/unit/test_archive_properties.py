@@ -11,12 +11,23 @@ zero-filled "bomb" members) and each test checks three things:
 2. an accepted archive, unpacked by Python (``tarfile`` with ``filter="data"``, ``zipfile``),
    writes nothing outside the destination and leaves no symlink resolving outside it;
 3. an accepted archive, unpacked the way Terraform unpacks it (:func:`go_getter_untar`,
-   :func:`go_getter_unzip`, models of hashicorp/go-getter), writes nothing outside the
-   destination and sets no setuid/setgid/sticky bit, even with the mode bits that
-   go-getter releases before the ``mode &= 0o777`` sanitising kept.
+   :func:`go_getter_unzip`), writes nothing outside the destination and sets no
+   setuid/setgid/sticky bit, even with the mode bits that go-getter releases before the
+   ``mode &= 0o777`` sanitising kept; an accepted provider zip unpacks without error,
+   with its executable, and the unpacked folder hashes to the zip's ``h1:``.
+
+Where the Terraform models come from: Terraform fetches module archives with
+hashicorp/go-getter, whose ``untar`` (decompress_tar.go) does the unpacking; it installs
+provider packages with go-getter's ``ZipDecompressor`` (hashicorp/terraform
+internal/providercache/package_install.go: ``var unzip = getter.ZipDecompressor{}``;
+decompress_zip.go).  Both refuse names with a ``..`` field (``containsDotDot``, split on
+``/`` and ``\\``), join every name under the destination (Go's ``filepath.Join`` cleans, so
+an absolute name stays inside), never create symlinks (a link entry becomes a regular
+file), and follow symlinks already on disk when they create a file.
 
 Runs are reproducible (``derandomize=True``, no example database) and bounded, so the
-module takes a few seconds.
+module takes a few seconds.  If a Hypothesis upgrade changes the examples so that a rule
+is no longer reached ("rules never exercised"), widen the generator rather than the model.
 """
 
 from __future__ import annotations
