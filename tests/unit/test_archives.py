@@ -435,3 +435,12 @@ def test_the_ratio_is_checked_as_the_stream_is_read() -> None:
     # A lower cap catches the first order too, and the cap is a ratio, not a size.
     rejects(targz(file("noise.bin", noise), file("zeros.bin", zeros)), "compressed more than 20:1",
             max_compression_ratio=20)
+
+
+def test_nothing_may_lie_below_a_file_or_a_symlink() -> None:
+    rule = r"not a directory \(rule: nothing may be unpacked below a file or symlink"
+    rejects(targz(file("a"), file("a/x.tf")), rf"member 'a/x.tf' is below 'a', which is a file, {rule}")
+    rejects(targz(file("main.tf"), directory("sub"), symlink("l", "sub"), file("l/x.tf")),
+            rf"member 'l/x.tf' is below 'l', which is a symlink, {rule}")
+    rejects(targz(file("a/x.tf"), file("./a")), "is below 'a', which is a file")  # whatever the order
+    assert inspect(targz(directory("a"), file("a/x.tf"), directory("a/b"), file("a/b/y.tf"))).file_count == 2

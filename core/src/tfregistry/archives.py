@@ -293,6 +293,25 @@ def _escaping_symlink(links: dict[str, str]) -> str | None:
     return None
 
 
+def _check_nothing_below_files(seen: dict[str, bool], links: dict[str, str]) -> None:
+    """Refuse a member whose path goes through a file or a symlink ("f" and "f/x").
+
+    ``seen`` maps every normalised name to whether it is a directory.  Terraform (go-getter)
+    unpacks a symlink as a plain file, so "link/x" can never be unpacked there, even when
+    the link points to a directory.
+    """
+    for name in seen:
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in seen and not seen[folder]:
+                kind = "a symlink" if folder in links else "a file"
+                raise ArchiveError(
+                    f"member {_show(name)} is below {_show(folder)}, which is {kind}, not a directory (rule: nothing"
+                    " may be unpacked below a file or symlink; Terraform unpacks symlinks as plain files)"
+                )
+
+
 def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveReport:
     """Validate a module archive (a ``.tar.gz``) read from ``fileobj``, and describe it.
 
@@ -302,8 +321,8 @@ def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveR
     checked as the data streams, so a bomb stops early), or contains anything unsafe to
     unpack: absolute paths, ``..`` components, backslashes, control characters or
     over-long paths or components in names or symlink targets (:func:`path_problem`),
-    setuid/setgid/sticky bits, hard links, devices, FIFOs, or symlinks that point
-    outside the archive.  A leading ``./`` in names is accepted.  The README returned is
+    setuid/setgid/sticky bits, hard links, devices, FIFOs, members below a file or a
+    symlink, or symlinks that point outside the archive.  A leading ``./`` in names is accepted.  The README returned is
     ``README.md`` or ``README`` (any case) at the root of the archive.
     """
     stream = _GunzipStream(fileobj)
@@ -405,6 +424,7 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
     # Whatever follows the tar end marker is ignored, but an upload cut short in its last
     # bytes should not pass: read a little further, to the gzip trailer of usual archives.
     stream.drain(_TAIL_BUDGET)
+    _check_nothing_below_files(seen, links)
     bad_link = _escaping_symlink(links)
     if bad_link is not None:
         raise ArchiveError(
