@@ -376,3 +376,41 @@ def test_extra_own_hostnames(app_factory, signer):
     assert publish_provider(client, token, key=signer).status_code == 201
     r = client.get("/v1/providers/registry.example.test/acme/foo/index.json", headers=bearer(token))
     assert r.get_json() == {"versions": {"1.0.0": {}}}
+
+
+def _zip_entries(*entries: tuple[str, bytes, int]) -> bytes:
+    """A zip of (name, data, Unix mode) entries, deflated."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data, mode in entries:
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            info.create_system, info.external_attr, info.compress_type = 3, mode << 16, zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def test_special_bits_control_characters_and_bombs_are_refused(client, admin_token, signer, keyed):
+    exe = "terraform-provider-foo_v1.0.0"
+    for data, message in (
+        (_zip_entries((exe, b"#!/bin/sh\n", 0o104755)), f"'{exe}' has the setuid bit set (mode 4755)"),
+        (_zip_entries((exe, b"#!/bin/sh\n", 0o100755), ("docs\x85.md", b"x", 0o100644)),
+         "control character '\\x85' (rule: no control characters, C0, DEL or C1, in names)"),
+        (_zip_entries((exe, b"#!/bin/sh\n", 0o100755), ("x" * 256, b"x", 0o100644)),
+         "(rule: file and directory names are at most 255 bytes of UTF-8)"),
+        (_zip_entries((exe, bytes(10 * 1024**2), 0o100755)), f"the zip entry '{exe}' is compressed more than 100:1"),
+    ):
+        zips = {"terraform-provider-foo_1.0.0_linux_amd64.zip": data}
+        r = publish_provider(client, admin_token, key=signer, zips=zips)
+        assert r.status_code == 400, r.get_json()
+        assert message in r.get_json()["message"]
+
+
+def test_the_compression_ratio_cap_is_a_setting(app_factory, signer):
+    from tests.conftest import new_token
+
+    app = app_factory({"limits.max_compression_ratio": "2000"})
+    client, token = app.test_client(), new_token(app, "admin")
+    assert add_key(client, token, "acme", signer.public_armor).status_code == 201
+    bomb = _zip_entries(("terraform-provider-foo_v1.0.0", bytes(10 * 1024**2), 0o100755))  # ~1000:1
+    r = publish_provider(client, token, key=signer, zips={"terraform-provider-foo_1.0.0_linux_amd64.zip": bomb})
+    assert r.status_code == 201, r.get_json()

@@ -263,3 +263,35 @@ def test_storage_outage_is_503_and_leaves_nothing(app_factory, monkeypatch):
     monkeypatch.setattr(registry.storage, "open", unavailable)
     r = client.get(location.headers["X-Terraform-Get"])
     assert r.status_code == 503
+
+
+def _setuid(name: str) -> tarfile.TarInfo:
+    info = _member(name)
+    info.mode = 0o4755
+    return info
+
+
+@pytest.mark.parametrize(("archive", "message"), [
+    # Issue #11: a member name with a newline, in a 900-character path.
+    (_tar_with(_member("a/" * 449 + "\n.tf")), "control character '\\n' (rule: no control characters"),
+    (_tar_with(_member("x" * 256)), "component of 256 bytes"),
+    (_tar_with(_member("a/" * 2048 + "x")), "(rule: paths are at most 4096 bytes of UTF-8)"),
+    (_tar_with(_setuid("run.sh")), "'run.sh' has the setuid bit set (mode 4755)"),
+])
+def test_hardening_rules_are_named_in_the_400(publish, registry, archive, message):
+    r = publish(archive=archive)
+    assert r.status_code == 400, r.get_json()
+    assert r.get_json()["message"].startswith("invalid module archive: member ")
+    assert message in r.get_json()["message"]
+    assert stored_keys(registry) == []
+
+
+def test_compression_ratio_cap_is_a_setting(app_factory):
+    bomb = tar_gz({"main.tf": b"#\n", "zeros.bin": bytes(8 * 1024 * 1024)})  # ~1000:1, under the size cap
+    app = app_factory({})
+    client, token = app.test_client(), new_token(app, "admin")
+    r = post_module(client, token, archive=bomb)
+    assert r.status_code == 400 and "compressed more than 100:1" in r.get_json()["message"]
+    app = app_factory({"limits.max_compression_ratio": 0})
+    client, token = app.test_client(), new_token(app, "admin")
+    assert post_module(client, token, archive=bomb).status_code == 201

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import io
 import random
+import re
 import tarfile
 
 import pytest
@@ -227,8 +228,9 @@ def test_names_that_are_not_utf8() -> None:
 
 
 def test_path_too_long() -> None:
-    rejects(targz(file("a/" * 30 + "main.tf")), "longer than 50 characters", max_path_length=50)
-    rejects(targz(symlink("l", "a/" * 30)), "too long target", max_path_length=50)
+    rejects(targz(file("a/" * 30 + "main.tf")), r"path of 67 bytes \(rule: paths are at most 50 bytes",
+            max_path_length=50)
+    rejects(targz(symlink("l", "a/" * 30)), r"its target .* path of 60 bytes", max_path_length=50)
 
 
 @pytest.mark.parametrize(
@@ -259,7 +261,7 @@ def test_duplicate_members() -> None:
         ({"l": "/etc/passwd"}, "absolute target"),
         ({"l": "C:/x"}, "absolute target"),
         ({"l": "..\\x"}, "backslash or NUL"),
-        ({"l": ""}, "empty or too long target"),
+        ({"l": ""}, "empty target"),
         ({"l": "../x"}, "points outside"),
         ({"sub/l": "../../x"}, "points outside"),
         ({"sub/l": "./../sub/../.."}, "points outside"),
@@ -313,3 +315,132 @@ def test_limits_have_sensible_defaults() -> None:
     assert limits.max_uncompressed_bytes == 500 * 1024**2
     assert limits.max_path_length == 4096
     assert limits.max_readme_bytes == 1024**2
+
+
+# -- hardening: control characters, lengths in bytes, special mode bits, compression ratio ----
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x1b", "\x7f", "\x85", "\x9f"])
+def test_control_characters_in_names_are_refused(char: str) -> None:
+    rule = r"control characters, C0, DEL or C1, in names"
+    rejects(targz(file("main.tf"), file(f"a{char}b.tf", "x")), rf"member 'a.*b.tf' has the control character .*{rule}")
+    rejects(targz(file("main.tf"), symlink("l", f"main{char}.tf")), rf"symlink 'l': its target .*{rule}")
+
+
+def test_unicode_names_that_are_not_controls_pass() -> None:
+    # U+00A0 and U+2028 are not C0/C1 controls; "é" is two bytes of UTF-8.
+    name = "caf\u00e9\u00a0\u2028.tf"
+    report = inspect(targz(file("main.tf"), file(name, "x"), symlink("l", name)))
+    assert report.file_count == 3
+
+
+def test_components_are_limited_to_255_bytes_of_utf8() -> None:
+    assert inspect(targz(file("é" * 127 + "a"), file("d/" + "x" * 255))).file_count == 2  # 255 bytes each
+    rejects(targz(file("é" * 128)), r"component of 256 bytes, .* \(rule: file and directory names are at most 255")
+    rejects(targz(directory("x" * 256), file("main.tf")), "component of 256 bytes")
+    rejects(targz(file("main.tf"), symlink("l", "x" * 256)), r"symlink 'l': its target .* component of 256 bytes")
+
+
+def test_paths_are_limited_to_4096_bytes_of_utf8() -> None:
+    longest = "/".join(["d" * 200] * 20) + "/" + "f" * 75  # 20 * 201 + 75 = 4095 bytes
+    assert inspect(targz(file(longest + "x"))).file_count == 1
+    rejects(targz(file(longest + "é")), r"path of 4097 bytes \(rule: paths are at most 4096 bytes of UTF-8\)")
+    rejects(targz(file("main.tf"), symlink("l", longest + "xy")), r"its target .* path of 4097 bytes")
+    # The finding from issue #11: a 900-character path with a newline.
+    rejects(targz(file("main.tf"), file("a/" * 449 + "\n.tf")), "control character")
+
+
+@pytest.mark.parametrize(
+    ("member", "bits"),
+    [
+        (file("run.sh", "#!/bin/sh\n", mode=0o4755), "setuid bit set (mode 4755)"),
+        (file("run.sh", "#!/bin/sh\n", mode=0o2755), "setgid bit set (mode 2755)"),
+        (file("run.sh", "#!/bin/sh\n", mode=0o6755), "setuid and setgid bits set (mode 6755)"),
+        (file("run.sh", "#!/bin/sh\n", mode=0o7644), "setuid and setgid and sticky bits set (mode 7644)"),
+        (entry("tmp", tarfile.DIRTYPE), "sticky bit set (mode 1777)"),
+    ],
+)
+def test_setuid_setgid_and_sticky_bits_are_refused(member: Member, bits: str) -> None:
+    info, _ = member
+    if info.isdir():
+        info.mode = 0o1777
+    with pytest.raises(ArchiveError, match=re.escape(f"member {info.name!r} has the {bits}")) as caught:
+        inspect(targz(file("main.tf"), member))
+    assert "rather than clearing them" in str(caught.value)
+
+
+def test_plain_modes_pass() -> None:
+    members = [file("main.tf", mode=0o644), file("run.sh", mode=0o755), file("key", mode=0o600), file("x", mode=0o777)]
+    assert inspect(targz(*members)).file_count == 4
+
+
+class CountingReader(OneWayReader):
+    """A one-way stream that counts the bytes handed out."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.given = 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = super().read(n)
+        self.given += len(chunk)
+        return chunk
+
+
+@pytest.fixture(scope="module")
+def zeros_bomb() -> bytes:
+    """The issue #11 finding: one 200 MB file of zeros, about 1000:1, under the 500 MiB cap."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 200 * 1000**2
+
+        class Zeros:
+            def read(self, n: int) -> bytes:
+                return bytes(n)
+
+        tar.addfile(file("main.tf")[0], io.BytesIO(b""))
+        tar.addfile(info, Zeros())  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def test_gzip_bomb_under_the_size_cap_is_stopped_by_the_ratio(zeros_bomb: bytes) -> None:
+    assert 150_000 < len(zeros_bomb) < 300_000  # ~1000:1
+    reader = CountingReader(zeros_bomb)
+    with pytest.raises(ArchiveError, match=r"compressed more than 100:1 \((\d+) bytes unpacked") as caught:
+        inspect_module_archive(reader, ArchiveLimits())  # type: ignore[arg-type]
+    unpacked = int(re.search(r"\((\d+) bytes unpacked", str(caught.value)).group(1))  # type: ignore[union-attr]
+    # It stopped just past the 4 MiB floor, having read a fraction of the upload: nothing near 200 MB.
+    assert 4 * 1024**2 < unpacked < 8 * 1024**2
+    assert reader.given <= 64 * 1024 < len(zeros_bomb) / 2  # one read of the upload
+    assert ArchiveLimits().max_uncompressed_bytes > 200 * 1000**2  # the size cap alone would let it through
+
+
+def test_small_highly_compressible_archives_pass_under_the_floor() -> None:
+    text = b"resource \"null_resource\" \"x\" {}\n" * 100_000  # 3.3 MB of repetitive text, ~300:1
+    data = targz(file("main.tf", text))
+    assert len(data) * 100 < len(text)
+    assert inspect(data).uncompressed_bytes == len(text)
+    rejects(data, "compressed more than 100:1", compression_ratio_floor=1024**2)
+    assert inspect(data, compression_ratio_floor=1024**2, max_compression_ratio=0).file_count == 1  # 0: off
+
+
+def test_the_ratio_is_checked_as_the_stream_is_read() -> None:
+    # 9 MB of zeros after 300 kB of noise: 30:1 overall, and at no point over 100:1 ...
+    noise = random.Random(1).randbytes(300_000)
+    zeros = bytes(9_000_000)
+    assert inspect(targz(file("noise.bin", noise), file("zeros.bin", zeros))).file_count == 2
+    # ... but the same files the other way round pass 100:1 while the zeros stream in.
+    rejects(targz(file("zeros.bin", zeros), file("noise.bin", noise)), "compressed more than 100:1")
+    # A lower cap catches the first order too, and the cap is a ratio, not a size.
+    rejects(targz(file("noise.bin", noise), file("zeros.bin", zeros)), "compressed more than 20:1",
+            max_compression_ratio=20)
+
+
+def test_nothing_may_lie_below_a_file_or_a_symlink() -> None:
+    rule = r"not a directory \(rule: nothing may be unpacked below a file or symlink"
+    rejects(targz(file("a"), file("a/x.tf")), rf"member 'a/x.tf' is below 'a', which is a file, {rule}")
+    rejects(targz(file("main.tf"), directory("sub"), symlink("l", "sub"), file("l/x.tf")),
+            rf"member 'l/x.tf' is below 'l', which is a symlink, {rule}")
+    rejects(targz(file("a/x.tf"), file("./a")), "is below 'a', which is a file")  # whatever the order
+    assert inspect(targz(directory("a"), file("a/x.tf"), directory("a/b"), file("a/b/y.tf"))).file_count == 2

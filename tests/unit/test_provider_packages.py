@@ -626,3 +626,82 @@ def test_verify_mirror_hashes():
         pkg.verify_mirror_hashes(report, [])
     with pytest.raises(pkg.PackageError, match="no h1: or zh: hash listed"):
         pkg.verify_mirror_hashes(report, ["h9:future"])
+
+
+# --- hardening: names, special mode bits, compression ratio ------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\0", "\n", "\t", "\x1b", "\x7f", "\x85", "\x9f"])
+def test_control_characters_in_entry_names_are_refused(char):
+    rule = r"control character .* \(rule: no control characters, C0, DEL or C1"
+    if char != "\0":  # Python's zipfile cuts a name at NUL when writing
+        with pytest.raises(pkg.PackageError, match=rule):
+            inspect(zip_of({EXE: b"x", f"docs{char}.md": b"x"}))
+    # The same bytes written raw, without the UTF-8 flag.
+    placeholder = "docs" + "X" * len(char.encode()) + ".md"
+    data = zip_of({EXE: b"x", placeholder: b"x"}).replace(placeholder.encode(), f"docs{char}.md".encode())
+    with pytest.raises(pkg.PackageError, match=rule):
+        inspect(data)
+
+
+def test_entry_names_must_be_utf8_as_go_reads_them():
+    data = zip_of({EXE: b"x", "aXb": b"x"}).replace(b"aXb", b"a\x85b")  # a lone C1 byte, no UTF-8 flag
+    with pytest.raises(pkg.PackageError, match=r"not valid UTF-8 \(rule: names must be UTF-8\)"):
+        inspect(data)
+    # UTF-8 bytes without the UTF-8 flag: Go reads them as UTF-8, and so does the check.
+    data = zip_of({EXE: b"x", "aXb": b"x"}).replace(b"aXb", "a\x85".encode())
+    with pytest.raises(pkg.PackageError, match="control character '\\\\x85'"):
+        inspect(data)
+    assert inspect(zip_of({EXE: b"x", "docs/caf\u00e9.md": b"x"})).file_count == 2
+
+
+def test_entry_name_lengths_are_counted_in_utf8_bytes():
+    assert inspect(zip_of({EXE: b"x", "é" * 127 + "a": b"x"})).file_count == 2
+    with pytest.raises(pkg.PackageError, match=r"component of 256 bytes.*at most 255 bytes of UTF-8"):
+        inspect(zip_of({EXE: b"x", "é" * 128: b"x"}))
+    longest = "/".join(["d" * 200] * 20) + "/" + "f" * 76  # 4096 bytes
+    assert inspect(zip_of({EXE: b"x", longest: b"x"})).file_count == 2
+    with pytest.raises(pkg.PackageError, match=r"path of 4097 bytes \(rule: paths are at most 4096 bytes"):
+        inspect(zip_of({EXE: b"x", longest + "g": b"x"}))
+
+
+@pytest.mark.parametrize(
+    ("mode", "bits"),
+    [(0o4755, "setuid bit"), (0o2755, "setgid bit"), (0o1755, "sticky bit"), (0o6755, "setuid and setgid bits")],
+)
+@pytest.mark.parametrize("create_system", [3, 0])
+def test_setuid_setgid_and_sticky_bits_are_refused(mode, bits, create_system):
+    info = zipfile.ZipInfo(EXE)
+    info.create_system, info.external_attr = create_system, (stat.S_IFREG | mode) << 16
+    with pytest.raises(pkg.PackageError, match=re.escape(f"entry {EXE!r} has the {bits} set (mode {mode:04o})")):
+        inspect(zip_with((info, b"x")))
+    info.external_attr = (stat.S_IFREG | 0o755) << 16
+    assert inspect(zip_with((info, b"x"))).executable == EXE
+
+
+def test_an_entry_compressed_over_the_ratio_is_refused_while_it_is_read():
+    noise = os.urandom(2_000_000)
+    data = zip_of({EXE: noise, "zeros": bytes(20_000_000)}, compression=zipfile.ZIP_DEFLATED)
+    # As a whole the zip is ~11:1; the entry "zeros" alone is ~1000:1.
+    with pytest.raises(pkg.PackageError, match=r"entry 'zeros' is compressed more than 100:1 \(over (\d+) bytes") as e:
+        inspect(data)
+    unpacked = int(re.search(r"over (\d+) bytes", str(e.value)).group(1))
+    assert 4 * 1024**2 < unpacked <= 4 * 1024**2 + 1024**2  # stopped one read past the floor
+    assert inspect(data, max_compression_ratio=0).uncompressed_bytes == 22_000_000
+    assert inspect(data, max_compression_ratio=2000).file_count == 2
+
+
+def test_a_zip_compressed_over_the_ratio_as_a_whole_is_refused():
+    # Each entry stays under the floor; together they pass it, at ~1000:1.
+    data = zip_of({EXE: b"x", **{f"z{i}": bytes(1024**2) for i in range(8)}}, compression=zipfile.ZIP_DEFLATED)
+    with pytest.raises(pkg.PackageError, match=r"the zip is compressed more than 100:1 .* stopped while reading 'z3'"):
+        inspect(data)
+    assert inspect(data, compression_ratio_floor=16 * 1024**2).file_count == 9
+
+
+def test_small_highly_compressible_zips_pass_under_the_floor():
+    data = zip_of({EXE: bytes(3 * 1024**2)}, compression=zipfile.ZIP_DEFLATED)
+    assert len(data) * 100 < 3 * 1024**2
+    assert inspect(data).uncompressed_bytes == 3 * 1024**2
+    with pytest.raises(pkg.PackageError, match="compressed more than 100:1"):
+        inspect(data, compression_ratio_floor=1024**2)

@@ -159,3 +159,14 @@ def test_json_text_in_the_environment_stays_text():
     decls.add("storage.x.credentials_json", str, secret=True)
     raw = load_raw(environ={"TFR_STORAGE__X__CREDENTIALS_JSON": '{"type": "service_account"}'})
     assert build_settings(decls, raw)["storage.x.credentials_json"] == '{"type": "service_account"}'
+
+
+def test_compression_ratio_setting(tmp_path):
+    assert boot(tmp_path).settings["limits.max_compression_ratio"] == 100.0
+    env = {"TFR_LIMITS__MAX_COMPRESSION_RATIO": "250"}
+    assert boot(tmp_path, environ=env).settings["limits.max_compression_ratio"] == 250.0
+    assert boot(tmp_path, "[limits]\nmax_compression_ratio = 0\n").settings["limits.max_compression_ratio"] == 0
+    for bad in ("0.5", "-1", "nan", "inf", "lots"):
+        with pytest.raises(StartupError, match="limits.max_compression_ratio") as caught:
+            boot(tmp_path, environ={"TFR_LIMITS__MAX_COMPRESSION_RATIO": bad})
+        assert "TFR_LIMITS__MAX_COMPRESSION_RATIO" in str(caught.value)

@@ -15,13 +15,33 @@ from __future__ import annotations
 
 import codecs
 import re
+import stat
 import tarfile
 import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["ArchiveError", "ArchiveLimits", "ArchiveReport", "inspect_module_archive"]
+__all__ = [
+    "COMPRESSION_RATIO_FLOOR",
+    "MAX_COMPONENT_BYTES",
+    "MAX_PATH_BYTES",
+    "ArchiveError",
+    "ArchiveLimits",
+    "ArchiveReport",
+    "inspect_module_archive",
+    "path_problem",
+    "special_mode_bits",
+]
+
+#: Longest path component (file or directory name) accepted, in bytes of UTF-8: NAME_MAX
+#: of Linux, macOS and Windows file systems.
+MAX_COMPONENT_BYTES = 255
+#: Longest path accepted (member name or symlink target), in bytes of UTF-8: PATH_MAX on Linux.
+MAX_PATH_BYTES = 4096
+#: The compression-ratio cap applies only once this many bytes have been decompressed,
+#: so that small, very repetitive archives (a few MB of generated text) still pass.
+COMPRESSION_RATIO_FLOOR = 4 * 1024**2
 
 _CHUNK = 64 * 1024
 # Decompressed bytes allowed for reading one member's headers (ustar, pax, GNU long
@@ -42,6 +62,9 @@ _TYPE_NAMES = {
     tarfile.GNUTYPE_SPARSE: "a sparse file",
 }
 _DRIVE_RE = re.compile(r"[A-Za-z]:")
+# C0 controls, DEL and the C1 controls (U+0080-U+009F).
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SPECIAL_BITS = ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"), (stat.S_ISVTX, "sticky"))
 
 
 def _show(text: str, limit: int = 200) -> str:
@@ -53,6 +76,43 @@ class ArchiveError(ValueError):
     """The archive is invalid or unsafe; the message says why, for the uploader."""
 
 
+def path_problem(path: str, max_path_bytes: int = MAX_PATH_BYTES) -> str | None:
+    """Which name rule ``path`` breaks, as a phrase for a message, or None.
+
+    The rules shared by module archives and provider zips, for member names and symlink
+    targets alike: no control characters (C0, DEL, C1), valid UTF-8, at most
+    ``max_path_bytes`` bytes and at most :data:`MAX_COMPONENT_BYTES` bytes per
+    ``/``-separated component.  Lengths are counted in bytes of UTF-8, as file systems
+    count them.  Names that are not UTF-8 (from :mod:`tarfile`'s ``surrogateescape``)
+    are measured by their original bytes.
+    """
+    control = _CONTROL_RE.search(path)
+    if control:
+        return (
+            f"has the control character {control.group()!r} (rule: no control characters, C0, DEL or C1, in names)"
+        )
+    encoded = path.encode("utf-8", "surrogateescape")
+    if len(encoded) > max_path_bytes:
+        return f"has a path of {len(encoded)} bytes (rule: paths are at most {max_path_bytes} bytes of UTF-8)"
+    for part in path.split("/"):
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > MAX_COMPONENT_BYTES:
+            return (
+                f"has a path component of {size} bytes, {_show(part, 40)}"
+                f" (rule: file and directory names are at most {MAX_COMPONENT_BYTES} bytes of UTF-8)"
+            )
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (rule: names must be UTF-8)"
+    return None
+
+
+def special_mode_bits(mode: int) -> list[str]:
+    """The names of the setuid, setgid and sticky bits set in ``mode`` (empty if none)."""
+    return [label for bit, label in _SPECIAL_BITS if mode & bit]
+
+
 @dataclass(frozen=True)
 class ArchiveLimits:
     """Limits applied while reading an archive."""
@@ -61,10 +121,15 @@ class ArchiveLimits:
     max_files: int = 10_000
     #: Maximum total size of the files once unpacked.
     max_uncompressed_bytes: int = 500 * 1024**2
-    #: Maximum length of a member name or symlink target, in characters.
-    max_path_length: int = 4096
+    #: Maximum length of a member name or symlink target, in bytes of UTF-8.
+    max_path_length: int = MAX_PATH_BYTES
     #: The README kept for display is cut at this many bytes.
     max_readme_bytes: int = 1024**2
+    #: Most bytes the decompressed stream may hold per compressed byte read, once it is
+    #: past ``compression_ratio_floor`` bytes; 0 turns the check off.
+    max_compression_ratio: float = 100
+    #: Decompressed size below which the compression ratio is not checked.
+    compression_ratio_floor: int = COMPRESSION_RATIO_FLOOR
 
 
 @dataclass(frozen=True)
@@ -99,8 +164,11 @@ class _GunzipStream:
         self._pending = b""  # compressed bytes to feed before reading more from raw
         self._started = self._done = False
         self.produced = 0
+        self.consumed = 0  # compressed bytes the inflater has used up
         self.limit = 0
         self.limit_message = "archive is too large"
+        self.max_ratio: float = 0
+        self.ratio_floor = COMPRESSION_RATIO_FLOOR
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -123,9 +191,21 @@ class _GunzipStream:
                 data = self._inflater.decompress(compressed, size)
             except zlib.error as exc:
                 raise ArchiveError(f"archive is corrupt (invalid gzip data: {exc})") from exc
+            left = len(self._inflater.unconsumed_tail) + (len(self._inflater.unused_data) if self._inflater.eof else 0)
+            self.consumed += len(compressed) - left
         self.produced += len(data)
         if self.produced > self.limit:
             raise ArchiveError(self.limit_message)
+        if (
+            self.max_ratio
+            and self.produced > self.ratio_floor
+            and self.produced > self.max_ratio * max(self.consumed, 1)
+        ):
+            raise ArchiveError(
+                f"archive is compressed more than {self.max_ratio:g}:1 ({self.produced} bytes unpacked from"
+                f" {self.consumed} compressed bytes, and reading stopped there); an archive that expands this much"
+                " is refused as a decompression bomb"
+            )
         return data
 
     def drain(self, budget: int) -> None:
@@ -152,14 +232,11 @@ def _member_name(member: tarfile.TarInfo, limits: ArchiveLimits) -> str:
     """Validate a member's name and return it normalised ("./a//b/" -> "a/b")."""
     name = member.name
     shown = _show(name)
-    if len(name) > limits.max_path_length:
-        raise ArchiveError(f"member {shown} has a path longer than {limits.max_path_length} characters")
     if "\x00" in name or "\\" in name:
         raise ArchiveError(f"member {shown} has a backslash or NUL character in its name")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ArchiveError(f"member {shown} has a name that is not valid UTF-8") from None
+    problem = path_problem(name, limits.max_path_length)
+    if problem:
+        raise ArchiveError(f"member {shown} {problem}")
     if name.startswith("/") or _DRIVE_RE.match(name):
         raise ArchiveError(f"member {shown} has an absolute path")
     parts = [part for part in name.split("/") if part not in ("", ".")]
@@ -169,10 +246,13 @@ def _member_name(member: tarfile.TarInfo, limits: ArchiveLimits) -> str:
 
 
 def _check_link_target(name: str, target: str, limits: ArchiveLimits) -> None:
-    if not target or len(target) > limits.max_path_length:
-        raise ArchiveError(f"symlink {_show(name)} has an empty or too long target")
+    if not target:
+        raise ArchiveError(f"symlink {_show(name)} has an empty target")
     if "\x00" in target or "\\" in target:
         raise ArchiveError(f"symlink {_show(name)} has a backslash or NUL character in its target")
+    problem = path_problem(target, limits.max_path_length)
+    if problem:
+        raise ArchiveError(f"symlink {_show(name)}: its target {_show(target)} {problem}")
     if target.startswith("/") or _DRIVE_RE.match(target):
         raise ArchiveError(f"symlink {_show(name)} has an absolute target {_show(target)}")
 
@@ -213,18 +293,41 @@ def _escaping_symlink(links: dict[str, str]) -> str | None:
     return None
 
 
+def _check_nothing_below_files(seen: dict[str, bool], links: dict[str, str]) -> None:
+    """Refuse a member whose path goes through a file or a symlink ("f" and "f/x").
+
+    ``seen`` maps every normalised name to whether it is a directory.  Terraform (go-getter)
+    unpacks a symlink as a plain file, so "link/x" can never be unpacked there, even when
+    the link points to a directory.
+    """
+    for name in seen:
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in seen and not seen[folder]:
+                kind = "a symlink" if folder in links else "a file"
+                raise ArchiveError(
+                    f"member {_show(name)} is below {_show(folder)}, which is {kind}, not a directory (rule: nothing"
+                    " may be unpacked below a file or symlink; Terraform unpacks symlinks as plain files)"
+                )
+
+
 def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveReport:
     """Validate a module archive (a ``.tar.gz``) read from ``fileobj``, and describe it.
 
     The stream is read once, from its current position; nothing is extracted.  Raises
     :class:`ArchiveError`, naming the offending member, if the data is not a gzip'd tar,
-    is empty or corrupt, exceeds ``limits``, or contains anything unsafe to unpack:
-    absolute paths, ``..`` components, backslashes or NULs in names, hard links,
-    devices, FIFOs, or symlinks that point outside the archive.  A leading ``./`` in
-    names is accepted.  The README returned is ``README.md`` or ``README`` (any case)
-    at the root of the archive.
+    is empty or corrupt, exceeds ``limits`` (members, unpacked size, compression ratio:
+    checked as the data streams, so a bomb stops early), or contains anything unsafe to
+    unpack: absolute paths, ``..`` components, backslashes, control characters or
+    over-long paths or components in names or symlink targets (:func:`path_problem`),
+    setuid/setgid/sticky bits, hard links, devices, FIFOs, members below a file or a
+    symlink, or symlinks that point outside the archive.  A leading ``./`` in names is accepted.  The README returned is
+    ``README.md`` or ``README`` (any case) at the root of the archive.
     """
     stream = _GunzipStream(fileobj)
+    stream.max_ratio = limits.max_compression_ratio
+    stream.ratio_floor = limits.compression_ratio_floor
     stream.limit = _HEADER_BUDGET
     stream.limit_message = "archive is not a gzip-compressed tar file (oversized tar header)"
     opened = False
@@ -265,6 +368,14 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
         if member.type not in _ALLOWED_TYPES:
             kind = _TYPE_NAMES.get(member.type, f"an entry of unsupported type {member.type!r}")
             raise ArchiveError(f"member {_show(member.name)} is {kind}, which is not allowed")
+        special = special_mode_bits(member.mode)
+        if special:
+            raise ArchiveError(
+                f"member {_show(member.name)} has the {' and '.join(special)} bit{'s' if len(special) > 1 else ''}"
+                f" set (mode {member.mode:04o}); the registry serves archives byte for byte, so it refuses"
+                " setuid, setgid and sticky bits rather than clearing them: remove them before packing"
+                " (e.g. chmod -R ug-s,-t, or GNU tar --mode=ug-s,-t)"
+            )
         if not name:  # the root directory itself, "./"
             if not member.isdir():
                 raise ArchiveError(f"member {_show(member.name)} has an empty name")
@@ -313,6 +424,7 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
     # Whatever follows the tar end marker is ignored, but an upload cut short in its last
     # bytes should not pass: read a little further, to the gzip trailer of usual archives.
     stream.drain(_TAIL_BUDGET)
+    _check_nothing_below_files(seen, links)
     bad_link = _escaping_symlink(links)
     if bad_link is not None:
         raise ArchiveError(

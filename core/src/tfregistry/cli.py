@@ -654,7 +654,8 @@ def mirror_import(ctx: Context, directory: Path) -> None:
 
     settings = ctx.boot.settings
     limits = ProviderLimits(settings["limits.provider_package_max_bytes"],
-                            settings["limits.provider_uncompressed_max_bytes"])
+                            settings["limits.provider_uncompressed_max_bytes"],
+                            settings["limits.max_compression_ratio"])
     storage = ctx.boot.storage()
     with ctx.boot.database().session() as session:
         try:

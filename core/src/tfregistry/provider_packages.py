@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from tfregistry import semver
+from tfregistry.archives import COMPRESSION_RATIO_FLOOR, path_problem, special_mode_bits
 
 __all__ = [
     "KNOWN_ARCH",
@@ -66,7 +67,6 @@ _PROTOCOL_RE = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)
 _PLATFORM_RE = re.compile(r"([a-z0-9]+)_([a-z0-9]+)", re.ASCII)
 _HOSTNAME_RE = re.compile(r"[^\s/\\:]+(?::[0-9]{1,5})?")
 _DRIVE_RE = re.compile(r"[A-Za-z]:")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # zip "version made by" systems whose external attributes hold MS-DOS attributes (the same
 # table as Go's archive/zip FileHeader.Mode: FAT, NTFS, VFAT).
 _MSDOS_CREATORS = (0, 11, 14)
@@ -244,8 +244,19 @@ def _check_entry(info: zipfile.ZipInfo) -> None:
             "next 'terraform init' would fail; build the zip with file entries only ('zip -D', or GoReleaser's "
             "default archives)"
         )
-    if info.orig_filename != name or _CONTROL_RE.search(name):
-        raise PackageError(f"the zip has an entry name with control characters (NUL, newline...): {shown}")
+    if info.orig_filename != name:  # Python cuts a name at its first NUL
+        raise PackageError(
+            f"the zip entry {shown} has the control character '\\x00' (rule: no control characters, C0, DEL or C1, "
+            "in names)"
+        )
+    try:
+        # The name as Go (and so Terraform) sees it: the stored bytes, whatever the UTF-8 flag says.
+        go_name = _raw_name(info).decode("utf-8")
+    except UnicodeDecodeError:
+        raise PackageError(f"the zip entry {shown} is not valid UTF-8 (rule: names must be UTF-8)") from None
+    problem = path_problem(go_name)
+    if problem:
+        raise PackageError(f"the zip entry {_show(go_name)} {problem}")
     parts = name.split("/")
     if name.startswith("/") or "\\" in name or _DRIVE_RE.match(name) or any(part in ("", ".", "..") for part in parts):
         raise PackageError(
@@ -257,6 +268,15 @@ def _check_entry(info: zipfile.ZipInfo) -> None:
         raise PackageError(f"the zip has a symbolic link {shown}; a provider package holds regular files only")
     if file_type not in (0, stat.S_IFREG):
         raise PackageError(f"the zip entry {shown} is not a regular file (mode {oct(file_type)})")
+    mode = info.external_attr >> 16
+    special = special_mode_bits(mode)
+    if special:
+        raise PackageError(
+            f"the zip entry {shown} has the {' and '.join(special)} bit{'s' if len(special) > 1 else ''} set"
+            f" (mode {stat.S_IMODE(mode):04o}); the registry never rewrites a package (its bytes are covered by"
+            " the signed SHA256SUMS), so it refuses setuid, setgid and sticky bits: clear them before zipping"
+            " (chmod ug-s,-t)"
+        )
     if info.flag_bits & _ENCRYPTED_FLAG:
         raise PackageError(f"the zip entry {shown} is encrypted; Terraform cannot unpack it")
     if info.compress_type not in _SUPPORTED_COMPRESSION:
@@ -289,6 +309,23 @@ def _check_entry_set(infos: Sequence[zipfile.ZipInfo]) -> None:
                 raise PackageError(f"the zip has {_show(folder)} both as a file and as the folder of {_show(name)}")
 
 
+def _check_ratio(info: zipfile.ZipInfo, unpacked: int, total: int, size: int, ratio: float, floor: int) -> None:
+    """Refuse a zip bomb: ``unpacked`` bytes of ``info`` so far, ``total`` for the zip of ``size`` bytes."""
+    if not ratio:
+        return
+    if unpacked > floor and unpacked > ratio * max(info.compress_size, 1):
+        raise PackageError(
+            f"the zip entry {_show(info.filename)} is compressed more than {ratio:g}:1 (over {unpacked} bytes from "
+            f"{info.compress_size} compressed bytes, and reading stopped there); such an entry is refused as a "
+            "decompression bomb"
+        )
+    if total > floor and total > ratio * max(size, 1):
+        raise PackageError(
+            f"the zip is compressed more than {ratio:g}:1 (over {total} bytes unpacked from a {size}-byte file, "
+            f"stopped while reading {_show(info.filename)}); it is refused as a decompression bomb"
+        )
+
+
 def _find_executable(names: Iterable[str], type_: str) -> str:
     """The provider executable Terraform would pick: first top-level match in lexical order."""
     prefix = f"{_PREFIX}{type_}"
@@ -304,16 +341,27 @@ def _find_executable(names: Iterable[str], type_: str) -> str:
 
 
 def inspect_provider_zip(
-    fileobj: BinaryIO, type_: str, *, max_uncompressed_bytes: int = 2 * 1024**3, max_files: int = 1000
+    fileobj: BinaryIO,
+    type_: str,
+    *,
+    max_uncompressed_bytes: int = 2 * 1024**3,
+    max_files: int = 1000,
+    max_compression_ratio: float = 100,
+    compression_ratio_floor: int = COMPRESSION_RATIO_FLOOR,
 ) -> PackageReport:
     """Check a provider zip and compute its ``zh:`` (sha256) and ``h1:`` (dirhash.HashZip) hashes.
 
     ``fileobj`` must be seekable; it is read from the start and left at the start.  The
     zip must hold regular files only, at safe relative paths (no directory entries, no
-    symlinks, no ``..``), stored or deflated, including a top-level executable named like
+    symlinks, no ``..``, no control characters, UTF-8 names within the length rules of
+    :func:`tfregistry.archives.path_problem`), without setuid, setgid or sticky bits,
+    stored or deflated, including a top-level executable named like
     ``terraform-provider-TYPE_vVERSION``.  Every entry is decompressed, so corrupt data and
     CRC errors are found; decompression stops as soon as ``max_uncompressed_bytes`` is
-    passed, whatever sizes the headers claim.  Raises :class:`PackageError`.
+    passed, whatever sizes the headers claim, or as soon as the data expands more than
+    ``max_compression_ratio`` times (an entry against its compressed size, or everything
+    against the size of the zip) once past ``compression_ratio_floor`` bytes; a ratio of 0
+    turns that check off.  Raises :class:`PackageError`.
     """
     fileobj.seek(0)
     sha, size = hashlib.sha256(), 0
@@ -339,15 +387,18 @@ def inspect_provider_zip(
         total = 0
         for info in infos:
             digest = hashlib.sha256()
+            unpacked = 0
             try:
                 with archive.open(info) as member:
                     while chunk := member.read(_CHUNK):
                         total += len(chunk)
+                        unpacked += len(chunk)
                         if total > max_uncompressed_bytes:
                             raise PackageError(
                                 f"the zip unpacks to more than {max_uncompressed_bytes} bytes (stopped while reading "
                                 f"{_show(info.filename)})"
                             )
+                        _check_ratio(info, unpacked, total, size, max_compression_ratio, compression_ratio_floor)
                         digest.update(chunk)
             except PackageError:
                 raise

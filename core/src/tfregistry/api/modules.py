@@ -121,6 +121,7 @@ class Modules(MethodView):
         limits = ArchiveLimits(
             max_files=settings["limits.module_max_files"],
             max_uncompressed_bytes=settings["limits.module_uncompressed_max_bytes"],
+            max_compression_ratio=settings["limits.max_compression_ratio"],
         )
         with registry.db.session() as session:
             _, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])

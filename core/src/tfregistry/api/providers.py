@@ -105,7 +105,8 @@ def _small_file(field: str) -> bytes | None:
 
 def limits(registry: Registry) -> svc.ProviderLimits:
     s = registry.settings
-    return svc.ProviderLimits(s["limits.provider_package_max_bytes"], s["limits.provider_uncompressed_max_bytes"])
+    return svc.ProviderLimits(s["limits.provider_package_max_bytes"], s["limits.provider_uncompressed_max_bytes"],
+                              s["limits.max_compression_ratio"])
 
 
 def encryption_key(registry: Registry) -> bytes:

@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from tfregistry.settings import SettingsDeclarations
 
 
+def parse_compression_ratio(value: Any) -> float:
+    """``limits.max_compression_ratio``: 0 (the check is off) or a ratio of at least 1."""
+    ratio = float(value)
+    if not (ratio == 0 or 1 <= ratio < float("inf")):
+        raise ValueError(f"{value!r} is not a compression ratio: use 0 (off) or a number of at least 1, such as 100")
+    return ratio
+
+
 @hookimpl
 def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add = settings.add
@@ -60,6 +68,10 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         help="Largest provider publish request (all packages together), enforced while it streams in.")
     add("limits.provider_uncompressed_max_bytes", ByteSize, default="2GiB",
         help="Largest total uncompressed size of one provider package (zip bomb guard).")
+    add("limits.max_compression_ratio", parse_compression_ratio, default=100,
+        help="Module archives and provider zips (each zip entry, and each zip as a whole) may expand at most this "
+        "many times their compressed size, checked while they are read once past 4 MiB unpacked (decompression "
+        "bomb guard). 0 turns the check off.")
     add("gpg.encryption_key", parse_secret, secret=True,
         help="Key that encrypts the private part of registry-managed signing keys at rest. "
         "Default: derived from secret_key. Changing it makes existing managed keys unusable.")

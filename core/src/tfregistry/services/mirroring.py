@@ -226,7 +226,8 @@ def _sync_version(session: Session, storage: StorageBackend, config: MirrorConfi
                     raise ServiceError(f"{version} {platform}: {filename} does not match the signed SHA256SUMS")
                 try:
                     report = pkg.inspect_provider_zip(zip_file, config.type,
-                                                      max_uncompressed_bytes=limits.uncompressed_max_bytes)
+                                                      max_uncompressed_bytes=limits.uncompressed_max_bytes,
+                                                      max_compression_ratio=limits.max_compression_ratio)
                 except pkg.PackageError as exc:
                     raise ServiceError(f"{version} {platform}: {exc}") from None
                 if pv is None:

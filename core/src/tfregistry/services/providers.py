@@ -30,6 +30,8 @@ DEFAULT_PROTOCOLS = ["5.0"]
 class ProviderLimits:
     package_max_bytes: int
     uncompressed_max_bytes: int
+    #: Setting ``limits.max_compression_ratio``: see :func:`tfregistry.provider_packages.inspect_provider_zip`.
+    max_compression_ratio: float = 100
 
 
 @dataclass
@@ -122,7 +124,8 @@ def _check_packages(uploads: Sequence[Upload], type_: str, version: str, limits:
                                "(setting limits.provider_package_max_bytes)", status=413)
         try:
             report = pkg.inspect_provider_zip(upload.fileobj, type_,
-                                              max_uncompressed_bytes=limits.uncompressed_max_bytes)
+                                              max_uncompressed_bytes=limits.uncompressed_max_bytes,
+                                              max_compression_ratio=limits.max_compression_ratio)
         except pkg.PackageError as exc:
             raise ServiceError(f"{upload.filename}: {exc}") from None
         upload.fileobj.seek(0)
@@ -344,7 +347,8 @@ def import_mirror_directory(session: Session, storage: StorageBackend, actor: Ac
         with open(archive.path, "rb") as fh:
             try:
                 report = pkg.inspect_provider_zip(
-                    fh, archive.type, max_uncompressed_bytes=limits.uncompressed_max_bytes
+                    fh, archive.type, max_uncompressed_bytes=limits.uncompressed_max_bytes,
+                    max_compression_ratio=limits.max_compression_ratio,
                 )
                 pkg.verify_mirror_hashes(report, archive.hashes)
             except pkg.PackageError as exc:

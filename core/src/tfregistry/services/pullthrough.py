@@ -187,7 +187,8 @@ def fetch_package(session: Session, storage: StorageBackend, client: UpstreamCli
             client.download(urljoin(base, meta["download_url"]), fh, limits.package_max_bytes)
             fh.seek(0)
             try:
-                report = pkg.inspect_provider_zip(fh, p.type, max_uncompressed_bytes=limits.uncompressed_max_bytes)
+                report = pkg.inspect_provider_zip(fh, p.type, max_uncompressed_bytes=limits.uncompressed_max_bytes,
+                                                  max_compression_ratio=limits.max_compression_ratio)
             except pkg.PackageError as exc:
                 raise ServiceError(f"upstream package {filename}: {exc}", status=502) from None
             if report.sha256 != sums[filename]:
