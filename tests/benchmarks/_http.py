@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import signal
 import ssl
@@ -219,7 +220,8 @@ def seed_modules(url: str, total: int, namespaces: Sequence[str], template: str,
                 conn.execute(m.insert(), [
                     {"namespace_id": ns_ids[i % len(ns_ids)], "name": f"bulk{i:06d}", "system": "aws",
                      "description": f"bulk module {i}", "created_at": now} for i in ids])
-                new = conn.execute(sa.select(m.c.id).where(m.c.name.in_([f"bulk{i:06d}" for i in ids]))).scalars()
+                names = m.c.name.between(f"bulk{ids[0]:06d}", f"bulk{ids[-1]:06d}")  # zero-padded: sorts as numbers
+                new = conn.execute(sa.select(m.c.id).where(names)).scalars().all()
                 conn.execute(v.insert(), [{**row, "module_id": mid, "version": "1.0.0"} for mid in new])
     finally:
         engine.dispose()
@@ -313,7 +315,10 @@ def record(base_url: str, targets: Sequence[str], headers: dict[str, str] | None
     out = []
     for target in targets:
         r = fetch(base_url + target, headers=headers, context=context)
-        out.append(Recorded(target, r.status, {k: v for k, v in r.headers.items() if k in REPLAYED_HEADERS}, r.body))
+        kept = {k: v for k, v in r.headers.items() if k in REPLAYED_HEADERS}
+        if r.status == 204:
+            kept.pop("content-type", None)  # no body to describe (Flask still sends text/html)
+        out.append(Recorded(target, r.status, kept, r.body))
     return out
 
 
@@ -350,8 +355,7 @@ class Nginx:
             elif answer.status == 204:
                 lines.append("    return 204;")
             else:
-                assert answer.status == 200, f"{answer.target}: nginx replays 200, 204 and redirects, not {answer.status}"
-
+                assert answer.status == 200, f"{answer.target}: replays 200, 204 and redirects, not {answer.status}"
                 body = files / f"{i}"
                 body.write_bytes(answer.body)
                 ctype = hdrs.get("content-type", "application/octet-stream")
@@ -362,10 +366,12 @@ class Nginx:
         ssl_lines = f"ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};" if tls else ""
         temp = "\n    ".join(f"{kind}_temp_path {root / ('tmp-' + kind)};"
                              for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        # as root, nginx would hand its workers to "nobody", who cannot read a private tmp dir
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
         self.conf = root / "nginx.conf"
         self.conf.write_text(f"""\
 daemon off;
-worker_processes {workers};
+{user}worker_processes {workers};
 pid {root / 'nginx.pid'};
 error_log {root / 'error.log'} warn;
 events {{ worker_connections 1024; }}
@@ -396,7 +402,8 @@ http {{
             wait_for_port(self.port)
         except TimeoutError:
             self.__exit__()
-            raise RuntimeError(f"nginx did not start:\n{(self.prefix / 'error.log').read_text(errors='replace')}")
+            raise RuntimeError(f"nginx did not start:\n{(self.prefix / 'error.log').read_text(errors='replace')}") \
+                from None
         return self
 
     def __exit__(self, *exc: object) -> None:
