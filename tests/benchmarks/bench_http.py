@@ -26,6 +26,7 @@ Example: ``TFR_BENCH_DB=sqlite TFR_BENCH_WORKERS=2 TFR_BENCH_SCALES=100 tox -e b
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,9 @@ def _alternate(targets: list[tuple[str, str]], bases: dict[str, str],
 
 
 def _print_comparison(title: str, targets: list[tuple[str, str]], figures: dict[tuple[str, str], WrkResult]) -> None:
-    print(f"\n[bench] {title}: median of {ROUNDS} round(s) x {DURATION} s, wrk -t2 -c16")
+    load = os.getloadavg()[0]
+    print(f"\n[bench] {title}: median of {ROUNDS} round(s) x {DURATION} s, wrk -t2 -c16 (load average {load:.1f} "
+          f"on {os.cpu_count()} CPUs)")
     print(f"  {'endpoint':<24} {'reg req/s':>10} {'p50 ms':>8} {'p99 ms':>8} | {'nginx req/s':>11} {'p50 ms':>8} "
           f"{'p99 ms':>8} | {'ratio':>7}  errors")
     for label, _ in targets:
