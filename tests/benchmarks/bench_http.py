@@ -27,6 +27,7 @@ Example: ``TFR_BENCH_DB=sqlite TFR_BENCH_WORKERS=2 TFR_BENCH_SCALES=100 tox -e b
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from tests.benchmarks._http import (
     check_replay,
     env_list,
     env_number,
+    fetch,
     median_result,
     publish_module,
     publish_provider,
@@ -150,17 +152,34 @@ def _print_comparison(title: str, targets: list[tuple[str, str]], figures: dict[
               f"{n.p99_ms:>8.2f} | {ratio:>7.3f}  {flag}")
 
 
-def _print_scales(title: str, by_scale: dict[int, dict[str, WrkResult]],
+def _single_request_ms(url: str, token: str | None, repeat: int = 3) -> float:
+    """Median latency of ``repeat`` requests one after another (an unloaded server)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fetch(url, headers=_headers(token))
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _print_scales(title: str, by_scale: dict[int, dict[str, tuple[WrkResult, float]]],
                   many: tuple[WrkResult, WrkResult] | None) -> None:
     base = SCALES[0]
-    print(f"\n[bench] {title}: registry p50 (ms) by module count, relative to {base} modules")
-    print("  " + f"{'endpoint':<24}" + "".join(f"{s:>20}" for s in by_scale))
+    print(f"\n[bench] {title}: registry by module count: wrk p50 ms, req/s | one request alone, ms "
+          f"(xN: relative to {base} modules)")
+    print("  " + f"{'endpoint':<20}" + "".join(f"{s:>36}" for s in by_scale))
     for label in SCALE_SENSITIVE:
         cells = []
         for scale, figures in by_scale.items():
-            p50, ref = figures[label].p50_ms, by_scale[base][label].p50_ms
-            cells.append(f"{p50:.2f}" + ("" if scale == base else f" (x{p50 / ref:.1f})"))
-        print("  " + f"{label:<24}" + "".join(f"{c:>20}" for c in cells))
+            (loaded, alone), (ref, ref_alone) = figures[label], by_scale[base][label]
+            if loaded.rps:
+                cell = f"{loaded.p50_ms:.1f}" + ("" if scale == base else f" x{loaded.p50_ms / ref.p50_ms:.1f}")
+                cell += f" {loaded.rps:.0f}/s"
+            else:
+                cell = f"none in {DURATION}s"
+            cell += f" | {alone:.1f}" + ("" if scale == base else f" x{alone / ref_alone:.1f}")
+            cells.append(cell)
+        print("  " + f"{label:<20}" + "".join(f"{c:>36}" for c in cells))
     if many:
         one, thousand = many
         print(f"  module versions with {MANY_VERSIONS} versions: p50 {thousand.p50_ms:.2f} ms, "
@@ -179,7 +198,7 @@ def test_protocol_reads_against_nginx(database: str, tmp_path: Path, signer: Any
         for ns in (PUBLIC_NS, PRIVATE_NS):
             took = seed_versions(srv.database_url, f"{ns}/many/aws", MANY_VERSIONS, f"{ns}/real/aws/1.0.0")
         print(f"\n[bench] {database}: seeded a module with {MANY_VERSIONS} versions in {took:.2f} s per namespace")
-        by_scale: dict[int, dict[int, dict[str, WrkResult]]] = {w: {} for w in WORKERS}
+        by_scale: dict[int, dict[int, dict[str, tuple[WrkResult, float]]]] = {w: {} for w in WORKERS}
         many: dict[int, tuple[WrkResult, WrkResult]] = {}
         for scale in SCALES:
             took = seed_modules(srv.database_url, scale, (PUBLIC_NS, PRIVATE_NS), f"{PUBLIC_NS}/real/aws/1.0.0")
@@ -193,7 +212,9 @@ def test_protocol_reads_against_nginx(database: str, tmp_path: Path, signer: Any
                     targets = [t for t in endpoints(PUBLIC_NS, host, "") if t[0] in SCALE_SENSITIVE]
                     if not all((label, "registry") in figures for label, _ in targets):
                         figures = _alternate(targets, {"registry": srv.url}, None)
-                    by_scale[workers][scale] = {label: figures[(label, "registry")] for label, _ in targets}
+                    by_scale[workers][scale] = {
+                        label: (figures[(label, "registry")], _single_request_ms(srv.url + target, None))
+                        for label, target in targets}
                 finally:
                     srv.stop()
         for workers in WORKERS:
