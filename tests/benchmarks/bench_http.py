@@ -144,6 +144,8 @@ def _print_comparison(title: str, targets: list[tuple[str, str]], figures: dict[
           f"on {os.cpu_count()} CPUs)")
     print(f"  {'endpoint':<24} {'reg req/s':>10} {'p50 ms':>8} {'p99 ms':>8} | {'nginx req/s':>11} {'p50 ms':>8} "
           f"{'p99 ms':>8} | {'ratio':>7}  errors")
+    print("  (ratio: registry req/s / nginx req/s, issue #10 asks for >= 0.1; errors: registry/nginx non-2xx/3xx "
+          "answers and socket errors)")
     for label, _ in targets:
         r, n = figures[(label, "registry")], figures[(label, "nginx")]
         ratio = r.rps / n.rps if n.rps else 0.0
