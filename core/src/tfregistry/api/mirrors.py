@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from tfregistry import auth, gpg
-from tfregistry.api import api_error
+from tfregistry.api import MAX_ID, api_error, errors, pattern, provider_name, text
 from tfregistry.api.providers import encryption_key
 from tfregistry.jobs import MIRROR_TOKEN
 from tfregistry.models import MirrorConfig, MirrorPolicy, MirrorRun, utcnow
@@ -30,21 +30,34 @@ def _platform(value: str) -> None:
         raise ma.ValidationError(f"{value!r} is not OS_ARCH, e.g. linux_amd64")
 
 
+#: ``OS_ARCH`` as the document declares it (the known systems and architectures are checked on top).
+PLATFORM = r"^[a-z0-9]+_[a-z0-9]+$"
+
+
 class MirrorArgs(ma.Schema):
-    upstream_host = ma.fields.String(required=True, metadata={"description": "Origin host, e.g. registry.terraform.io"})
-    upstream_url = ma.fields.String(load_default=None, allow_none=True,
+    upstream_host = ma.fields.String(required=True, validate=[ma.validate.Length(1, 255),
+                                                              pattern(r"^[a-z0-9.-]+(:[0-9]+)?$")],
+                                     metadata={"description": "Origin host, e.g. registry.terraform.io",
+                                               "example": "registry.terraform.io"})
+    upstream_url = ma.fields.String(load_default=None, allow_none=True, validate=[
+                                        ma.validate.Length(max=1024), pattern(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")],
                                     metadata={"description": "Where to reach it, if not https://upstream_host"})
-    upstream_token = ma.fields.String(load_default=None, allow_none=True, load_only=True)
-    namespace = ma.fields.String(required=True)
-    type = ma.fields.String(required=True)
-    version_constraint = ma.fields.String(load_default=None, allow_none=True,
-                                          metadata={"description": "e.g. '>= 5.0, < 6.0' or '~> 3.2'"})
-    latest = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=1))
-    platforms = ma.fields.List(ma.fields.String(validate=_platform), load_default=list)
-    trusted_fingerprints = ma.fields.List(ma.fields.String(), load_default=list,
+    upstream_token = text(4096, load_default=None, allow_none=True, load_only=True)
+    namespace = provider_name(required=True, metadata={"example": "hashicorp"})
+    type = provider_name(required=True, metadata={"example": "random"})
+    version_constraint = text(255, load_default=None, allow_none=True,
+                              metadata={"description": "e.g. '>= 5.0, < 6.0' or '~> 3.2'"})
+    latest = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=1, max=MAX_ID))
+    platforms = ma.fields.List(ma.fields.String(validate=[pattern(PLATFORM), _platform],
+                                                metadata={"example": "linux_amd64"}),
+                               load_default=list, validate=ma.validate.Length(max=64))
+    trusted_fingerprints = ma.fields.List(ma.fields.String(validate=[ma.validate.Length(16, 40),
+                                                                            pattern(r"^[0-9A-Fa-f]+$")]),
+                                          load_default=list, validate=ma.validate.Length(max=64),
                                           metadata={"description": "Accept only these upstream keys (default: "
                                                     "the keys the upstream offers)"})
-    interval_seconds = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=60))
+    interval_seconds = ma.fields.Integer(load_default=None, allow_none=True,
+                                         validate=ma.validate.Range(min=60, max=MAX_ID))
     enabled = ma.fields.Boolean(load_default=True)
 
 
@@ -175,7 +188,7 @@ class PullThroughStats(MethodView):
             return all_stats(session)
 
 
-@blp.route("/<int:mirror_id>")
+@blp.route("/<id:mirror_id>")
 class Mirror(MethodView):
     @blp.response(200, MirrorSchema)
     def get(self, mirror_id: int) -> Any:
@@ -206,9 +219,10 @@ class Mirror(MethodView):
             session.commit()
 
 
-@blp.route("/<int:mirror_id>/sync")
+@blp.route("/<id:mirror_id>/sync")
 class MirrorSync(MethodView):
     @blp.response(202)
+    @errors(blp, 409)
     def post(self, mirror_id: int) -> Any:
         """Start a sync now (a background job on the ``mirror`` queue)."""
         session, _ = _session_for("mirrors:manage")
@@ -221,7 +235,7 @@ class MirrorSync(MethodView):
         return {"job": job.id, "status": job.status}
 
 
-@blp.route("/<int:mirror_id>/status")
+@blp.route("/<id:mirror_id>/status")
 class MirrorStatus(MethodView):
     @blp.response(200, RunSchema(many=True))
     def get(self, mirror_id: int) -> Any:
@@ -236,10 +250,10 @@ class MirrorStatus(MethodView):
 
 
 class DecisionArgs(ma.Schema):
-    note = ma.fields.String(load_default=None, allow_none=True)
+    note = text(load_default=None, allow_none=True)
 
 
-@blp.route("/<int:mirror_id>/approve")
+@blp.route("/<id:mirror_id>/approve")
 class MirrorApprove(MethodView):
     @blp.arguments(DecisionArgs)
     @blp.response(200, MirrorSchema)
@@ -248,7 +262,7 @@ class MirrorApprove(MethodView):
         return _decide(mirror_id, True, args["note"])
 
 
-@blp.route("/<int:mirror_id>/reject")
+@blp.route("/<id:mirror_id>/reject")
 class MirrorReject(MethodView):
     @blp.arguments(DecisionArgs)
     @blp.response(200, MirrorSchema)
@@ -270,9 +284,9 @@ def _decide(mirror_id: int, approve: bool, note: str | None) -> Any:
 
 class PolicyArgs(ma.Schema):
     effect = ma.fields.String(required=True, validate=ma.validate.OneOf(mirroring.POLICY_EFFECTS))
-    pattern = ma.fields.String(required=True, metadata={
+    pattern = ma.fields.String(required=True, validate=ma.validate.Length(1, 255), metadata={
         "description": "host[/namespace[/type]] with * wildcards, e.g. registry.terraform.io/hashicorp/*"})
-    description = ma.fields.String(load_default="")
+    description = text(load_default="")
 
 
 class PolicySchema(PolicyArgs):
@@ -307,7 +321,7 @@ class Policies(MethodView):
             return _policy_json(policy)
 
 
-@blp.route("/policies/<int:policy_id>")
+@blp.route("/policies/<id:policy_id>")
 class Policy(MethodView):
     @blp.response(204)
     def delete(self, policy_id: int) -> None:
