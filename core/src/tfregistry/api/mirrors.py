@@ -30,8 +30,8 @@ def _platform(value: str) -> None:
         raise ma.ValidationError(f"{value!r} is not OS_ARCH, e.g. linux_amd64")
 
 
-#: ``OS_ARCH`` as the document declares it (the known systems and architectures are checked on top).
-PLATFORM = r"^[a-z0-9]+_[a-z0-9]+$"
+#: ``OS_ARCH`` of the known systems and architectures.
+PLATFORM = f"^({'|'.join(sorted(KNOWN_OS))})_({'|'.join(sorted(KNOWN_ARCH))})$"
 
 
 class MirrorArgs(ma.Schema):

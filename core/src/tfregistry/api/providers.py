@@ -246,7 +246,7 @@ class Keys(MethodView):
             return [key_json(k) for k in keys if auth.allowed(auth.current_identity(session), "providers:read",
                                                               k.namespace)]
 
-    @keys_blp.doc(requestBody={"content": {
+    @keys_blp.doc(requestBody={"required": True, "content": {
         "application/json": {"schema": KeyArgs}, "application/x-www-form-urlencoded": {"schema": KeyArgs}}})
     @keys_blp.response(201, KeySchema)
     @errors(keys_blp, 409)
