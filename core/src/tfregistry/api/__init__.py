@@ -186,16 +186,40 @@ PROTOCOLS = r"^([4-6]\.(0|[1-9][0-9]*)(, ?[4-6]\.(0|[1-9][0-9]*))*)?$"
 MAX_TEXT = 2000
 
 
-def module_name(**kwargs: Any) -> ma.fields.String:
-    return ma.fields.String(validate=[ma.validate.Length(1, 64), pattern(MODULE_NAME)], **kwargs)
+class SemverMatch(FullMatch):
+    """:data:`SEMVER`, refused with the parser's message (which suggests a fix, e.g. dropping a leading v)."""
+
+    def __call__(self, value: Any) -> Any:
+        from tfregistry import semver
+
+        try:
+            semver.parse(value)
+        except semver.InvalidVersion as exc:
+            raise ma.ValidationError(str(exc)) from None
+        return super().__call__(value)
 
 
-def provider_name(**kwargs: Any) -> ma.fields.String:
-    return ma.fields.String(validate=[ma.validate.Length(1, 64), pattern(PROVIDER_NAME)], **kwargs)
+def module_name(label: str, **kwargs: Any) -> ma.fields.String:
+    """A module namespace or name; ``label`` names it in the error message."""
+    error = (f"invalid module {label}: use 1-64 letters, digits, '-' or '_', starting and ending with a letter "
+             "or digit")
+    return ma.fields.String(validate=[ma.validate.Length(1, 64, error=error), pattern(MODULE_NAME, error)],
+                            **kwargs)
+
+
+def provider_name(label: str, **kwargs: Any) -> ma.fields.String:
+    """A provider namespace or type; ``label`` names it in the error message."""
+    error = (f"invalid provider {label}: use 1-64 lower-case letters, digits and single dashes, not starting or "
+             "ending with a dash (e.g. acme/foo, acme/my-cloud)")
+    return ma.fields.String(validate=[ma.validate.Length(1, 64, error=error), pattern(PROVIDER_NAME, error)],
+                            **kwargs)
 
 
 def version_field(**kwargs: Any) -> ma.fields.String:
-    return ma.fields.String(validate=[ma.validate.Length(5, MAX_VERSION), pattern(SEMVER)], **kwargs)
+    """A semantic version of at most :data:`MAX_VERSION` characters."""
+    too_long = f"invalid version: at most {MAX_VERSION} characters"
+    return ma.fields.String(validate=[ma.validate.Length(max=MAX_VERSION, error=too_long),
+                                      SemverMatch(re.compile(SEMVER))], **kwargs)
 
 
 def text(max_length: int = MAX_TEXT, **kwargs: Any) -> ma.fields.String:

@@ -43,8 +43,8 @@ class MirrorArgs(ma.Schema):
                                         ma.validate.Length(max=1024), pattern(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")],
                                     metadata={"description": "Where to reach it, if not https://upstream_host"})
     upstream_token = text(4096, load_default=None, allow_none=True, load_only=True)
-    namespace = provider_name(required=True, metadata={"example": "hashicorp"})
-    type = provider_name(required=True, metadata={"example": "random"})
+    namespace = provider_name("namespace", required=True, metadata={"example": "hashicorp"})
+    type = provider_name("type", required=True, metadata={"example": "random"})
     version_constraint = text(255, load_default=None, allow_none=True,
                               metadata={"description": "e.g. '>= 5.0, < 6.0' or '~> 3.2'"})
     latest = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=1, max=MAX_ID))

@@ -28,12 +28,16 @@ register_error_handlers(blp, api_error)
 FORM_OVERHEAD = 64 * 1024
 
 
+SYSTEM_ERROR = "invalid module system: use 1-64 lower-case letters or digits (e.g. aws)"
+
+
 class PublishForm(ma.Schema):
     """The ``multipart/form-data`` body of a module publish: four address fields and the archive."""
 
-    namespace = module_name(required=True, metadata={"example": "acme"})
-    name = module_name(required=True, metadata={"example": "network"})
-    system = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64), pattern(SYSTEM)], metadata={
+    namespace = module_name("namespace", required=True, metadata={"example": "acme"})
+    name = module_name("name", required=True, metadata={"example": "network"})
+    system = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64, error=SYSTEM_ERROR),
+                                                       pattern(SYSTEM, SYSTEM_ERROR)], metadata={
         "description": "Target system, e.g. aws (the 'provider')", "example": "aws"})
     version = version_field(required=True, metadata={"description": "Semantic version, e.g. 1.2.0 or 2.0.0-rc.1",
                                                      "example": "1.2.0"})

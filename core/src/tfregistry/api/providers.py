@@ -42,8 +42,8 @@ SMALL_FILE_MAX = 1024 * 1024
 class ProviderPublishForm(ma.Schema):
     """The ``multipart/form-data`` body of a provider publish."""
 
-    namespace = provider_name(required=True, metadata={"example": "acme"})
-    type = provider_name(required=True, metadata={"description": "Provider type, e.g. foo for acme/foo",
+    namespace = provider_name("namespace", required=True, metadata={"example": "acme"})
+    type = provider_name("type", required=True, metadata={"description": "Provider type, e.g. foo for acme/foo",
                                                   "example": "foo"})
     version = version_field(required=True, metadata={"example": "1.0.0"})
     protocols = ma.fields.String(load_default="", validate=[ma.validate.Length(max=100), pattern(PROTOCOLS)],
@@ -185,7 +185,7 @@ class ProviderVersionResource(MethodView):
 
 
 class KeyArgs(ma.Schema):
-    namespace = provider_name(required=True, metadata={"example": "acme"})
+    namespace = provider_name("namespace", required=True, metadata={"example": "acme"})
     ascii_armor = ma.fields.String(required=True, validate=ma.validate.Length(1, 1024 * 1024),
                                    metadata={"description": "Armored OpenPGP public key"})
     source = text(255, load_default="")
@@ -193,7 +193,7 @@ class KeyArgs(ma.Schema):
 
 
 class ManagedKeyArgs(ma.Schema):
-    namespace = provider_name(required=True, metadata={"example": "acme"})
+    namespace = provider_name("namespace", required=True, metadata={"example": "acme"})
     key_type = ma.fields.String(load_default="ed25519", validate=ma.validate.OneOf(["ed25519", "rsa3072"]))
 
 
