@@ -44,7 +44,7 @@ class IdConverter(IntegerConverter):
     """``<id:name>``: a row id, 0 to :data:`MAX_ID`; anything else does not match the route (404) instead of
     overflowing the database driver."""
 
-    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002 (werkzeug's name)
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(map, min=0, max=MAX_ID)
 
 
@@ -184,6 +184,8 @@ MAX_VERSION = 128
 PROTOCOLS = r"^([4-6]\.(0|[1-9][0-9]*)(, ?[4-6]\.(0|[1-9][0-9]*))*)?$"
 #: Free text (display names, descriptions, notes): bounded, so it fits its column and logs.
 MAX_TEXT = 2000
+#: Text without NUL characters (PostgreSQL text cannot hold them).
+NO_NUL = r"^[^\u0000]*$"
 
 
 class SemverMatch(FullMatch):
@@ -222,8 +224,10 @@ def version_field(**kwargs: Any) -> ma.fields.String:
                                       SemverMatch(re.compile(SEMVER))], **kwargs)
 
 
-def text(max_length: int = MAX_TEXT, **kwargs: Any) -> ma.fields.String:
-    return ma.fields.String(validate=ma.validate.Length(max=max_length), **kwargs)
+def text(max_length: int = MAX_TEXT, min_length: int | None = None, **kwargs: Any) -> ma.fields.String:
+    """Free text of at most ``max_length`` characters, without NUL."""
+    return ma.fields.String(validate=[ma.validate.Length(min_length, max_length),
+                                      pattern(NO_NUL, "must not contain NUL characters")], **kwargs)
 
 
 def load_multipart(schema: ma.Schema, lists: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tfregistry import auth
-from tfregistry.api import MAX_ID, api_error, pattern, text
+from tfregistry.api import MAX_ID, api_error, module_name, pattern, text
 from tfregistry.auth import Identity, PermissionDenied
 from tfregistry.models import ApiToken, AuditEntry, Membership, Namespace, Organization, RoleTemplate, User
 from tfregistry.protocol import register_error_handlers
@@ -190,12 +190,12 @@ class OrgPatch(ma.Schema):
 
 
 class MemberArgs(ma.Schema):
-    role = ma.fields.String(required=True, validate=ma.validate.Length(1, 64), metadata={"description": "admin, mirror-manager, publisher, viewer "
+    role = text(64, 1, required=True, metadata={"description": "admin, mirror-manager, publisher, viewer "
                                                      "or a custom role template"})
 
 
 class NamespaceArgs(ma.Schema):
-    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 64))
+    name = module_name("namespace", required=True, metadata={"example": "acme"})
     visibility = ma.fields.String(load_default=None, validate=ma.validate.OneOf(
         ["inherit", "public", "authenticated", "private"]))
 
@@ -401,14 +401,13 @@ class Role(MethodView):
 
 
 class TokenArgs(ma.Schema):
-    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 255))
+    name = text(255, 1, required=True)
     kind = ma.fields.String(load_default="personal", validate=ma.validate.OneOf(["personal", "service", "site"]))
-    organization = ma.fields.String(load_default=None, validate=ma.validate.Length(max=64),
-                                    metadata={"description": "For service tokens"})
+    organization = text(64, load_default=None, metadata={"description": "For service tokens"})
     scopes = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(SCOPE_NAMES)), required=True,
                             validate=ma.validate.Length(1, 64), metadata={
                                 "description": "Scopes, or the shorthands read, publish, admin"})
-    namespace = ma.fields.String(load_default=None, validate=ma.validate.Length(max=64))
+    namespace = text(64, load_default=None)
     expires_in = ma.fields.Raw(load_default=None, metadata={"description": "Seconds, or e.g. '30d', '12h'"})
 
 
@@ -520,7 +519,7 @@ class TokenRotate(MethodView):
 
 
 class AuditArgs(ma.Schema):
-    organization = ma.fields.String(load_default=None, validate=ma.validate.Length(max=64))
+    organization = text(64, load_default=None)
     actor = text(255, load_default=None)
     action = text(255, load_default=None, metadata={"description": "Exact action, or a prefix ending in "
                                                            "'.' (e.g. 'token.')"})

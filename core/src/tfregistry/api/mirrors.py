@@ -284,7 +284,7 @@ def _decide(mirror_id: int, approve: bool, note: str | None) -> Any:
 
 class PolicyArgs(ma.Schema):
     effect = ma.fields.String(required=True, validate=ma.validate.OneOf(mirroring.POLICY_EFFECTS))
-    pattern = ma.fields.String(required=True, validate=ma.validate.Length(1, 255), metadata={
+    pattern = text(255, 1, required=True, metadata={
         "description": "host[/namespace[/type]] with * wildcards, e.g. registry.terraform.io/hashicorp/*"})
     description = text(load_default="")
 

@@ -12,7 +12,17 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from tfregistry import auth
-from tfregistry.api import MAX_TEXT, PUBLIC, api_error, errors, load_multipart, module_name, pattern, text, version_field
+from tfregistry.api import (
+    MAX_TEXT,
+    PUBLIC,
+    api_error,
+    errors,
+    load_multipart,
+    module_name,
+    pattern,
+    text,
+    version_field,
+)
 from tfregistry.api import MODULE_SYSTEM as SYSTEM
 from tfregistry.archives import ArchiveLimits
 from tfregistry.models import ModuleVersion
@@ -65,7 +75,7 @@ class ModuleVersionSchema(ma.Schema):
 
 class DeprecateArgs(ma.Schema):
     deprecated = ma.fields.Boolean(required=True)
-    reason = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=MAX_TEXT))
+    reason = text(MAX_TEXT, load_default=None, allow_none=True)
 
 
 def version_json(mv: ModuleVersion, created: bool | None = None) -> dict[str, Any]:

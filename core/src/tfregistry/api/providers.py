@@ -186,8 +186,7 @@ class ProviderVersionResource(MethodView):
 
 class KeyArgs(ma.Schema):
     namespace = provider_name("namespace", required=True, metadata={"example": "acme"})
-    ascii_armor = ma.fields.String(required=True, validate=ma.validate.Length(1, 1024 * 1024),
-                                   metadata={"description": "Armored OpenPGP public key"})
+    ascii_armor = text(1024 * 1024, 1, required=True, metadata={"description": "Armored OpenPGP public key"})
     source = text(255, load_default="")
     source_url = text(1024, load_default="")
 
@@ -198,7 +197,7 @@ class ManagedKeyArgs(ma.Schema):
 
 
 class KeyQuery(ma.Schema):
-    namespace = ma.fields.String(validate=ma.validate.Length(max=64))
+    namespace = text(64)
 
 
 class KeySchema(ma.Schema):
