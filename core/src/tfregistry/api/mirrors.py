@@ -36,7 +36,7 @@ PLATFORM = f"^({'|'.join(sorted(KNOWN_OS))})_({'|'.join(sorted(KNOWN_ARCH))})$"
 
 class MirrorArgs(ma.Schema):
     upstream_host = ma.fields.String(required=True, validate=[ma.validate.Length(1, 255),
-                                                              pattern(r"^[a-z0-9.-]+(:[0-9]+)?$")],
+                                                              pattern(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")],
                                      metadata={"description": "Origin host, e.g. registry.terraform.io",
                                                "example": "registry.terraform.io"})
     upstream_url = ma.fields.String(load_default=None, allow_none=True, validate=[
@@ -284,7 +284,7 @@ def _decide(mirror_id: int, approve: bool, note: str | None) -> Any:
 
 class PolicyArgs(ma.Schema):
     effect = ma.fields.String(required=True, validate=ma.validate.OneOf(mirroring.POLICY_EFFECTS))
-    pattern = text(255, 1, required=True, metadata={
+    pattern = text(255, required=True, metadata={
         "description": "host[/namespace[/type]] with * wildcards, e.g. registry.terraform.io/hashicorp/*"})
     description = text(load_default="")
 
