@@ -230,6 +230,16 @@ def text(max_length: int = MAX_TEXT, min_length: int | None = None, **kwargs: An
                                       pattern(NO_NUL, "must not contain NUL characters")], **kwargs)
 
 
+def flag(**kwargs: Any) -> ma.fields.Boolean:
+    """A JSON boolean: ``true`` or ``false`` only (the document says boolean; 0, 1 and "yes" are refused)."""
+    return ma.fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+
+
+def whole(**kwargs: Any) -> ma.fields.Integer:
+    """A JSON integer (``"60"`` and ``60.5`` are refused)."""
+    return ma.fields.Integer(strict=True, **kwargs)
+
+
 def load_multipart(schema: ma.Schema, lists: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a ``multipart/form-data`` body (form fields and files together, as one documented schema);
     a mismatch is a 422 whose ``errors`` name the fields, like every other validation error."""

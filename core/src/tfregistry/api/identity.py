@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tfregistry import auth
-from tfregistry.api import MAX_ID, api_error, module_name, pattern, text
+from tfregistry.api import MAX_ID, api_error, flag, module_name, pattern, text
 from tfregistry.auth import Identity, PermissionDenied
 from tfregistry.models import ApiToken, AuditEntry, Membership, Namespace, Organization, RoleTemplate, User
 from tfregistry.protocol import register_error_handlers
@@ -105,14 +105,14 @@ class Me(MethodView):
 
 class UserArgs(ma.Schema):
     email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
-    name = text(255, load_default="")
-    site_admin = ma.fields.Boolean(load_default=False)
+    name = text(200, load_default="")
+    site_admin = flag(load_default=False)
 
 
 class UserPatch(ma.Schema):
-    name = text(255)
-    disabled = ma.fields.Boolean()
-    site_admin = ma.fields.Boolean()
+    name = text(200)
+    disabled = flag()
+    site_admin = flag()
 
 
 @blp.route("/users")
@@ -182,11 +182,11 @@ class OrgArgs(ma.Schema):
     name = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64),
                                                          pattern(r"^[a-z0-9][a-z0-9_-]*$")],
                             metadata={"example": "acme"})
-    display_name = text(255, load_default="")
+    display_name = text(200, load_default="")
 
 
 class OrgPatch(ma.Schema):
-    display_name = text(255, required=True)
+    display_name = text(200, required=True)
 
 
 class MemberArgs(ma.Schema):
@@ -401,7 +401,7 @@ class Role(MethodView):
 
 
 class TokenArgs(ma.Schema):
-    name = text(255, 1, required=True)
+    name = text(200, 1, required=True)
     kind = ma.fields.String(load_default="personal", validate=ma.validate.OneOf(["personal", "service", "site"]))
     organization = text(64, load_default=None, metadata={"description": "For service tokens"})
     scopes = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(SCOPE_NAMES)), required=True,

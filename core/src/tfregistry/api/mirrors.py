@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from tfregistry import auth, gpg
-from tfregistry.api import MAX_ID, api_error, errors, pattern, provider_name, text
+from tfregistry.api import MAX_ID, api_error, errors, flag, pattern, provider_name, text, whole
 from tfregistry.api.providers import encryption_key
 from tfregistry.jobs import MIRROR_TOKEN
 from tfregistry.models import MirrorConfig, MirrorPolicy, MirrorRun, utcnow
@@ -40,14 +40,14 @@ class MirrorArgs(ma.Schema):
                                      metadata={"description": "Origin host, e.g. registry.terraform.io",
                                                "example": "registry.terraform.io"})
     upstream_url = ma.fields.String(load_default=None, allow_none=True, validate=[
-                                        ma.validate.Length(max=1024), pattern(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")],
+                                        ma.validate.Length(max=500), pattern(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")],
                                     metadata={"description": "Where to reach it, if not https://upstream_host"})
     upstream_token = text(4096, load_default=None, allow_none=True, load_only=True)
     namespace = provider_name("namespace", required=True, metadata={"example": "hashicorp"})
     type = provider_name("type", required=True, metadata={"example": "random"})
-    version_constraint = text(255, load_default=None, allow_none=True,
+    version_constraint = text(200, load_default=None, allow_none=True,
                               metadata={"description": "e.g. '>= 5.0, < 6.0' or '~> 3.2'"})
-    latest = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=1, max=MAX_ID))
+    latest = whole(load_default=None, allow_none=True, validate=ma.validate.Range(min=1, max=MAX_ID))
     platforms = ma.fields.List(ma.fields.String(validate=[pattern(PLATFORM), _platform],
                                                 metadata={"example": "linux_amd64"}),
                                load_default=list, validate=ma.validate.Length(max=64))
@@ -56,9 +56,9 @@ class MirrorArgs(ma.Schema):
                                           load_default=list, validate=ma.validate.Length(max=64),
                                           metadata={"description": "Accept only these upstream keys (default: "
                                                     "the keys the upstream offers)"})
-    interval_seconds = ma.fields.Integer(load_default=None, allow_none=True,
+    interval_seconds = whole(load_default=None, allow_none=True,
                                          validate=ma.validate.Range(min=60, max=MAX_ID))
-    enabled = ma.fields.Boolean(load_default=True)
+    enabled = flag(load_default=True)
 
 
 class MirrorSchema(MirrorArgs):
@@ -289,7 +289,10 @@ class PolicyArgs(ma.Schema):
     description = text(load_default="")
 
 
-class PolicySchema(PolicyArgs):
+class PolicySchema(ma.Schema):
+    effect = ma.fields.String(metadata={"enum": list(mirroring.POLICY_EFFECTS)})
+    pattern = ma.fields.String(metadata={"description": "Normalised: lower case, padded to host/namespace/type"})
+    description = ma.fields.String()
     id = ma.fields.Integer()
     created_by = ma.fields.String()
     created_at = ma.fields.DateTime()

@@ -17,6 +17,7 @@ from tfregistry.api import (
     PUBLIC,
     api_error,
     errors,
+    flag,
     load_multipart,
     module_name,
     pattern,
@@ -74,7 +75,7 @@ class ModuleVersionSchema(ma.Schema):
 
 
 class DeprecateArgs(ma.Schema):
-    deprecated = ma.fields.Boolean(required=True)
+    deprecated = flag(required=True)
     reason = text(MAX_TEXT, load_default=None, allow_none=True)
 
 

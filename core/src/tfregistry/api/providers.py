@@ -187,8 +187,8 @@ class ProviderVersionResource(MethodView):
 class KeyArgs(ma.Schema):
     namespace = provider_name("namespace", required=True, metadata={"example": "acme"})
     ascii_armor = text(1024 * 1024, 1, required=True, metadata={"description": "Armored OpenPGP public key"})
-    source = text(255, load_default="")
-    source_url = text(1024, load_default="")
+    source = text(200, load_default="")
+    source_url = text(500, load_default="")
 
 
 class ManagedKeyArgs(ma.Schema):
