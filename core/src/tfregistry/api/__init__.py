@@ -230,9 +230,18 @@ def text(max_length: int = MAX_TEXT, min_length: int | None = None, **kwargs: An
                                       pattern(NO_NUL, "must not contain NUL characters")], **kwargs)
 
 
-def flag(**kwargs: Any) -> ma.fields.Boolean:
+class StrictBoolean(ma.fields.Boolean):
     """A JSON boolean: ``true`` or ``false`` only (the document says boolean; 0, 1 and "yes" are refused)."""
-    return ma.fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def flag(**kwargs: Any) -> ma.fields.Boolean:
+    """A :class:`StrictBoolean` field."""
+    return StrictBoolean(**kwargs)
 
 
 def whole(**kwargs: Any) -> ma.fields.Integer:

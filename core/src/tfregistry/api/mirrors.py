@@ -34,13 +34,17 @@ def _platform(value: str) -> None:
 PLATFORM = f"^({'|'.join(sorted(KNOWN_OS))})_({'|'.join(sorted(KNOWN_ARCH))})$"
 
 
+#: http(s) URL without spaces, control characters, query or fragment.
+UPSTREAM_URL = r"^https?://[^\u0000- /?#\u007f]+(/[^\u0000- ?#\u007f]*)?$"
+
+
 class MirrorArgs(ma.Schema):
     upstream_host = ma.fields.String(required=True, validate=[ma.validate.Length(1, 255),
                                                               pattern(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")],
                                      metadata={"description": "Origin host, e.g. registry.terraform.io",
                                                "example": "registry.terraform.io"})
     upstream_url = ma.fields.String(load_default=None, allow_none=True, validate=[
-                                        ma.validate.Length(max=500), pattern(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")],
+                                        ma.validate.Length(max=500), pattern(UPSTREAM_URL)],
                                     metadata={"description": "Where to reach it, if not https://upstream_host"})
     upstream_token = text(4096, load_default=None, allow_none=True, load_only=True)
     namespace = provider_name("namespace", required=True, metadata={"example": "hashicorp"})
