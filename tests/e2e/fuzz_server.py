@@ -51,7 +51,7 @@ def test_schemathesis_cli_against_the_server(fuzz_server: RegistryServer, role: 
             "--no-color", "--workers", "2", "--request-timeout", "30", "--max-failures", "20"]
     if role == "admin":
         args += ["--header", f"Authorization: Bearer {fuzz_server.admin_token}"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False,
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
                             env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     summary = result.stdout[-6000:]
     assert result.returncode == 0, f"schemathesis found failures as {role}:\n{summary}\n{result.stderr[-2000:]}"
