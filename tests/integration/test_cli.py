@@ -162,7 +162,7 @@ def test_publish_reports_registry_errors(run, live_server, tmp_path, make_token)
     result = run("publish", "module", str(module), "--namespace", "acme", "--name", "m", "--system", "aws",
                  "--version", "not-semver", "--url", live_server, "--token", make_token("publish"))
     assert result.exit_code == 1
-    assert "the registry answered 400" in result.output and "not a valid semantic version" in result.output
+    assert "the registry answered 422" in result.output and "not a valid semantic version" in result.output
     result = run("publish", "module", str(module), "--namespace", "acme", "--name", "m", "--system", "aws",
                  "--version", "1.0.0", "--url", live_server, "--token", "tfr_" + "0" * 43)
     assert result.exit_code == 1 and "401" in result.output

@@ -52,13 +52,17 @@ def test_identical_republish_is_200_and_different_bytes_409(publish, module_arch
     ("system", "AWS", "invalid module system"),
     ("system", "aws-east", "invalid module system"),
     ("version", "1.0", "not a valid semantic version"),
-    ("version", "v1.0.0", "not a valid semantic version"),
+    ("version", "v1.0.0", "drop the leading 'v'"),
     ("version", "01.0.0", "not a valid semantic version"),
+    ("version", "1.0.0-" + "a" * 100_000, "at most 128 characters"),
 ])
-def test_bad_names_and_versions_are_400(publish, registry, field, value, message):
+def test_bad_names_and_versions_are_422_naming_the_field(publish, registry, field, value, message):
+    """The form schema (published in the OpenAPI document) refuses them before anything is stored."""
     r = publish(**{field: value})
-    assert r.status_code == 400
-    assert message in r.get_json()["message"]
+    assert r.status_code == 422
+    problems = r.get_json()["errors"]["form"]
+    assert list(problems) == [field]
+    assert message in " ".join(problems[field])
     assert stored_keys(registry) == []
 
 

@@ -1,14 +1,15 @@
 """Rate limits (Flask-Limiter): authentication failures, sign-in and uploads, per client address.
 
 Counters live in Redis when ``redis_url`` is set (shared by every replica), else in process memory.
-A refused request gets ``429 Too Many Requests`` with ``Retry-After``.
+A refused request gets ``429 Too Many Requests`` with ``Retry-After``, in the error shape of where it was
+sent: the ``/api/v1`` error object under ``/api/``, the protocols' ``{"errors": [...]}`` elsewhere.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, jsonify
+from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -42,9 +43,11 @@ def configure_limits(app: Flask, registry: Registry, *, login: list[Any], upload
     def too_many(error: Any) -> Any:
         limit = getattr(error, "limit", None)
         retry_after = limit.limit.get_expiry() if limit is not None else 60
-        response = jsonify(errors=[f"too many requests (limit {error.description}); retry in {retry_after} s"])
-        response.status_code = 429
-        response.headers["Retry-After"] = str(retry_after)
-        return response
+        from tfregistry.api import api_error
+        from tfregistry.protocol import error as protocol_error
+
+        render = api_error if request.path.startswith("/api/") else protocol_error
+        return render(429, f"too many requests (limit {error.description}); retry in {retry_after} s",
+                      **{"Retry-After": str(retry_after)})
 
     return limiter

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tfregistry import auth
-from tfregistry.api import api_error
+from tfregistry.api import MAX_ID, api_error, flag, module_name, pattern, text
 from tfregistry.auth import Identity, PermissionDenied
 from tfregistry.models import ApiToken, AuditEntry, Membership, Namespace, Organization, RoleTemplate, User
 from tfregistry.protocol import register_error_handlers
@@ -104,15 +104,15 @@ class Me(MethodView):
 
 
 class UserArgs(ma.Schema):
-    email = ma.fields.String(required=True)
-    name = ma.fields.String(load_default="")
-    site_admin = ma.fields.Boolean(load_default=False)
+    email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
+    name = text(200, load_default="")
+    site_admin = flag(load_default=False)
 
 
 class UserPatch(ma.Schema):
-    name = ma.fields.String()
-    disabled = ma.fields.Boolean()
-    site_admin = ma.fields.Boolean()
+    name = text(200)
+    disabled = flag()
+    site_admin = flag()
 
 
 @blp.route("/users")
@@ -135,7 +135,7 @@ class Users(MethodView):
             return _user_json(user)
 
 
-@blp.route("/users/<int:user_id>")
+@blp.route("/users/<id:user_id>")
 class UserResource(MethodView):
     @blp.response(200)
     def get(self, user_id: int) -> Any:
@@ -179,21 +179,23 @@ class UserResource(MethodView):
 
 
 class OrgArgs(ma.Schema):
-    name = ma.fields.String(required=True)
-    display_name = ma.fields.String(load_default="")
+    name = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64),
+                                                         pattern(r"^[a-z0-9][a-z0-9_-]*$")],
+                            metadata={"example": "acme"})
+    display_name = text(200, load_default="")
 
 
 class OrgPatch(ma.Schema):
-    display_name = ma.fields.String(required=True)
+    display_name = text(200, required=True)
 
 
 class MemberArgs(ma.Schema):
-    role = ma.fields.String(required=True, metadata={"description": "admin, mirror-manager, publisher, viewer "
+    role = text(64, 1, required=True, metadata={"description": "admin, mirror-manager, publisher, viewer "
                                                      "or a custom role template"})
 
 
 class NamespaceArgs(ma.Schema):
-    name = ma.fields.String(required=True)
+    name = module_name("namespace", required=True, metadata={"example": "acme"})
     visibility = ma.fields.String(load_default=None, validate=ma.validate.OneOf(
         ["inherit", "public", "authenticated", "private"]))
 
@@ -338,13 +340,18 @@ class OrgNamespaces(MethodView):
             return {"name": ns.name, "visibility": ns.visibility, "organization": org.name}
 
 
+#: Scope names, and the legacy shorthands ``read``/``publish`` (services.identity.normalise_scopes).
+SCOPE_NAMES = (*svc.SCOPES, "read", "publish")
+
+
 # --- role templates -------------------------------------------------------------------------------------
 
 
 class RoleArgs(ma.Schema):
-    name = ma.fields.String(required=True)
-    scopes = ma.fields.List(ma.fields.String(), required=True)
-    description = ma.fields.String(load_default="")
+    name = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64), pattern(r"^[a-z0-9][a-z0-9_-]*$")])
+    scopes = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(SCOPE_NAMES)), required=True,
+                            validate=ma.validate.Length(1, 64))
+    description = text(load_default="")
 
 
 def _role_json(role: RoleTemplate) -> dict[str, Any]:
@@ -394,11 +401,13 @@ class Role(MethodView):
 
 
 class TokenArgs(ma.Schema):
-    name = ma.fields.String(required=True)
+    name = text(200, 1, required=True)
     kind = ma.fields.String(load_default="personal", validate=ma.validate.OneOf(["personal", "service", "site"]))
-    organization = ma.fields.String(load_default=None, metadata={"description": "For service tokens"})
-    scopes = ma.fields.List(ma.fields.String(), required=True)
-    namespace = ma.fields.String(load_default=None)
+    organization = text(64, load_default=None, metadata={"description": "For service tokens"})
+    scopes = ma.fields.List(ma.fields.String(validate=ma.validate.OneOf(SCOPE_NAMES)), required=True,
+                            validate=ma.validate.Length(1, 64), metadata={
+                                "description": "Scopes, or the shorthands read, publish, admin"})
+    namespace = text(64, load_default=None)
     expires_in = ma.fields.Raw(load_default=None, metadata={"description": "Seconds, or e.g. '30d', '12h'"})
 
 
@@ -477,7 +486,7 @@ class Tokens(MethodView):
             return _token_json(token, session, secret)
 
 
-@blp.route("/tokens/<int:token_id>")
+@blp.route("/tokens/<id:token_id>")
 class TokenResource(MethodView):
     @blp.response(200)
     def get(self, token_id: int) -> Any:
@@ -493,7 +502,7 @@ class TokenResource(MethodView):
             session.commit()
 
 
-@blp.route("/tokens/<int:token_id>/rotate")
+@blp.route("/tokens/<id:token_id>/rotate")
 class TokenRotate(MethodView):
     @blp.arguments(RotateArgs)
     @blp.response(200)
@@ -510,13 +519,13 @@ class TokenRotate(MethodView):
 
 
 class AuditArgs(ma.Schema):
-    organization = ma.fields.String(load_default=None)
-    actor = ma.fields.String(load_default=None)
-    action = ma.fields.String(load_default=None, metadata={"description": "Exact action, or a prefix ending in "
+    organization = text(64, load_default=None)
+    actor = text(255, load_default=None)
+    action = text(255, load_default=None, metadata={"description": "Exact action, or a prefix ending in "
                                                            "'.' (e.g. 'token.')"})
     since = ma.fields.AwareDateTime(load_default=None)
     until = ma.fields.AwareDateTime(load_default=None)
-    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0))
+    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=MAX_ID))
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
 
 

@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from tfregistry import auth, gpg
-from tfregistry.api import api_error
+from tfregistry.api import MAX_ID, api_error, errors, flag, pattern, provider_name, text, whole
 from tfregistry.api.providers import encryption_key
 from tfregistry.jobs import MIRROR_TOKEN
 from tfregistry.models import MirrorConfig, MirrorPolicy, MirrorRun, utcnow
@@ -30,22 +30,39 @@ def _platform(value: str) -> None:
         raise ma.ValidationError(f"{value!r} is not OS_ARCH, e.g. linux_amd64")
 
 
+#: ``OS_ARCH`` of the known systems and architectures.
+PLATFORM = f"^({'|'.join(sorted(KNOWN_OS))})_({'|'.join(sorted(KNOWN_ARCH))})$"
+
+
+#: http(s) URL without spaces, control characters, query or fragment.
+UPSTREAM_URL = r"^https?://[^\u0000- /?#\u007f]+(/[^\u0000- ?#\u007f]*)?$"
+
+
 class MirrorArgs(ma.Schema):
-    upstream_host = ma.fields.String(required=True, metadata={"description": "Origin host, e.g. registry.terraform.io"})
-    upstream_url = ma.fields.String(load_default=None, allow_none=True,
+    upstream_host = ma.fields.String(required=True, validate=[ma.validate.Length(1, 255),
+                                                              pattern(r"^[A-Za-z0-9.-]+(:[0-9]+)?$")],
+                                     metadata={"description": "Origin host, e.g. registry.terraform.io",
+                                               "example": "registry.terraform.io"})
+    upstream_url = ma.fields.String(load_default=None, allow_none=True, validate=[
+                                        ma.validate.Length(max=500), pattern(UPSTREAM_URL)],
                                     metadata={"description": "Where to reach it, if not https://upstream_host"})
-    upstream_token = ma.fields.String(load_default=None, allow_none=True, load_only=True)
-    namespace = ma.fields.String(required=True)
-    type = ma.fields.String(required=True)
-    version_constraint = ma.fields.String(load_default=None, allow_none=True,
-                                          metadata={"description": "e.g. '>= 5.0, < 6.0' or '~> 3.2'"})
-    latest = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=1))
-    platforms = ma.fields.List(ma.fields.String(validate=_platform), load_default=list)
-    trusted_fingerprints = ma.fields.List(ma.fields.String(), load_default=list,
+    upstream_token = text(4096, load_default=None, allow_none=True, load_only=True)
+    namespace = provider_name("namespace", required=True, metadata={"example": "hashicorp"})
+    type = provider_name("type", required=True, metadata={"example": "random"})
+    version_constraint = text(200, load_default=None, allow_none=True,
+                              metadata={"description": "e.g. '>= 5.0, < 6.0' or '~> 3.2'"})
+    latest = whole(load_default=None, allow_none=True, validate=ma.validate.Range(min=1, max=MAX_ID))
+    platforms = ma.fields.List(ma.fields.String(validate=[pattern(PLATFORM), _platform],
+                                                metadata={"example": "linux_amd64"}),
+                               load_default=list, validate=ma.validate.Length(max=64))
+    trusted_fingerprints = ma.fields.List(ma.fields.String(validate=[ma.validate.Length(16, 40),
+                                                                            pattern(r"^[0-9A-Fa-f]+$")]),
+                                          load_default=list, validate=ma.validate.Length(max=64),
                                           metadata={"description": "Accept only these upstream keys (default: "
                                                     "the keys the upstream offers)"})
-    interval_seconds = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(min=60))
-    enabled = ma.fields.Boolean(load_default=True)
+    interval_seconds = whole(load_default=None, allow_none=True,
+                                         validate=ma.validate.Range(min=60, max=MAX_ID))
+    enabled = flag(load_default=True)
 
 
 class MirrorSchema(MirrorArgs):
@@ -175,7 +192,7 @@ class PullThroughStats(MethodView):
             return all_stats(session)
 
 
-@blp.route("/<int:mirror_id>")
+@blp.route("/<id:mirror_id>")
 class Mirror(MethodView):
     @blp.response(200, MirrorSchema)
     def get(self, mirror_id: int) -> Any:
@@ -206,9 +223,10 @@ class Mirror(MethodView):
             session.commit()
 
 
-@blp.route("/<int:mirror_id>/sync")
+@blp.route("/<id:mirror_id>/sync")
 class MirrorSync(MethodView):
     @blp.response(202)
+    @errors(blp, 409)
     def post(self, mirror_id: int) -> Any:
         """Start a sync now (a background job on the ``mirror`` queue)."""
         session, _ = _session_for("mirrors:manage")
@@ -221,7 +239,7 @@ class MirrorSync(MethodView):
         return {"job": job.id, "status": job.status}
 
 
-@blp.route("/<int:mirror_id>/status")
+@blp.route("/<id:mirror_id>/status")
 class MirrorStatus(MethodView):
     @blp.response(200, RunSchema(many=True))
     def get(self, mirror_id: int) -> Any:
@@ -236,10 +254,10 @@ class MirrorStatus(MethodView):
 
 
 class DecisionArgs(ma.Schema):
-    note = ma.fields.String(load_default=None, allow_none=True)
+    note = text(load_default=None, allow_none=True)
 
 
-@blp.route("/<int:mirror_id>/approve")
+@blp.route("/<id:mirror_id>/approve")
 class MirrorApprove(MethodView):
     @blp.arguments(DecisionArgs)
     @blp.response(200, MirrorSchema)
@@ -248,7 +266,7 @@ class MirrorApprove(MethodView):
         return _decide(mirror_id, True, args["note"])
 
 
-@blp.route("/<int:mirror_id>/reject")
+@blp.route("/<id:mirror_id>/reject")
 class MirrorReject(MethodView):
     @blp.arguments(DecisionArgs)
     @blp.response(200, MirrorSchema)
@@ -270,12 +288,15 @@ def _decide(mirror_id: int, approve: bool, note: str | None) -> Any:
 
 class PolicyArgs(ma.Schema):
     effect = ma.fields.String(required=True, validate=ma.validate.OneOf(mirroring.POLICY_EFFECTS))
-    pattern = ma.fields.String(required=True, metadata={
+    pattern = text(255, required=True, metadata={
         "description": "host[/namespace[/type]] with * wildcards, e.g. registry.terraform.io/hashicorp/*"})
-    description = ma.fields.String(load_default="")
+    description = text(load_default="")
 
 
-class PolicySchema(PolicyArgs):
+class PolicySchema(ma.Schema):
+    effect = ma.fields.String(metadata={"enum": list(mirroring.POLICY_EFFECTS)})
+    pattern = ma.fields.String(metadata={"description": "Normalised: lower case, padded to host/namespace/type"})
+    description = ma.fields.String()
     id = ma.fields.Integer()
     created_by = ma.fields.String()
     created_at = ma.fields.DateTime()
@@ -307,7 +328,7 @@ class Policies(MethodView):
             return _policy_json(policy)
 
 
-@blp.route("/policies/<int:policy_id>")
+@blp.route("/policies/<id:policy_id>")
 class Policy(MethodView):
     @blp.response(204)
     def delete(self, policy_id: int) -> None:

@@ -12,7 +12,19 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from tfregistry import auth
-from tfregistry.api import api_error
+from tfregistry.api import (
+    MAX_TEXT,
+    PUBLIC,
+    api_error,
+    errors,
+    flag,
+    load_multipart,
+    module_name,
+    pattern,
+    text,
+    version_field,
+)
+from tfregistry.api import MODULE_SYSTEM as SYSTEM
 from tfregistry.archives import ArchiveLimits
 from tfregistry.models import ModuleVersion
 from tfregistry.protocol import register_error_handlers
@@ -27,16 +39,22 @@ register_error_handlers(blp, api_error)
 FORM_OVERHEAD = 64 * 1024
 
 
+SYSTEM_ERROR = "invalid module system: use 1-64 lower-case letters or digits (e.g. aws)"
+
+
 class PublishForm(ma.Schema):
-    namespace = ma.fields.String(required=True)
-    name = ma.fields.String(required=True)
-    system = ma.fields.String(required=True, metadata={"description": "Target system, e.g. aws (the 'provider')"})
-    version = ma.fields.String(required=True, metadata={"description": "Semantic version, e.g. 1.2.0 or 2.0.0-rc.1"})
-    description = ma.fields.String(load_default="", validate=ma.validate.Length(max=2000))
+    """The ``multipart/form-data`` body of a module publish: four address fields and the archive."""
 
-
-class ArchiveFile(ma.Schema):
-    archive = ma.fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+    namespace = module_name("namespace", required=True, metadata={"example": "acme"})
+    name = module_name("name", required=True, metadata={"example": "network"})
+    system = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64, error=SYSTEM_ERROR),
+                                                       pattern(SYSTEM, SYSTEM_ERROR)], metadata={
+        "description": "Target system, e.g. aws (the 'provider')", "example": "aws"})
+    version = version_field(required=True, metadata={"description": "Semantic version, e.g. 1.2.0 or 2.0.0-rc.1",
+                                                     "example": "1.2.0"})
+    description = text(load_default="")
+    archive = ma.fields.Raw(required=True, metadata={"type": "string", "format": "binary",
+                                                     "description": "The module as a .tar.gz archive"})
 
 
 class ModuleVersionSchema(ma.Schema):
@@ -52,12 +70,13 @@ class ModuleVersionSchema(ma.Schema):
     size = ma.fields.Integer()
     deprecated = ma.fields.Boolean()
     deprecation_reason = ma.fields.String(allow_none=True)
-    created = ma.fields.Boolean(metadata={"description": "false when identical bytes were already published"})
+    created = ma.fields.Boolean(metadata={"description": "false when identical bytes were already published "
+                                          "(only in the answer to a publish)"})
 
 
 class DeprecateArgs(ma.Schema):
-    deprecated = ma.fields.Boolean(required=True)
-    reason = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=2000))
+    deprecated = flag(required=True)
+    reason = text(MAX_TEXT, load_default=None, allow_none=True)
 
 
 def version_json(mv: ModuleVersion, created: bool | None = None) -> dict[str, Any]:
@@ -102,16 +121,17 @@ def upload_limit(setting: str) -> Callable[[Callable[..., Any]], Callable[..., A
 @blp.route("")
 class Modules(MethodView):
     @upload_limit("limits.module_archive_max_bytes")
-    @blp.arguments(PublishForm, location="form")
-    @blp.arguments(ArchiveFile, location="files")
+    @blp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": PublishForm}}})
     @blp.response(201, ModuleVersionSchema, description="Published")
-    @blp.alt_response(200, schema=ModuleVersionSchema, description="Identical bytes were already published")
-    @blp.alt_response(409, description="The version exists with different content")
-    def post(self, form: dict[str, Any], files: dict[str, Any]) -> Any:
-        """Publish a module version from a ``.tar.gz`` archive."""
+    @blp.alt_response(200, schema=ModuleVersionSchema, description="Identical bytes were already published",
+                      success=True)
+    @errors(blp, 409)
+    def post(self) -> Any:
+        """Publish a module version from a ``.tar.gz`` archive (409: the version exists with other content)."""
+        form = load_multipart(PublishForm())
         registry = current_registry()
         settings = registry.settings
-        upload = files["archive"]
+        upload = form["archive"]
         max_bytes = settings["limits.module_archive_max_bytes"]
         stream = upload.stream
         stream.seek(0, 2)
@@ -136,6 +156,7 @@ class Modules(MethodView):
 @blp.route("/<ns>/<name>/<system>/<version>")
 class ModuleVersionResource(MethodView):
     @blp.response(200, ModuleVersionSchema)
+    @blp.doc(security=PUBLIC)
     def get(self, ns: str, name: str, system: str, version: str) -> Any:
         """Show one version, with its checksum and deprecation status."""
         with current_registry().db.session() as session:

@@ -10,7 +10,17 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from tfregistry import auth
-from tfregistry.api import api_error
+from tfregistry.api import (
+    PROTOCOLS,
+    PUBLIC,
+    api_error,
+    errors,
+    load_multipart,
+    pattern,
+    provider_name,
+    text,
+    version_field,
+)
 from tfregistry.api.modules import DeprecateArgs, upload_limit
 from tfregistry.models import GpgKey, ProviderVersion
 from tfregistry.protocol import register_error_handlers
@@ -30,14 +40,16 @@ SMALL_FILE_MAX = 1024 * 1024
 
 
 class ProviderPublishForm(ma.Schema):
-    namespace = ma.fields.String(required=True)
-    type = ma.fields.String(required=True, metadata={"description": "Provider type, e.g. foo for acme/foo"})
-    version = ma.fields.String(required=True)
-    protocols = ma.fields.String(load_default="", metadata={"description": "Comma-separated, default 5.0"})
+    """The ``multipart/form-data`` body of a provider publish."""
 
-
-class ProviderFiles(ma.Schema):
+    namespace = provider_name("namespace", required=True, metadata={"example": "acme"})
+    type = provider_name("type", required=True, metadata={"description": "Provider type, e.g. foo for acme/foo",
+                                                  "example": "foo"})
+    version = version_field(required=True, metadata={"example": "1.0.0"})
+    protocols = ma.fields.String(load_default="", validate=[ma.validate.Length(max=100), pattern(PROTOCOLS)],
+                                 metadata={"description": "Comma-separated, default 5.0", "example": "5.0"})
     packages = ma.fields.List(ma.fields.Raw(metadata={"type": "string", "format": "binary"}), required=True,
+                              validate=ma.validate.Length(min=1),
                               metadata={"description": "terraform-provider-TYPE_VERSION_OS_ARCH.zip, repeated"})
     shasums = ma.fields.Raw(metadata={"type": "string", "format": "binary"})
     shasums_signature = ma.fields.Raw(metadata={"type": "string", "format": "binary",
@@ -116,13 +128,15 @@ def encryption_key(registry: Registry) -> bytes:
 @blp.route("")
 class Providers(MethodView):
     @upload_limit("limits.provider_upload_max_bytes")
-    @blp.arguments(ProviderPublishForm, location="form")
-    @blp.arguments(ProviderFiles, location="files")
+    @blp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": ProviderPublishForm}}})
     @blp.response(201, ProviderVersionSchema, description="Published (a new version, or new platforms)")
-    @blp.alt_response(200, schema=ProviderVersionSchema, description="Everything uploaded was already there")
-    @blp.alt_response(409, description="The version exists with different content")
-    def post(self, form: dict[str, Any], files: dict[str, Any]) -> Any:
-        """Publish a provider version: zips plus SHA256SUMS and its signature (or none, with a managed key)."""
+    @blp.alt_response(200, schema=ProviderVersionSchema, description="Everything uploaded was already there",
+                      success=True)
+    @errors(blp, 409)
+    def post(self) -> Any:
+        """Publish a provider version: zips plus SHA256SUMS and its signature (or none, with a managed key);
+        409: the version exists with different content."""
+        form = load_multipart(ProviderPublishForm(), lists=("packages",))
         registry = current_registry()
         uploads = [svc.Upload(f.filename or "", f.stream) for f in request.files.getlist("packages")]
         protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
@@ -141,6 +155,7 @@ class Providers(MethodView):
 @blp.route("/<ns>/<type_>/<version>")
 class ProviderVersionResource(MethodView):
     @blp.response(200, ProviderVersionSchema)
+    @blp.doc(security=PUBLIC)
     def get(self, ns: str, type_: str, version: str) -> Any:
         """Show one version: platforms with their hashes, signing key, deprecation."""
         with current_registry().db.session() as session:
@@ -171,19 +186,19 @@ class ProviderVersionResource(MethodView):
 
 
 class KeyArgs(ma.Schema):
-    namespace = ma.fields.String(required=True)
-    ascii_armor = ma.fields.String(required=True, metadata={"description": "Armored OpenPGP public key"})
-    source = ma.fields.String(load_default="")
-    source_url = ma.fields.String(load_default="")
+    namespace = provider_name("namespace", required=True, metadata={"example": "acme"})
+    ascii_armor = text(1024 * 1024, 1, required=True, metadata={"description": "Armored OpenPGP public key"})
+    source = text(200, load_default="")
+    source_url = text(500, load_default="")
 
 
 class ManagedKeyArgs(ma.Schema):
-    namespace = ma.fields.String(required=True)
+    namespace = provider_name("namespace", required=True, metadata={"example": "acme"})
     key_type = ma.fields.String(load_default="ed25519", validate=ma.validate.OneOf(["ed25519", "rsa3072"]))
 
 
 class KeyQuery(ma.Schema):
-    namespace = ma.fields.String()
+    namespace = text(64)
 
 
 class KeySchema(ma.Schema):
@@ -223,6 +238,7 @@ def _key_args() -> dict[str, Any]:
 class Keys(MethodView):
     @keys_blp.arguments(KeyQuery, location="query")
     @keys_blp.response(200, KeySchema(many=True))
+    @keys_blp.doc(security=PUBLIC)
     def get(self, query: dict[str, Any]) -> Any:
         """List signing keys (public parts), optionally of one namespace."""
         with current_registry().db.session() as session:
@@ -230,9 +246,10 @@ class Keys(MethodView):
             return [key_json(k) for k in keys if auth.allowed(auth.current_identity(session), "providers:read",
                                                               k.namespace)]
 
-    @keys_blp.doc(requestBody={"content": {
+    @keys_blp.doc(requestBody={"required": True, "content": {
         "application/json": {"schema": KeyArgs}, "application/x-www-form-urlencoded": {"schema": KeyArgs}}})
     @keys_blp.response(201, KeySchema)
+    @errors(keys_blp, 409)
     def post(self) -> Any:
         """Register a public key for a namespace (JSON or form fields ``namespace`` and ``ascii_armor``)."""
         args = _key_args()
@@ -247,6 +264,7 @@ class Keys(MethodView):
 class ManagedKeys(MethodView):
     @keys_blp.arguments(ManagedKeyArgs)
     @keys_blp.response(201, KeySchema)
+    @errors(keys_blp, 409)
     def post(self, args: dict[str, Any]) -> Any:
         """Create a registry-managed key: unsigned provider uploads to the namespace are then signed with it."""
         registry = current_registry()
@@ -257,9 +275,10 @@ class ManagedKeys(MethodView):
             return key_json(key)
 
 
-@keys_blp.route("/<int:key_id>")
+@keys_blp.route("/<id:key_id>")
 class Key(MethodView):
     @keys_blp.response(200, KeySchema)
+    @keys_blp.doc(security=PUBLIC)
     def get(self, key_id: int) -> Any:
         """One key, with its armored public part (exportable)."""
         with current_registry().db.session() as session:

@@ -21,7 +21,18 @@ def error(status: int, message: str, **headers: str) -> Any:
 
 
 def register_error_handlers(bp: Any, render: Callable[..., Any] = error) -> None:
-    """Answer domain and auth errors raised in ``bp``'s views with ``render(status, message, **headers)``."""
+    """Answer domain and auth errors raised in ``bp``'s views with ``render(status, message, **headers)``;
+    refuse NUL characters in path segments (404: no name has one) and query parameters (400) before they
+    reach the database (PostgreSQL text cannot hold them)."""
+
+    def refuse_nul() -> Any:
+        if any("\x00" in str(v) for v in (request.view_args or {}).values()):
+            return render(404, "not found: a path segment contains a NUL character")
+        if any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)):
+            return render(400, "a query parameter contains a NUL character")
+        return None
+
+    bp.before_request(refuse_nul)
     bp.register_error_handler(ServiceError, lambda e: render(e.status, e.message))
     bp.register_error_handler(
         Unauthenticated, lambda e: render(401, str(e), **{"WWW-Authenticate": 'Bearer realm="tfregistry"'})

@@ -36,6 +36,16 @@ def list_keys(session: Session, namespaces: Sequence[str] | None = None) -> list
     return list(session.scalars(stmt))
 
 
+def _check_namespace(namespace: str) -> None:
+    """Keys belong to provider namespaces: refuse any other name (400) before it reaches gpg or storage."""
+    from tfregistry.provider_packages import PackageError, validate_provider_address
+
+    try:
+        validate_provider_address(namespace, "key")
+    except PackageError as exc:
+        raise ServiceError(str(exc)) from None
+
+
 def get_key(session: Session, key_id: int) -> GpgKey:
     key = session.get(GpgKey, key_id)
     if key is None:
@@ -47,6 +57,7 @@ def add_public_key(
     session: Session, actor: Actor, namespace: str, ascii_armor: str, source: str = "", source_url: str = ""
 ) -> GpgKey:
     """Register an uploaded public key for ``namespace`` after checking it can sign and is current."""
+    _check_namespace(namespace)
     try:
         parsed = gpg.parse_public_key(ascii_armor)
     except gpg.GpgError as exc:
@@ -68,6 +79,7 @@ def add_public_key(
 def create_managed_key(session: Session, actor: Actor, namespace: str, enc_key: bytes,
                        key_type: str = "ed25519") -> GpgKey:
     """Generate a signing key the registry holds, so unsigned uploads to ``namespace`` get signed."""
+    _check_namespace(namespace)
     ns = get_or_create_namespace(session, namespace)
     if any(k.managed for k in active_keys(session, ns)):
         raise Conflict(f"namespace {namespace} already has a registry-managed signing key; revoke it first")

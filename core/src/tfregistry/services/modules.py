@@ -39,7 +39,14 @@ def validate_address(namespace: str, name: str, system: str) -> None:
         raise ServiceError(f"invalid module system {system!r}: use 1-64 lower-case letters or digits (e.g. aws)")
 
 
+#: The longest version string accepted: it becomes part of storage keys, which are bounded.
+MAX_VERSION_LENGTH = 128
+
+
 def parse_version(text: str) -> semver.Version:
+    """The parsed version; :class:`ServiceError` (400) naming the field when it is not one."""
+    if len(text) > MAX_VERSION_LENGTH:
+        raise ServiceError(f"invalid version: it is {len(text)} characters long (at most {MAX_VERSION_LENGTH})")
     try:
         return semver.parse(text)
     except semver.InvalidVersion as exc:
