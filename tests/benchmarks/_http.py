@@ -75,7 +75,7 @@ def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None, 
 
 @dataclass
 class Gunicorn:
-    """A registry database + data dir, served by ``gunicorn -w N "tfregistry.app:create_app()"`` when started."""
+    """A registry database + data dir, served by the README's gunicorn command when started."""
 
     database: str
     database_url: str
@@ -108,10 +108,12 @@ class Gunicorn:
         return self.tfr("token", "create", "--name", name, "--scope", scope).strip().splitlines()[-1].strip()
 
     def start(self, workers: int, *extra: str) -> None:
-        """Start gunicorn with ``workers`` sync workers and wait until discovery answers."""
+        """Start gunicorn as the README's production command does (``-c python:tfregistry.gunicorn_conf``,
+        threaded workers) with ``workers`` workers, and wait until discovery answers."""
         self.workers = workers
         self._log = self.root / f"gunicorn-{self.port}-{workers}-{uuid.uuid4().hex[:6]}.log"
-        cmd = [str(BIN / "gunicorn"), "-w", str(workers), "-b", self.host, *extra]
+        cmd = [str(BIN / "gunicorn"), "-c", "python:tfregistry.gunicorn_conf", "-w", str(workers), "-b", self.host,
+               *extra]
         if self.tls:
             cmd += ["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])]
         cmd.append("tfregistry.app:create_app()")

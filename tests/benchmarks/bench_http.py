@@ -1,7 +1,8 @@
 """Protocol reads over HTTP: the registry under gunicorn against nginx replaying its own answers (issue #10).
 
 The registry starts with the README's production command (``tfr db upgrade``, then
-``gunicorn -w N "tfregistry.app:create_app()"``) on 127.0.0.1; one real module and one
+``gunicorn -c python:tfregistry.gunicorn_conf -w N "tfregistry.app:create_app()"``) on 127.0.0.1;
+one real module and one
 signed provider are published through the API in a public namespace (``pub``, read
 anonymously) and a private one (``priv``, read with a token); bulk modules and a module
 with 1,000 versions are inserted with SQLAlchemy Core on the models' tables.  Each
@@ -15,7 +16,7 @@ their p50 is printed relative to the smallest scale.
 Environment (defaults finish the whole matrix in about 20 minutes on a 2-core machine):
 
 ``TFR_BENCH_DB``        databases, ``sqlite,postgresql``
-``TFR_BENCH_WORKERS``   gunicorn sync worker counts (nginx gets as many), ``2,4``
+``TFR_BENCH_WORKERS``   gunicorn worker counts (nginx gets as many), ``2,4``
 ``TFR_BENCH_SCALES``    bulk module counts, smallest first, ``100,10000,100000``
 ``TFR_BENCH_AUTH``      ``anonymous,token``
 ``TFR_BENCH_DURATION``  seconds per wrk run, ``2``

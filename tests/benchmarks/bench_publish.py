@@ -1,7 +1,7 @@
 """Publishing over HTTP through gunicorn: a ~500 MiB signed provider release and a module at the size limit.
 
 Each upload is streamed by the registry's own client (``tfregistry.client.RegistryClient``, what
-``tfr publish`` uses) to ``gunicorn -w N "tfregistry.app:create_app()"`` (``--timeout 600``: a sync
+``tfr publish`` uses) to the README's gunicorn command (``--timeout 600``: a
 worker busy with a 500 MiB request longer than gunicorn's default 30 s would be killed).  Printed:
 throughput in MiB/s next to plain disk writes of the same byte count (a file in the same data dir,
 fsync'd), and the peak RSS (VmHWM) of the gunicorn workers, read from /proc while they still run.
