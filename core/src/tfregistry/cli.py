@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from tfregistry import StartupError, __version__
 from tfregistry.app import Bootstrap, bootstrap, build_app
@@ -79,6 +81,22 @@ def main() -> None:
     except StartupError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except (DBAPIError, SATimeoutError) as exc:
+        click.echo(f"error: {database_problem(exc)}", err=True)
+        sys.exit(2)
+
+
+def database_problem(exc: BaseException) -> str:
+    """What a command that failed on the database should tell the operator (never a traceback)."""
+    from tfregistry.db import is_schema_missing, is_unavailable
+
+    orig = getattr(exc, "orig", None) or exc
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if is_schema_missing(exc):
+        return f"the database schema is missing or out of date ({detail}): run `tfr db upgrade`"
+    if is_unavailable(exc):
+        return f"the database is unavailable: {detail}"
+    return f"the database refused the command: {detail}"
 
 
 def fail(message: str, code: int = 1) -> None:

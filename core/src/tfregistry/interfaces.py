@@ -28,6 +28,7 @@ __all__ = [
     "ObjectNotFound",
     "StorageBackend",
     "StorageError",
+    "StorageFull",
     "StoredObject",
     "read_full",
     "validate_key",
@@ -41,6 +42,10 @@ _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._+@=-]+$")
 
 class StorageError(Exception):
     """A storage backend failed (unreachable, denied, misconfigured)."""
+
+
+class StorageFull(StorageError):
+    """The backend has no space left (``ENOSPC``/``EDQUOT``, a quota); the web layer answers 507."""
 
 
 class ObjectNotFound(StorageError, KeyError):

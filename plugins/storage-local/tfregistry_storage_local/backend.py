@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import uuid
@@ -19,6 +20,7 @@ from tfregistry.interfaces import (
     ObjectNotFound,
     StorageBackend,
     StorageError,
+    StorageFull,
     StoredObject,
     validate_key,
 )
@@ -43,6 +45,9 @@ def _storage_errors(action: str, key: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"local storage: cannot {action} {key!r}: {exc.strerror} ({exc.filename or ''})"
+                              ) from exc
         raise StorageError(f"local storage: cannot {action} {key!r}: {exc}") from exc
 
 
