@@ -256,7 +256,7 @@ def test_database_stopped_answers_503_and_service_resumes_without_restart(tmp_pa
             reply = server.publish(ns, "net", "1.1.0", build_module_archive(files={"main.tf": "# 1.1\n"}))
             assert_fault_reply(reply, 503, "database")
             assert reply.headers.get("retry-after")
-            api = server.request("GET", "/api/v1/modules")
+            api = server.request("GET", "/api/v1/tokens")
             assert_fault_reply(api, 503, "database")
             assert api.json()["code"] == 503
             start_db()
@@ -460,7 +460,7 @@ def test_cli_on_an_unmigrated_or_old_database_says_run_db_upgrade(tmp_path: Path
     assert result.returncode != 0
     assert "run `tfr db upgrade`" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    tfr(env, "db", "upgrade", "0001")
+    tfr(env, "db", "upgrade", "--revision", "0001")
     old = tfr(env, "gpg", "list", check=False)
     assert old.returncode != 0
     assert "run `tfr db upgrade`" in old.stderr, old.stderr
