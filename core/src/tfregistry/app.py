@@ -229,14 +229,13 @@ def database_error(exc: Exception) -> Any:
 
 
 def storage_error(exc: Exception) -> Any:
-    """One answer for storage faults: 507 when the backend is out of space, else 503 with ``Retry-After``."""
-    from tfregistry.interfaces import StorageFull
+    """One answer for storage faults (:func:`~tfregistry.services.storage.storage_fault`): 507 out of space,
+    else 503 with ``Retry-After``."""
+    from tfregistry.services.storage import storage_fault
 
-    if isinstance(exc, StorageFull):
-        log.error("storage full: %s", exc)
-        return _render_fault(507, f"the storage backend is out of space: {exc}")
-    log.warning("storage unavailable: %s", exc)
-    return _render_fault(503, f"the storage backend is unavailable: {exc}", **{"Retry-After": RETRY_AFTER})
+    status, message, headers = storage_fault(exc)  # type: ignore[arg-type]
+    log.log(logging.ERROR if status == 507 else logging.WARNING, "storage fault: %s", exc)
+    return _render_fault(status, message, **headers)
 
 
 def queue_error(exc: Exception) -> Any:
@@ -254,12 +253,11 @@ def register_fault_handlers(app: Flask) -> None:
     """
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    from tfregistry.interfaces import StorageError, StorageFull
+    from tfregistry.interfaces import StorageError
 
     app.register_error_handler(DBAPIError, database_error)
     app.register_error_handler(PoolTimeout, database_error)
     app.register_error_handler(StorageError, storage_error)
-    app.register_error_handler(StorageFull, storage_error)  # wins over blueprints' StorageError handlers
     try:
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
