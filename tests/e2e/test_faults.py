@@ -43,8 +43,8 @@ def free_port() -> int:
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TFR_")}
-    env.update(TFR_DATA_DIR=str(data_dir), TFR_SECRET_KEY="0123456789abcdef0123456789",
-               TFR_PUBLIC_URL="http://127.0.0.1", TFR_PLUGINS="tfregistry-storage-local", **extra)
+    env.update({"TFR_DATA_DIR": str(data_dir), "TFR_SECRET_KEY": "0123456789abcdef0123456789",
+                "TFR_PUBLIC_URL": "http://127.0.0.1", "TFR_PLUGINS": "tfregistry-storage-local", **extra})
     return env
 
 
