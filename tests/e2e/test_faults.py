@@ -392,13 +392,13 @@ def redis_server(directory: Path) -> Iterator[tuple[str, Any, Any]]:
 
 
 def test_redis_stopped_jobs_api_answers_503_and_nothing_is_lost(tmp_path: Path) -> None:
+    from tfregistry.app import bootstrap
     from tfregistry.jobs import make_queue
 
     (tmp_path / "redis").mkdir()
     with redis_server(tmp_path / "redis") as (url, stop_redis, start_redis):
         env = base_env(tmp_path / "data", TFR_REDIS_URL=url)
-        settings = {"redis_url": url, "jobs.retries": 0, "jobs.backoff_seconds": 1, "jobs.result_ttl": 600,
-                    "jobs.failure_ttl": 600, "jobs.heartbeat_seconds": 10}
+        settings = bootstrap(environ=env, load_entrypoints=False).settings  # what the web process reads
         with running(start_gunicorn(env, tmp_path, workers=1)) as server:
             queue = make_queue(settings)
             job = queue.enqueue("tfregistry.jobs:storage_gc", 3600, queue="default", job_id="faults-gc")
@@ -412,10 +412,20 @@ def test_redis_stopped_jobs_api_answers_503_and_nothing_is_lost(tmp_path: Path) 
             cli = tfr(env, "jobs", "list", check=False)
             assert cli.returncode != 0 and "Traceback" not in cli.stderr and "redis" in cli.stderr.lower(), cli
             assert server.request("GET", "/v1/modules").status == 200  # the registry itself keeps serving
+            mirror = server.request("POST", "/api/v1/mirrors", json.dumps(
+                {"upstream_host": "registry.example.test", "upstream_url": "http://127.0.0.1:9",
+                 "namespace": "hashicorp", "type": "null"}).encode(), {"Content-Type": "application/json"})
+            assert mirror.status == 201, mirror.body  # the database still takes writes
+            sync_path = f"/api/v1/mirrors/{mirror.json()['id']}/sync"
+            refused = server.request("POST", sync_path)
+            assert_fault_reply(refused, 503, "redis", "nothing was enqueued")
             start_redis()
             back = server.request("GET", "/api/v1/jobs")
             assert back.status == 200, back.body
-            assert job.id in back.body.decode()  # the queued job survived
+            assert job.id in back.body.decode()  # the job queued before the outage survived it
+            again = server.request("POST", sync_path)
+            assert again.status == 202, again.body
+            assert again.json()["job"] in server.request("GET", "/api/v1/jobs").body.decode()
 
 
 # --- 6. racing publishes of one version ------------------------------------------------------

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -23,6 +25,7 @@ from tfregistry.models import ApiToken
 from tfregistry.services import ServiceError
 from tfregistry.services import tokens as token_svc
 from tfregistry.services.audit import CLI_ACTOR, record
+from tfregistry.services.storage import storage_fault
 from tfregistry.settings import parse_duration
 
 
@@ -83,6 +86,12 @@ def main() -> None:
         sys.exit(2)
     except (DBAPIError, SATimeoutError) as exc:
         click.echo(f"error: {database_problem(exc)}", err=True)
+        sys.exit(2)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        click.echo(f"error: the job queue (Redis, setting redis_url) is unavailable: {exc}", err=True)
+        sys.exit(2)
+    except StorageError as exc:
+        click.echo(f"error: {storage_fault(exc)[1]}", err=True)
         sys.exit(2)
 
 
