@@ -181,33 +181,105 @@ def assert_fault_reply(reply: Reply, status: int, *words: str) -> None:
 # --- 1. the web process killed mid-upload -------------------------------------------
 
 
-def test_sigkill_mid_upload_leaves_nothing_and_the_version_publishes_afterwards(tmp_path: Path) -> None:
+def multipart_files(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body with ``fields`` and ``(field, filename, bytes)`` files."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    for field, filename, data in files:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                     "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def upload_for(kind: str, ns: str) -> tuple[str, bytes, str, str]:
+    """(path, body, content type, versions path) of a large module version or a provider release."""
+    if kind == "module":
+        body, ctype = multipart({"namespace": ns, "name": "net", "system": "aws", "version": "1.0.0"},
+                                big_archive(4 * 1024 * 1024))
+        return "/api/v1/modules", body, ctype, f"/v1/modules/{ns}/net/aws/versions"
+    from tests.providers_kit import provider_zip
+
+    blob = {"blob.bin": os.urandom(2 * 1024 * 1024)}
+    packages = [("packages", f"terraform-provider-demo_1.0.0_{p}.zip", provider_zip("demo", "1.0.0", p, blob))
+                for p in ("linux_amd64", "darwin_arm64")]
+    body, ctype = multipart_files({"namespace": ns, "type": "demo", "version": "1.0.0"}, packages)
+    return "/api/v1/providers", body, ctype, f"/v1/providers/{ns}/demo/versions"
+
+
+def send_partial(server: Server, path: str, body: bytes, ctype: str, upto: int) -> socket.socket:
+    """A slow client: headers and the first ``upto`` bytes of ``body``, in 64 KiB pieces."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.token}\r\n"
+                  f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n").encode())
+    for start in range(0, upto, 64 * 1024):
+        sock.sendall(body[start:min(start + 64 * 1024, upto)])
+    return sock
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("kind", ["module", "provider"])
+def test_sigkill_mid_publish_leaves_nothing_after_gc_and_the_version_publishes_afterwards(
+        tmp_path: Path, kind: str) -> None:
+    import sqlite3
+
     env = base_env(tmp_path / "data")
+    storage = tmp_path / "data" / "storage"
+    ns = f"kill{uuid.uuid4().hex[:8]}"
     server = start_gunicorn(env, tmp_path, workers=1)
-    ns, name = f"kill{uuid.uuid4().hex[:8]}", "net"
-    archive = big_archive(4 * 1024 * 1024)
-    body, ctype = multipart({"namespace": ns, "name": name, "system": "aws", "version": "1.0.0"}, archive)
+    path, body, ctype, versions = upload_for(kind, ns)
     with running(server):
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        head = (f"POST /api/v1/modules HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.token}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-        sock.sendall(head)
-        half = len(body) // 2
-        for start in range(0, half, 64 * 1024):  # a slow client: half the body, in small pieces
-            sock.sendall(body[start:min(start + 64 * 1024, half)])
-        time.sleep(0.5)  # the worker is now blocked reading the rest of the upload
+        if kind == "provider":  # unsigned uploads are signed with the namespace's managed key
+            key = server.request("POST", "/api/v1/gpg-keys/managed", json.dumps({"namespace": ns}).encode(),
+                                 {"Content-Type": "application/json"})
+            assert key.status == 201, key.body
+        else:  # the namespace exists (publishing into a new one writes it before the bytes are stored)
+            assert server.publish(ns, "other", "0.1.0", build_module_archive()).status == 201
+        before = stored_files(storage)
+        # Kill point 1: the client has sent half the body; the worker is blocked reading the rest.
+        sock = send_partial(server, path, body, ctype, len(body) // 2)
+        time.sleep(0.5)
         assert server.proc.poll() is None
         stop_group(server.proc, signal.SIGKILL)
         sock.close()
-    tfr(env, "storage", "gc", "--grace", "0s")
-    storage = tmp_path / "data" / "storage"
-    assert stored_files(storage) == [] if storage.exists() else True
+    assert stored_files(storage) == before
+
+    server = launch(env, tmp_path, server.token, workers=1)
+    with running(server):
+        # Kill point 2: the bytes are in storage, the row is not committed yet.  A writer holding the
+        # SQLite lock parks the publish between the two; the process dies there.
+        assert server.request("GET", "/api/v1/me").status == 200  # the token's last-use write happens now
+        lock = sqlite3.connect(tmp_path / "data" / "registry.db", timeout=5, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            sock = send_partial(server, path, body, ctype, len(body))
+            wait_for(lambda: len(stored_files(storage)) > len(before), "the upload's bytes in storage")
+            stop_group(server.proc, signal.SIGKILL)
+            sock.close()
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+    orphans = sorted(set(stored_files(storage)) - set(before))
+    assert orphans, "the kill came before any byte was stored"
+    gc = tfr(env, "storage", "gc", "--grace", "0s")
+    assert stored_files(storage) == before, gc.stdout  # no unreferenced bytes remain
+
     with running(launch(env, tmp_path, server.token, workers=1)) as again:
-        assert again.versions(ns, name).status == 404
-        reply = again.publish(ns, name, "1.0.0", archive)
+        assert again.request("GET", versions).status == 404  # no version exists
+        reply = again.request("POST", path, body, {"Content-Type": ctype})
         assert reply.status == 201, reply.body
-        assert [v["version"] for v in again.versions(ns, name).json()["modules"][0]["versions"]] == ["1.0.0"]
-        assert len(stored_files(storage)) == 1
+        listed = again.request("GET", versions).json()
+        assert [v["version"] for v in (listed.get("modules") or [listed])[0]["versions"]] == ["1.0.0"]
+        assert len(stored_files(storage)) > len(before)
 
 
 # --- 2. PostgreSQL stopped under gunicorn ------------------------------------------------
