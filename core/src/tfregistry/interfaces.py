@@ -236,6 +236,17 @@ class StorageBackend(ABC):
             problems.append(f"can write but cannot delete: {exc}")
         return problems
 
+    def remove_partial_writes(self, older_than: datetime, *, dry_run: bool = False) -> list[ObjectInfo]:
+        """Remove (unless ``dry_run``) what interrupted :meth:`put` calls left behind, last written
+        before ``older_than``: temporary files, unfinished multipart uploads.  ``tfr storage gc`` calls
+        it after removing unreferenced objects; a process killed in the middle of a ``put`` leaves such
+        leftovers, which :meth:`list` does not show.  Optional: the default finds nothing (a backend
+        whose writes are atomic has nothing to remove).
+
+        :returns: what was (or would be) removed; ``key`` may be a backend-specific name.
+        """
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional, a no-op unless overridden
         """Release clients and connections; called by ``Registry.close()``."""
 

@@ -73,11 +73,14 @@ def find_orphans(session: Session, storage: StorageBackend, grace: timedelta,
 def collect_garbage(
     session: Session, storage: StorageBackend, grace: timedelta, dry_run: bool = False
 ) -> list[ObjectInfo]:
-    """Delete (unless ``dry_run``) the orphans :func:`find_orphans` finds; returns them."""
+    """Delete (unless ``dry_run``) the orphans :func:`find_orphans` finds, then what interrupted
+    writes left behind (:meth:`~tfregistry.interfaces.StorageBackend.remove_partial_writes`);
+    returns both."""
     orphans = list(find_orphans(session, storage, grace))
     if not dry_run:
         for info in orphans:
             storage.delete(info.key)
+    orphans.extend(storage.remove_partial_writes(utcnow() - grace, dry_run=dry_run))
     return orphans
 
 
