@@ -286,8 +286,8 @@ def test_sigkill_mid_publish_leaves_nothing_after_gc_and_the_version_publishes_a
 
 
 @contextlib.contextmanager
-def postgres_cluster(tmp: Path) -> Iterator[tuple[str, Any, Any]]:
-    """A second PostgreSQL cluster owned by the ``postgres`` user: its URL, stop() and start()."""
+def postgres_cluster(tmp: Path) -> Iterator[tuple[str, Any, Any, tuple[Path, int]]]:
+    """A second PostgreSQL cluster owned by the ``postgres`` user: its URL, stop(), start(), (data dir, port)."""
     root = Path(tempfile.mkdtemp(prefix="tfrpg", dir="/tmp"))
     shutil.chown(root, "postgres", "postgres")
     os.chmod(root, 0o700)
@@ -308,7 +308,7 @@ def postgres_cluster(tmp: Path) -> Iterator[tuple[str, Any, Any]]:
     try:
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "create database reg"],
                        check=True, capture_output=True, timeout=30)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/reg", stop, start
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/reg", stop, start, (data, port)
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
             stop()
@@ -316,8 +316,8 @@ def postgres_cluster(tmp: Path) -> Iterator[tuple[str, Any, Any]]:
 
 
 def test_database_stopped_answers_503_and_service_resumes_without_restart(tmp_path: Path) -> None:
-    with postgres_cluster(tmp_path) as (url, stop_db, start_db):
-        env = base_env(tmp_path / "data", TFR_DATABASE_URL=url, TFR_DATABASE__CONNECT_TIMEOUT="3")
+    with postgres_cluster(tmp_path) as (url, stop_db, start_db, (pgdata, pgport)):
+        env = base_env(tmp_path / "data", TFR_DATABASE_URL=url, TFR_DATABASE__CONNECT_TIMEOUT="2")
         ns = f"pg{uuid.uuid4().hex[:8]}"
         with running(start_gunicorn(env, tmp_path, workers=2)) as server:
             assert server.publish(ns, "net", "1.0.0", build_module_archive()).status == 201
@@ -338,6 +338,21 @@ def test_database_stopped_answers_503_and_service_resumes_without_restart(tmp_pa
                 assert [v["version"] for v in listed.json()["modules"][0]["versions"]] == ["1.0.0"]
             assert server.publish(ns, "net", "1.1.0", build_module_archive(files={"main.tf": "# 1.1\n"})
                                   ).status == 201
+
+            # A database that accepts TCP connections but never answers (postmaster frozen, pooled
+            # connections gone): requests end with 503 after database.connect_timeout, not never.
+            subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(pgport), "-U", "postgres", "-d", "reg", "-c",
+                            "select pg_terminate_backend(pid) from pg_stat_activity "
+                            "where datname = 'reg' and pid <> pg_backend_pid()"], check=True, capture_output=True,
+                           timeout=30)
+            postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGSTOP)
+            try:
+                frozen = server.versions(ns, "net")  # the client waits up to 30 s; the server answers first
+                assert_fault_reply(frozen, 503, "database", "timeout")
+            finally:
+                os.kill(postmaster, signal.SIGCONT)
+            assert server.versions(ns, "net").status == 200
         assert stored_files(tmp_path / "data" / "storage") and len(stored_files(tmp_path / "data" / "storage")) == 2
 
 

@@ -67,34 +67,29 @@ def make_engine(url: str, timeouts: Timeouts | None = None) -> Engine:
                          connect_args=connect_args)
 
 
-#: SQLSTATE classes / driver messages that mean "the schema is missing or old", not "the server is down".
-_SCHEMA_HINTS = ("no such table", "no such column", "undefinedtable", "undefinedcolumn", "does not exist")
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database cannot be reached or answered in time (a 503, not a bug).
-
-    Connection failures, dropped connections and pool or lock timeouts count;
-    SQL errors (a missing table, a constraint) do not.
-    """
-    if isinstance(exc, SATimeoutError):
-        return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        if isinstance(exc, OperationalError):
-            text = str(exc.orig or exc).lower()
-            return not any(hint in text for hint in _SCHEMA_HINTS)
-    return False
+#: How drivers say "the schema is missing or old": SQLite's messages, psycopg's exception class names.
+_SCHEMA_HINTS = ("no such table", "no such column", "undefinedtable", "undefinedcolumn")
 
 
 def is_schema_missing(exc: BaseException) -> bool:
     """Whether ``exc`` says a table or column the code expects is not there (``tfr db upgrade`` not run)."""
     if not isinstance(exc, DBAPIError):
         return False
-    text = (type(exc.orig).__name__ + " " + str(exc.orig or exc)).lower()
-    return any(hint in text for hint in _SCHEMA_HINTS[:4]) or (
-        "relation" in text and "does not exist" in text)
+    text = f"{type(exc.orig).__name__} {exc.orig or exc}".lower()
+    return any(hint in text for hint in _SCHEMA_HINTS)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached or answered in time (a 503, not a bug).
+
+    Connection failures, dropped connections, pool and lock timeouts and a full disk
+    count; SQL errors (a missing table, a constraint) do not.
+    """
+    if isinstance(exc, SATimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or (isinstance(exc, OperationalError) and not is_schema_missing(exc))
+    return False
 
 
 class Database:
