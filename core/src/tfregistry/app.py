@@ -20,6 +20,7 @@ from tfregistry.api import make_api
 from tfregistry.db import Database, Timeouts, default_database_url
 from tfregistry.plugins import BackendRegister, PluginManager, get_plugin_manager
 from tfregistry.registry import Registry
+from tfregistry.services.storage import RETRY_AFTER_SECONDS
 from tfregistry.settings import Settings, SettingsDeclarations, build_settings, load_raw
 from tfregistry.web import EXTENSION_KEY, TrustedProxyMiddleware, add_request_id_header, assign_request_id
 
@@ -196,7 +197,7 @@ def upload_too_large(error: Exception) -> Any:
 
 
 #: Seconds a client is told to wait (``Retry-After``) when a backing service is unavailable.
-RETRY_AFTER = "30"
+RETRY_AFTER = str(RETRY_AFTER_SECONDS)
 
 
 def _render_fault(status: int, message: str, **headers: str) -> Any:
@@ -251,6 +252,8 @@ def register_fault_handlers(app: Flask) -> None:
     Blueprints keep their own handlers for domain errors; these catch what
     reaches the app, so every endpoint answers a fault the same way.
     """
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     from tfregistry.interfaces import StorageError
@@ -258,11 +261,6 @@ def register_fault_handlers(app: Flask) -> None:
     app.register_error_handler(DBAPIError, database_error)
     app.register_error_handler(PoolTimeout, database_error)
     app.register_error_handler(StorageError, storage_error)
-    try:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-    except ImportError:  # pragma: no cover - redis is a core dependency
-        return
     app.register_error_handler(RedisConnectionError, queue_error)
     app.register_error_handler(RedisTimeoutError, queue_error)
 
