@@ -541,8 +541,31 @@ def test_twenty_simultaneous_publishes_of_one_version(tmp_path: Path, database: 
             assert statuses.count(201) == 1 and statuses.count(409) == 19, statuses
             versions = server.versions(ns, "net").json()["modules"][0]["versions"]
             assert sorted(v["version"] for v in versions) == ["1.0.0", "2.0.0"]
+
+            # The same for a provider release (signed with the namespace's managed key).
+            from tests.providers_kit import provider_zip
+
+            key = server.request("POST", "/api/v1/gpg-keys/managed", json.dumps({"namespace": ns}).encode(),
+                                 {"Content-Type": "application/json"})
+            assert key.status == 201, key.body
+
+            def provider(version: str, marker: str) -> int:
+                body, ctype = multipart_files(
+                    {"namespace": ns, "type": "demo", "version": version},
+                    [("packages", f"terraform-provider-demo_{version}_linux_amd64.zip",
+                      provider_zip("demo", version, "linux_amd64", {"marker": marker.encode()}))])
+                reply = server.request("POST", "/api/v1/providers", body, {"Content-Type": ctype})
+                return reply.status
+
+            with ThreadPoolExecutor(20) as pool:
+                statuses = list(pool.map(lambda _: provider("1.0.0", "same"), range(20)))
+            assert statuses.count(201) == 1 and statuses.count(200) == 19, statuses
+            with ThreadPoolExecutor(20) as pool:
+                statuses = list(pool.map(lambda i: provider("2.0.0", str(i)), range(20)))
+            assert statuses.count(201) == 1 and statuses.count(409) == 19, statuses
         tfr(env, "storage", "gc", "--grace", "0s")
-        assert len(stored_files(tmp_path / "data" / "storage")) == 2  # the losers' bytes are gone
+        # the losers' bytes are gone: 2 module archives, 2 x (zip + SHA256SUMS + signature)
+        assert len(stored_files(tmp_path / "data" / "storage")) == 8, stored_files(tmp_path / "data" / "storage")
     finally:
         if drop:
             drop()
