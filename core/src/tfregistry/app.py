@@ -17,9 +17,10 @@ from sqlalchemy.exc import DBAPIError
 
 from tfregistry import StartupError
 from tfregistry.api import make_api
-from tfregistry.db import Database, default_database_url
+from tfregistry.db import Database, Timeouts, default_database_url
 from tfregistry.plugins import BackendRegister, PluginManager, get_plugin_manager
 from tfregistry.registry import Registry
+from tfregistry.services.storage import RETRY_AFTER_SECONDS
 from tfregistry.settings import Settings, SettingsDeclarations, build_settings, load_raw
 from tfregistry.web import EXTENSION_KEY, TrustedProxyMiddleware, add_request_id_header, assign_request_id
 
@@ -39,7 +40,9 @@ class Bootstrap:
         url = self.settings["database_url"] or default_database_url(self.settings.data_dir)
         if url.startswith("sqlite"):
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return Database(url)
+        s = self.settings
+        return Database(url, Timeouts(s["database.connect_timeout"], s["database.pool_timeout"],
+                                      s["database.busy_timeout"]))
 
     def storage_backends(self) -> BackendRegister:
         return self.pm.collect("tfr_register_storage_backends", BackendRegister("storage"))
@@ -182,6 +185,7 @@ def build_app(boot: Bootstrap) -> Flask:
     app.after_request(add_request_id_header)
 
     app.register_error_handler(413, upload_too_large)
+    register_fault_handlers(app)
     api = make_api(app)
     pm.hook.tfr_register_blueprints(registry=registry, app=app, api=api)
     registry.discovery = merge_discovery(pm.hook.tfr_service_discovery(registry=registry))
@@ -198,6 +202,75 @@ def upload_too_large(error: Exception) -> Any:
     from tfregistry.api import api_error
 
     return api_error(413, "the upload is larger than this registry accepts (setting limits.module_archive_max_bytes)")
+
+
+#: Seconds a client is told to wait (``Retry-After``) when a backing service is unavailable.
+RETRY_AFTER = str(RETRY_AFTER_SECONDS)
+
+
+def _render_fault(status: int, message: str, **headers: str) -> Any:
+    """A JSON error in the shape of the API the request went to (no traceback, ever)."""
+    from flask import request
+
+    from tfregistry.api import api_error
+    from tfregistry.protocol import error
+
+    render = api_error if request.path.startswith("/api/") else error
+    return render(status, message, **headers)
+
+
+def _short(exc: BaseException) -> str:
+    """The driver's own first line, without SQLAlchemy's statement dump and background link."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
+
+
+def database_error(exc: Exception) -> Any:
+    """One answer for "the database is unavailable": 503 naming it; anything else is a logged 500."""
+    from tfregistry.db import is_unavailable
+
+    if is_unavailable(exc):
+        log.warning("database unavailable: %s", _short(exc))
+        return _render_fault(503, f"the database is unavailable ({_short(exc)}); try again later",
+                             **{"Retry-After": RETRY_AFTER})
+    log.error("database error", exc_info=exc)
+    return _render_fault(500, "internal error: the database refused the request (see the server log)")
+
+
+def storage_error(exc: Exception) -> Any:
+    """One answer for storage faults (:func:`~tfregistry.services.storage.storage_fault`): 507 out of space,
+    else 503 with ``Retry-After``."""
+    from tfregistry.services.storage import storage_fault
+
+    status, message, headers = storage_fault(exc)  # type: ignore[arg-type]
+    log.log(logging.ERROR if status == 507 else logging.WARNING, "storage fault: %s", exc)
+    return _render_fault(status, message, **headers)
+
+
+def queue_error(exc: Exception) -> Any:
+    """Redis (``redis_url``) cannot be reached: 503 naming it; nothing was enqueued."""
+    log.warning("job queue unavailable: %s", exc)
+    return _render_fault(503, f"the job queue (Redis, setting redis_url) is unavailable: {exc}; nothing was "
+                         "enqueued, try again later", **{"Retry-After": RETRY_AFTER})
+
+
+def register_fault_handlers(app: Flask) -> None:
+    """App-wide answers for backing services that fail (database, storage, Redis).
+
+    Blueprints keep their own handlers for domain errors; these catch what
+    reaches the app, so every endpoint answers a fault the same way.
+    """
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from tfregistry.interfaces import StorageError
+
+    app.register_error_handler(DBAPIError, database_error)
+    app.register_error_handler(PoolTimeout, database_error)
+    app.register_error_handler(StorageError, storage_error)
+    app.register_error_handler(RedisConnectionError, queue_error)
+    app.register_error_handler(RedisTimeoutError, queue_error)
 
 
 def merge_discovery(fragments: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:

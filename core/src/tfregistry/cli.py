@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from tfregistry import StartupError, __version__
 from tfregistry.app import Bootstrap, bootstrap, build_app
@@ -21,6 +25,7 @@ from tfregistry.models import ApiToken
 from tfregistry.services import ServiceError
 from tfregistry.services import tokens as token_svc
 from tfregistry.services.audit import CLI_ACTOR, record
+from tfregistry.services.storage import storage_fault
 from tfregistry.settings import parse_duration
 
 
@@ -79,6 +84,28 @@ def main() -> None:
     except StartupError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except (DBAPIError, SATimeoutError) as exc:
+        click.echo(f"error: {database_problem(exc)}", err=True)
+        sys.exit(2)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        click.echo(f"error: the job queue (Redis, setting redis_url) is unavailable: {exc}", err=True)
+        sys.exit(2)
+    except StorageError as exc:
+        click.echo(f"error: {storage_fault(exc)[1]}", err=True)
+        sys.exit(2)
+
+
+def database_problem(exc: BaseException) -> str:
+    """What a command that failed on the database should tell the operator (never a traceback)."""
+    from tfregistry.db import is_schema_missing, is_unavailable
+
+    orig = getattr(exc, "orig", None) or exc
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if is_schema_missing(exc):
+        return f"the database schema is missing or out of date ({detail}): run `tfr db upgrade`"
+    if is_unavailable(exc):
+        return f"the database is unavailable: {detail}"
+    return f"the database refused the command: {detail}"
 
 
 def fail(message: str, code: int = 1) -> None:

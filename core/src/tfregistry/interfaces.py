@@ -30,6 +30,7 @@ __all__ = [
     "RequestContext",
     "StorageBackend",
     "StorageError",
+    "StorageFull",
     "StoredObject",
     "read_full",
     "validate_key",
@@ -43,6 +44,10 @@ _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9._+@=-]+$")
 
 class StorageError(Exception):
     """A storage backend failed (unreachable, denied, misconfigured)."""
+
+
+class StorageFull(StorageError):
+    """The backend has no space left (``ENOSPC``/``EDQUOT``, a quota); the web layer answers 507."""
 
 
 class ObjectNotFound(StorageError, KeyError):
@@ -232,6 +237,17 @@ class StorageBackend(ABC):
         except Exception as exc:
             problems.append(f"can write but cannot delete: {exc}")
         return problems
+
+    def remove_partial_writes(self, older_than: datetime, *, dry_run: bool = False) -> list[ObjectInfo]:
+        """Remove (unless ``dry_run``) what interrupted :meth:`put` calls left behind, last written
+        before ``older_than``: temporary files, unfinished multipart uploads.  ``tfr storage gc`` calls
+        it after removing unreferenced objects; a process killed in the middle of a ``put`` leaves such
+        leftovers, which :meth:`list` does not show.  Optional: the default finds nothing (a backend
+        whose writes are atomic has nothing to remove).
+
+        :returns: what was (or would be) removed; ``key`` may be a backend-specific name.
+        """
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional, a no-op unless overridden
         """Release clients and connections; called by ``Registry.close()``."""

@@ -181,3 +181,26 @@ def test_plugin_is_a_valid_pluggy_plugin() -> None:
     register = BackendCollector()
     pm.hook.tfr_register_storage_backends(register=register)
     assert list(register.added) == ["local"]
+
+
+def test_temporary_files_of_a_killed_put_are_removed_once_old(storage: LocalStorage) -> None:
+    """A process killed inside ``put`` leaves ``.name~hex.tmp``, which ``list`` hides; gc removes it."""
+    from datetime import UTC, datetime, timedelta
+
+    storage.put("modules/a/kept.tar.gz", io.BytesIO(b"kept"))
+    directory = storage.root / "modules" / "b" / "1.0.0"
+    directory.mkdir(parents=True)
+    leftover = directory / ".x.tar.gz~0123456789abcdef0123456789abcdef.tmp"
+    leftover.write_bytes(b"half")
+    old = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    os.utime(leftover, (old, old))
+    assert [info.key for info in storage.list("modules/")] == ["modules/a/kept.tar.gz"]
+
+    assert storage.remove_partial_writes(datetime.now(UTC) - timedelta(hours=3)) == []  # too young: a put going on
+    found = storage.remove_partial_writes(datetime.now(UTC) - timedelta(hours=1), dry_run=True)
+    assert [(info.key, info.size) for info in found] == [(
+        "modules/b/1.0.0/.x.tar.gz~0123456789abcdef0123456789abcdef.tmp", 4)]
+    assert leftover.exists()
+    assert len(storage.remove_partial_writes(datetime.now(UTC) - timedelta(hours=1))) == 1
+    assert not leftover.exists() and not (storage.root / "modules" / "b").exists()  # emptied directories pruned
+    assert storage.open("modules/a/kept.tar.gz").read() == b"kept"

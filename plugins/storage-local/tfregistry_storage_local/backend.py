@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import stat
 import uuid
 from collections.abc import Iterator
@@ -19,11 +21,15 @@ from tfregistry.interfaces import (
     ObjectNotFound,
     StorageBackend,
     StorageError,
+    StorageFull,
     StoredObject,
     validate_key,
 )
 
 __all__ = ["LocalStorage"]
+
+#: Names :meth:`LocalStorage._create_temp` gives temporary files (never a valid key segment).
+_TEMP_NAME = re.compile(r"^\..*~[0-9a-f]{32}\.tmp$")
 
 #: Attempts to create a temporary file when a concurrent delete prunes its directory meanwhile.
 _CREATE_ATTEMPTS = 5
@@ -43,6 +49,9 @@ def _storage_errors(action: str, key: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"local storage: cannot {action} {key!r}: {exc.strerror} ({exc.filename or ''})"
+                              ) from exc
         raise StorageError(f"local storage: cannot {action} {key!r}: {exc}") from exc
 
 
@@ -108,6 +117,40 @@ class LocalStorage(StorageBackend):
         self._fsync_directory(directory)
         return StoredObject(key=key, size=reader.size, sha256=reader.sha256)
 
+    def remove_partial_writes(self, older_than: datetime, *, dry_run: bool = False) -> list[ObjectInfo]:
+        """Remove temporary files of :meth:`put` calls that never finished (the process was killed)."""
+        found = []
+        root = str(self.root)
+        for directory, _dirs, files in os.walk(root):
+            for name in files:
+                if not _TEMP_NAME.match(name):
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                modified = datetime.fromtimestamp(st.st_mtime, tz=UTC)
+                if modified >= older_than:
+                    continue  # a put in progress
+                found.append(ObjectInfo(key=os.path.relpath(path, root).replace(os.sep, "/"), size=st.st_size,
+                                        last_modified=modified))
+                if not dry_run:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    self._prune(directory)
+        return found
+
+    def _prune(self, directory: str) -> None:
+        """Remove ``directory`` and its parents up to the root while they are empty."""
+        root = str(self.root)
+        while directory != root and directory.startswith(root + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+            directory = os.path.dirname(directory)
+
     @staticmethod
     def _fsync_directory(directory: str) -> None:
         """Make the rename durable (best effort: not every platform can open a directory)."""
@@ -156,14 +199,7 @@ class LocalStorage(StorageBackend):
             return
         except OSError as exc:
             raise StorageError(f"local storage: cannot delete {key!r}: {exc}") from exc
-        root = str(self.root)
-        directory = os.path.dirname(path)
-        while directory != root and directory.startswith(root + os.sep):
-            try:
-                os.rmdir(directory)
-            except OSError:
-                break
-            directory = os.path.dirname(directory)
+        self._prune(os.path.dirname(path))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield the objects whose key starts with ``prefix``, in key order, as the tree is walked."""

@@ -30,6 +30,13 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         help="Directory for the embedded database, local storage, generated keys and certificates.")
     add("database_url", str, help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. "
         "Default: a SQLite file <data_dir>/registry.db.")
+    add("database.connect_timeout", int, default=5,
+        help="Seconds to wait for a new database connection (PostgreSQL) before the request fails with "
+        "503 'the database is unavailable'.")
+    add("database.pool_timeout", int, default=10,
+        help="Seconds a request waits for a free pooled connection (all in use) before it fails with 503.")
+    add("database.busy_timeout", int, default=10,
+        help="SQLite: seconds a writer waits for the database lock before it fails with 503.")
     add("secret_key", parse_secret, secret=True, help="Key for signing download URLs. Required when several replicas "
         "serve the registry; by default one is generated once and kept in <data_dir>/secret_key.")
     add("log_level", str, default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")

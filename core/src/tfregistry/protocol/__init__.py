@@ -10,6 +10,7 @@ from flask import jsonify, request, url_for
 from tfregistry.auth import Hidden, PermissionDenied, Unauthenticated
 from tfregistry.interfaces import StorageError
 from tfregistry.services import ServiceError
+from tfregistry.services.storage import storage_fault
 
 
 def error(status: int, message: str, **headers: str) -> Any:
@@ -38,9 +39,12 @@ def register_error_handlers(bp: Any, render: Callable[..., Any] = error) -> None
         Unauthenticated, lambda e: render(401, str(e), **{"WWW-Authenticate": 'Bearer realm="tfregistry"'})
     )
     bp.register_error_handler(PermissionDenied, lambda e: render(404 if isinstance(e, Hidden) else 403, str(e)))
-    bp.register_error_handler(
-        StorageError, lambda e: render(503, f"the storage backend is unavailable: {e}", **{"Retry-After": "30"})
-    )
+
+    def storage(exc: StorageError) -> Any:
+        status, message, headers = storage_fault(exc)
+        return render(status, message, **headers)
+
+    bp.register_error_handler(StorageError, storage)
 
 
 MAX_PAGE_SIZE = 100

@@ -240,7 +240,11 @@ def publish_provider(
         session.commit()
     except IntegrityError:
         session.rollback()
-        delete_quietly(storage, stored)
+        winner = find_provider(session, namespace, type_)
+        won = next((v for v in winner.versions if v.version == version), None) if winner else None
+        _delete_unreferenced(storage, stored, won)
+        if won is not None:  # a concurrent publish of this version won: answer as if it had come first
+            return _add_platforms(session, storage, actor, won, checked, shasums)
         raise Conflict(
             f"provider {namespace}/{type_} {version} was published concurrently; retry to add platforms"
         ) from None
@@ -249,6 +253,15 @@ def publish_provider(
         delete_quietly(storage, stored)
         raise
     return PublishResult(pv, added=sorted(c.platform for c in checked), created=True)
+
+
+def _delete_unreferenced(storage: StorageBackend, stored: Sequence[str], winner: ProviderVersion | None) -> None:
+    """Remove what a losing concurrent publish stored, except the objects the winner's row refers to:
+    identical uploads map to identical keys, so the loser's bytes may be the winner's."""
+    keep = set()
+    if winner is not None:
+        keep = {p.storage_key for p in winner.packages} | {winner.shasums_key, winner.signature_key}
+    delete_quietly(storage, [key for key in stored if key not in keep])
 
 
 def _put(storage: StorageBackend, stored: list[str], key: str, fileobj: BinaryIO, content_type: str) -> None:
@@ -296,7 +309,7 @@ def _add_platforms(session: Session, storage: StorageBackend, actor: Actor, pv: 
         session.commit()
     except IntegrityError:
         session.rollback()
-        delete_quietly(storage, stored)
+        _delete_unreferenced(storage, stored, pv)
         raise Conflict(f"{label}: a concurrent upload added these platforms; retry") from None
     except BaseException:
         session.rollback()

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tfregistry.interfaces import CHUNK_SIZE, ObjectInfo, StorageBackend, StorageError
+from tfregistry.interfaces import CHUNK_SIZE, ObjectInfo, StorageBackend, StorageError, StorageFull
 from tfregistry.models import ModuleVersion, ProviderPackage, ProviderVersion, RegistryState, utcnow
 from tfregistry.services.audit import CLI_ACTOR, record
 
@@ -19,6 +19,22 @@ log = logging.getLogger(__name__)
 
 #: Prefixes the registry writes; anything under them not referenced by a row is an orphan.
 MANAGED_PREFIXES = ("modules/", "providers/", "mirror/", "_tfr_probe/")
+
+
+#: Seconds a client is told to wait (``Retry-After``) when storage is unavailable.
+RETRY_AFTER_SECONDS = 30
+
+
+def storage_fault(exc: StorageError) -> tuple[int, str, dict[str, str]]:
+    """How the web layer answers a storage failure: ``(status, message, headers)``.
+
+    Out of space (:class:`StorageFull`) is ``507 Insufficient Storage``, which retrying
+    will not fix until an operator frees space; anything else is ``503`` with
+    ``Retry-After`` (the backend is unreachable or failing, and may come back).
+    """
+    if isinstance(exc, StorageFull):
+        return 507, f"the storage backend is out of space: {exc}", {}
+    return 503, f"the storage backend is unavailable: {exc}", {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 def delete_quietly(storage: StorageBackend, keys: Iterable[str]) -> None:
@@ -57,11 +73,14 @@ def find_orphans(session: Session, storage: StorageBackend, grace: timedelta,
 def collect_garbage(
     session: Session, storage: StorageBackend, grace: timedelta, dry_run: bool = False
 ) -> list[ObjectInfo]:
-    """Delete (unless ``dry_run``) the orphans :func:`find_orphans` finds; returns them."""
+    """Delete (unless ``dry_run``) the orphans :func:`find_orphans` finds, then what interrupted
+    writes left behind (:meth:`~tfregistry.interfaces.StorageBackend.remove_partial_writes`);
+    returns both."""
     orphans = list(find_orphans(session, storage, grace))
     if not dry_run:
         for info in orphans:
             storage.delete(info.key)
+    orphans.extend(storage.remove_partial_writes(utcnow() - grace, dry_run=dry_run))
     return orphans
 
 
