@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import create_postgres_database
+from tests.e2e.conftest import HttpResponse
 from tfregistry.testing.plugin import build_module_archive
 
 BIN = Path(sys.executable).parent
@@ -73,16 +74,6 @@ def big_archive(size: int, seed: str = "") -> bytes:
 
 
 @dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
 class Server:
     """A gunicorn serving ``tfregistry.app:create_app()`` in its own process group."""
 
@@ -93,21 +84,21 @@ class Server:
     log: Path
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-                timeout: float = 30) -> Reply:
+                timeout: float = 30) -> HttpResponse:
         conn = HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers={"Authorization": f"Bearer {self.token}",
                                                            **(headers or {})})
             resp = conn.getresponse()
-            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+            return HttpResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
         finally:
             conn.close()
 
-    def publish(self, ns: str, name: str, version: str, archive: bytes) -> Reply:
+    def publish(self, ns: str, name: str, version: str, archive: bytes) -> HttpResponse:
         body, ctype = multipart({"namespace": ns, "name": name, "system": "aws", "version": version}, archive)
         return self.request("POST", "/api/v1/modules", body, {"Content-Type": ctype})
 
-    def versions(self, ns: str, name: str) -> Reply:
+    def versions(self, ns: str, name: str) -> HttpResponse:
         return self.request("GET", f"/v1/modules/{ns}/{name}/aws/versions")
 
     def output(self) -> str:
@@ -168,7 +159,7 @@ def stored_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def assert_fault_reply(reply: Reply, status: int, *words: str) -> None:
+def assert_fault_reply(reply: HttpResponse, status: int, *words: str) -> None:
     """A JSON error with ``status`` naming each of ``words``; never a traceback."""
     text = reply.body.decode(errors="replace")
     assert reply.status == status, text
@@ -435,7 +426,7 @@ def test_object_store_killed_mid_publish_answers_503_with_retry_after(tmp_path: 
             stop_group(moto, signal.SIGKILL)  # the object store dies while the upload streams in
             conn.send(body[len(body) // 2:])
             resp = conn.getresponse()
-            reply = Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+            reply = HttpResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
             conn.close()
             assert_fault_reply(reply, 503, "storage backend is unavailable")
             assert reply.headers.get("retry-after")
