@@ -11,7 +11,9 @@ stateful phase over the links schemathesis infers.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +21,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from sqlalchemy import select
 
-from tests.conftest import new_token
+import tfregistry_storage_local.plugin as local_storage_plugin
+from tests.conftest import _truncate_postgres, new_token
+from tfregistry.app import create_app
+from tfregistry.models import ApiToken
 from tfregistry.services import identity as identity_svc
 from tfregistry.services import tokens as token_svc
 from tfregistry.services.audit import CLI_ACTOR
@@ -52,10 +58,14 @@ def member_token(app: Any) -> str:
     return secret
 
 
+#: Generous rate limits (the checks send many bad tokens on purpose); jobs not retried (no timers).
+FUZZ_SETTINGS = {"limits.auth_failures": "100000/minute", "limits.uploads": "100000/minute", "jobs.retries": 0}
+
+
 @pytest.fixture
 def fuzz_app(app_factory: Callable[..., Any]) -> Any:
     """An app with generous rate limits: the checks send many bad tokens on purpose."""
-    return app_factory({"limits.auth_failures": "100000/minute", "limits.uploads": "100000/minute"})
+    return app_factory(FUZZ_SETTINGS)
 
 
 def load_schema(role: str, app: Any) -> Any:
@@ -95,9 +105,72 @@ def test_every_operation(fuzz_app: Any, role: str) -> None:
     assert not failures, f"{len(failures)} failing operation(s) as {role}:\n" + "\n\n".join(failures)
 
 
+class FreshSite:
+    """A WSGI app that is a new registry on an empty database for every stateful scenario.
+
+    Hypothesis replays the beginning of earlier scenarios while it generates new ones and requires the
+    replay to behave as before; resources left by an earlier scenario (or a job still running) would
+    change which calls are possible.  So each scenario starts from the same state: a fresh SQLite copy
+    of the migrated template, or the PostgreSQL test database emptied (ids restart at 1), a new app,
+    and the role's token under the same secret.
+    """
+
+    SECRET = "tfr_" + "F" * 43
+
+    def __init__(self, request: pytest.FixtureRequest, database_url: str, role: str, tmp_path: Path) -> None:
+        self.request, self.database_url, self.role, self.tmp_path = request, database_url, role, tmp_path
+        self.app: Any = None
+        self.count = 0
+
+    def reset(self) -> None:
+        self.close()
+        self.count += 1
+        if self.database_url.startswith("sqlite"):
+            path = self.tmp_path / f"scenario-{self.count}.db"
+            shutil.copy(self.request.getfixturevalue("sqlite_template"), path)
+            url = f"sqlite:///{path}"
+        else:
+            _truncate_postgres(self.database_url)
+            url = self.database_url
+        self.app = create_app({**FUZZ_SETTINGS, "database_url": url, "jobs.scheduler_in_process": False,
+                               "data_dir": str(self.tmp_path / f"data-{self.count}")},
+                              environ={}, load_entrypoints=False, plugins=(local_storage_plugin,))
+        if self.role != "anonymous":
+            secret = new_token(self.app, "admin", name="admin") if self.role == "admin" else member_token(self.app)
+            with self.app.extensions["tfregistry"].db.session() as session:
+                token = session.scalar(select(ApiToken).where(ApiToken.digest == token_svc.digest(secret)))
+                token.digest = token_svc.digest(self.SECRET)
+                session.commit()
+
+    def close(self) -> None:
+        if self.app is not None:
+            self.app.extensions["tfregistry"].close()
+            self.app = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self.app(environ, start_response)
+
+
 @pytest.mark.parametrize("role", ROLES)
-def test_stateful(fuzz_app: Any, role: str) -> None:
-    """Sequences of calls linked through the values earlier answers return (create, then read/patch/delete)."""
-    machine = load_schema(role, fuzz_app).as_state_machine()
-    machine.run(settings=settings(max_examples=EXAMPLES * 5, derandomize=True, deadline=None, database=None,
-                                  stateful_step_count=6, suppress_health_check=list(HealthCheck)))
+def test_stateful(request: pytest.FixtureRequest, database_url: str, tmp_path: Path, role: str) -> None:
+    """Sequences of calls linked through the values earlier answers return (create, then read/patch/delete),
+    each scenario on a fresh registry (:class:`FreshSite`), its jobs awaited after every call."""
+    site = FreshSite(request, database_url, role, tmp_path)
+    site.reset()
+    config: dict[str, Any] = {"checks": CHECKS}
+    if role != "anonymous":
+        config["auth"] = {"openapi": {"bearer": {"bearer": FreshSite.SECRET}}}
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", site, config=schemathesis.Config.from_dict(config))
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            site.reset()
+
+        def after_call(self, response: Any, case: Any) -> None:
+            site.app.extensions["tfregistry"].jobs.wait_idle()
+
+    try:
+        Workflow.run(settings=settings(max_examples=EXAMPLES * 5, derandomize=True, deadline=None, database=None,
+                                       stateful_step_count=6, suppress_health_check=list(HealthCheck)))
+    finally:
+        site.close()

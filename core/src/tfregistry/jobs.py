@@ -173,6 +173,10 @@ class InProcessQueue:
             info.ended_at = utcnow()
             return
 
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait until every job enqueued so far has run (jobs run one at a time, in order)."""
+        self._pool.submit(lambda: None).result(timeout=timeout)
+
     def list(self, status: str | None = None) -> list[JobInfo]:
         with self._lock:
             jobs = list(self.jobs.values())
