@@ -72,12 +72,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    """Terminate, then kill, the process group we started for ``proc``."""
+def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` (terminate, by default) to the process group we started for ``proc``, then kill it
+    if it has not ended within 10 s."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
     except ProcessLookupError:
         return
     try:

@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import create_postgres_database
 from tests.e2e.conftest import HttpResponse
+from tests.e2e.conftest import _stop as stop_group
 from tfregistry.testing.plugin import build_module_archive
 
 BIN = Path(sys.executable).parent
@@ -131,19 +132,6 @@ def launch(env: dict[str, str], tmp: Path, token: str, workers: int = 2, threads
         time.sleep(0.1)
     stop_group(proc)
     pytest.fail(f"gunicorn did not answer in time:\n{server.output()}")
-
-
-def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
