@@ -212,6 +212,9 @@ class ModuleVersion(Base):
     deprecation_reason: Mapped[str | None] = mapped_column(Text)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_by: Mapped[str] = mapped_column(String(200), default="")
+    #: What :mod:`tfregistry.analysis` read from the archive (root, submodules, examples, problems);
+    #: ``None`` until the version is analysed.  Loaded only when asked for: it can be large.
+    analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
 
     module: Mapped[Module] = relationship(back_populates="versions")
 
@@ -309,6 +312,26 @@ class ProviderPackage(Base):
 
     version: Mapped[ProviderVersion] = relationship(back_populates="packages")
 
+
+
+class ProviderDocPage(Base):
+    """One page of a provider version's documentation (the public registry's ``docs/`` layout)."""
+
+    __tablename__ = "provider_doc_pages"
+    __table_args__ = (UniqueConstraint("provider_version_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_version_id: Mapped[int] = mapped_column(ForeignKey("provider_versions.id", ondelete="CASCADE"))
+    #: The page's path inside ``docs/``, e.g. ``resources/instance.md``.
+    path: Mapped[str] = mapped_column(String(512))
+    #: ``index``, ``resources``, ``data-sources``, ``ephemeral-resources``, ``guides`` or ``functions``.
+    category: Mapped[str] = mapped_column(String(32))
+    #: The page's name in its category (``instance``); ``index`` for ``index.md``.
+    slug: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(500), default="")
+    subcategory: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    content: Mapped[str] = mapped_column(Text)
 
 class RegistryState(Base):
     """Small facts the registry keeps about itself, e.g. the storage backend a migration switched to."""
