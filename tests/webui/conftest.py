@@ -8,7 +8,7 @@ token, the access log); the browser side from :mod:`tests.webui.harness`.  Every
   its settings by overriding the ``registry_env`` fixture (``TFR_*`` variables).
 * ``oidc`` / ``oidc_registry``: ``oidc-provider-mock`` with the person ``alice``, and a server whose only
   sign-in method is the ``oidc`` plugin pointed at it (also once per database, ``registry_env`` applies).
-* ``browser``: one headless chromium for the session.
+* ``browser``: one headless chromium per test module (see its docstring for why not per session).
 * ``open_page(server=None, **context_options)``: a page in a fresh context (no cookies) whose base URL
   is ``server.url``; ``page``: ``open_page(registry)``.
 """
@@ -35,9 +35,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Debian chromium driven by Playwright, for the whole session."""
+    """Headless Debian chromium driven by Playwright, one per test module.
+
+    Not per session: while Playwright's sync API runs, its event loop is the running loop of the main
+    thread, so ``asyncio.run`` anywhere else fails; per module, that stays inside the browser tests.
+    """
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)
         yield chromium
