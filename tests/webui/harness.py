@@ -168,8 +168,9 @@ class PageWeight:
 
 
 def page_weight(page: Page, url: str, *, exclude: Callable[[str], bool] = lambda url: False) -> PageWeight:
-    """Load ``url`` with the browser cache off and measure the bytes transferred for it and everything it
-    loads until the network is idle (``exclude(url)`` leaves resources out, e.g. README images)."""
+    """Load ``url`` (relative to the page's base URL, or absolute) with the browser cache off and measure
+    the bytes transferred for it and everything it loads until the network is idle (``exclude(url)``
+    leaves resources out, e.g. README images)."""
     cdp = page.context.new_cdp_session(page)
     urls: dict[str, str] = {}
     weight = PageWeight(url)
@@ -234,7 +235,8 @@ def sign_in_with_oidc(page: Page, issuer: str, sub: str = "alice", *, next_path:
                       button: str | re.Pattern[str] = "Sign in with OpenID Connect") -> None:
     """Sign in as ``sub`` the way a person does: open ``/auth/login``, press ``button`` when the registry
     offers a choice, type ``sub`` into ``oidc-provider-mock``'s form at ``issuer`` and press Authorize;
-    returns once the browser is back on the registry."""
+    returns once the browser is back on the registry.  ``page`` must have the registry as its base URL
+    (``open_page(server)``)."""
     page.goto("/auth/login" + (f"?next={quote(next_path)}" if next_path else ""))
     if not page.url.startswith(issuer):
         page.get_by_role("link", name=button).or_(page.get_by_role("button", name=button)).first.click()
