@@ -6,6 +6,7 @@ The fixtures in ``tests/webui/conftest.py`` use these; tests call the helpers di
   in light and dark colour schemes and fails on any serious or critical violation;
 * :func:`page_weight` / :func:`assert_page_weight` load a URL with the cache off and add up the bytes
   transferred (Chrome DevTools Protocol ``Network.loadingFinished.encodedDataLength``);
+* :func:`check_page` does all of that for one URL (status, weight, nothing off-site, axe light and dark);
 * :func:`screenshot` saves ``docs/img/ui/<name>.png`` when ``TFREGISTRY_TEST_SCREENSHOTS=1``;
 * :func:`sign_in_with_oidc` signs in through the registry's sign-in page and ``oidc-provider-mock``'s form.
 
@@ -156,6 +157,8 @@ class PageWeight:
     url: str
     resources: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    #: HTTP status of the page itself (after redirects).
+    status: int | None = None
 
     @property
     def total(self) -> int:
@@ -189,7 +192,7 @@ def page_weight(page: Page, url: str, *, exclude: Callable[[str], bool] = lambda
     def failed(event: dict[str, Any]) -> None:
         resource = urls.get(event["requestId"])  # None: a request of the page before, cancelled by this load
         # ERR_ABORTED: cancelled, not failed (Chromium drops its own /favicon.ico probe when the load ends);
-        # an off-site asset is ERR_BLOCKED_BY_CLIENT and counts
+        # an off-site asset is ERR_BLOCKED_BY_CLIENT(.Inspector) and counts
         if resource is not None and event["errorText"] != "net::ERR_ABORTED" and not exclude(resource):
             weight.failed.append(f"{resource} ({event['errorText']})")
 
@@ -200,9 +203,10 @@ def page_weight(page: Page, url: str, *, exclude: Callable[[str], bool] = lambda
     cdp.send("Network.enable")
     cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
     try:
-        page.goto(url, wait_until="networkidle")
+        response = page.goto(url, wait_until="networkidle")
     finally:
         cdp.detach()
+    weight.status = response.status if response is not None else None
     return weight
 
 
@@ -212,6 +216,20 @@ def assert_page_weight(page: Page, url: str, limit: int = PAGE_WEIGHT_LIMIT, **k
     assert weight.resources, f"nothing was measured loading {url}"
     assert weight.total < limit, f"the page weighs {weight.total:,d} bytes, the limit is {limit:,d}:\n{weight}"
     assert not weight.failed, f"resources failed to load:\n{weight}"
+    return weight
+
+
+def check_page(page: Page, url: str, label: str, *, status: int = 200, shot: str | None = None,
+               exclude: Callable[[str], bool] = lambda url: False) -> PageWeight:
+    """What issue 12 asks of every page, in one call: load ``url`` (cache off) and check its status, that it
+    weighs under 200 KB with nothing failing or fetched off this machine, and that axe-core finds nothing
+    serious in light or dark; then save screenshot ``shot`` (when screenshots are on)."""
+    weight = assert_page_weight(page, url, exclude=exclude)
+    assert weight.status == status, f"{url}: HTTP {weight.status}, expected {status}"
+    assert offsite_requests(page) == [], f"{url} made requests off this machine: {offsite_requests(page)}"
+    assert_accessible(page, label)
+    if shot:
+        screenshot(page, shot)
     return weight
 
 

@@ -20,6 +20,7 @@ from tests.webui.conftest import ALICE
 from tests.webui.harness import (
     assert_accessible,
     assert_page_weight,
+    check_page,
     offsite_requests,
     page_weight,
     screenshot,
@@ -30,15 +31,10 @@ TERRAFORM_LISTENER = 10007
 
 
 def test_sign_in_page_without_an_auth_plugin(page: Page, registry: RegistryServer):
-    response = page.goto("/auth/login")
-    assert response is not None and response.status == 404
+    weight = check_page(page, "/auth/login", "sign-in unavailable", status=404, shot="sign-in-unavailable")
     assert page.get_by_role("heading", level=1).inner_text() == "Sign-in unavailable"
     assert "install and configure an auth plugin" in page.inner_text("body")
-    assert_accessible(page, "sign-in unavailable")
-    screenshot(page, "sign-in-unavailable")
-    weight = assert_page_weight(page, "/auth/login")
     assert list(weight.resources) == [f"{registry.url}/auth/login"]  # no asset from anywhere else
-    assert offsite_requests(page) == []
 
 
 def test_oidc_sign_in_opens_a_session_in_the_browser(open_page: Callable[..., Page], oidc_registry: RegistryServer,
@@ -139,7 +135,7 @@ def test_axe_needs_the_csp_bypassed(open_page: Callable[..., Page]):
 
 def test_page_weight_counts_every_response(page: Page, registry: RegistryServer):
     weight = page_weight(page, "/auth/login")
-    assert weight.total > 0 and weight.failed == []
+    assert weight.total > 0 and weight.failed == [] and weight.status == 404
     with pytest.raises(AssertionError, match=r"the page weighs [\d,]+ bytes, the limit is 100:"):
         assert_page_weight(page, "/auth/login", limit=100)
     assert page_weight(page, "/auth/login", exclude=lambda url: url.endswith("/auth/login")).total == 0
@@ -160,3 +156,15 @@ def test_a_missing_chromium_fails_naming_the_apt_package(monkeypatch: pytest.Mon
     monkeypatch.setattr(harness, "CHROMIUM", str(tmp_path / "chromium"))
     with pytest.raises(pytest.fail.Exception, match=r"apt-get install chromium"):
         harness.chromium_executable()
+
+
+def test_a_page_with_an_offsite_asset_fails_the_check(open_page: Callable[..., Page]):
+    page = open_page()
+    page.route("http://127.0.0.1:9/", lambda route: route.fulfill(
+        status=200, content_type="text/html",
+        body="<!doctype html><html lang=en><title>t</title><link rel=stylesheet href='https://cdn.example.org/x.css'>"
+             "<main><h1>CDN</h1></main></html>"))
+    with pytest.raises(AssertionError, match=r"resources failed to load:[\s\S]*https://cdn\.example\.org/x\.css "
+                                             r"\(net::ERR_BLOCKED_BY_CLIENT"):
+        check_page(page, "http://127.0.0.1:9/", "cdn page")
+    assert offsite_requests(page) == ["https://cdn.example.org/x.css"]
