@@ -150,9 +150,8 @@ def documents(db: _Db, module_ids: Sequence[int] | None = None, chunk: int = 500
             words, providers = _symbols(d.analysis)
             if d.analysis is None:  # not analysed yet: the module's system is the best guess at its provider
                 providers = [m.system.lower()]
-            description = " ".join(dict.fromkeys(t for t in (d.description, m.description) if t))
-            yield Document(m.id, m.namespace, m.name, m.system, description, (d.readme or "")[:MAX_README],
-                           " ".join(words), providers)
+            yield Document(m.id, m.namespace, m.name, m.system, d.description or m.description or "",
+                           (d.readme or "")[:MAX_README], " ".join(words), providers)
 
 
 def _with_parts(text: str) -> str:
@@ -217,7 +216,7 @@ def reindex_all(db: _Db) -> int:
 
 def query_terms(q: str) -> list[str]:
     """The user's words: whitespace-separated, each with at least one letter or digit (cut to a bound)."""
-    return [t for t in q[:MAX_QUERY].split() if _ALNUM.search(t)][:MAX_TERMS]
+    return [t for t in q[:MAX_QUERY].replace("\x00", " ").split() if _ALNUM.search(t)][:MAX_TERMS]
 
 
 def _prefix(term: str, last: bool) -> bool:
