@@ -317,9 +317,10 @@ def search_modules(
         stmt = stmt.outerjoin(counts, counts.c.module_id == Module.id)
         order.append(func.coalesce(counts.c.n, 0).desc())
     elif sort == "recent":
-        newest = (select(func.max(ModuleVersion.published_at)).where(ModuleVersion.module_id == Module.id)
-                  .correlate(Module).scalar_subquery())
-        order.append(newest.desc())
+        newest = (select(ModuleVersion.module_id, func.max(ModuleVersion.published_at).label("at"))
+                  .group_by(ModuleVersion.module_id).subquery())
+        stmt = stmt.join(newest, newest.c.module_id == Module.id)
+        order.append(newest.c.at.desc())
     order += [Namespace.name, Module.name, Module.system, Module.id]
     modules = list(session.scalars(stmt.order_by(*order).offset(offset).limit(limit + 1)).unique())
     return SearchResult(modules[:limit], len(modules) > limit)
