@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -114,13 +114,18 @@ def latest_version(module: Module) -> ModuleVersion | None:
     return latest_of(module.versions)
 
 
-_V = TypeVar("_V")
+class Versioned(Protocol):
+    version: str
+    prerelease: bool
+
+
+_V = TypeVar("_V", bound=Versioned)
 
 
 def latest_of(versions: Iterable[_V]) -> _V | None:
     """:func:`latest_version`'s rule over anything with ``version`` and ``prerelease`` (rows, too)."""
-    ordered = sorted(versions, key=lambda mv: semver.parse(mv.version).sort_key(), reverse=True)  # type: ignore[attr-defined]
-    releases = [mv for mv in ordered if not mv.prerelease]  # type: ignore[attr-defined]
+    ordered = sorted(versions, key=lambda mv: semver.parse(mv.version).sort_key(), reverse=True)
+    releases = [mv for mv in ordered if not mv.prerelease]
     return (releases or ordered or [None])[0]
 
 

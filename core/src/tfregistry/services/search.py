@@ -208,6 +208,8 @@ def reindex_all(db: _Db) -> int:
     for doc in documents(db):
         _write(db, doc)
         count += 1
+    # cached search answers (tfregistry.readcache) were made from the old index
+    db.execute(sa.text("UPDATE catalog_state SET generation = generation + 1 WHERE id = 1"))
     return count
 
 
