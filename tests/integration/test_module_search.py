@@ -325,3 +325,25 @@ def test_cli_reindex_rebuilds_the_index(corpus: Corpus, database_url: str, tmp_p
     assert result.exit_code == 0 and "indexed 5 module(s)" in result.output
     assert set(corpus.find("network")) == {"acme/network/aws", "other/network/google"}
     assert corpus.find("aws_s3_bucket") == ["acme/s3/aws"]
+
+
+def test_api_lists_and_searches_with_every_filter_and_sort(corpus: Corpus):
+    h = bearer(corpus.admin)
+
+    def ids(**query: Any) -> tuple[list[str], dict[str, Any]]:
+        r = corpus.client.get("/api/v1/modules", query_string=query, headers=h)
+        assert r.status_code == 200, r.get_json()
+        body = r.get_json()
+        return [m["id"] for m in body["modules"]], body["meta"]
+
+    assert ids(q="aws_s3_bucket")[0] == ["acme/s3/aws/1.0.0"]
+    assert ids(q="network", system="google")[0] == ["other/network/google/1.0.0"]
+    assert ids(provider="hashicorp/google")[0] == ["other/network/google/1.0.0"]
+    assert len(ids(organization="default")[0]) == 5 and ids(organization="nobody")[0] == []
+    page, meta = ids(sort="name", limit=2)
+    assert page == ["acme/legacy/aws/1.0.0", "acme/network/aws/1.0.0"] and meta == {
+        "offset": 0, "limit": 2, "next_offset": 2}
+    assert "next_offset" not in ids(sort="name", offset=4, limit=2)[1]
+    bad = corpus.client.get("/api/v1/modules?sort=random", headers=h)
+    assert bad.status_code == 422 and "sort" in bad.get_json()["errors"]["query"]
+    assert ids()[0] and corpus.client.get("/api/v1/modules").get_json()["modules"] == []  # anonymous: nothing
