@@ -119,6 +119,7 @@ def corpus(app: Any) -> Corpus:
     ("cidr", {"acme/network/aws"}),                                       # ... and its parts
     ("bucket_arn", {"acme/s3/aws"}),                                      # output name
     ("aws_s3_bucket", {"acme/s3/aws"}),                                   # resource type, exactly
+    ("AWS_S3_Bucket", {"acme/s3/aws"}),
     ("aws_s3_bucket_policy", {"acme/policy/aws"}),
     ("s3", {"acme/s3/aws", "acme/policy/aws"}),                           # part of both types
     ("aws_subnet", {"acme/network/aws"}),                                 # a submodule's resource type
