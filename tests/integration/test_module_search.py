@@ -153,6 +153,18 @@ def test_filters(corpus: Corpus):
     assert corpus.find(provider="aw") == [] and corpus.find(provider="%") == [] and corpus.find(provider="_") == []
 
 
+def test_provider_used_without_required_providers_is_implied_by_the_types(app: Any):
+    c = Corpus(app)
+    c.publish("acme", "ids", "aws", analysed=analysis(doc(resources=("random_id", "terraform_data"),
+                                                          data_sources=("aws_region",))))
+    c.publish("acme", "broken", "azurerm", analysed={**analysis(doc()), "root": None, "problems": [
+        {"path": "", "line": None, "column": None, "message": "analysis failed: boom"}]})
+    for provider in ("random", "hashicorp/random", "aws", "hashicorp/aws"):
+        assert c.find(provider=provider) == ["acme/ids/aws"], provider
+    assert c.find(provider="terraform") == [] and c.find(provider="hashicorp/terraform") == []
+    assert c.find(provider="azurerm") == ["acme/broken/azurerm"]  # nothing known: the system
+
+
 def test_sorts_and_pages(corpus: Corpus):
     with corpus.registry.db.session() as s:
         versions = {f"{mv.module.namespace.name}/{mv.module.name}": mv for mv in s.scalars(select(ModuleVersion))}

@@ -106,8 +106,9 @@ def _symbols(analysis: Any) -> tuple[list[str], list[str]]:
         return [str(item[field]) for item in doc.get(key) or [] if isinstance(item, dict) and item.get(field)]
 
     words += names(root, "inputs", "name") + names(root, "outputs", "name")
+    types: list[str] = []
     for doc in (root, *subs):
-        words += names(doc, "resources", "type") + names(doc, "data_sources", "type")
+        types += names(doc, "resources", "type") + names(doc, "data_sources", "type")
         for req in doc.get("provider_dependencies") or []:
             if not isinstance(req, dict):
                 continue
@@ -118,7 +119,11 @@ def _symbols(analysis: Any) -> tuple[list[str], list[str]]:
                 providers.append(source)
                 if source.count("/") == 2:  # registry.terraform.io/hashicorp/aws: also hashicorp/aws
                     providers.append(source.split("/", 1)[1])
-    return list(dict.fromkeys(words)), list(dict.fromkeys(providers))
+    for local in dict.fromkeys(t.split("_", 1)[0].lower() for t in types):
+        # used without required_providers: Terraform implies hashicorp/<prefix> (terraform_data is built in)
+        if local not in providers and local != "terraform":
+            providers += [local, f"hashicorp/{local}"]
+    return list(dict.fromkeys(words + types)), list(dict.fromkeys(providers))
 
 
 def documents(db: _Db, module_ids: Sequence[int] | None = None, chunk: int = 500) -> Iterator[Document]:
@@ -148,7 +153,7 @@ def documents(db: _Db, module_ids: Sequence[int] | None = None, chunk: int = 500
                 continue
             d = details[mv.id]
             words, providers = _symbols(d.analysis)
-            if d.analysis is None:  # not analysed yet: the module's system is the best guess at its provider
+            if not providers:  # not analysed (yet), or nothing found: the system is the best guess
                 providers = [m.system.lower()]
             yield Document(m.id, m.namespace, m.name, m.system, d.description or m.description or "",
                            (d.readme or "")[:MAX_README], " ".join(words), providers)
