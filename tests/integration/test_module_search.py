@@ -300,7 +300,7 @@ def test_upgrade_indexes_modules_published_before_it(kind: str, tmp_path: Any):
         url, drop = create_postgres_database("tfr_search")
     db = Database(url)
     try:
-        db.upgrade("0007")
+        db.upgrade("0008")
         with db.session() as s:
             ns = Namespace(name="acme", organization_id=None)
             m = Module(namespace=ns, name="bucket", system="aws", description="old module")
