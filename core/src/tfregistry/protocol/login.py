@@ -102,6 +102,9 @@ def check_csrf() -> Any:
         return None
     if request.endpoint == "tfr_login.oauth_token":
         return None  # Terraform's back-channel code exchange: no cookie authority, PKCE protects it
+    from tfregistry.api.modules import cap_request_body
+
+    cap_request_body()  # reading the form field must not read an upload past its cap
     if not csrf_valid():
         return page("Request refused", "<p class=error>The form was stale or did not come from this registry "
                     "(CSRF check failed). Go back, reload the page and try again.</p>", 403)
