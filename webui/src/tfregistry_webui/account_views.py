@@ -30,13 +30,6 @@ DEFAULT_EXPIRY = "90d"
 GRACES = {"": "None: the old secret stops now", "1h": "1 hour", "1d": "1 day", "7d": "7 days"}
 KIND_LABELS = {"personal": "Personal (acts as you)", "service": "Service (belongs to an organization)",
                "site": "Site (registry-wide)"}
-SCOPE_HELP = {
-    "modules:read": "read modules", "modules:write": "publish and deprecate modules",
-    "providers:read": "read providers", "providers:write": "publish and deprecate providers",
-    "mirrors:read": "view mirror configurations", "mirrors:manage": "manage mirror configurations",
-    "keys:manage": "manage signing keys", "tokens:manage": "manage tokens", "users:manage": "manage users",
-    "orgs:manage": "manage organizations", "audit:read": "read the audit log", "admin": "everything",
-}
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -140,7 +133,7 @@ def _tokens_page(session: Session, identity: auth.Identity, status: int = 200, *
                 "expires_in": DEFAULT_EXPIRY, "scopes": ["modules:read", "providers:read"]}
     return render_page("account/tokens.html", status, page_title="My tokens", tokens=tokens,
                        statuses={t.id: _status(t) for t in tokens}, org_names=org_names, kinds=kinds,
-                       kind_labels=KIND_LABELS, scopes=_form_scopes(kinds), scope_help=SCOPE_HELP,
+                       kind_labels=KIND_LABELS, scopes=_form_scopes(kinds), scope_help=auth.ACTION_WORDS,
                        expiries=EXPIRIES, graces=GRACES, errors=errors or {}, values={**defaults, **(values or {})},
                        current_token=identity.token_id, notices=get_flashed_messages())
 
