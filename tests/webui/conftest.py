@@ -1,4 +1,9 @@
-"""Browser test fixtures: real ``tfr serve`` subprocesses (SQLite and PostgreSQL) and headless Debian chromium.
+"""Web UI test fixtures.
+
+In-process (Flask test client): ``ui_factory``/``app`` build an application with tfregistry-webui
+registered; :func:`assert_page` checks what every HTML page must carry.
+
+Browser tests: real ``tfr serve`` subprocesses (SQLite and PostgreSQL) and headless Debian chromium.
 
 Servers come from :func:`tests.e2e.conftest.running_server` (HTTPS with a self-signed CA, an admin
 token, the access log); the browser side from :mod:`tests.webui.harness`.  Every test using the
@@ -15,6 +20,7 @@ token, the access log); the browser side from :mod:`tests.webui.harness`.  Every
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,8 +28,52 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from tfregistry_auth_oidc.testing import OIDCMock
 
+import tfregistry_webui.plugin as webui_plugin
 from tests.e2e.conftest import DATABASES, RegistryServer, running_server
 from tests.webui.harness import launch_chromium, new_context
+
+#: What every HTML page of the web UI must carry.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+MAX_PAGE_BYTES = 200 * 1024
+
+
+@pytest.fixture
+def ui_factory(app_factory: Callable[..., Any]) -> Callable[..., Any]:
+    """``ui_factory(config)``: an app with the web UI plugin (and only the local storage otherwise)."""
+
+    def make(config: dict[str, Any] | None = None, plugins: tuple[Any, ...] = ()) -> Any:
+        return app_factory(config, plugins=(webui_plugin, *plugins))
+
+    return make
+
+
+@pytest.fixture
+def app(ui_factory: Callable[..., Any]) -> Any:
+    """The ``app`` of the shared fixtures (tokens, ``publish``), here with the web UI."""
+    return ui_factory()
+
+
+def assert_page(response: Any, status: int = 200) -> str:
+    """The page's HTML, after the checks every page must pass: status, headers, no inline script or
+    style, bounded size."""
+    assert response.status_code == status, response.get_data(as_text=True)[:2000]
+    assert response.mimetype == "text/html"
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, name
+    html = response.get_data(as_text=True)
+    assert len(response.get_data()) < MAX_PAGE_BYTES
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline <script>"
+    assert not re.search(r"\sstyle\s*=", html, re.I), "style= attribute"
+    assert "<style" not in html.lower(), "inline <style>"
+    assert not re.search(r"\son[a-z]+\s*=", html, re.I), "inline event handler"
+    return html
+
 
 ALICE = {"email": "alice@example.com", "name": "Alice Example", "groups": ["grp-devs"]}
 

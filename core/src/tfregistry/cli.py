@@ -188,6 +188,9 @@ def serve(ctx: Context, host: str, port: int, tls_mode: str | None, tls_cert: st
             click.echo("Use it from Terraform:")
             click.echo(_cli_config_snippet(shown_host, port, secret))
     click.echo(f"Serving {scheme}://{host}:{port}/ (data in {boot.settings.data_dir.resolve()})")
+    if "tfr_webui.home" in app.view_functions:  # tfregistry-webui is installed
+        browse_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        click.echo(f"Web UI: open {scheme}://{browse_host}:{port}/ in a browser")
     sys.stdout.flush()
     try:
         server.serve_forever()

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from tfregistry.auth import Identity, Resource
     from tfregistry.interfaces import RequestContext
     from tfregistry.plugins import BackendRegister
-    from tfregistry.registry import ModuleVersionRef, Registry
+    from tfregistry.registry import ModuleVersionRef, ProviderVersionRef, Registry
     from tfregistry.settings import SettingsDeclarations
 
 hookspec = pluggy.HookspecMarker("tfregistry")
@@ -188,4 +188,57 @@ def tfr_module_download_location(registry: Registry, module_version: ModuleVersi
     :param registry: the application registry.
     :param module_version: the version being downloaded (address, version, storage key).
     :return: an absolute or host-relative URL, or ``None`` to defer.
+    """
+
+
+# --- Web UI (called by tfregistry-webui when it is installed) ---------------------------
+
+
+@hookspec
+def tfr_webui_nav_entries(registry: Registry, identity: Identity) -> list[dict[str, str]] | None:
+    """Add links to the web UI's main navigation (after Modules and Providers).
+
+    Called for every page the web UI renders.  Return a list of ``{"label": ..., "url": ...}``
+    (``url`` host-relative, such as ``/-/myplugin/``), or ``None``/``[]`` for nothing; the labels
+    are escaped.  Use ``identity`` to show an entry only to callers who may use it (an
+    administration page to administrators, say): the target view must still check permissions.
+
+    :param registry: the application registry.
+    :param identity: the caller (:class:`tfregistry.auth.Identity`; ``identity.anonymous`` when
+        nobody is signed in).
+    """
+
+
+@hookspec
+def tfr_webui_module_tabs(
+    registry: Registry, module_version: ModuleVersionRef, identity: Identity
+) -> list[dict[str, Any]] | None:
+    """Add tabs to a module version's page (the SCM plugins add "Source", say).
+
+    Return a list of ``{"id": "source", "label": "Source", "render": callable}``.  ``id`` (lower
+    case letters, digits and ``-``; not one of the built-in tabs) gives the tab its own URL,
+    ``/modules/<ns>/<name>/<system>/<version>/<id>``.  ``render()`` is called with no arguments
+    only when that tab is shown and returns its body as HTML: a :class:`markupsafe.Markup`,
+    typically from the plugin's own Jinja template (``flask.render_template``); a plain ``str``
+    is escaped, never trusted.  Pages carry a Content-Security-Policy without inline scripts or
+    styles, so the HTML may not use ``<script>`` or ``style=``.  The web UI has already checked
+    that the caller may read the module; check anything more the tab shows.
+
+    :param registry: the application registry.
+    :param module_version: the version shown (:class:`tfregistry.registry.ModuleVersionRef`).
+    :param identity: the caller.
+    """
+
+
+@hookspec
+def tfr_webui_provider_tabs(
+    registry: Registry, provider_version: ProviderVersionRef, identity: Identity
+) -> list[dict[str, Any]] | None:
+    """Add tabs to a provider version's page; the same contract as :func:`tfr_webui_module_tabs`.
+
+    A tab's URL is ``/providers/<ns>/<type>/<version>/<id>``.
+
+    :param registry: the application registry.
+    :param provider_version: the version shown (:class:`tfregistry.registry.ProviderVersionRef`).
+    :param identity: the caller.
     """

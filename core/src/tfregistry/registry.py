@@ -43,6 +43,21 @@ class ModuleVersionRef:
         return f"{self.namespace}-{self.name}-{self.system}-{self.version}.tar.gz"
 
 
+@dataclass(frozen=True)
+class ProviderVersionRef:
+    """A provider version as hooks see it; ``hostname`` is empty for the registry's own providers,
+    else the origin registry a mirrored one comes from."""
+
+    namespace: str
+    type: str
+    version: str
+    hostname: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.namespace}/{self.type}"
+
+
 class UrlSigner:
     """HMAC-SHA256 signatures for short-lived download URLs.
 

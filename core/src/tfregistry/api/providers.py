@@ -8,6 +8,7 @@ import marshmallow as ma
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from sqlalchemy.orm import Session
 
 from tfregistry import auth
 from tfregistry.api import (
@@ -106,7 +107,11 @@ def version_json(pv: ProviderVersion, **extra: Any) -> dict[str, Any]:
 
 
 def _small_file(field: str) -> bytes | None:
-    upload = request.files.get(field)
+    return small_file(request.files.get(field), field)
+
+
+def small_file(upload: Any, field: str) -> bytes | None:
+    """The bytes of a small uploaded file (SHA256SUMS, its signature), refusing anything large."""
     if upload is None:
         return None
     data = upload.stream.read(SMALL_FILE_MAX + 1)
@@ -125,6 +130,23 @@ def encryption_key(registry: Registry) -> bytes:
     return keys_svc.encryption_key(registry.settings["gpg.encryption_key"], registry.secret_key)
 
 
+def publish_upload(session: Session, form: dict[str, Any], *, shasums: bytes | None,
+                   signature: bytes | None) -> svc.PublishResult:
+    """Publish the provider release of a loaded :class:`ProviderPublishForm` (``packages``: the uploaded
+    zips) as the caller, after the permission check; the API and the web UI's form both call it.
+    Without ``shasums`` and ``signature``, the namespace's managed key signs the release."""
+    registry = current_registry()
+    uploads = [svc.Upload(f.filename or "", f.stream) for f in form["packages"]]
+    protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
+    _, actor = auth.require_in_namespace(session, "providers:write", form["namespace"])
+    return svc.publish_provider(
+        session, registry.storage, actor,
+        namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
+        limits=limits(registry), enc_key=encryption_key(registry), protocols=protocols or None,
+        shasums=shasums, signature=signature,
+    )
+
+
 @blp.route("")
 class Providers(MethodView):
     @upload_limit("limits.provider_upload_max_bytes")
@@ -137,17 +159,9 @@ class Providers(MethodView):
         """Publish a provider version: zips plus SHA256SUMS and its signature (or none, with a managed key);
         409: the version exists with different content."""
         form = load_multipart(ProviderPublishForm(), lists=("packages",))
-        registry = current_registry()
-        uploads = [svc.Upload(f.filename or "", f.stream) for f in request.files.getlist("packages")]
-        protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
-        with registry.db.session() as session:
-            _, actor = auth.require_in_namespace(session, "providers:write", form["namespace"])
-            result = svc.publish_provider(
-                session, registry.storage, actor,
-                namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
-                limits=limits(registry), enc_key=encryption_key(registry), protocols=protocols or None,
-                shasums=_small_file("shasums"), signature=_small_file("shasums_signature"),
-            )
+        with current_registry().db.session() as session:
+            result = publish_upload(session, form, shasums=_small_file("shasums"),
+                                    signature=_small_file("shasums_signature"))
             body = version_json(result.version, created=result.created, added_platforms=result.added)
             return body, 201 if result.added else 200
 
