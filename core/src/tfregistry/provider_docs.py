@@ -109,13 +109,21 @@ def _show(name: str) -> str:
 # --- front matter ------------------------------------------------------------------------------
 
 
+_DOUBLE_RE = re.compile(r'^"((?:[^"\\]|\\.)*)"')
+_SINGLE_RE = re.compile(r"^'((?:[^']|'')*)'")
+
+
 def _scalar(raw: str) -> str:
-    """A front matter value: ``"double"`` (with backslash escapes), ``'single'`` or plain text."""
+    """A front matter value: ``"double"`` (with backslash escapes), ``'single'`` or plain text; a
+    `` # comment`` after it is dropped."""
     raw = raw.strip()
-    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-        return re.sub(r'\\(["\\nt])', lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), raw[1:-1])
-    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
-        return raw[1:-1].replace("''", "'")
+    double = _DOUBLE_RE.match(raw)
+    if double:
+        escapes = {"n": "\n", "t": "\t"}
+        return re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(1)), double.group(1))
+    single = _SINGLE_RE.match(raw)
+    if single:
+        return single.group(1).replace("''", "'")
     return raw.split(" #", 1)[0].strip()
 
 
@@ -277,7 +285,9 @@ def _entries(fileobj: BinaryIO, limits: DocsLimits) -> list[tuple[str, bytes | N
                                     "are accepted")
                 keep(entry.name, entry.size, entry.read)
         except ArchiveError as exc:
-            status = 413 if "larger than" in str(exc) or "more than" in str(exc) else 400
+            message = str(exc)
+            over_limit = "larger than" in message or "members" in message
+            status = 413 if over_limit and "compressed more than" not in message else 400
             raise DocsError(f"invalid docs archive: {exc}", status) from None
     elif head.startswith(_ZIP_MAGICS):
         unpacked = 0
