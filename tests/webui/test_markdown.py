@@ -191,6 +191,22 @@ def test_pathological_nesting_finishes() -> None:
         assert len(html) < 10 * 200_000
 
 
+def test_deeply_nested_raw_html_is_shown_as_text() -> None:
+    """The sanitiser's HTML parser is quadratic in nesting depth: past MAX_HTML_DEPTH raw HTML becomes text."""
+    for tag in ("div", "blockquote"):
+        html = render_markdown(f"<{tag}>" * 100_000 + "<script>alert(1)</script>")
+        assert_inert(html)
+        assert html.startswith(f"<p>&lt;{tag}&gt;&lt;{tag}&gt;")
+    shallow = render_markdown("<div>\n\n" * 50 + "# Deep enough\n\n" + "</div>\n\n" * 50)
+    assert '<h1 id="deep-enough">Deep enough</h1>' in shallow and shallow.count("<div>") == 50
+
+
+def test_huge_code_blocks_are_not_highlighted() -> None:
+    small = render_markdown('```hcl\nlocals { a = 1 }\n```\n')
+    big = render_markdown("```hcl\n" + 'locals { a = "${var.b}" }\n' * 2000 + "```\n")
+    assert "<span" in small and "<span" not in big and big.count("locals {") == 2000
+
+
 def test_max_chars_cuts_and_says_so() -> None:
     assert "not shown" not in render_markdown("abc", max_chars=3)
     html = render_markdown("abcdef", max_chars=3)

@@ -43,6 +43,12 @@ __all__ = ["DEFAULT_MAX_CHARS", "pygments_css", "render_markdown", "slugify"]
 #: Text beyond this many characters is not rendered (a notice says so).
 DEFAULT_MAX_CHARS = 500_000
 
+#: Code blocks longer than this are shown plain: highlighting multiplies the size of the HTML by ten.
+HIGHLIGHT_MAX_CHARS = 20_000
+#: Deeper nesting of raw HTML elements makes the document render with raw HTML shown as text: the
+#: HTML parser's work grows with the square of the depth (100,000 nested ``<div>`` take seconds).
+MAX_HTML_DEPTH = 200
+
 #: The class of the ``<pre>`` around highlighted code; :func:`pygments_css` styles it.
 HIGHLIGHT_CLASS = "highlight"
 
@@ -85,6 +91,8 @@ _NUMBER_RE = re.compile(r"^[0-9]{1,5}%?$")
 _ID_RE = re.compile(r"^[a-z0-9_-]{1,200}$")
 _TERRAFORM_LANGS = {"hcl", "terraform", "tf", "tfvars", "opentofu", "tofu"}
 _SLUG_DROP_RE = re.compile(r"[^\w\- ]", re.UNICODE)
+_TAG_RE = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
 def slugify(text: str) -> str:
@@ -113,7 +121,7 @@ _FORMATTER = HtmlFormatter(nowrap=True)
 def _highlight(code: str, lang: str, _attrs: Any) -> str:
     """markdown-it's ``highlight`` option: a complete ``<pre>`` (used as is), or "" for the default."""
     name = (lang or "").split(maxsplit=1)[0] if lang else ""
-    lexer = _lexer_for(name)
+    lexer = _lexer_for(name) if len(code) <= HIGHLIGHT_MAX_CHARS else None
     language = f' class="language-{escape(name.lower())}"' if name else ""
     body = highlight(code, lexer, _FORMATTER) if lexer is not None else str(escape(code))
     return f'<pre class="{HIGHLIGHT_CLASS}"><code{language}>{body}</code></pre>'
@@ -142,12 +150,25 @@ def _heading_ids_and_alignment(state: StateCore) -> None:
                     token.attrSet("class", f"text-{match.group(1)}")
 
 
-@lru_cache(maxsize=1)
-def _parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": True, "highlight": _highlight})
+@lru_cache(maxsize=2)
+def _parser(html: bool = True) -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": html, "highlight": _highlight})
     md.enable(["table", "strikethrough"])
     md.core.ruler.push("tfr_heading_ids", _heading_ids_and_alignment)
     return md
+
+
+def _too_deep(html: str) -> bool:
+    """Whether elements nest deeper than :data:`MAX_HTML_DEPTH` (counted loosely: unclosed tags count)."""
+    depth = 0
+    for match in _TAG_RE.finditer(html):
+        closing, tag, self_closing = match.groups()
+        if tag.lower() in _VOID_TAGS or self_closing:
+            continue
+        depth = max(depth - 1, 0) if closing else depth + 1
+        if depth > MAX_HTML_DEPTH:
+            return True
+    return False
 
 
 def _clean_path(path: str) -> str | None:
@@ -220,6 +241,8 @@ def render_markdown(text: str, *, link_base: str | None = None, max_chars: int =
     if truncated:
         text = text[:max_chars]
     html = _parser().render(text)
+    if _too_deep(html):
+        html = _parser(html=False).render(text)  # raw HTML shown as text; Markdown nesting is capped
     cleaned = nh3.clean(
         html,
         tags=ALLOWED_TAGS,
