@@ -190,3 +190,16 @@ def test_skipped_big_files_count_against_the_unpacked_limit() -> None:
 ])
 def test_front_matter(text: str, front: dict[str, str], body: str) -> None:
     assert parse_front_matter(text) == (front, body, None)
+
+
+def test_oversized_markdown_outside_the_docs_folder_is_only_skipped() -> None:
+    report = read_docs_archive(tgz({"repo/CHANGELOG.md": b"x" * 200, "repo/docs/index.md": b"# Foo\n"}),
+                               DocsLimits(max_page_bytes=100))
+    assert [p.path for p in report.pages] == ["index.md"]
+    assert report.problems == ["'repo/CHANGELOG.md' is outside repo/docs/; skipped"]
+
+
+def test_problems_are_capped() -> None:
+    files = {"docs/index.md": INDEX, **{f"docs/img/{n}.png": b"x" for n in range(250)}}
+    problems = read_docs_archive(tgz(files)).problems
+    assert len(problems) == 201 and problems[-1] == "... and 50 more files skipped"

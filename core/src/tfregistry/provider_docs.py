@@ -50,6 +50,8 @@ _HEADING_RE = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _FRONT_KEY_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:\s*(.*)$")
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+#: Most problems reported (the rest are counted).
+MAX_PROBLEMS = 200
 #: Front matter keys kept, and the most characters each may hold.
 FRONT_MATTER_KEYS = {"page_title": 500, "subcategory": 255, "description": 4000}
 
@@ -251,8 +253,8 @@ def _zip_files(fileobj: BinaryIO, limits: DocsLimits) -> Iterator[tuple[str, zip
 
 
 def _entries(fileobj: BinaryIO, limits: DocsLimits) -> list[tuple[str, bytes | None, int]]:
-    """Every regular file as ``(name, content or None when not Markdown, size)``; pages over the size
-    limit, links and anything unsafe raise :class:`DocsError`."""
+    """Every regular file as ``(name, content, size)``, the content ``None`` when the file is not Markdown or
+    is larger than a page may be; links, anything unsafe and the limits raise :class:`DocsError`."""
     head = fileobj.read(4)
     fileobj.seek(0)
     files: list[tuple[str, bytes | None, int]] = []
@@ -260,12 +262,9 @@ def _entries(fileobj: BinaryIO, limits: DocsLimits) -> list[tuple[str, bytes | N
 
     def keep(name: str, size: int, read: Callable[[int], bytes]) -> None:
         nonlocal total
-        if not name.lower().endswith((".md", ".markdown")):
-            files.append((name, None, size))
+        if not name.lower().endswith((".md", ".markdown")) or size > limits.max_page_bytes:
+            files.append((name, None, size))  # an oversized page is refused once the docs folder is known
             return
-        if size > limits.max_page_bytes:
-            raise DocsError(f"the page {_show(name)} is {size} bytes, more than the limit of "
-                            f"{limits.max_page_bytes} bytes per page", 413)
         data = read(limits.max_page_bytes)
         total += len(data)
         if total > limits.max_total_bytes:
@@ -324,7 +323,7 @@ def read_docs_archive(fileobj: BinaryIO, limits: DocsLimits | None = None) -> Do
     report = DocsReport()
     prefix, legacy = _root([name for name, _, _ in files])
     seen: dict[tuple[str, str], str] = {}
-    for name, data, _ in sorted(files):
+    for name, data, size in sorted(files):
         if not name.startswith(prefix):
             report.problems.append(f"{_show(name)} is outside {prefix or 'the docs folder'}; skipped")
             continue
@@ -333,8 +332,9 @@ def read_docs_archive(fileobj: BinaryIO, limits: DocsLimits | None = None) -> Do
             report.problems.append(located)
             continue
         category, slug, rel = located
-        if data is None:  # pragma: no cover - every name _locate accepts ends in .md or .markdown
-            continue
+        if data is None:  # every name _locate accepts ends in .md or .markdown: the page was too large to read
+            raise DocsError(f"the page {_show(name)} is {size} bytes, more than the limit of "
+                            f"{limits.max_page_bytes} bytes per page", 413)
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -357,6 +357,9 @@ def read_docs_archive(fileobj: BinaryIO, limits: DocsLimits | None = None) -> Do
                                     description=front.get("description", ""), content=body))
         if len(report.pages) > limits.max_pages:
             raise DocsError(f"the archive has more than {limits.max_pages} pages", 413)
+    if len(report.problems) > MAX_PROBLEMS:
+        more = len(report.problems) - MAX_PROBLEMS
+        report.problems[MAX_PROBLEMS:] = [f"... and {more} more files skipped"]
     if not report.pages:
         found = "; ".join(report.problems[:5]) or "the archive holds no files"
         raise DocsError(f"no documentation pages found: expected docs/index.md, docs/resources/*.md, "
