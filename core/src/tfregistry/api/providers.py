@@ -273,8 +273,10 @@ class ProviderDocs(MethodView):
     @blp.response(201, DocsIndexSchema, description="Stored; the version's previous docs, if any, are replaced")
     @errors(blp, 409)
     def post(self, ns: str, type_: str, version: str) -> Any:
-        """Publish (or replace) the version's documentation from an archive of its docs/ folder; files out of
-        place are skipped and listed in ``problems``.  Needs the scope that publishes the provider."""
+        """Publish (or replace) the version's documentation.
+
+        The body is an archive (.tar.gz or .zip) of the provider's docs/ folder; files out of place are
+        skipped and listed in ``problems``.  Needs the scope that publishes the provider."""
         registry = current_registry()
         stream = _docs_upload(registry)
         with registry.db.session() as session:
@@ -302,8 +304,10 @@ class ProviderDocsPreview(MethodView):
     @blp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": DocsForm}}})
     @blp.response(200, DocsIndexSchema, description="The index the archive would give, and its problems")
     def post(self) -> Any:
-        """Check a docs archive without storing it: the index it would give and the files it would skip.
-        For provider authors: needs ``providers:write`` in some namespace."""
+        """Check a docs archive without storing it.
+
+        Answers the index the archive would give and the files it would skip.  For provider authors:
+        needs ``providers:write`` in some namespace."""
         registry = current_registry()
         with registry.db.session() as session:
             identity = auth.current_identity(session)
