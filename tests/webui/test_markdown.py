@@ -104,7 +104,8 @@ def test_relative_links_and_images_resolve_against_the_base() -> None:
 
 
 @pytest.mark.parametrize("target", ["../x.md", "a/../../x.md", "%2e%2e/x.md", "a/%2E%2E/%2e%2e/etc/passwd",
-                                    "..%2fsecret", "a\\..\\..\\x"])
+                                    "..%2fsecret", "a\\..\\..\\x", "/\\evil.example/x", "\\\\evil.example/x",
+                                    "%5C%5Cevil.example"])
 def test_relative_urls_cannot_climb_above_the_base(target: str) -> None:
     html = render_markdown(f"[x]({target}) <img src=\"{target}\" alt=\"i\">", link_base=BASE)
     for url in re.findall(r'(?:href|src)="([^"]*)"', html):
