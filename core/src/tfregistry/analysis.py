@@ -125,7 +125,7 @@ def _with_deadline(func: Callable[[str], Any], text: str, seconds: float) -> Any
     def run() -> None:
         try:
             outcome["value"] = func(text)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        except BaseException as exc:  # handed to the caller
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, name="tfr-analysis-parse", daemon=True)
