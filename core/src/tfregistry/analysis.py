@@ -143,14 +143,18 @@ def _with_deadline(func: Callable[[str], Any], text: str, seconds: float) -> Any
 def _parse_hcl(text: str) -> dict[str, Any]:
     import hcl2
 
+    # Heredocs are kept as written and read by _heredoc_value: python-hcl2 8.1.4 drops their final
+    # newline, and escapes quotes and backslashes in the value of a "<<-" heredoc.
     options = hcl2.SerializationOptions(
-        strip_string_quotes=True, with_comments=False, explicit_blocks=False, preserve_heredocs=False
+        strip_string_quotes=True, with_comments=False, explicit_blocks=False, preserve_heredocs=True
     )
     return hcl2.serialize(hcl2.parses(text, discard_comments=True), serialization_options=options)
 
 
 def _terminal_text(name: str) -> str:
     """A grammar terminal as the user would type it (``RSQB`` -> ``']'``) where it is a literal."""
+    if name == "NL_OR_COMMENT":
+        return "new line"
     try:
         from hcl2.parser import parser
 
@@ -240,6 +244,34 @@ def _single_interpolation(text: str) -> bool:
     return False
 
 
+_HEREDOC_RE = re.compile(r"<<(-?)([A-Za-z][A-Za-z0-9._-]*)\r?\n(.*?)^[ \t]*\2[ \t]*\r?\n?\Z", re.S | re.M)
+
+
+def _heredoc_value(text: str) -> str | None:
+    """The value of a heredoc as written (``<<EOT`` ... ``EOT``), as Terraform reads it, or None.
+
+    Every line ends with a newline; ``<<-`` removes the smallest indentation (in spaces) of the
+    non-blank lines.  Template sequences (``${``, ``$${``...) are kept as they are.
+    """
+    match = _HEREDOC_RE.match(text)
+    if match is None:
+        return None
+    lines = match.group(3).replace("\r\n", "\n").splitlines(keepends=True)
+    if match.group(1):
+        indents = [len(line) - len(line.lstrip(" ")) for line in lines if line.strip()]
+        cut = min(indents, default=0)
+        lines = [line[cut:] if line.strip() else line.lstrip(" ") for line in lines]
+    return "".join(lines)
+
+
+def _value(value: Any) -> Any:
+    """A string from python-hcl2 with its heredoc, if it is one, read as its value."""
+    if isinstance(value, str) and value.startswith("<<"):
+        heredoc = _heredoc_value(value)
+        return value if heredoc is None else heredoc
+    return value
+
+
 def _quote(text: str) -> str:
     """An HCL quoted string with ``text``'s value; ``${``, ``$${``, ``%{`` and ``%%{`` are kept as they are."""
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
@@ -265,7 +297,7 @@ def hcl_text(value: Any, json_syntax: bool = False) -> str:
     if isinstance(value, str):
         if not json_syntax and _single_interpolation(value):
             return value[2:-1]
-        return _quote(value)
+        return _quote(value if json_syntax else _value(value))
     if isinstance(value, list | tuple):
         return "[" + ", ".join(hcl_text(item, json_syntax) for item in value) + "]"
     if isinstance(value, dict):
@@ -286,10 +318,12 @@ def _type_text(value: Any, json_syntax: bool) -> str | None:
 
 
 def _string(value: Any) -> str:
-    """A plain string attribute (description, source, version); "" when absent."""
+    """A plain string attribute (description, source, version) as Terraform reads it; "" when absent."""
     if value is None:
         return ""
-    return value if isinstance(value, str) else hcl_text(value)
+    if not isinstance(value, str):
+        return hcl_text(value)
+    return _value(value).replace("$${", "${").replace("%%{", "%{")
 
 
 def _flag(value: Any, default: bool = False) -> bool:
@@ -337,7 +371,8 @@ class _Doc:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     modules: dict[str, dict[str, Any]] = field(default_factory=dict)
     providers: dict[str, dict[str, str]] = field(default_factory=dict)
-    implied: dict[str, None] = field(default_factory=dict)  # local names used by resources or provider blocks
+    implied: set[str] = field(default_factory=set)  # local names used by resources or provider blocks
+    sourced: set[str] = field(default_factory=set)  # local names whose source was written
     resources: list[dict[str, str]] = field(default_factory=list)
     data_sources: list[dict[str, str]] = field(default_factory=list)
 
@@ -392,21 +427,23 @@ class _Doc:
                 self._require(name, source, constraint)
 
     def _require(self, name: str, source: str, constraint: str) -> None:
-        entry = self.providers.get(name)
-        if entry is None:
-            source = source or f"hashicorp/{name}"
+        """Add a provider requirement; one stated again (in another file) adds its constraint."""
+        # Terraform's default for a bare local name, until a file writes the source
+        entry = self.providers.setdefault(name, {"name": name, "namespace": "hashicorp",
+                                                 "source": f"hashicorp/{name}", "version": ""})
+        if source and name not in self.sourced:
+            self.sourced.add(name)
             parts = source.split("/")
-            namespace = parts[-2] if len(parts) >= 2 else "hashicorp"
-            self.providers[name] = {"name": name, "namespace": namespace, "source": source, "version": constraint}
-        elif constraint and constraint not in entry["version"]:
+            entry.update(source=source, namespace=parts[-2] if len(parts) >= 2 else "hashicorp")
+        if constraint and constraint not in entry["version"]:
             entry["version"] = f"{entry['version']}, {constraint}" if entry["version"] else constraint
 
     def _imply(self, name: str | None) -> None:
         if name and name not in _BUILTIN_PROVIDERS:
-            self.implied.setdefault(name, None)
+            self.implied.add(name)
 
     def result(self) -> dict[str, Any]:
-        for name in self.implied:
+        for name in sorted(self.implied):  # after the declared ones, by name
             if name not in self.providers:
                 self._require(name, "", "")
         return {
