@@ -64,7 +64,7 @@ def test_providers_lists_the_system_then_required_providers(client, publish, adm
     assert body["providers"] == ["aws", "random", "cloudflare", "legacy", "mycorp", "tls"]
     assert body["root"]["required_version"] == "< 2.0.0, >= 1.5.0"
     assert body["root"]["provider_dependencies"][0] == {
-        "name": "aws", "namespace": "hashicorp", "source": "hashicorp/aws", "version": "< 6.0, >= 5.0"}
+        "name": "aws", "namespace": "hashicorp", "source": "hashicorp/aws", "version": ">= 5.0, < 6.0"}
 
 
 def test_unreadable_hcl_publishes_and_the_api_says_where(client, publish, admin_token):

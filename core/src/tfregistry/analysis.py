@@ -151,6 +151,12 @@ def _parse_hcl(text: str) -> dict[str, Any]:
     return hcl2.serialize(hcl2.parses(text, discard_comments=True), serialization_options=options)
 
 
+def _warm_parser() -> None:
+    from hcl2.parser import parser
+
+    parser()
+
+
 def _terminal_text(name: str) -> str:
     """A grammar terminal as the user would type it (``RSQB`` -> ``']'``) where it is a literal."""
     if name == "NL_OR_COMMENT":
@@ -203,6 +209,7 @@ def _load(ctx: _Context, path: str, data: bytes) -> tuple[dict[str, Any], bool] 
             ctx.problem(path, "invalid Terraform JSON: the top level must be an object")
             return None
         return parsed, True
+    _warm_parser()  # building the grammar (once per process) is not the file's time
     remaining = ctx.deadline - time.monotonic()
     if remaining <= 0:
         ctx.problem(path, f"not analysed: analysis ran out of time ({ctx.limits.max_seconds:g} s in all)")
@@ -373,13 +380,14 @@ class _Doc:
     providers: dict[str, dict[str, str]] = field(default_factory=dict)
     implied: set[str] = field(default_factory=set)  # local names used by resources or provider blocks
     sourced: set[str] = field(default_factory=set)  # local names whose source was written
+    required_providers_blocks: int = 0
     resources: list[dict[str, str]] = field(default_factory=list)
     data_sources: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, ctx: _Context, path: str, parsed: dict[str, Any], json_syntax: bool) -> None:
         """Add what one parsed file declares."""
         for _, body in _blocks(parsed.get("terraform"), 0):
-            self._terraform(body)
+            self._terraform(ctx, path, body)
         for (name,), body in _blocks(parsed.get("variable"), 1):
             if name in self.inputs:
                 ctx.problem(path, f"variable {name!r} is declared more than once; the first is documented")
@@ -412,11 +420,15 @@ class _Doc:
         for (name,), _ in _blocks(parsed.get("provider"), 1):
             self._imply(name)
 
-    def _terraform(self, body: dict[str, Any]) -> None:
+    def _terraform(self, ctx: _Context, path: str, body: dict[str, Any]) -> None:
         version = body.get("required_version")
         if isinstance(version, str) and version and version not in self.required_versions:
             self.required_versions.append(version)
         for _, block in _blocks(body.get("required_providers"), 0):
+            self.required_providers_blocks += 1
+            if self.required_providers_blocks == 2:
+                ctx.problem(path, "a second required_providers block: Terraform accepts only one per module;"
+                                  " the requirements are merged here")
             for name, requirement in block.items():
                 if name == "//":
                     continue
