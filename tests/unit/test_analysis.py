@@ -123,6 +123,7 @@ def test_readmes_and_changelog_are_capped():
     result = analyse_module_archive(io.BytesIO(archive), ArchiveLimits(max_readme_bytes=10))
     assert result["changelog"] == "c" * 10
     assert result["submodules"][0]["readme"] == "r" * 10
+    assert result["submodules"][0]["files"] == ["main.tf"] and result["problems"] == []  # an empty file is fine
 
 
 def terraform_view(directory: Path) -> dict[str, Any] | None:

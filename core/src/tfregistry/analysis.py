@@ -101,9 +101,11 @@ def _wanted(name: str) -> str | None:
     return None
 
 
-def _decode(data: bytes, truncated: bool) -> str:
+def _capped_text(data: bytes, limits: ArchiveLimits) -> str:
+    """A README or changelog as text (invalid UTF-8 replaced), cut at ``limits.max_readme_bytes``."""
+    truncated = len(data) > limits.max_readme_bytes
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-    return decoder.decode(data, final=not truncated)
+    return decoder.decode(data[: limits.max_readme_bytes], final=not truncated)  # a cut character is dropped
 
 
 # --- parsing, bounded in time ----------------------------------------------------------------------
@@ -534,6 +536,10 @@ def analyse_module_archive(
     for name in names:
         if _wanted(name) == "tf":
             by_dir.setdefault(posixpath.dirname(name), []).append(posixpath.basename(name))
+    readmes: dict[str, bytes] = {}
+    for name, (data, _) in report.collected.items():
+        if _wanted(name) == "readme":
+            readmes.setdefault(posixpath.dirname(name), data)
     docs: dict[str, dict[str, Any]] = {}
     for folder in _documented_dirs(names):
         doc = _Doc(folder)
@@ -543,25 +549,21 @@ def analyse_module_archive(
             if _OVERRIDE_RE.search(base):
                 ctx.problem(path, "override files are not merged into the documentation; this one was skipped")
                 continue
-            if path not in report.collected:
+            if sizes[path] and path not in report.collected:
                 too_big = sizes[path] > alimits.max_file_bytes
                 ctx.problem(path, f"not analysed: the file is {sizes[path]} bytes, more than {alimits.max_file_bytes}"
                             if too_big else f"not analysed: the module's Terraform files exceed"
                             f" {alimits.max_total_bytes} bytes in all")
                 continue
-            loaded = _load(ctx, path, report.collected[path][0])
+            loaded = _load(ctx, path, report.collected.get(path, (b"", 0))[0])  # an empty file is not kept
             if loaded is not None:
                 doc.add(ctx, path, *loaded)
         docs[folder] = doc.result()
-        readme = next((report.collected[n] for n in report.collected
-                       if posixpath.dirname(n) == folder and _wanted(n) == "readme"), None)
-        if readme is not None and folder:
-            docs[folder]["readme"] = _decode(readme[0][: limits.max_readme_bytes],
-                                             len(readme[0]) > limits.max_readme_bytes)
+        if folder in readmes:
+            docs[folder]["readme"] = _capped_text(readmes[folder], limits)
     changelog = next((v for n, v in report.collected.items() if _wanted(n) == "changelog"), None)
     if changelog is not None:
-        result["changelog"] = _decode(changelog[0][: limits.max_readme_bytes],
-                                      len(changelog[0]) > limits.max_readme_bytes)
+        result["changelog"] = _capped_text(changelog[0], limits)
     result["root"] = docs.pop("")
     result["submodules"] = [doc for path, doc in docs.items() if path.startswith("modules/")]
     result["examples"] = [doc for path, doc in docs.items() if path.startswith("examples/")]
