@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from tfregistry import semver
-from tfregistry.analysis import ANALYZER_VERSION, analyse_module_archive
+from tfregistry.analysis import analyse_module_archive, failed_analysis
 from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive
 from tfregistry.interfaces import CHUNK_SIZE, HashingReader, StorageBackend
 from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
@@ -165,9 +165,7 @@ def analyse(archive: BinaryIO, limits: ArchiveLimits, label: str) -> dict[str, A
         return analyse_module_archive(archive, limits)
     except Exception as exc:
         log.exception("analysis of module %s failed", label)
-        return {"analyzer": ANALYZER_VERSION, "root": None, "submodules": [], "examples": [], "changelog": None,
-                "problems": [{"path": "", "line": None, "column": None,
-                              "message": f"analysis failed: {type(exc).__name__}: {exc}"}]}
+        return failed_analysis(f"analysis failed: {type(exc).__name__}: {exc}")
 
 
 def _hash_and_inspect(fileobj: BinaryIO, limits: ArchiveLimits) -> tuple[str, int, str | None]:
