@@ -27,7 +27,6 @@ from tfregistry.api import (
     version_field,
 )
 from tfregistry.api import MODULE_SYSTEM as SYSTEM
-from tfregistry.archives import ArchiveLimits
 from tfregistry.models import ModuleVersion
 from tfregistry.protocol import register_error_handlers
 from tfregistry.services import ServiceError
@@ -150,15 +149,6 @@ def upload_limit(setting: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return decorator
 
 
-def archive_limits(settings: Any) -> ArchiveLimits:
-    """The limits on what a module archive may unpack to (files, bytes, compression ratio)."""
-    return ArchiveLimits(
-        max_files=settings["limits.module_max_files"],
-        max_uncompressed_bytes=settings["limits.module_uncompressed_max_bytes"],
-        max_compression_ratio=settings["limits.max_compression_ratio"],
-    )
-
-
 def publish_upload(session: Session, form: dict[str, Any]) -> svc.PublishResult:
     """Publish the module of a loaded :class:`PublishForm` (``archive``: the uploaded file) as the caller,
     after the size cap and the permission check; the API and the web UI's form both call it."""
@@ -174,7 +164,7 @@ def publish_upload(session: Session, form: dict[str, Any]) -> svc.PublishResult:
     return svc.publish_module(
         session, registry.storage, actor,
         namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
-        archive=stream, limits=archive_limits(settings), description=form["description"],
+        archive=stream, limits=svc.archive_limits(settings), description=form["description"],
     )
 
 
