@@ -19,6 +19,7 @@ import stat
 import tarfile
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -444,3 +445,52 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
         readme_truncated=readme_truncated,
         has_root_tf=has_root_tf,
     )
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """A file read back from a stored module archive by :func:`read_archive_files`."""
+
+    name: str
+    data: bytes
+    #: Whether ``data`` was cut at the per-file cap.
+    truncated: bool
+    size: int
+
+
+def read_archive_files(fileobj: BinaryIO, wanted: Callable[[str], bool], *, max_file_bytes: int = 256 * 1024,
+                       max_total_bytes: int = 1024**2, max_files: int = 200,
+                       limits: ArchiveLimits | None = None) -> list[ArchiveFile]:
+    """Regular files of a module archive whose name (without a leading ``./``) ``wanted`` accepts, in
+    archive order: each cut at ``max_file_bytes``, at most ``max_files`` of them and ``max_total_bytes``
+    kept in all.  For display (the web UI's example code, README images): nothing is extracted, and
+    decompression stops at ``limits.max_uncompressed_bytes`` (the archive was validated at publish, but
+    is not trusted here either).  Raises :class:`ArchiveError` when the archive cannot be read."""
+    limits = limits or ArchiveLimits()
+    stream = _GunzipStream(fileobj)
+    stream.max_ratio = limits.max_compression_ratio
+    stream.ratio_floor = limits.compression_ratio_floor
+    stream.limit = limits.max_uncompressed_bytes + limits.max_files * _HEADER_BUDGET
+    stream.limit_message = "archive is larger than allowed uncompressed"
+    found: list[ArchiveFile] = []
+    kept_total = 0
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = _member_name(member, limits)
+                if not name or not wanted(name):
+                    continue
+                budget = min(max_file_bytes, max_total_bytes - kept_total)
+                if budget <= 0 or len(found) >= max_files:
+                    break
+                data = tar.extractfile(member)
+                chunk = data.read(budget) if data is not None else b""
+                kept_total += len(chunk)
+                found.append(ArchiveFile(name, chunk, member.size > len(chunk), member.size))
+    except ArchiveError:
+        raise
+    except (tarfile.TarError, ValueError, EOFError) as exc:
+        raise ArchiveError(f"archive cannot be read ({exc})") from exc
+    return found
