@@ -140,8 +140,12 @@ def module_page(ns: str, name: str, system: str, version: str | None = None, tab
     picked = request.args.get("version")
     if picked and version is None:  # the version picker without JavaScript: a GET form
         wanted_tab = request.args.get("tab") or None
-        return redirect(url_for(".module_page", ns=ns, name=name, system=system, version=picked,
-                                tab=wanted_tab if wanted_tab and wanted_tab != "readme" else None))
+        wanted_tab = wanted_tab if wanted_tab and wanted_tab != "readme" else None
+        kind, part = request.args.get("kind"), request.args.get("part")
+        if kind in DIRECTORY and part:  # the same submodule or example in the other version
+            return redirect(url_for(".part_page", ns=ns, name=name, system=system, version=picked, kind=kind,
+                                    part=part, tab=wanted_tab))
+        return redirect(url_for(".module_page", ns=ns, name=name, system=system, version=picked, tab=wanted_tab))
     if version is not None and tab is None and not _is_version(version):
         version, tab = None, version  # /modules/ns/name/system/<tab>: a tab of the latest version
     with current_registry().db.session() as session:
