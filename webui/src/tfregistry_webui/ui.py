@@ -131,7 +131,7 @@ def secure(response: Any) -> Any:
     if response.mimetype == "text/html":
         headers["Content-Security-Policy"] = content_security_policy()
         headers.setdefault("Cache-Control", "no-cache")
-        headers["Vary"] = "Cookie"
+        response.vary.update(("Cookie", "Authorization"))  # pages differ by who is asking
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Referrer-Policy"] = "same-origin"
     headers["X-Frame-Options"] = "DENY"
