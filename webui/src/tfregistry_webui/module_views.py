@@ -78,7 +78,10 @@ def version_rows(session: Session, module: Module) -> list[dict[str, Any]]:
     """Every version, highest first, with what the picker and the Versions tab show."""
     ordered = svc.sorted_versions(module.versions)
     latest = svc.latest_version(module)
-    counts = svc.download_counts(session, [mv.id for mv in ordered])
+    ids = [mv.id for mv in ordered]
+    counts = svc.download_counts(session, ids)
+    for version_id, pending in current_registry().downloads.pending_counts(ids).items():
+        counts[version_id] = counts.get(version_id, 0) + pending  # counted, not yet written (as the API does)
     return [{"mv": mv, "latest": latest is not None and mv.id == latest.id, "downloads": counts.get(mv.id, 0)}
             for mv in ordered]
 
@@ -239,7 +242,8 @@ def example_files(mv: ModuleVersion, module: Module, part: str) -> list[dict[str
         fh.close()
     address = address_of(module)
     files = []
-    for item in found:
+    # the configuration first, then notes and variable files
+    for item in sorted(found, key=lambda f: (not f.name.endswith((".tf", ".tofu", ".tf.json")), f.name)):
         text = item.data.decode("utf-8", errors="replace")
         if item.name.endswith((".tf", ".tofu")):
             text = provision.rewrite_example_sources(text, example_dir=directory, address=address, version=mv.version)
