@@ -46,6 +46,8 @@ ERROR_TITLES = {
     403: "Not allowed",
     404: "Page not found",
     405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
     500: "Something went wrong",
     503: "Temporarily unavailable",
 }
@@ -89,9 +91,15 @@ def init_app(app: Flask, registry: Registry, api: Api) -> None:
 
     def unmatched(error: HTTPException) -> Any:
         """A 404 or 405 for a URL no route matched: the HTML page for browsers outside the
-        protocol and API prefixes, else the core's JSON answer, unchanged."""
+        protocol and API prefixes.  Anything else is answered as without the web UI: by the
+        blueprint's own handler for the exception's class if it has one, else the core's JSON."""
         if request.url_rule is None and wants_html():
             return error_page(error.code or 404)
+        for name in request.blueprints:
+            handlers = app.error_handler_spec[name][None]
+            for cls in type(error).__mro__:
+                if cls in handlers:
+                    return handlers[cls](error)
         return api.handle_http_exception(error)
 
     app.register_error_handler(404, unmatched)
