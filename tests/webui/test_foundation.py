@@ -168,3 +168,10 @@ def test_without_the_web_ui_the_core_answers_as_before(app_factory):
     assert root.status_code == 404 and root.is_json
     assert client.get("/modules", headers=HTML).is_json
     assert client.get("/.well-known/terraform.json").status_code == 200
+
+
+def test_highlight_stylesheet_is_linked_and_served(client):
+    html = client.get("/").get_data(as_text=True)
+    href = re.search(r'href="(/-/highlight/[^"]+\.css)"', html).group(1)
+    response = client.get(href)
+    assert response.status_code == 200 and response.mimetype == "text/css"

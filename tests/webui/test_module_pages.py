@@ -166,6 +166,7 @@ def test_archive_files_are_served_safely(client, published):
     png = client.get(f"{BASE}/1.1.0/files/docs/diagram.png", headers=published)
     assert png.status_code == 200 and png.mimetype == "image/png"
     assert "sandbox" in png.headers["Content-Security-Policy"]
+    assert client.get(f"{BASE}/1.1.0/files/examples/complete/main.tf", headers=published).mimetype == "text/plain"
     html = client.get(f"{BASE}/1.1.0/files/docs/notes.html", headers=published)
     assert html.status_code == 200 and html.mimetype == "text/plain"
     assert html.headers["X-Content-Type-Options"] == "nosniff"

@@ -55,10 +55,11 @@ DIRECTORY = {"submodules": "modules", "examples": "examples"}
 EXAMPLE_SUFFIXES = (".tf", ".tf.json", ".tofu", ".tfvars", ".tfvars.json", ".md", ".hcl", ".txt")
 #: Archive files served to the README (images and text), at most this big.
 FILE_MAX_BYTES = 1024**2
-#: Files of an archive can never act as a page of this site (an SVG with a script stays inert).
+#: Files of an archive can never act as a page of this site.
 FILE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+#: Images served as themselves; anything else (SVG and HTML included: they can hold scripts) as plain text.
 SAFE_FILE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-                   ".webp": "image/webp", ".svg": "image/svg+xml"}
+                   ".webp": "image/webp"}
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -308,8 +309,9 @@ def compare(ns: str, name: str, system: str, spec: str | None = None) -> Any:
 
 @bp.get("/modules/<ns>/<name>/<system>/<version>/files/<path:path>")
 def archive_file(ns: str, name: str, system: str, version: str, path: str) -> Any:
-    """A file inside the version's archive, for README links and images: images with their type, anything
-    else as plain text; at most :data:`FILE_MAX_BYTES`; never HTML."""
+    """A file inside the version's archive, for README links and images (the ``link_base`` given to
+    :func:`~tfregistry_webui.markdown.render_markdown`): PNG, JPEG, GIF and WebP images with their type,
+    anything else as plain text; at most :data:`FILE_MAX_BYTES`; never HTML, SVG or script."""
     with current_registry().db.session() as session:
         mv = svc.version_of(readable_module(session, ns, name, system), version)
         key = mv.storage_key
@@ -333,7 +335,6 @@ def archive_file(ns: str, name: str, system: str, version: str, path: str) -> An
     mimetype = SAFE_FILE_TYPES.get(suffix) or "text/plain"
     response = make_response(item.data)
     response.headers["Content-Type"] = mimetype + ("; charset=utf-8" if mimetype == "text/plain" else "")
-    # an SVG opened on its own cannot run anything; nothing is rendered as a page of this origin
     response.headers["Content-Security-Policy"] = FILE_CSP
     response.headers["Content-Disposition"] = "inline" if suffix in SAFE_FILE_TYPES else \
         f'inline; filename="{posixpath.basename(wanted)}"'

@@ -217,6 +217,7 @@ def layout_context(*, careful: bool = False) -> dict[str, Any]:
         "site_name": settings["webui.site_name"],
         "logo_url": settings["webui.logo_url"] or static_url("logo.svg"),
         "theme_url": url_for("tfr_webui.theme", digest=_digest(theme)) if theme else None,
+        "highlight_url": url_for("tfr_webui.highlight_css", stamp=STATIC_STAMP),
         "identity": identity,
         "signed_in": not identity.anonymous,
         "user_label": display_name(identity),
@@ -273,6 +274,22 @@ def theme(digest: str) -> Any:
     response = make_response(THEME_CSS.format(color=color))
     response.mimetype = "text/css"
     if digest == _digest(color):
+        response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}, immutable"
+    return response
+
+
+@bp.get("/-/highlight/<stamp>.css")
+def highlight_css(stamp: str) -> Any:
+    """The stylesheet of highlighted code in READMEs, when the Markdown renderer provides one
+    (``markdown.pygments_css()``); an empty stylesheet otherwise."""
+    from flask import make_response
+
+    from tfregistry_webui import markdown
+
+    css = markdown.pygments_css() if hasattr(markdown, "pygments_css") else ""
+    response = make_response(css)
+    response.mimetype = "text/css"
+    if stamp == STATIC_STAMP:
         response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}, immutable"
     return response
 
