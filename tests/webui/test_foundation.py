@@ -156,6 +156,8 @@ def test_module_list_filters_sorts_and_pages(client, publish, admin_token):
     assert "acme/gamma/aws" in second and 'rel="prev"' in second
     assert "delta" in assert_page(client.get("/modules?system=azurerm", headers=auth_header))
     assert "alpha" not in assert_page(client.get("/modules?namespace=other", headers=auth_header))
+    assert "delta" in assert_page(client.get("/modules?provider=hashicorp/azurerm", headers=auth_header))
+    assert "delta" not in assert_page(client.get("/modules?provider=aws", headers=auth_header))
     recent = assert_page(client.get("/modules?sort=recent", headers=auth_header))
     assert recent.index("other/delta") < recent.index("acme/alpha")
     found = assert_page(client.get("/modules?q=gam", headers=auth_header))

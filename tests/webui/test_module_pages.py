@@ -208,6 +208,8 @@ def test_hidden_namespace_is_the_same_404_page_as_a_missing_one(ui_factory):
                                                                                  404)
     assert "blue-ns" not in assert_page(site.get("/modules", red))
     assert "red-ns/network/aws" in assert_page(site.get("/modules", red))
+    by_org = assert_page(site.get("/modules?organization=blue", site.admin))
+    assert "blue-ns/network/aws" in by_org and "red-ns" not in by_org and 'id="f-org"' in by_org
     assert "blue-ns" not in assert_page(site.get("/", red))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace, Provider
+from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace, Organization, Provider
 from tfregistry.services import modules as module_svc
 
 #: Sort orders of the module list; ``relevance`` only applies with a query.
@@ -76,14 +76,29 @@ def module_downloads(session: Session, module_ids: list[int]) -> dict[int, int]:
 
 
 def search_modules(session: Session, readable: Select, *, q: str | None, namespace: str | None,
-                   system: str | None, sort: str, offset: int, limit: int) -> Page:
-    """The module list and search of the web UI: ONE place to switch to full-text search.
+                   system: str | None, organization: str | None, provider: str | None, sort: str, offset: int,
+                   limit: int) -> Page:
+    """The module list and search of the web UI: the ONE place that switches to full-text search.
 
-    Today it filters with :func:`tfregistry.services.modules.module_query` (name, namespace and
-    description substrings) and sorts here; the full-text ``services.modules.search_modules`` replaces
-    the body when it lands, with the same arguments.
+    Same arguments as the full-text ``search_modules`` service (issue #12's search), which replaces
+    the body when it lands::
+
+        found = search.search_modules(session, readable, q=q, namespace=namespace, system=system,
+                                      organization=organization, provider=provider, sort=sort,
+                                      offset=offset, limit=limit)
+        return Page(found.modules, offset, limit, found.has_more)
+
+    Until then it filters with :func:`tfregistry.services.modules.module_query` (substrings of the
+    name, namespace and description); ``provider`` matches the module's system (what the full-text
+    search also falls back to for a module without analysis) and ``relevance`` sorts by name.
     """
-    stmt = module_svc.module_query(readable, namespace=namespace or None, system=system or None, q=q or None)
+    stmt = module_svc.module_query(readable, namespace=namespace or None, q=q or None,
+                                   system=system or (provider.rsplit("/", 1)[-1].lower() if provider else None))
+    if system and provider and system != provider.rsplit("/", 1)[-1].lower():
+        return Page([], offset, limit, False)
+    if organization:
+        stmt = stmt.join(Organization, Organization.id == Namespace.organization_id).where(
+            Organization.name == organization)
     stmt = stmt.order_by(None)
     if sort == "downloads":
         totals = _download_totals()
