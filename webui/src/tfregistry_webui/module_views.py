@@ -72,6 +72,7 @@ def readable_module(session: Session, ns: str, name: str, system: str) -> Module
 
 
 def address_of(module: Module) -> str:
+    """``host/namespace/name/system``, as typed in a ``source`` argument."""
     return f"{registry_host()}/{module.namespace.name}/{module.name}/{module.system}"
 
 
@@ -121,6 +122,7 @@ def module_plugin_tabs(mv: ModuleVersion) -> list[dict[str, Any]]:
 @bp.get("/modules/<ns>/<name>/<system>/<version>")
 @bp.get("/modules/<ns>/<name>/<system>/<version>/<tab>")
 def module_page(ns: str, name: str, system: str, version: str | None = None, tab: str | None = None) -> Any:
+    """A module version's page (the latest release without a version), one tab per URL."""
     picked = request.args.get("version")
     if picked and version is None:  # the version picker without JavaScript: a GET form
         wanted_tab = request.args.get("tab") or None
@@ -146,33 +148,41 @@ def module_page(ns: str, name: str, system: str, version: str | None = None, tab
 @bp.get("/modules/<ns>/<name>/<system>/<version>/<any(submodules, examples):kind>/<part>")
 @bp.get("/modules/<ns>/<name>/<system>/<version>/<any(submodules, examples):kind>/<part>/<tab>")
 def part_page(ns: str, name: str, system: str, version: str, kind: str, part: str, tab: str = "readme") -> Any:
+    """A submodule's or an example's page: the same tabs (an example adds Code), its own ``//`` address."""
     with current_registry().db.session() as session:
         module = readable_module(session, ns, name, system)
         mv = svc.version_of(module, version)
         return _render(session, module, mv, tab, kind, part)
 
 
+def _tab_list(base: dict[str, str], kind: str | None, part: str | None, analysis: dict[str, Any] | None,
+              doc: dict[str, Any] | None, extra_tabs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The page's tabs with their URLs and item counts (Changelog only when there is one)."""
+    if kind is None:
+        available = [(t, label) for t, label in VERSION_TABS if t != "changelog" or (analysis or {}).get("changelog")]
+        available += [(t["id"], t["label"]) for t in extra_tabs]
+        tabs = [{"id": t, "label": label, "url": url_for(".module_page", **base, tab=None if t == "readme" else t)}
+                for t, label in available]
+    else:
+        available = EXAMPLE_TABS if kind == "examples" else PART_TABS
+        tabs = [{"id": t, "label": label, "url": url_for(".part_page", **base, kind=kind, part=part,
+                                                          tab=None if t == "readme" else t)} for t, label in available]
+    for t in tabs:
+        t["count"] = _count(t["id"], doc, analysis)
+    return tabs
+
+
 def _render(session: Session, module: Module, mv: ModuleVersion, tab: str, kind: str | None,
             part: str | None) -> Any:
+    """The module page (``kind`` ``None``) or a submodule's or example's page, showing ``tab``."""
     settings = current_registry().settings
     analysis = mv.analysis
     doc = _doc_for(analysis, kind, part)
     base = {"ns": module.namespace.name, "name": module.name, "system": module.system, "version": mv.version}
     extra_tabs = module_plugin_tabs(mv) if kind is None else []
-    if kind is None:
-        available = [(t, label) for t, label in VERSION_TABS if t != "changelog" or (analysis or {}).get("changelog")]
-        tabs = [{"id": t, "label": label, "url": url_for(".module_page", **base, tab=None if t == "readme" else t)}
-                for t, label in available]
-        tabs += [{"id": t["id"], "label": t["label"], "url": url_for(".module_page", **base, tab=t["id"])}
-                 for t in extra_tabs]
-    else:
-        available = EXAMPLE_TABS if kind == "examples" else PART_TABS
-        tabs = [{"id": t, "label": label, "url": url_for(".part_page", **base, kind=kind, part=part,
-                                                          tab=None if t == "readme" else t)} for t, label in available]
+    tabs = _tab_list(base, kind, part, analysis, doc, extra_tabs)
     if tab not in {t["id"] for t in tabs}:
         raise NotFound(f"no tab {tab!r} here")
-    for t in tabs:
-        t["count"] = _count(t["id"], doc, analysis)
     address = address_of(module)
     sub_path = f"{DIRECTORY[kind]}/{part}" if kind else ""
     source = f"{address}//{sub_path}" if sub_path else address
