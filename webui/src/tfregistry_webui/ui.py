@@ -194,12 +194,20 @@ def static_url(filename: str) -> str:
     return url_for("tfr_webui.static_file", stamp=STATIC_STAMP, filename=filename)
 
 
-def nav_entries(identity: auth.Identity) -> list[dict[str, str]]:
-    """Modules, Providers, then what plugins add (``tfr_webui_nav_entries``)."""
+def nav_entries(identity: auth.Identity, *, careful: bool = False) -> list[dict[str, str]]:
+    """Modules, Providers, then what plugins add (``tfr_webui_nav_entries``; on an error page, a plugin
+    that fails is left out rather than failing the page)."""
     entries = [{"label": "Modules", "url": url_for("tfr_webui.modules")},
                {"label": "Providers", "url": url_for("tfr_webui.providers")}]
     registry = current_registry()
-    for result in registry.hooks.tfr_webui_nav_entries(registry=registry, identity=identity):
+    try:
+        results = registry.hooks.tfr_webui_nav_entries(registry=registry, identity=identity)
+    except Exception:
+        if not careful:
+            raise
+        log.warning("a tfr_webui_nav_entries implementation failed on an error page", exc_info=True)
+        results = []
+    for result in results:
         for entry in result or ():
             if entry.get("label") and entry.get("url"):
                 entries.append({"label": str(entry["label"]), "url": str(entry["url"])})
@@ -221,7 +229,7 @@ def layout_context(*, careful: bool = False) -> dict[str, Any]:
         "identity": identity,
         "signed_in": not identity.anonymous,
         "user_label": display_name(identity),
-        "nav": nav_entries(identity),
+        "nav": nav_entries(identity, careful=careful),
         "sign_in_url": sign_in_url() if identity.anonymous else None,
         "static_url": static_url,
         "csrf_token": _csrf_token,
