@@ -234,3 +234,9 @@ def test_hook_tfr_webui_module_tabs(ui_factory):
     assert "&lt;b&gt;escaped&lt;/b&gt;" in assert_page(client.get(f"{BASE}/1.0.0/plain", headers=bearer(token)))
     assert "Clash" not in page and "Bad Id" not in page
     assert ("acme/network/aws", "1.0.0", "site") in seen
+
+
+def test_a_caller_without_the_read_scope_gets_the_403_page(app, client, published):
+    token = new_token(app, "providers:read")
+    page = assert_page(client.get(f"{BASE}/1.1.0", headers=bearer(token)), 403)
+    assert "Not allowed" in page and "may not read modules" in page
