@@ -62,7 +62,7 @@ def test_tab_contents(client, published):
     readme = assert_page(client.get(f"{BASE}/1.1.0", headers=published))
     assert "Builds a VPC." in readme
     changelog = assert_page(client.get(f"{BASE}/1.1.0/changelog", headers=published))
-    assert "## 1.1.0" in changelog
+    assert "Added the region selector" in changelog
 
 
 def test_latest_release_is_the_default_and_tabs_work_without_a_version(client, published):
