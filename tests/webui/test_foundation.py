@@ -135,3 +135,45 @@ def test_webui_settings_are_declared(tmp_path):
     assert settings["webui.site_name"] == "Terraform Registry"
     assert settings["webui.version_constraint_template"] == "~> {major}.{minor}"
     assert settings["webui.token_sign_in"] is True
+
+
+def test_namespace_page_lists_modules_and_providers_with_the_owner(client, publish, admin_token):
+    publish(namespace="acme", name="vpc")
+    html = assert_page(client.get("/namespaces/acme", headers={"Authorization": f"Bearer {admin_token}"}))
+    assert "acme/vpc/aws" in html and "Organization" in html and "Providers (0)" in html
+    assert_page(client.get("/namespaces/nobody", headers={"Authorization": f"Bearer {admin_token}"}), 404)
+
+
+def test_module_list_filters_sorts_and_pages(client, publish, admin_token):
+    auth_header = {"Authorization": f"Bearer {admin_token}"}
+    for name in ("alpha", "beta", "gamma"):
+        publish(namespace="acme", name=name)
+    publish(namespace="other", name="delta", system="azurerm")
+    everything = assert_page(client.get("/modules?sort=name&limit=2", headers=auth_header))
+    assert "acme/alpha/aws" in everything and "acme/beta/aws" in everything and "gamma" not in everything
+    assert 'rel="next"' in everything
+    second = assert_page(client.get("/modules?sort=name&limit=2&offset=2", headers=auth_header))
+    assert "acme/gamma/aws" in second and 'rel="prev"' in second
+    assert "delta" in assert_page(client.get("/modules?system=azurerm", headers=auth_header))
+    assert "alpha" not in assert_page(client.get("/modules?namespace=other", headers=auth_header))
+    assert "delta" in assert_page(client.get("/modules?provider=hashicorp/azurerm", headers=auth_header))
+    assert "delta" not in assert_page(client.get("/modules?provider=aws", headers=auth_header))
+    recent = assert_page(client.get("/modules?sort=recent", headers=auth_header))
+    assert recent.index("other/delta") < recent.index("acme/alpha")
+    found = assert_page(client.get("/modules?q=gam", headers=auth_header))
+    assert "acme/gamma/aws" in found and "alpha" not in found and '<option value="relevance" selected>' in found
+
+
+def test_without_the_web_ui_the_core_answers_as_before(app_factory):
+    client = app_factory().test_client()  # only the local storage plugin: no web UI
+    root = client.get("/", headers=HTML)
+    assert root.status_code == 404 and root.is_json
+    assert client.get("/modules", headers=HTML).is_json
+    assert client.get("/.well-known/terraform.json").status_code == 200
+
+
+def test_highlight_stylesheet_is_linked_and_served(client):
+    html = client.get("/").get_data(as_text=True)
+    href = re.search(r'href="(/-/highlight/[^"]+\.css)"', html).group(1)
+    response = client.get(href)
+    assert response.status_code == 200 and response.mimetype == "text/css"

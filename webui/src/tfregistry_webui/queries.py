@@ -14,7 +14,6 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace, Provider
-from tfregistry.services import modules as module_svc
 
 #: Sort orders of the module list; ``relevance`` only applies with a query.
 MODULE_SORTS = {"name": "Name", "downloads": "Most downloaded", "recent": "Recently published"}
@@ -36,7 +35,7 @@ def counts(session: Session, readable_modules: Select, readable_providers: Selec
     versions = session.scalar(select(func.count()).select_from(ModuleVersion).join(Module)
                               .where(Module.namespace_id.in_(readable_modules)))
     providers = session.scalar(select(func.count()).select_from(Provider)
-                               .where(Provider.namespace_id.in_(readable_providers)))
+                               .where(Provider.namespace_id.in_(readable_providers), Provider.versions.any()))
     return {"modules": modules or 0, "versions": versions or 0, "providers": providers or 0}
 
 
@@ -76,34 +75,23 @@ def module_downloads(session: Session, module_ids: list[int]) -> dict[int, int]:
 
 
 def search_modules(session: Session, readable: Select, *, q: str | None, namespace: str | None,
-                   system: str | None, sort: str, offset: int, limit: int) -> Page:
-    """The module list and search of the web UI: ONE place to switch to full-text search.
+                   system: str | None, organization: str | None, provider: str | None, sort: str, offset: int,
+                   limit: int) -> Page:
+    """The module list and search of the web UI: :func:`tfregistry.services.search.search_modules`
+    (the full-text index, the same service as ``GET /api/v1/modules``) as a :class:`Page`."""
+    from tfregistry.services import search
 
-    Today it filters with :func:`tfregistry.services.modules.module_query` (name, namespace and
-    description substrings) and sorts here; the full-text ``services.modules.search_modules`` replaces
-    the body when it lands, with the same arguments.
-    """
-    stmt = module_svc.module_query(readable, namespace=namespace or None, system=system or None, q=q or None)
-    stmt = stmt.order_by(None)
-    if sort == "downloads":
-        totals = _download_totals()
-        stmt = stmt.outerjoin(totals, totals.c.module_id == Module.id).order_by(
-            func.coalesce(totals.c.downloads, 0).desc(), Namespace.name, Module.name, Module.system)
-    elif sort == "recent":
-        newest = (select(ModuleVersion.module_id.label("module_id"),
-                         func.max(ModuleVersion.published_at).label("at"))
-                  .group_by(ModuleVersion.module_id).subquery())
-        stmt = stmt.outerjoin(newest, newest.c.module_id == Module.id).order_by(
-            newest.c.at.desc(), Namespace.name, Module.name, Module.system)
-    else:
-        stmt = stmt.order_by(Namespace.name, Module.name, Module.system)
-    rows = list(session.scalars(stmt.offset(offset).limit(limit + 1)).unique())
-    return Page(rows[:limit], offset, limit, len(rows) > limit)
+    found = search.search_modules(session, readable, q=q or None, namespace=namespace or None,
+                                  system=system or None, organization=organization or None,
+                                  provider=provider or None, sort=sort, offset=offset, limit=limit)
+    return Page(found.modules, offset, limit, found.has_more)
 
 
 def provider_query(readable: Select, *, namespace: str | None = None) -> Select[tuple[Provider]]:
-    """Providers the caller may read (the registry's own and mirrored ones), by namespace and type."""
-    stmt = (select(Provider).join(Provider.namespace).where(Provider.namespace_id.in_(readable))
+    """Providers with versions that the caller may read (the registry's own and mirrored ones), by namespace
+    and type."""
+    stmt = (select(Provider).join(Provider.namespace)
+            .where(Provider.namespace_id.in_(readable), Provider.versions.any())
             .options(selectinload(Provider.versions)).order_by(Namespace.name, Provider.type, Provider.hostname))
     if namespace:
         stmt = stmt.where(Namespace.name == namespace)

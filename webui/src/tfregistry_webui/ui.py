@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -45,6 +46,8 @@ ERROR_TITLES = {
     403: "Not allowed",
     404: "Page not found",
     405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
     500: "Something went wrong",
     503: "Temporarily unavailable",
 }
@@ -82,15 +85,21 @@ def init_app(app: Flask, registry: Registry, api: Api) -> None:
         # The application's loader is asked before any blueprint's: the site's files win.
         app.jinja_loader = ChoiceLoader([FileSystemLoader(str(templates_dir)),  # type: ignore[method-assign]
                                          *([app.jinja_loader] if app.jinja_loader else [])])
-    from tfregistry_webui import views  # noqa: F401  (registers the routes on bp)
+    from tfregistry_webui import module_views, provider_views, views  # noqa: F401  (their routes join bp)
 
     app.register_blueprint(bp)
 
     def unmatched(error: HTTPException) -> Any:
         """A 404 or 405 for a URL no route matched: the HTML page for browsers outside the
-        protocol and API prefixes, else the core's JSON answer, unchanged."""
+        protocol and API prefixes.  Anything else is answered as without the web UI: by the
+        blueprint's own handler for the exception's class if it has one, else the core's JSON."""
         if request.url_rule is None and wants_html():
             return error_page(error.code or 404)
+        for name in request.blueprints:
+            handlers = app.error_handler_spec[name][None]
+            for cls in type(error).__mro__:
+                if cls in handlers:
+                    return handlers[cls](error)
         return api.handle_http_exception(error)
 
     app.register_error_handler(404, unmatched)
@@ -131,7 +140,7 @@ def secure(response: Any) -> Any:
     if response.mimetype == "text/html":
         headers["Content-Security-Policy"] = content_security_policy()
         headers.setdefault("Cache-Control", "no-cache")
-        headers["Vary"] = "Cookie"
+        response.vary.update(("Cookie", "Authorization"))  # pages differ by who is asking
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Referrer-Policy"] = "same-origin"
     headers["X-Frame-Options"] = "DENY"
@@ -185,12 +194,20 @@ def static_url(filename: str) -> str:
     return url_for("tfr_webui.static_file", stamp=STATIC_STAMP, filename=filename)
 
 
-def nav_entries(identity: auth.Identity) -> list[dict[str, str]]:
-    """Modules, Providers, then what plugins add (``tfr_webui_nav_entries``)."""
+def nav_entries(identity: auth.Identity, *, careful: bool = False) -> list[dict[str, str]]:
+    """Modules, Providers, then what plugins add (``tfr_webui_nav_entries``; on an error page, a plugin
+    that fails is left out rather than failing the page)."""
     entries = [{"label": "Modules", "url": url_for("tfr_webui.modules")},
                {"label": "Providers", "url": url_for("tfr_webui.providers")}]
     registry = current_registry()
-    for result in registry.hooks.tfr_webui_nav_entries(registry=registry, identity=identity):
+    try:
+        results = registry.hooks.tfr_webui_nav_entries(registry=registry, identity=identity)
+    except Exception:
+        if not careful:
+            raise
+        log.warning("a tfr_webui_nav_entries implementation failed on an error page", exc_info=True)
+        results = []
+    for result in results:
         for entry in result or ():
             if entry.get("label") and entry.get("url"):
                 entries.append({"label": str(entry["label"]), "url": str(entry["url"])})
@@ -208,10 +225,11 @@ def layout_context(*, careful: bool = False) -> dict[str, Any]:
         "site_name": settings["webui.site_name"],
         "logo_url": settings["webui.logo_url"] or static_url("logo.svg"),
         "theme_url": url_for("tfr_webui.theme", digest=_digest(theme)) if theme else None,
+        "highlight_url": url_for("tfr_webui.highlight_css", stamp=STATIC_STAMP),
         "identity": identity,
         "signed_in": not identity.anonymous,
         "user_label": display_name(identity),
-        "nav": nav_entries(identity),
+        "nav": nav_entries(identity, careful=careful),
         "sign_in_url": sign_in_url() if identity.anonymous else None,
         "static_url": static_url,
         "csrf_token": _csrf_token,
@@ -264,6 +282,22 @@ def theme(digest: str) -> Any:
     response = make_response(THEME_CSS.format(color=color))
     response.mimetype = "text/css"
     if digest == _digest(color):
+        response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}, immutable"
+    return response
+
+
+@bp.get("/-/highlight/<stamp>.css")
+def highlight_css(stamp: str) -> Any:
+    """The stylesheet of highlighted code in READMEs, when the Markdown renderer provides one
+    (``markdown.pygments_css()``); an empty stylesheet otherwise."""
+    from flask import make_response
+
+    from tfregistry_webui import markdown
+
+    css = markdown.pygments_css() if hasattr(markdown, "pygments_css") else ""
+    response = make_response(css)
+    response.mimetype = "text/css"
+    if stamp == STATIC_STAMP:
         response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}, immutable"
     return response
 
@@ -336,6 +370,45 @@ def _register_error_pages() -> None:
 
 
 _register_error_pages()
+
+
+#: A plugin tab's id: it becomes a URL segment.
+PLUGIN_TAB_ID = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+def plugin_tabs(results: list[Any], reserved: set[str]) -> list[dict[str, Any]]:
+    """The tabs plugins returned (``tfr_webui_*_tabs``): well-formed ids not taken by a built-in tab or an
+    earlier plugin, each with a callable ``render``; the rest are dropped (and logged)."""
+    tabs: list[dict[str, Any]] = []
+    for result in results:
+        for tab in result or ():
+            tab_id = str(tab.get("id", ""))
+            if not PLUGIN_TAB_ID.match(tab_id) or tab_id in reserved or not callable(tab.get("render")) \
+                    or tab_id in {t["id"] for t in tabs}:
+                log.warning("ignoring a plugin tab with a bad or taken id, or no render(): %r", tab_id)
+                continue
+            tabs.append({"id": tab_id, "label": str(tab.get("label") or tab_id), "render": tab["render"]})
+    return tabs
+
+
+def is_version(text: str) -> bool:
+    """Whether a URL segment is a version (else it names a tab)."""
+    from tfregistry import semver
+
+    try:
+        semver.parse(text)
+    except semver.InvalidVersion:
+        return False
+    return True
+
+
+def registry_host() -> str:
+    """The host people type in ``source``: from ``public_url``, else the request's host."""
+    public = current_registry().settings["public_url"]
+    if public:
+        parts = urlsplit(public)
+        return parts.netloc + parts.path.rstrip("/")
+    return request.host
 
 
 def markup_or_escape(value: Any) -> Markup:

@@ -14,6 +14,7 @@ from tfregistry.services import NotFound, ServiceError
 from tfregistry.services import modules as module_svc
 from tfregistry.web import current_registry
 from tfregistry_webui import queries
+from tfregistry_webui.provider_views import latest_listed
 from tfregistry_webui.ui import bp, render_page
 
 PAGE_SIZE = 20
@@ -64,6 +65,8 @@ def modules() -> Any:
     q = request.args.get("q", "").strip()[:200]
     namespace = request.args.get("namespace", "").strip()
     system = request.args.get("system", "").strip()
+    organization = request.args.get("organization", "").strip()
+    provider = request.args.get("provider", "").strip()
     sort = request.args.get("sort", "relevance" if q else "name")
     if sort not in queries.MODULE_SORTS and not (sort == "relevance" and q):
         sort = "name"
@@ -71,13 +74,15 @@ def modules() -> Any:
     with current_registry().db.session() as session:
         readable = auth.readable_namespace_ids(session)
         page = queries.search_modules(session, readable, q=q, namespace=namespace, system=system,
-                                      sort=sort, offset=offset, limit=limit)
+                                      organization=organization if auth.multi_tenant() else None,
+                                      provider=provider, sort=sort, offset=offset, limit=limit)
         downloads = queries.module_downloads(session, [m.id for m in page.items])
         sorts = ({"relevance": "Relevance"} if q else {}) | queries.MODULE_SORTS
         return render_page("modules.html", page_title="Search modules" if q else "Modules", page=page,
                            rows=[(m, latest(m), downloads.get(m.id, 0)) for m in page.items],
                            links=page_links(page), q=q, namespace=namespace, system=system, sort=sort,
-                           sorts=sorts)
+                           sorts=sorts, organization=organization, provider=provider,
+                           multi_tenant=auth.multi_tenant())
 
 
 @bp.get("/providers")
@@ -87,8 +92,6 @@ def providers() -> Any:
     with current_registry().db.session() as session:
         readable = auth.readable_namespace_ids(session, "providers:read")
         page = queries.list_providers(session, readable, namespace=namespace, offset=offset, limit=limit)
-        from tfregistry_webui.provider_views import latest_listed
-
         rows = [(p, latest_listed(p)) for p in page.items]
         return render_page("providers.html", page_title="Providers", page=page, rows=rows,
                            links=page_links(page), namespace=namespace)
@@ -110,8 +113,6 @@ def namespace(ns: str) -> Any:
         readable_providers = auth.readable_namespace_ids(session, "providers:read")
         providers = list(session.scalars(queries.provider_query(readable_providers, namespace=ns)).unique())
         owner = session.get(Organization, found.organization_id) if found.organization_id else None
-        from tfregistry_webui.provider_views import latest_listed
-
         downloads = queries.module_downloads(session, [m.id for m in modules])
         return render_page("namespace.html", page_title=f"Namespace {ns}", ns=found, owner=owner,
                            multi_tenant=auth.multi_tenant(),
