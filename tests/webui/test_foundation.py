@@ -9,6 +9,7 @@ import pytest
 from tests.webui.conftest import assert_page
 from tfregistry import hookimpl
 from tfregistry.app import bootstrap
+from tfregistry.testing.plugin import build_module_archive
 
 HTML = {"Accept": "text/html"}
 
@@ -148,7 +149,9 @@ def test_module_list_filters_sorts_and_pages(client, publish, admin_token):
     auth_header = {"Authorization": f"Bearer {admin_token}"}
     for name in ("alpha", "beta", "gamma"):
         publish(namespace="acme", name=name)
-    publish(namespace="other", name="delta", system="azurerm")
+    azure = build_module_archive("delta", {"main.tf": 'resource "azurerm_resource_group" "rg" {\n'
+                                                      '  name     = "rg"\n  location = "westeurope"\n}\n'})
+    publish(namespace="other", name="delta", system="azurerm", archive=azure)
     everything = assert_page(client.get("/modules?sort=name&limit=2", headers=auth_header))
     assert "acme/alpha/aws" in everything and "acme/beta/aws" in everything and "gamma" not in everything
     assert 'rel="next"' in everything

@@ -123,18 +123,26 @@ def _with_deadline(func: Callable[[str], Any], text: str, seconds: float) -> Any
     left to finish on its own, as a daemon.
     """
     outcome: dict[str, Any] = {}
+    lock = threading.Lock()
 
     def run() -> None:
         try:
-            outcome["value"] = func(text)
-        except BaseException as exc:  # handed to the caller
+            try:
+                outcome["value"] = func(text)
+            finally:
+                with lock:  # from here on no exception is sent to this thread
+                    outcome["done"] = True
+        except BaseException as exc:  # handed to the caller (a _Timeout too: it can only arrive in here)
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, name="tfr-analysis-parse", daemon=True)
     thread.start()
     thread.join(max(seconds, 0.0))
-    if thread.is_alive() and thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Timeout))
+    with lock:
+        stop = "done" not in outcome and thread.ident is not None
+        if stop:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Timeout))
+    if stop:
         thread.join(5)
         raise _Timeout
     if "error" in outcome:
