@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace, Provider
+from tfregistry.models import DownloadTotal, Module, ModuleVersion, Namespace, Provider
+from tfregistry.services import modules as module_svc
 
 #: Sort orders of the module list; ``relevance`` only applies with a query.
 MODULE_SORTS = {"name": "Name", "downloads": "Most downloaded", "recent": "Recently published"}
@@ -47,15 +48,9 @@ def recently_published(session: Session, readable: Select, limit: int = 8) -> li
     ))
 
 
-def _download_totals() -> Any:
-    return (select(ModuleVersion.module_id.label("module_id"), func.count(DownloadEvent.id).label("downloads"))
-            .join(DownloadEvent, DownloadEvent.module_version_id == ModuleVersion.id)
-            .group_by(ModuleVersion.module_id).subquery())
-
-
 def most_downloaded(session: Session, readable: Select, limit: int = 8) -> list[tuple[Module, int]]:
     """Modules with the most downloads (all versions), most first."""
-    totals = _download_totals()
+    totals = module_svc.module_download_totals()
     rows = session.execute(
         select(Module, totals.c.downloads).join(totals, totals.c.module_id == Module.id)
         .where(Module.namespace_id.in_(readable)).order_by(totals.c.downloads.desc(), Module.name).limit(limit)
@@ -67,11 +62,9 @@ def module_downloads(session: Session, module_ids: list[int]) -> dict[int, int]:
     """Downloads of each module, all versions together."""
     if not module_ids:
         return {}
-    rows = session.execute(
-        select(ModuleVersion.module_id, func.count(DownloadEvent.id))
-        .join(DownloadEvent, DownloadEvent.module_version_id == ModuleVersion.id)
-        .where(ModuleVersion.module_id.in_(module_ids)).group_by(ModuleVersion.module_id))
-    return {module_id: count for module_id, count in rows}
+    rows = session.execute(select(DownloadTotal.module_id, func.sum(DownloadTotal.count))
+                           .where(DownloadTotal.module_id.in_(module_ids)).group_by(DownloadTotal.module_id))
+    return {module_id: int(count) for module_id, count in rows}
 
 
 def search_modules(session: Session, readable: Select, *, q: str | None, namespace: str | None,

@@ -444,6 +444,17 @@ class DownloadEvent(Base):
     user_agent: Mapped[str | None] = mapped_column(String(300))
 
 
+class DownloadTotal(Base):
+    """How many downloads a module version has had: kept with the events, read by lists and details."""
+
+    __tablename__ = "download_totals"
+
+    module_version_id: Mapped[int] = mapped_column(ForeignKey("module_versions.id", ondelete="CASCADE"),
+                                                   primary_key=True)
+    module_id: Mapped[int] = mapped_column(ForeignKey("modules.id", ondelete="CASCADE"), index=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
 class AuditEntry(Base):
     """Append-only audit log.  Database triggers refuse UPDATE and DELETE."""
 
