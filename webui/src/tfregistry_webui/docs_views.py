@@ -26,6 +26,7 @@ from tfregistry.services import provider_docs as docs_svc
 from tfregistry.services import providers as provider_svc
 from tfregistry.web import current_registry
 from tfregistry_webui import docs
+from tfregistry_webui.provider_views import readable_provider
 from tfregistry_webui.publish_views import _may_publish, _too_large
 from tfregistry_webui.ui import bp, render_page
 
@@ -52,8 +53,10 @@ def provider_docs_upload(ns: str, type_: str, version: str) -> Any:
     (``providers:write`` in the namespace, as the API)."""
     registry = current_registry()
     with registry.db.session() as session:
-        _, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+        # read first: a hidden namespace is the same 404 page as a missing one, as on the provider page
+        readable_provider(session, ns, type_, "")
         pv = provider_svc.get_version(session, ns, type_, version)
+        _, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
         values: dict[str, Any] = {
             "page_title": f"Documentation of {ns}/{type_} {pv.version}", "label": f"{ns}/{type_} {pv.version}",
             "max_bytes": registry.settings[SETTING], "errors": {}, "result": None,
