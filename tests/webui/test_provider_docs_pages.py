@@ -283,7 +283,10 @@ def test_page_target_reads_relative_and_legacy_links():
     assert docs.page_target("../d/x.html.markdown", "r/y.html.markdown") == ("data-sources", "x")
     assert docs.page_target("/docs/providers/foo/index.html", "r/y.html.markdown") == ("index", "index")
     assert docs.page_target("resources/x.md", "index.md") == ("resources", "x")
-    for bad in ("../../x.md", "/etc/x.md", "x.png", "../resources/sub/x.md", "..\\x.md", "../other/x.md"):
+    assert docs.page_target("../guides/start", "resources/y.md") == ("guides", "start")
+    assert docs.page_target("../index", "resources/y.md") == ("index", "index")
+    for bad in ("../../x.md", "/etc/x.md", "x.png", "../resources/sub/x.md", "..\\x.md", "../other/x.md", "..",
+                "../images/logo.svg", "../other/x"):
         assert docs.page_target(bad, "resources/y.md") is None, bad
 
 

@@ -38,7 +38,8 @@ Target = tuple[str, str]
 
 def page_target(path: str, current_path: str) -> Target | None:
     """``(category, slug)`` of the page a relative link points to, from the page at ``current_path``
-    (its path inside ``docs/``, e.g. ``resources/thing.md``); ``None`` when it points elsewhere."""
+    (its path inside ``docs/``, e.g. ``resources/thing.md``); ``None`` when it points elsewhere.  The link
+    names a Markdown file (:data:`PAGE_SUFFIXES`), or a page without a suffix (``../guides/start``)."""
     path = unquote(path)
     website = _WEBSITE_LINK.match(path)
     if website:
@@ -52,9 +53,9 @@ def page_target(path: str, current_path: str) -> Target | None:
     parts = rel.split("/")
     name = parts[-1]
     suffix = next((s for s in PAGE_SUFFIXES if name.lower().endswith(s)), None)
-    if suffix is None or len(parts) > 2:
-        return None
-    stem = name[: -len(suffix)]
+    if (suffix is None and "." in name) or len(parts) > 2:
+        return None  # another kind of file (an image), or not a page's place
+    stem = name[: -len(suffix)] if suffix else name  # ../guides/start: a page named without its suffix
     if len(parts) == 1:
         return ("index", "index") if stem.lower() == "index" else None
     category = FOLDERS.get(parts[0])
