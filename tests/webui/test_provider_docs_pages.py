@@ -304,3 +304,24 @@ def test_a_large_sidebar_lists_only_the_current_subcategory():
     assert [p["title"] for p in b["pages"] if p["current"]] == ["b 0800"]
     small = docs.sidebar([{**grouped[0], "subcategories": grouped[0]["subcategories"][:1]}], None, lambda c, s: "/")
     assert len(small[0]["subcategories"][0]["pages"]) == 300
+
+
+def test_a_large_provider_stays_under_the_page_weight(client, admin_token, provider):
+    """1,200 pages with long titles, a page of 150,000 characters of highlighted code, and 300 stray files:
+    every page stays under 200 KB (assert_page), the sidebar lists the current subcategory only."""
+    long = "x" * 60
+    pages = {f"docs/resources/{sub}_{n:04d}.md": (f'---\npage_title: "{sub}_{n:04d}_{long} Resource"\n'
+                                                  f'subcategory: "{sub.title()} {long}"\n---\n# r\n').encode()
+             for sub in ("alpha", "beta", "gamma") for n in range(400)}
+    big = b"```hcl\n" + b'resource "aws_instance" "x" { ami = "ami-123" }\n' * 3000 + b"```\n"
+    stray = {f"docs/stray/{n:03d}_{long}.txt": b"x" for n in range(300)}
+    archive = tgz({"docs/index.md": INDEX, "docs/resources/big.md": big, **pages, **stray}).getvalue()
+    assert upload(client, admin_token, io.BytesIO(archive)).status_code == 201
+    html = assert_page(client.get(f"{BASE}/docs/resources/beta_0200", headers=bearer(admin_token)))
+    nav = nav_of(html)
+    assert "beta_0200" in nav and "alpha_0001" not in nav and "Alpha " in nav  # collapsed: a link to its first page
+    assert f'href="{BASE}/docs/resources/alpha_0000"' in nav
+    assert "longer than" in assert_page(client.get(f"{BASE}/docs/resources/big", headers=bearer(admin_token)))
+    sign_in(client, admin_token)
+    preview = assert_page(post_form(client, "/publish/provider-docs/preview", io.BytesIO(archive)))
+    assert "1202 pages" in preview and preview.count("stray/") == 50 and "… 151 more lines" in preview

@@ -26,9 +26,14 @@ PAGE_SUFFIXES = (".html.markdown", ".html.md", ".markdown", ".md", ".html")
 #: The legacy website's absolute links: ``/docs/providers/<name>/r/thing.html``.
 _WEBSITE_LINK = re.compile(r"^/docs/providers/[^/]+/(.+)$")
 #: The most characters of a page rendered, and the most HTML a rendered page may take (the rest is cut,
-#: with a notice): a page stays well under the UI's 200 KB with the layout and the sidebar around it.
+#: with a notice).
 DOC_MAX_CHARS = 150_000
 DOC_HTML_BUDGET = 120 * 1024
+#: What a whole documentation page (layout, sidebar, content) may weigh: under the UI's 200 KB.  The
+#: content gets what the layout (:data:`LAYOUT_BYTES`, generous) and the sidebar leave, at least MIN_DOC_BUDGET.
+PAGE_BUDGET = 190 * 1024
+LAYOUT_BYTES = 24 * 1024
+MIN_DOC_BUDGET = 24 * 1024
 #: Pages listed in the sidebar; past this many, it lists only the current page's subcategory (the others
 #: are a link to their first page) and, within a larger subcategory, the pages around the current one.
 SIDEBAR_MAX_PAGES = 400
@@ -120,3 +125,20 @@ def sidebar(grouped: Sequence[dict[str, Any]], current: Target | None,
             subs.append(entry)
         nav.append({"category": group["category"], "label": group["label"], "subcategories": subs})
     return nav
+
+
+def nav_bytes(nav: Sequence[dict[str, Any]]) -> int:
+    """About how many bytes of HTML the sidebar ``nav`` takes (an upper estimate: titles may be escaped)."""
+    size = 0
+    for group in nav:
+        size += 2 * len(group["label"]) + 40
+        for sub in group["subcategories"]:
+            size += 2 * len(sub["name"]) + len(sub["url"] or "") + 80
+            for page in sub["pages"] or ():
+                size += 2 * len(page["title"]) + len(page["url"] or "") + 60
+    return size
+
+
+def doc_budget(nav: Sequence[dict[str, Any]]) -> int:
+    """The HTML budget of a page's content next to the sidebar ``nav``."""
+    return max(MIN_DOC_BUDGET, min(DOC_HTML_BUDGET, PAGE_BUDGET - LAYOUT_BYTES - nav_bytes(nav)))

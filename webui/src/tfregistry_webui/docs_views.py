@@ -33,6 +33,8 @@ from tfregistry_webui.ui import bp, render_page
 SETTING = "limits.provider_docs_max_bytes"
 #: The most HTML the rendered pages of one preview may take; pages past it are listed, not rendered.
 PREVIEW_BUDGET = 120 * 1024
+#: Problems listed in the preview (the rest are counted; the API and ``tfr provider-docs preview`` list them all).
+MAX_PROBLEMS_SHOWN = 50
 
 
 def _archive() -> Any:
@@ -128,13 +130,17 @@ def preview(report: DocsReport, show: str = "") -> dict[str, Any]:
     order = [(p["category"], p["slug"]) for g in grouped for sub in g["subcategories"] for p in sub["pages"]]
     wanted = [key for key in order if f"{key[0]}/{key[1]}".startswith(show)]
     rendered: list[dict[str, Any]] = []
-    left = PREVIEW_BUDGET
+    problems = report.problems[:MAX_PROBLEMS_SHOWN]
+    left = min(PREVIEW_BUDGET, docs.PAGE_BUDGET - docs.LAYOUT_BYTES - sum(2 * len(p) + 20 for p in problems)
+               - docs.nav_bytes(docs.sidebar(grouped, None, lambda c, s: "#" + anchor(c, s))))
     for key in wanted:
         if left < 4096:
             break
         page = by_key[key]
         resolve = docs.link_resolver(page.path, by_key, lambda c, s: "#" + anchor(c, s), keep_fragment=False)
-        html = docs.render_doc(page.content, resolve, budget=left)
+        # the section around the page (its path, title, subcategory and description) counts too
+        left -= 2 * (len(page.path) + len(page.title) + len(page.subcategory) + len(page.description)) + 400
+        html = docs.render_doc(page.content, resolve, budget=max(left, 1024))
         left -= len(html)
         rendered.append({"id": anchor(*key), "page": page, "html": html})
     shown = {(r["page"].category, r["page"].slug) for r in rendered}
@@ -142,5 +148,6 @@ def preview(report: DocsReport, show: str = "") -> dict[str, Any]:
     def url_of(category: str, slug: str) -> str | None:
         return "#" + anchor(category, slug) if (category, slug) in shown else None
 
-    return {"pages": len(report.pages), "problems": report.problems, "rendered": rendered,
+    return {"pages": len(report.pages), "problems": problems, "more_problems": len(report.problems) - len(problems),
+            "rendered": rendered,
             "not_rendered": len(report.pages) - len(rendered), "nav": docs.sidebar(grouped, None, url_of)}

@@ -201,12 +201,12 @@ def docs_values(session: Session, provider: Provider, pv: ProviderVersion, origi
 
     if page is None and ("index", "index") in known:
         page = docs_svc.get_doc_page(session, pv, "index", "index")
-    values: dict[str, Any] = {"doc_count": len(pages), "doc_page": page, "doc_html": None,
-                              "doc_upload_url": url_for("tfr_webui.provider_docs_upload", **link),
-                              "doc_nav": docs.sidebar(docs_svc.group_pages(pages),
-                                                      (page.category, page.slug) if page else None, url_of)}
+    nav = docs.sidebar(docs_svc.group_pages(pages), (page.category, page.slug) if page else None, url_of)
+    values: dict[str, Any] = {"doc_count": len(pages), "doc_page": page, "doc_html": None, "doc_nav": nav,
+                              "doc_upload_url": url_for("tfr_webui.provider_docs_upload", **link)}
     if page is not None:
-        values["doc_html"] = docs.render_doc(page.content, docs.link_resolver(page.path, known, url_of))
+        values["doc_html"] = docs.render_doc(page.content, docs.link_resolver(page.path, known, url_of),
+                                             budget=docs.doc_budget(nav))
         values["page_title"] = page.title or page.slug
         values["meta_description"] = page.description
     return values
