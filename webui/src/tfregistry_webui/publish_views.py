@@ -29,7 +29,9 @@ from tfregistry_webui.ui import bp, render_page
 MODULE_FIELDS = ("namespace", "name", "system", "version", "description")
 #: The setting that caps each form's upload.
 UPLOAD_SETTINGS = {"tfr_webui.publish_module": "limits.module_archive_max_bytes",
-                   "tfr_webui.publish_provider": "limits.provider_upload_max_bytes"}
+                   "tfr_webui.publish_provider": "limits.provider_upload_max_bytes",
+                   "tfr_webui.provider_docs_upload": "limits.provider_docs_max_bytes",
+                   "tfr_webui.provider_docs_preview": "limits.provider_docs_max_bytes"}
 PROVIDER_FIELDS = ("namespace", "type", "version", "protocols", "signing")
 #: Which form field a service refusal is about, by words in its message (the message stays as written).
 FIELD_WORDS = (("version", ("version",)), ("archive", ("archive", "tar", "gzip", "file")),
