@@ -27,7 +27,7 @@ from tfregistry.services import providers as provider_svc
 from tfregistry.web import current_registry
 from tfregistry_webui import docs
 from tfregistry_webui.provider_views import readable_provider
-from tfregistry_webui.publish_views import _may_publish, _too_large
+from tfregistry_webui.publish_views import may_publish, too_large
 from tfregistry_webui.ui import bp, render_page
 
 SETTING = "limits.provider_docs_max_bytes"
@@ -77,7 +77,7 @@ def provider_docs_upload(ns: str, type_: str, version: str) -> Any:
         except ServiceError as exc:
             session.rollback()
             if exc.status == 413:
-                return _too_large(SETTING)
+                return too_large(SETTING)
             values["errors"] = {"archive": exc.message}
             return render_page("publish/provider_docs.html", exc.status, **values)
         values["pages_now"] = len(values["result"].report.pages)
@@ -94,7 +94,7 @@ def provider_docs_preview() -> Any:
     signed-in callers who may publish providers somewhere, as the API's preview)."""
     registry = current_registry()
     with registry.db.session() as session:
-        identity, why_not = _may_publish(session, "providers:write")
+        identity, why_not = may_publish(session, "providers:write")
     values: dict[str, Any] = {"page_title": "Preview provider documentation", "why_not": why_not, "errors": {},
                               "max_bytes": registry.settings[SETTING], "preview": None,
                               "show": request.form.get("show", "").strip()[:300]}
@@ -109,7 +109,7 @@ def provider_docs_preview() -> Any:
         report = docs_svc.check_docs(stream, api_providers.docs_limits(registry))
     except ServiceError as exc:
         if exc.status == 413:
-            return _too_large(SETTING)
+            return too_large(SETTING)
         values["errors"] = {"archive": exc.message}
         return render_page("publish/provider_docs_preview.html", exc.status, **values)
     values["preview"] = preview(report, values["show"])
