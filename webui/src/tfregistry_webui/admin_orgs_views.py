@@ -58,9 +58,9 @@ def _orgs_page(session: Session, identity: auth.Identity, status: int = 200, *,
             if registry_wide or identity.scopes_in(o.id) & ORG_ADMIN_SCOPES]
     ids = [o.id for o in orgs]
     members = dict(session.execute(select(Membership.organization_id, func.count())
-                                   .where(Membership.organization_id.in_(ids)).group_by(Membership.organization_id)))
+                                   .where(Membership.organization_id.in_(ids)).group_by(Membership.organization_id)).all())
     namespaces = dict(session.execute(select(Namespace.organization_id, func.count())
-                                      .where(Namespace.organization_id.in_(ids)).group_by(Namespace.organization_id)))
+                                      .where(Namespace.organization_id.in_(ids)).group_by(Namespace.organization_id)).all())
     return render_page("admin/organizations.html", status, page_title="Organizations", orgs=orgs, members=members,
                        namespaces=namespaces, may_create="orgs:manage" in identity.scopes_in(None),
                        errors=errors or {}, values={"name": "", "display_name": "", **(values or {})},
@@ -83,6 +83,7 @@ def admin_organization_create() -> Any:
         identity = administrator(session, ORG_ADMIN_SCOPES)
         auth.require_scope(identity, "orgs:manage")
         errors: dict[str, str] = {}
+        status = 400
         if not identity_svc.ORG_NAME.match(values["name"]):
             errors["name"] = ("Lower-case letters, digits, '-' and '_', starting with a letter or digit, "
                               "at most 64 characters.")
@@ -95,9 +96,9 @@ def admin_organization_create() -> Any:
                 session.commit()
             except ServiceError as exc:
                 session.rollback()
-                errors = field_errors(exc, ORG_FIELDS)
+                errors, status = field_errors(exc, ORG_FIELDS), exc.status
         if errors:
-            return _orgs_page(session, identity, 400, errors=errors, values=values)
+            return _orgs_page(session, identity, status, errors=errors, values=values)
         flash(f"Organization “{org.name}” is created.")
         return redirect(url_for("tfr_webui.admin_organization", org_name=org.name), 303)
 

@@ -368,6 +368,7 @@ def admin_role_create() -> Any:
         identity = administrator(session, {"users:manage", "admin"})
         auth.require_scope(identity, "admin")
         errors = _check_role_form(values, new=True)
+        status = 400
         if not errors:
             try:
                 identity_svc.save_role(session, auth.request_actor(identity), values["name"], values["scopes"],
@@ -375,9 +376,9 @@ def admin_role_create() -> Any:
                 session.commit()
             except ServiceError as exc:
                 session.rollback()
-                errors = field_errors(exc, ROLE_FIELDS)
+                errors, status = field_errors(exc, ROLE_FIELDS), exc.status
         if errors:
-            return _roles_page(session, identity, 400, errors=errors, values=values)
+            return _roles_page(session, identity, status, errors=errors, values=values)
         flash(f"Role template “{values['name']}” is defined.")
         return redirect(url_for("tfr_webui.admin_roles"), 303)
 
