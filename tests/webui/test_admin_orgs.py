@@ -118,6 +118,47 @@ def test_dashboard_counts_only_what_the_caller_may_read(site, publish):
     assert "Health" not in html and "Failed jobs" not in html  # registry administrators only
 
 
+def broken(registry: Any, what: str) -> None:
+    """A job that always fails (for the dashboard's failed jobs)."""
+    raise RuntimeError(f"broken on purpose: {what}")
+
+
+def test_dashboard_shows_failed_jobs_failed_mirrors_and_expiring_keys(ui_factory):
+    from datetime import timedelta
+
+    from tfregistry.models import GpgKey, MirrorConfig, MirrorRun, utcnow
+
+    app = ui_factory({"jobs.retries": 0, "jobs.backoff_seconds": 0})
+    registry = app.extensions["tfregistry"]
+    registry.jobs.enqueue("tests.webui.test_admin_orgs:broken", "nightly")
+    registry.jobs.wait()
+    with registry.db.session() as s:
+        ns = identity_svc.save_namespace(s, CLI_ACTOR, identity_svc.default_organization(s), "acme", None)
+        s.add(GpgKey(namespace_id=ns.id, fingerprint="AB" * 20, key_id="ABABABABABABABAB", ascii_armor="-",
+                     expires_at=utcnow() + timedelta(days=3)))
+        s.add(GpgKey(namespace_id=ns.id, fingerprint="CD" * 20, key_id="CDCDCDCDCDCDCDCD", ascii_armor="-",
+                     expires_at=utcnow() + timedelta(days=300)))
+        for upstream, status in (("bad.example", "failed"), ("good.example", "succeeded")):
+            config = MirrorConfig(upstream_host=upstream, namespace="hashicorp", type="null")
+            s.add(config)
+            s.flush()
+            s.add(MirrorRun(config_id=config.id, status=status, errors=["upstream unreachable"] if status != "succeeded"
+                            else []))
+        s.commit()
+    from tests.conftest import new_token
+
+    client = app.test_client()
+    assert sign_in(client, new_token(app, "admin", name="site-admin")).status_code == 303
+    html = assert_page(client.get("/admin"))
+    jobs = html.split('id="jobs-heading"', 1)[1].split("</section>", 1)[0]
+    assert "broken" in jobs and "broken on purpose: nightly" in jobs and 'href="/admin/jobs?status=failed"' in jobs
+    mirrors = html.split('id="mirrors-heading"', 1)[1].split("</section>", 1)[0]
+    assert "bad.example/hashicorp/null" in mirrors and "upstream unreachable" in mirrors
+    assert "good.example" not in mirrors
+    expiring = html.split('id="expiring-heading"', 1)[1].split("</section>", 1)[0]
+    assert "acme · ABABABABABABABAB" in expiring and "CDCDCDCDCDCDCDCD" not in expiring
+
+
 def test_dashboard_refuses_viewers_and_anonymous(site):
     html = assert_page(site.client("vic").get("/admin"), 403)
     assert "administers nothing" in html
