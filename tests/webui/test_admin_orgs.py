@@ -414,6 +414,18 @@ def test_users_list_with_search(site):
     assert "No user matches" in assert_page(client.get("/admin/users?q=zzz"))
 
 
+def test_site_admin_adds_a_user(site):
+    client = site.client("sam")
+    taken = assert_page(post(client, "/admin/users", {"email": "ann@example.com", "name": "Again"}), 409)
+    assert "already exists" in field_error(taken, "email") and 'value="Again"' in taken
+    bad = assert_page(post(client, "/admin/users", {"email": "not-an-address"}), 400)
+    assert "invalid e-mail address" in field_error(bad, "email")
+    done = post(client, "/admin/users", {"email": "New@Example.com", "name": "Newcomer"})
+    assert done.status_code == 303
+    assert "new@example.com is added" in assert_page(client.get(done.headers["Location"]))
+    assert site.audit("user.create")[-1].details == {"email": "new@example.com"}
+
+
 def test_users_pages_need_users_manage_registry_wide(site):
     for who in ("ann", "vic"):
         client = site.client(who)
@@ -422,6 +434,7 @@ def test_users_pages_need_users_manage_registry_wide(site):
         assert_page(post(client, f"/admin/users/{site.users['pat']}/disable", form_page="/account/tokens"), 403)
         assert_page(post(client, f"/admin/users/{site.users['pat']}/site-admin", {"site_admin": "1"},
                          form_page="/account/tokens"), 403)
+        assert_page(post(client, "/admin/users", {"email": "x@example.com"}, form_page="/account/tokens"), 403)
     with site.db() as s:
         pat = identity_svc.get_user(s, site.users["pat"])
         assert not pat.disabled and not pat.site_admin

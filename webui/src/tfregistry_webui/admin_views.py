@@ -220,8 +220,9 @@ def _failed_jobs(limit: int = 10) -> list[Any] | str:
 
 
 @bp.get("/admin/users")
-def admin_users() -> Any:
-    """Users (``users:manage`` registry-wide), searched by e-mail or name, with last sign-in and identities."""
+def admin_users(status: int = 200, errors: dict[str, str] | None = None, values: dict[str, Any] | None = None) -> Any:
+    """Users (``users:manage`` registry-wide), searched by e-mail or name, with last sign-in and identities,
+    and the form to add one (re-shown with ``errors`` after a refused one)."""
     from tfregistry_webui.views import page_args, page_links
 
     q = request.args.get("q", "").strip()[:200]
@@ -240,8 +241,40 @@ def admin_users() -> Any:
         for link in session.scalars(select(UserIdentity).where(UserIdentity.user_id.in_(ids))
                                     .order_by(UserIdentity.provider)):
             identities.setdefault(link.user_id, []).append(link.provider)
-        return render_page("admin/users.html", page_title="Users", page=page, links=page_links(page), q=q,
-                           identities=identities, notices=get_flashed_messages())
+        return render_page("admin/users.html", status, page_title="Users", page=page, links=page_links(page), q=q,
+                           identities=identities, notices=get_flashed_messages(), errors=errors or {},
+                           values={"email": "", "name": "", **(values or {})},
+                           may_flag="admin" in identity.scopes_in(None))
+
+
+@bp.post("/admin/users")
+def admin_user_create() -> Any:
+    """Add a user before their first sign-in, so they can be given roles (``users:manage`` registry-wide;
+    ``admin`` to make a site administrator), as ``POST /api/v1/users``."""
+    form = request.form
+    values = {"email": form.get("email", "").strip(), "name": form.get("name", "").strip(),
+              "site_admin": form.get("site_admin") == "1"}
+    with current_registry().db.session() as session:
+        identity = administrator(session)
+        auth.require_scope(identity, "admin" if values["site_admin"] else "users:manage")
+        errors: dict[str, str] = {}
+        status = 400
+        if not values["email"]:
+            errors["email"] = "Enter the person's e-mail address."
+        if len(values["name"]) > 200:
+            errors["name"] = "At most 200 characters."
+        if not errors:
+            try:
+                user = identity_svc.create_user(session, auth.request_actor(identity), values["email"],
+                                                values["name"], values["site_admin"])
+                session.commit()
+            except ServiceError as exc:
+                session.rollback()
+                errors, status = {"email": exc.message}, exc.status
+        if errors:
+            return admin_users(status=status, errors=errors, values=values)
+        flash(f"{user.email} is added; give them a role in an organization.")
+        return redirect(url_for("tfr_webui.admin_user", user_id=user.id), 303)
 
 
 def _user_page(session: Session, identity: auth.Identity, user: User) -> Any:
