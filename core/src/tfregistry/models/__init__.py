@@ -210,7 +210,7 @@ class ModuleVersion(Base):
     readme: Mapped[str | None] = mapped_column(Text)
     deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
     deprecation_reason: Mapped[str | None] = mapped_column(Text)
-    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     published_by: Mapped[str] = mapped_column(String(200), default="")
     #: What :mod:`tfregistry.analysis` read from the archive (root, submodules, examples, problems);
     #: ``None`` until the version is analysed.  Loaded only when asked for: it can be large.
