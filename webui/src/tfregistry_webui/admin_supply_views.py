@@ -222,8 +222,10 @@ def _mirror_values(config: MirrorConfig | None = None) -> dict[str, str]:
 def _mirror_args(values: dict[str, str], token: str) -> dict[str, Any]:
     """The form's fields as the API's :class:`~tfregistry.api.mirrors.MirrorArgs` (validated by it)."""
     data: dict[str, Any] = {k: values[k] for k in ("upstream_host", "namespace", "type")}
-    for key in ("upstream_url", "version_constraint", "latest", "interval_seconds"):
+    for key in ("upstream_url", "version_constraint"):
         data[key] = values[key] or None
+    for key in ("latest", "interval_seconds"):  # whole numbers in the API's JSON: a form sends text
+        data[key] = int(values[key]) if values[key].isdigit() and len(values[key]) < 12 else values[key] or None
     for key in ("platforms", "trusted_fingerprints"):
         data[key] = values[key].replace(",", " ").split()
     data["enabled"] = values["enabled"] == "on"
