@@ -113,8 +113,9 @@ def _keys_page(session: Session, ns: str, status: int = 200, *, errors: dict[str
                        signed=keys_svc.signed_versions(session, keys),
                        may_create_managed=auth.allowed(identity, "admin", namespace, session),
                        has_managed=any(k.managed and not k.revoked_at for k in keys), key_types=KEY_TYPES,
-                       errors=errors or {}, managed_errors=managed_errors or {}, values={"ascii_armor": "", "source": "", "source_url": "",
-                                                    "key_type": "ed25519", **(values or {})},
+                       errors=errors or {}, managed_errors=managed_errors or {},
+                       values={"ascii_armor": "", "source": "", "source_url": "", "key_type": "ed25519",
+                               **(values or {})},
                        notices=get_flashed_messages(), notice_days=KEY_EXPIRY_NOTICE_DAYS)
 
 
