@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import RegistryServer, Terraform, unique
-from tests.e2e.conftest import upstream  # noqa: F401  (the fixture: a second registry to mirror from)
+from tests.e2e.conftest import (
+    RegistryServer,
+    Terraform,
+    unique,
+    upstream,  # noqa: F401  (the fixture: a second registry to mirror from)
+)
 from tests.providers_kit import build_release
 from tests.webui.harness import check_page, screenshot
 
@@ -133,5 +137,6 @@ def test_policies_and_their_tester(open_page, registry):
     page.get_by_role("button", name="Test").click()
     expect(page.locator("#verdict")).to_contain_text("Refused: mirror policy")
     delete = page.get_by_role("link", name="Delete policy").first.get_attribute("href")
-    check_page(page, page.url.removeprefix(registry.url), "mirror policies with a verdict", shot="admin-mirror-policies")
+    check_page(page, page.url.removeprefix(registry.url), "mirror policies with a verdict",
+               shot="admin-mirror-policies")
     check_page(page, delete, "delete a mirror policy")
