@@ -49,7 +49,7 @@ def test_a_key_added_in_the_ui_signs_a_provider_terraform_installs(open_page, re
     ns = unique("uikey")
     page = signed_in(open_page, registry)
     page.goto("/admin/keys")
-    page.get_by_label("Namespace").fill(ns)
+    page.get_by_role("textbox", name="Namespace").fill(ns)
     page.get_by_role("button", name="Open").click()
     expect(page.get_by_role("heading", name=f"Signing keys of {ns}")).to_be_visible()
     page.get_by_label("ASCII-armoured public key", exact=True).fill(signer.public_armor)
