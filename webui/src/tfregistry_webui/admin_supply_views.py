@@ -141,6 +141,7 @@ def admin_add_key(ns: str) -> Any:
                 errors["form"] = errors.pop("namespace")
             return _keys_page(session, ns, 400, errors=errors, values=values)
         try:
+            # as the API: checked again with create=True, which makes a new namespace in the caller's organization
             _, actor = auth.require_in_namespace(session, "keys:manage", ns)
             key = keys_svc.add_public_key(session, actor, ns, args["ascii_armor"], args["source"],
                                           args["source_url"])
@@ -354,8 +355,9 @@ def admin_decide_mirror(mirror_id: int, decision: str) -> Any:
         mirroring.decide_checked(session, auth.request_actor(identity), config, decision == "approve", note or None)
         session.commit()
         flash(f"Mirror {mirror_id} {'approved' if decision == 'approve' else 'rejected'}.")
-    return redirect(request.form.get("back") == "list" and url_for("tfr_webui.admin_mirrors")
-                    or url_for("tfr_webui.admin_mirror", mirror_id=mirror_id), 303)
+    if request.form.get("back") == "list":  # decided in the queue of the list page: back there
+        return redirect(url_for("tfr_webui.admin_mirrors"), 303)
+    return redirect(url_for("tfr_webui.admin_mirror", mirror_id=mirror_id), 303)
 
 
 # --- mirrors: policies and pull-through ------------------------------------------------------------------
