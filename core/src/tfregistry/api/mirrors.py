@@ -8,16 +8,13 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from tfregistry import auth, gpg
+from tfregistry import auth
 from tfregistry.api import MAX_ID, api_error, errors, flag, pattern, provider_name, text, whole
 from tfregistry.api.providers import encryption_key
-from tfregistry.jobs import MIRROR_TOKEN
-from tfregistry.models import MirrorConfig, MirrorPolicy, MirrorRun, utcnow
+from tfregistry.models import MirrorConfig, MirrorPolicy, MirrorRun
 from tfregistry.protocol import register_error_handlers
-from tfregistry.provider_packages import KNOWN_ARCH, KNOWN_OS, PackageError, validate_provider_address
-from tfregistry.services import NotFound, ServiceError, mirroring
-from tfregistry.services.audit import record
-from tfregistry.services.mirroring import matches
+from tfregistry.provider_packages import KNOWN_ARCH, KNOWN_OS
+from tfregistry.services import ServiceError, mirroring
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_mirrors", __name__, url_prefix="/api/v1/mirrors", description="Provider mirroring")
@@ -97,21 +94,7 @@ def _json(config: MirrorConfig) -> dict[str, Any]:
     return data
 
 
-def _apply(config: MirrorConfig, args: dict[str, Any]) -> None:
-    try:
-        validate_provider_address(args["namespace"], args["type"])
-        if args.get("version_constraint"):
-            matches("0.0.1", args["version_constraint"])
-    except PackageError as exc:
-        raise ServiceError(str(exc)) from None
-    token = args.pop("upstream_token", None)
-    for key, value in args.items():
-        setattr(config, key, value)
-    if token:
-        config.upstream_token_encrypted = gpg.encrypt_secret(token, encryption_key(current_registry()), MIRROR_TOKEN)
-
-
-def _session_for(action: str) -> Any:
+def session_for(action: str) -> Any:
     """A session and the caller, who must hold ``action`` (``mirrors:read``/``mirrors:manage``) in some
     organization or registry-wide: mirror configurations are shared by the whole registry."""
     session = current_registry().db.sessionmaker()
@@ -123,25 +106,12 @@ def _session_for(action: str) -> Any:
     return session, identity
 
 
-def _check_policy(session: Any, config: MirrorConfig) -> None:
-    """Policies apply to the origin host and, when the upstream is reached at another URL, to that host too."""
-    from urllib.parse import urlsplit
-
-    hosts = [config.upstream_host]
-    if config.upstream_url:
-        hosts.append(urlsplit(config.upstream_url).netloc.lower())
-    for host in hosts:
-        refusal = mirroring.policy_refusal(session, host, config.namespace, config.type)
-        if refusal:
-            raise ServiceError(refusal, status=403)
-
-
 @blp.route("")
 class Mirrors(MethodView):
     @blp.response(200, MirrorSchema(many=True))
     def get(self) -> Any:
         """List mirror configurations (``mirrors:read``)."""
-        session, _ = _session_for("mirrors:read")
+        session, _ = session_for("mirrors:read")
         with session:
             return [_json(c) for c in session.query(MirrorConfig).order_by(MirrorConfig.id)]
 
@@ -153,31 +123,12 @@ class Mirrors(MethodView):
         manager approves it.  Configurations the mirror policies deny are refused (403)."""
         registry = current_registry()
         may_request = registry.settings["mirror.require_approval"]
-        session, identity = _session_for("mirrors:read" if may_request else "mirrors:manage")
+        session, identity = session_for("mirrors:read" if may_request else "mirrors:manage")
         with session:
-            manager = auth.allowed(identity, "mirrors:manage", None, session)
-            if not manager and (args.get("upstream_url") or args.get("upstream_token")):
-                # a request must not choose where "registry.terraform.io/hashicorp/aws" really comes from
-                raise ServiceError("only mirror managers may set upstream_url or upstream_token; request the mirror "
-                                   "by its origin host and let a mirror manager add them", status=403)
-            config = MirrorConfig(status="approved" if manager else "pending", requested_by=identity.name)
-            if manager:
-                config.decided_by, config.decided_at = identity.name, utcnow()
-            _apply(config, args)
-            _check_policy(session, config)
-            session.add(config)
-            session.flush()
-            record(session, auth.request_actor(identity), "mirror.create" if manager else "mirror.request",
-                   f"{config.upstream_host}/{config.namespace}/{config.type}", id=config.id)
+            config = mirroring.create_config(session, auth.request_actor(identity), args, encryption_key(registry),
+                                             manager=auth.allowed(identity, "mirrors:manage", None, session))
             session.commit()
             return _json(config)
-
-
-def _config(session: Any, mirror_id: int) -> MirrorConfig:
-    config = session.get(MirrorConfig, mirror_id)
-    if config is None:
-        raise NotFound(f"no mirror configuration {mirror_id}")
-    return config
 
 
 @blp.route("/pull-through")
@@ -187,7 +138,7 @@ class PullThroughStats(MethodView):
         """Pull-through cache statistics per upstream host: hits, misses, bytes saved, last upstream error."""
         from tfregistry.services.pullthrough import all_stats
 
-        session, _ = _session_for("mirrors:read")
+        session, _ = session_for("mirrors:read")
         with session:
             return all_stats(session)
 
@@ -196,30 +147,28 @@ class PullThroughStats(MethodView):
 class Mirror(MethodView):
     @blp.response(200, MirrorSchema)
     def get(self, mirror_id: int) -> Any:
-        session, _ = _session_for("mirrors:read")
+        session, _ = session_for("mirrors:read")
         with session:
-            return _json(_config(session, mirror_id))
+            return _json(mirroring.get_config(session, mirror_id))
 
     @blp.arguments(MirrorArgs)
     @blp.response(200, MirrorSchema)
     def put(self, args: dict[str, Any], mirror_id: int) -> Any:
         """Replace a mirror configuration (``mirrors:manage``)."""
-        session, identity = _session_for("mirrors:manage")
+        session, identity = session_for("mirrors:manage")
         with session:
-            config = _config(session, mirror_id)
-            _apply(config, args)
-            _check_policy(session, config)
-            record(session, auth.request_actor(identity), "mirror.update", str(mirror_id))
+            config = mirroring.get_config(session, mirror_id)
+            mirroring.update_config(session, auth.request_actor(identity), config, args,
+                                    encryption_key(current_registry()))
             session.commit()
             return _json(config)
 
     @blp.response(204)
     def delete(self, mirror_id: int) -> None:
         """Delete a configuration (providers already mirrored stay)."""
-        session, identity = _session_for("mirrors:manage")
+        session, identity = session_for("mirrors:manage")
         with session:
-            session.delete(_config(session, mirror_id))
-            record(session, auth.request_actor(identity), "mirror.delete", str(mirror_id))
+            mirroring.delete_config(session, auth.request_actor(identity), mirroring.get_config(session, mirror_id))
             session.commit()
 
 
@@ -229,14 +178,20 @@ class MirrorSync(MethodView):
     @errors(blp, 409)
     def post(self, mirror_id: int) -> Any:
         """Start a sync now (a background job on the ``mirror`` queue)."""
-        session, _ = _session_for("mirrors:manage")
-        with session:
-            refusal = mirroring.sync_refusal(session, _config(session, mirror_id))
-            if refusal:
-                raise ServiceError(refusal, status=409)
-        job = current_registry().jobs.enqueue("tfregistry.jobs:mirror_sync", mirror_id, queue="mirror",
-                                              job_id=f"mirror-{mirror_id}")
+        job = start_sync(mirror_id)
         return {"job": job.id, "status": job.status}
+
+
+def start_sync(mirror_id: int) -> Any:
+    """Enqueue a sync of ``mirror_id`` for a caller holding ``mirrors:manage`` (409 with the reason when it
+    may not sync now); returns the job.  The API and the web UI both call it."""
+    session, _ = session_for("mirrors:manage")
+    with session:
+        refusal = mirroring.sync_refusal(session, mirroring.get_config(session, mirror_id))
+        if refusal:
+            raise ServiceError(refusal, status=409)
+    return current_registry().jobs.enqueue("tfregistry.jobs:mirror_sync", mirror_id, queue="mirror",
+                                           job_id=f"mirror-{mirror_id}")
 
 
 @blp.route("/<id:mirror_id>/status")
@@ -244,13 +199,12 @@ class MirrorStatus(MethodView):
     @blp.response(200, RunSchema(many=True))
     def get(self, mirror_id: int) -> Any:
         """Run history, newest first: counts, bytes, durations, errors."""
-        session, _ = _session_for("mirrors:read")
+        session, _ = session_for("mirrors:read")
         with session:
-            _config(session, mirror_id)
-            runs = session.query(MirrorRun).filter_by(config_id=mirror_id).order_by(MirrorRun.id.desc()).limit(50)
+            mirroring.get_config(session, mirror_id)
             return [{**{c.name: getattr(r, c.name) for c in MirrorRun.__table__.columns},
                      "duration_seconds": (r.finished_at - r.started_at).total_seconds() if r.finished_at else None}
-                    for r in runs]
+                    for r in mirroring.recent_runs(session, mirror_id)]
 
 
 class DecisionArgs(ma.Schema):
@@ -276,12 +230,10 @@ class MirrorReject(MethodView):
 
 
 def _decide(mirror_id: int, approve: bool, note: str | None) -> Any:
-    session, identity = _session_for("mirrors:manage")
+    session, identity = session_for("mirrors:manage")
     with session:
-        config = _config(session, mirror_id)
-        if approve:
-            _check_policy(session, config)
-        mirroring.decide(session, auth.request_actor(identity), config, approve, note)
+        config = mirroring.get_config(session, mirror_id)
+        mirroring.decide_checked(session, auth.request_actor(identity), config, approve, note)
         session.commit()
         return _json(config)
 
@@ -312,7 +264,7 @@ class Policies(MethodView):
     def get(self) -> Any:
         """Allow/deny rules for upstream hosts, namespaces and providers (deny wins; once an allow rule
         exists, only what an allow rule matches may be mirrored or pulled through)."""
-        session, _ = _session_for("mirrors:read")
+        session, _ = session_for("mirrors:read")
         with session:
             return [_policy_json(p) for p in session.query(MirrorPolicy).order_by(MirrorPolicy.id)]
 
@@ -320,7 +272,7 @@ class Policies(MethodView):
     @blp.response(201, PolicySchema)
     def post(self, args: dict[str, Any]) -> Any:
         """Add a rule (``mirrors:manage``)."""
-        session, identity = _session_for("mirrors:manage")
+        session, identity = session_for("mirrors:manage")
         with session:
             policy = mirroring.add_policy(session, auth.request_actor(identity), args["effect"], args["pattern"],
                                           args["description"])
@@ -332,11 +284,7 @@ class Policies(MethodView):
 class Policy(MethodView):
     @blp.response(204)
     def delete(self, policy_id: int) -> None:
-        session, identity = _session_for("mirrors:manage")
+        session, identity = session_for("mirrors:manage")
         with session:
-            policy = session.get(MirrorPolicy, policy_id)
-            if policy is None:
-                raise NotFound(f"no mirror policy {policy_id}")
-            record(session, auth.request_actor(identity), "mirror.policy.delete", policy.pattern, id=policy_id)
-            session.delete(policy)
+            mirroring.delete_policy(session, auth.request_actor(identity), policy_id)
             session.commit()

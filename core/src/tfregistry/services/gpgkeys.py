@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tfregistry import gpg
-from tfregistry.models import GpgKey, Namespace, utcnow
+from tfregistry.models import GpgKey, Namespace, ProviderVersion, utcnow
 from tfregistry.services import Conflict, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.modules import get_or_create_namespace
@@ -108,3 +108,17 @@ def revoke_key(session: Session, actor: Actor, key: GpgKey) -> None:
 
 def managed_key(session: Session, namespace: Namespace) -> GpgKey | None:
     return next((k for k in active_keys(session, namespace) if k.managed), None)
+
+
+def signed_versions(session: Session, keys: Sequence[GpgKey]) -> dict[int, list[ProviderVersion]]:
+    """The provider versions each of ``keys`` signed (key id -> versions, newest publish first)."""
+    from tfregistry.models import Provider
+
+    found: dict[int, list[ProviderVersion]] = {key.id: [] for key in keys}
+    if not found:
+        return found
+    stmt = (select(ProviderVersion).join(ProviderVersion.provider).where(ProviderVersion.signing_key_id.in_(found))
+            .order_by(Provider.type, ProviderVersion.published_at.desc()))
+    for pv in session.scalars(stmt):
+        found[pv.signing_key_id].append(pv)
+    return found

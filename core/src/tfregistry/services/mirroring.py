@@ -393,3 +393,128 @@ def decide(session: Session, actor: Actor, config: MirrorConfig, approve: bool, 
     config.decided_by, config.decided_at, config.decision_note = actor.name, utcnow(), note
     record(session, actor, "mirror.approve" if approve else "mirror.reject",
            f"{config.upstream_host}/{config.namespace}/{config.type}", id=config.id, note=note)
+
+
+# --- configurations: what the API and the web UI both change ----------------------------------------
+
+
+def get_config(session: Session, mirror_id: int) -> MirrorConfig:
+    """The configuration ``mirror_id``, or :class:`NotFound` (404)."""
+    config = session.get(MirrorConfig, mirror_id)
+    if config is None:
+        raise NotFound(f"no mirror configuration {mirror_id}")
+    return config
+
+
+def apply_config(config: MirrorConfig, args: dict[str, Any], enc_key: bytes) -> None:
+    """Check and set the fields of a configuration (the API's :class:`MirrorArgs`); a non-empty
+    ``upstream_token`` is stored encrypted with ``enc_key``."""
+    from tfregistry.jobs import MIRROR_TOKEN
+
+    try:
+        pkg.validate_provider_address(args["namespace"], args["type"])
+        if args.get("version_constraint"):
+            matches("0.0.1", args["version_constraint"])
+    except pkg.PackageError as exc:
+        raise ServiceError(str(exc)) from None
+    args = dict(args)
+    token = args.pop("upstream_token", None)
+    for key, value in args.items():
+        setattr(config, key, value)
+    if token:
+        config.upstream_token_encrypted = gpg.encrypt_secret(token, enc_key, MIRROR_TOKEN)
+
+
+def check_policy(session: Session, config: MirrorConfig) -> None:
+    """Refuse (403) a configuration the policies deny: they apply to the origin host and, when the
+    upstream is reached at another URL, to that host too."""
+    from urllib.parse import urlsplit
+
+    hosts = [config.upstream_host]
+    if config.upstream_url:
+        hosts.append(urlsplit(config.upstream_url).netloc.lower())
+    for host in hosts:
+        refusal = policy_refusal(session, host, config.namespace, config.type)
+        if refusal:
+            raise ServiceError(refusal, status=403)
+
+
+def create_config(session: Session, actor: Actor, args: dict[str, Any], enc_key: bytes, *,
+                  manager: bool) -> MirrorConfig:
+    """Create a configuration (``manager``: a mirror manager, approved at once) or request one (pending
+    until a mirror manager decides; a request may not choose ``upstream_url`` or ``upstream_token``).
+    Audited as ``mirror.create`` or ``mirror.request``; the caller commits."""
+    if not manager and (args.get("upstream_url") or args.get("upstream_token")):
+        # a request must not choose where "registry.terraform.io/hashicorp/aws" really comes from
+        raise ServiceError("only mirror managers may set upstream_url or upstream_token; request the mirror "
+                           "by its origin host and let a mirror manager add them", status=403)
+    config = MirrorConfig(status="approved" if manager else "pending", requested_by=actor.name)
+    if manager:
+        config.decided_by, config.decided_at = actor.name, utcnow()
+    apply_config(config, args, enc_key)
+    check_policy(session, config)
+    session.add(config)
+    session.flush()
+    record(session, actor, "mirror.create" if manager else "mirror.request",
+           f"{config.upstream_host}/{config.namespace}/{config.type}", id=config.id)
+    return config
+
+
+def update_config(session: Session, actor: Actor, config: MirrorConfig, args: dict[str, Any],
+                  enc_key: bytes) -> None:
+    """Replace a configuration's fields (audited as ``mirror.update``); the caller commits."""
+    apply_config(config, args, enc_key)
+    check_policy(session, config)
+    record(session, actor, "mirror.update", str(config.id))
+
+
+def delete_config(session: Session, actor: Actor, config: MirrorConfig) -> None:
+    """Delete a configuration and its runs; what it mirrored stays (``mirror.delete``); the caller commits."""
+    record(session, actor, "mirror.delete", str(config.id))
+    session.delete(config)
+
+
+def decide_checked(session: Session, actor: Actor, config: MirrorConfig, approve: bool,
+                   note: str | None = None) -> None:
+    """:func:`decide`, after checking the policies again when approving (403 if a rule now denies it)."""
+    if approve:
+        check_policy(session, config)
+    decide(session, actor, config, approve, note)
+
+
+def recent_runs(session: Session, config_id: int, limit: int = 50) -> list[MirrorRun]:
+    """The configuration's last ``limit`` runs, newest first."""
+    return list(session.scalars(select(MirrorRun).where(MirrorRun.config_id == config_id)
+                                .order_by(MirrorRun.id.desc()).limit(limit)))
+
+
+def run_versions(session: Session, config: MirrorConfig, run: MirrorRun) -> list[dict[str, Any]]:
+    """Per-version outcome of one run: the versions it copied (from the ``provider.mirror_sync`` audit
+    entries it wrote, with their platforms) and the versions it refused (from its errors).  Errors not
+    about one version (an unreachable upstream) have ``version`` ``None``."""
+    from tfregistry.models import AuditEntry
+
+    stmt = select(AuditEntry).where(AuditEntry.action == "provider.mirror_sync",
+                                    AuditEntry.actor == f"mirror:{config.id}", AuditEntry.at >= run.started_at)
+    if run.finished_at is not None:
+        stmt = stmt.where(AuditEntry.at <= run.finished_at)
+    outcomes = [{"version": entry.target.rsplit("/", 1)[-1], "outcome": "copied",
+                 "detail": ", ".join(entry.details.get("platforms", []))}
+                for entry in session.scalars(stmt.order_by(AuditEntry.id))]
+    for error in run.errors:
+        head = error.split(" ", 1)[0].rstrip(":")
+        try:
+            semver.parse(head)
+        except semver.InvalidVersion:
+            head = None
+        outcomes.append({"version": head, "outcome": "failed", "detail": error})
+    return outcomes
+
+
+def delete_policy(session: Session, actor: Actor, policy_id: int) -> None:
+    """Delete a policy rule (``mirror.policy.delete``); the caller commits."""
+    policy = session.get(MirrorPolicy, policy_id)
+    if policy is None:
+        raise NotFound(f"no mirror policy {policy_id}")
+    record(session, actor, "mirror.policy.delete", policy.pattern, id=policy_id)
+    session.delete(policy)
