@@ -1,4 +1,6 @@
-"""The read cache: replayed protocol answers follow every change at once, on every replica.
+"""The read cache: replayed protocol answers follow every change at once on the replica that made
+it, and on every other replica within the documented bound (none on SQLite; on PostgreSQL, where
+replicas learn of changes by NOTIFY, twice ``cache.generation_heartbeat``).
 
 Two applications on one database and one storage directory stand for two replicas.  Each test
 first makes both cache an answer (and checks that the second request was a replay), then
@@ -8,10 +10,12 @@ changes something through one of them (or straight in the database) and reads th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import func, select, update
 
 from tests.conftest import bearer, new_token, post_module
@@ -50,6 +54,23 @@ class Replica:
         assert response.status_code == 200, response.get_json()
         return sorted(v["version"] for v in response.get_json()["modules"][0]["versions"])
 
+    def sees(self, check: Callable[[], Any], *, made_here: bool = False) -> None:
+        """``check()`` passes at once where the change was made (and on SQLite, where every request
+        reads the generation); elsewhere within the staleness bound, and not later."""
+        heartbeat = self.registry.settings["cache.generation_heartbeat"]
+        if made_here or self.registry.db.engine.dialect.name != "postgresql" or not heartbeat:
+            check()
+            return
+        deadline = time.monotonic() + 2 * heartbeat
+        while True:
+            try:
+                check()
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
     def replayed(self, path: str, token: str | None = None, **headers: str) -> Any:
         """GET twice; the second answer must be a replay, identical to the first."""
         first = self.get(path, token, **headers)
@@ -59,6 +80,14 @@ class Replica:
         assert (second.status_code, second.data) == (first.status_code, first.data)
         assert second.headers["X-Request-Id"] != first.headers["X-Request-Id"]
         return second
+
+
+def _equal(actual: Any, expected: Any) -> None:
+    assert actual == expected
+
+
+def _deprecation(body: dict[str, Any]) -> tuple[Any, Any]:
+    return body["deprecated"], body["deprecation_reason"]
 
 
 @pytest.fixture
@@ -76,8 +105,8 @@ def test_a_publish_is_seen_at_once_by_the_replica_that_made_it_and_the_other(rep
         replica.replayed(VERSIONS, admin)
         assert replica.versions(admin) == ["1.0.0"]
     assert post_module(b.client, admin, version="1.1.0").status_code == 201
-    assert a.versions(admin) == ["1.0.0", "1.1.0"]
-    assert b.versions(admin) == ["1.0.0", "1.1.0"]
+    b.sees(lambda: _equal(b.versions(admin), ["1.0.0", "1.1.0"]), made_here=True)
+    a.sees(lambda: _equal(a.versions(admin), ["1.0.0", "1.1.0"]))
 
 
 def test_deprecation_and_deletion_are_seen_at_once(replicas: Any) -> None:
@@ -90,12 +119,12 @@ def test_deprecation_and_deletion_are_seen_at_once(replicas: Any) -> None:
                        headers=bearer(admin))
     assert r.status_code == 200, r.get_json()
     for replica in (a, b):
-        body = replica.get(details, admin).get_json()
-        assert (body["deprecated"], body["deprecation_reason"]) == (True, "use 2.x")
+        replica.sees(lambda r=replica: _equal(_deprecation(r.get(details, admin).get_json()), (True, "use 2.x")),
+                     made_here=replica is a)
         replica.replayed(VERSIONS, admin)
     assert a.client.delete("/api/v1/modules/acme/network/aws/1.1.0", headers=bearer(admin)).status_code == 204
     for replica in (a, b):
-        assert replica.versions(admin) == ["1.0.0"]
+        replica.sees(lambda r=replica: _equal(r.versions(admin), ["1.0.0"]), made_here=replica is a)
         assert replica.get(details, admin).status_code == 404
 
 
@@ -109,8 +138,8 @@ def test_a_visibility_change_is_seen_at_once_by_anonymous_callers(replicas: Any)
     private = b.client.post("/api/v1/organizations/default/namespaces",
                             json={"name": "acme", "visibility": "private"}, headers=bearer(admin))
     assert private.status_code == 201, private.get_json()
-    for replica in (a, b):
-        assert replica.get(VERSIONS).status_code == 401
+    for replica in (b, a):
+        replica.sees(lambda r=replica: _equal(r.get(VERSIONS).status_code, 401), made_here=replica is b)
 
 
 def test_a_revoked_token_is_refused_at_once_on_every_replica(replicas: Any) -> None:
@@ -123,7 +152,7 @@ def test_a_revoked_token_is_refused_at_once_on_every_replica(replicas: Any) -> N
         token_id = token.id
     assert a.client.delete(f"/api/v1/tokens/{token_id}", headers=bearer(admin)).status_code == 204
     for replica in (a, b):
-        assert replica.get(VERSIONS, reader).status_code == 401
+        replica.sees(lambda r=replica: _equal(r.get(VERSIONS, reader).status_code, 401), made_here=replica is a)
 
 
 def test_a_rotation_without_grace_ends_the_old_secret_at_once(replicas: Any) -> None:
@@ -134,7 +163,7 @@ def test_a_rotation_without_grace_ends_the_old_secret_at_once(replicas: Any) -> 
         token = session.scalar(select(ApiToken).where(ApiToken.name == "reader"))
         token_svc.rotate_token(session, CLI_ACTOR, token)
         session.commit()
-    assert b.get(VERSIONS, reader).status_code == 401
+    b.sees(lambda: _equal(b.get(VERSIONS, reader).status_code, 401))
 
 
 def test_a_disabled_user_and_a_lost_membership_are_refused_at_once(app_factory: Any) -> None:
@@ -157,13 +186,13 @@ def test_a_disabled_user_and_a_lost_membership_are_refused_at_once(app_factory: 
         b.replayed(VERSIONS, token)
     assert a.client.patch(f"/api/v1/users/{user_id}", json={"disabled": True},
                           headers=bearer(admin)).status_code == 200
-    assert b.get(VERSIONS, dev).status_code == 401
+    b.sees(lambda: _equal(b.get(VERSIONS, dev).status_code, 401))
     with a.registry.db.session() as s:
         org = identity_svc.get_organization(s, "blue")
         member = identity_svc.membership(s, identity_svc.get_user(s, other_id), org)
         identity_svc.remove_membership(s, CLI_ACTOR, member)
         s.commit()
-    assert b.get(VERSIONS, ops).status_code == 404  # another organization's namespace: hidden
+    b.sees(lambda: _equal(b.get(VERSIONS, ops).status_code, 404))  # another organization's namespace: hidden
 
 
 def test_an_expired_token_is_refused_although_its_answer_was_cached(replicas: Any) -> None:
@@ -304,3 +333,51 @@ def test_a_thread_per_request_server_reuses_the_generation_connections(app: Any)
         thread.join()
     assert len(set(seen)) == 1 and seen[0] is not None
     assert len(generation._free) == 1
+
+
+def _listener_holds(replica: Replica, expected: int) -> None:
+    listener = replica.registry.generation._listener
+    assert listener is not None and listener.value() == expected
+
+
+def _bump_by_hand(replica: Replica) -> int:
+    """A change made where no replica can see it coming: SQL on a connection of its own."""
+    engine = sa.create_engine(replica.registry.db.engine.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE namespaces SET visibility = 'public'"))
+        value = conn.execute(sa.text("SELECT generation FROM catalog_state")).scalar_one()
+    engine.dispose()
+    return value
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresql_replicas_learn_of_changes_by_notification(replicas: Any) -> None:
+    a, _, admin = replicas
+    a.replayed(VERSIONS, admin)
+    value = _bump_by_hand(a)
+    a.sees(lambda: _listener_holds(a, value))
+    a.sees(lambda: _equal(a.get(VERSIONS).status_code, 200))  # anonymous now that the namespace is public
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_replica_whose_listener_connection_dies_stays_correct_and_reconnects(replicas: Any) -> None:
+    a, _, admin = replicas
+    a.replayed(VERSIONS, admin)
+    listener = a.registry.generation._listener
+    assert listener is not None and listener._conn is not None
+    first_connection = listener._conn
+    engine = sa.create_engine(a.registry.db.engine.url)
+    with engine.begin() as conn:
+        killed = conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      "WHERE query LIKE 'LISTEN tfregistry_catalog%' OR "
+                                      "(datname = current_database() AND pid <> pg_backend_pid() "
+                                      "AND query LIKE 'SELECT generation%' AND state = 'idle')")).scalars().all()
+    engine.dispose()
+    assert killed and all(killed)
+    value = _bump_by_hand(a)
+    # seen within the bound whether the listener is back yet or the replica reads the generation itself
+    a.sees(lambda: _equal(a.get(VERSIONS).status_code, 200))
+    deadline = time.monotonic() + 30
+    while (listener._conn in (None, first_connection) or listener.value() != value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listener._conn is not first_connection and listener.value() == value, "the listener did not reconnect"

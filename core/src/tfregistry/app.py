@@ -22,7 +22,13 @@ from tfregistry.plugins import BackendRegister, PluginManager, get_plugin_manage
 from tfregistry.registry import Registry
 from tfregistry.services.storage import RETRY_AFTER_SECONDS
 from tfregistry.settings import Settings, SettingsDeclarations, build_settings, load_raw
-from tfregistry.web import EXTENSION_KEY, TrustedProxyMiddleware, add_request_id_header, assign_request_id
+from tfregistry.web import (
+    EXTENSION_KEY,
+    RegistryRequest,
+    TrustedProxyMiddleware,
+    add_request_id_header,
+    assign_request_id,
+)
 
 log = logging.getLogger("tfregistry")
 
@@ -168,6 +174,7 @@ def build_app(boot: Bootstrap) -> Flask:
                            + " (`tfr storage check` runs the same probe)")
 
     app = Flask("tfregistry")
+    app.request_class = RegistryRequest
     app.config["JSON_SORT_KEYS"] = False
     registry = Registry(settings, pm, db, storage, register.backends)
     registry.auth_providers = boot.auth_providers()

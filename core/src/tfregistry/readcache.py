@@ -7,10 +7,14 @@ has produced it, and replays it without Flask, the ORM or a permission check whi
 
 * Database triggers (migration 0006) bump ``catalog_state.generation`` in the same transaction
   as every change to namespaces, organizations, memberships, roles, modules, providers, signing
-  keys, and to the columns of tokens and users that decide who may read what.  A change made by
-  any process, replica or tool is therefore seen by every replica's next request: the cache
-  reads the generation on each request (one indexed single-row ``SELECT`` on a connection of
-  the thread's own), so there is no staleness window to configure.
+  keys, and to the columns of tokens and users that decide who may read what.  On SQLite the
+  cache reads the generation on each request (one single-row ``SELECT``), so a change made by
+  any process or tool is seen by the next request.  On PostgreSQL each bump also sends a
+  ``NOTIFY`` (migration 0008) and a listener thread per process keeps the value, so a request
+  costs no round trip: a change is seen by the replica that made it at once (its next request
+  reads directly after any commit of its own), and by every other replica as soon as the
+  notification arrives, at the latest ``2 × cache.generation_heartbeat`` (1 s) later, should
+  notifications stop (see :class:`Generation`).
 * An answer is only replayed to the **same credential** that received it (no token, or the
   SHA-256 of the bearer token), on the same host, scheme, path prefix, path and query, and for
   the same kind of client (Terraform, or others, who get a JSON body for module downloads).
@@ -42,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import g, request
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.engine import Engine
 
 from tfregistry.models import DownloadEvent, ModuleVersion, utcnow
@@ -106,42 +110,81 @@ def cacheable(ttl: float | None = None, *, download: int | None = None) -> None:
     )
 
 
+#: The PostgreSQL channel every generation bump notifies (migration 0008); the payload is the new value.
+NOTIFY_CHANNEL = "tfregistry_catalog"
+
+
 class Generation:
     """The catalog generation as the database has it now.
 
-    Read on connections of its own (outside the application's pool, in autocommit, so every
-    read sees the latest commit), kept in a small free list: a thread takes one for the read
+    On SQLite it is read on every call.  On PostgreSQL a :class:`GenerationListener` thread per
+    process LISTENs for bumps and the value it holds is used without a round trip, as long as its
+    connection has proved alive within ``2 × heartbeat`` seconds; otherwise (and right after this
+    process committed a transaction, which may have bumped it) the generation is read directly.
+
+    Direct reads use connections of their own (outside the application's pool, in autocommit, so
+    every read sees the latest commit), kept in a small free list: a thread takes one for the read
     and puts it back, so servers that start a thread per request do not open one per request.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, heartbeat: float = 0.5, sessionmaker: Any = None) -> None:
         self._engine = engine
         self._free: list[Any] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._heartbeat = heartbeat
+        self._listen = engine.dialect.name == "postgresql" and heartbeat > 0
+        self._listener: GenerationListener | None = None
+        #: Set after any commit of this process's sessions: the next call reads directly.
+        self._dirty = True
+        if sessionmaker is not None:
+            event.listen(sessionmaker, "after_commit", self._committed)
+
+    def _committed(self, session: Any) -> None:
+        self._dirty = True
 
     def current(self) -> int | None:
-        """The generation, or ``None`` when it cannot be read (then nothing is replayed)."""
+        """The generation, or ``None`` when it cannot be known (then nothing is replayed)."""
+        listener = self._listener_for_this_process()
+        if listener is not None and not self._dirty:
+            value = listener.value()
+            if value is not None:
+                return value
+        self._dirty = False
+        value = self._read()
+        if listener is not None and value is not None:
+            listener.observe(value)
+        return value
+
+    def _listener_for_this_process(self) -> GenerationListener | None:
+        if not self._listen:
+            return None
         with self._lock:
-            if self._pid != os.getpid():  # a forked child never uses its parent's connections
-                self._free, self._pid = [], os.getpid()
+            if self._pid != os.getpid():  # a forked child never uses its parent's connections or thread
+                self._free, self._pid, self._listener = [], os.getpid(), None
+            if self._listener is None:
+                self._listener = GenerationListener(self._connect, self._heartbeat)
+                self._listener.start()
+            return self._listener
+
+    def _read(self) -> int | None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._free, self._pid, self._listener = [], os.getpid(), None
             conn = self._free.pop() if self._free else None
         if conn is None:
             conn = self._connect()
             if conn is None:
                 return None
         try:
-            cursor = conn.cursor()
-            cursor.execute(_GENERATION_SQL)
-            row = cursor.fetchone()
-            cursor.close()
+            value = _select_generation(conn)
         except Exception:  # a broken connection: dropped, the answer is made without the cache
             with contextlib.suppress(Exception):
                 conn.close()
             return None
         with self._lock:
             self._free.append(conn)
-        return int(row[0]) if row else None
+        return value
 
     def _connect(self) -> Any:
         try:
@@ -155,12 +198,97 @@ class Generation:
         return conn
 
     def close(self) -> None:
-        """Close the idle connections (one in use is closed by its reader's next failure or dropped)."""
+        """Stop the listener; close the idle connections (one in use is closed by its reader's next failure)."""
         with self._lock:
             idle, self._free = self._free, []
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         for conn in idle:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def _select_generation(conn: Any) -> int | None:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(_GENERATION_SQL)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return int(row[0]) if row else None
+
+
+class GenerationListener(threading.Thread):
+    """PostgreSQL: holds the catalog generation, learnt from ``NOTIFY`` as each bump commits.
+
+    LISTENs first, then reads the generation, so no bump falls between the two.  Every
+    ``heartbeat`` seconds it reads the generation again on the same connection: that proves the
+    connection alive and corrects the value should a notification ever be lost.  The value is
+    trusted only within ``2 × heartbeat`` of the last proof; a connection that fails or hangs
+    therefore costs speed (direct reads), never correctness.  A failed connection is replaced,
+    with a growing pause between attempts.
+    """
+
+    def __init__(self, connect: Callable[[], Any], heartbeat: float) -> None:
+        super().__init__(name="tfregistry-generation-listener", daemon=True)
+        self._connect = connect
+        self._heartbeat = heartbeat
+        self._value: int | None = None
+        self._trusted_until = 0.0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._conn: Any = None
+
+    def value(self) -> int | None:
+        """The generation, or ``None`` while the connection has not proved alive recently."""
+        with self._lock:
+            return self._value if time.monotonic() < self._trusted_until else None
+
+    def observe(self, value: int, *, proof: bool = False) -> None:
+        """Take a generation read elsewhere (generations only grow); ``proof``: read on our connection."""
+        with self._lock:
+            self._value = value if self._value is None else max(self._value, value)
+            if proof:
+                self._trusted_until = time.monotonic() + 2 * self._heartbeat
+
+    def stop(self) -> None:
+        self._stopping.set()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def run(self) -> None:
+        pause = 0.1
+        while not self._stopping.is_set():
+            conn = self._connect()
+            if conn is None:
+                self._stopping.wait(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            self._conn = conn
+            try:
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                while not self._stopping.is_set():
+                    value = _select_generation(conn)
+                    if value is not None:
+                        self.observe(value, proof=True)
+                    pause = 0.1
+                    for note in conn.notifies(timeout=self._heartbeat):
+                        with contextlib.suppress(ValueError):
+                            self.observe(int(note.payload))
+            except Exception as exc:  # dropped connection, server restart: untrusted until reconnected
+                if not self._stopping.is_set():
+                    log.warning("catalog generation listener: %s; reading the generation per request until "
+                                "it reconnects", exc)
+            with self._lock:
+                self._trusted_until = 0.0
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._conn = None
+            self._stopping.wait(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def credential_key(environ: dict[str, Any]) -> str | None:

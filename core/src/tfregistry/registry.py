@@ -138,8 +138,9 @@ class Registry:
 
         #: Module download events, written in batches (see :mod:`tfregistry.readcache`).
         self.downloads = DownloadRecorder(db, interval=float(settings["downloads.flush_interval"]))
-        #: The catalog generation, read fresh on each call (see :mod:`tfregistry.readcache`).
-        self.generation = Generation(db.engine)
+        #: The catalog generation (see :mod:`tfregistry.readcache`).
+        self.generation = Generation(db.engine, heartbeat=float(settings["cache.generation_heartbeat"]),
+                                     sessionmaker=db.sessionmaker)
         from tfregistry.jobs import make_queue
 
         #: Background jobs: ``registry.jobs.enqueue("module:function", *args, queue="default")``.

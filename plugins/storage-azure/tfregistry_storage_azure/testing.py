@@ -3,7 +3,8 @@
 Used by the plugin's tests and by ``tests/benchmarks/bench_storage_azure.py``.
 ``azurite-blob`` is taken from ``cache_dir`` (the tests pass ``<repo>/.cache/azurite``,
 which git ignores), else from PATH; when neither has it, :func:`azurite_binary` runs
-``npm install --prefix <cache_dir> azurite@AZURITE_VERSION`` itself, so a fresh clone
+``npm install --prefix <cache_dir> azurite@AZURITE_VERSION`` itself (through
+:mod:`tfregistry.testing.npm`, shared with the browser tests' axe-core), so a fresh clone
 with Node.js and npm needs no other step.  Without node and npm it fails with a
 message saying so.  ``TFREGISTRY_TEST_AZURITE_VERSION`` picks another version.
 
@@ -26,9 +27,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from tfregistry.testing import npm as npm_kit
+from tfregistry.testing.npm import cached_version, install_npm_package, npm_package
 
 AZURITE_VERSION = os.environ.get("TFREGISTRY_TEST_AZURITE_VERSION", "3.37.0")
 ACCOUNT = "devstoreaccount1"
@@ -36,109 +39,37 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 START_TIMEOUT = 30.0
 
 
+#: How the npm failure messages name Azurite.
+LABEL, ROLE = "Azurite", "the Azure Storage emulator the Azure storage tests run against"
+
+
 def _fail(message: str) -> NoReturn:
-    """``pytest.fail`` inside a test session, a plain error elsewhere (the benchmark)."""
     pytest.fail(message, pytrace=False)
 
 
-def _cached_version(cache_dir: Path) -> str | None:
-    try:
-        return json.loads((cache_dir / "node_modules" / "azurite" / "package.json").read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-#: Environment variables that steer npm through a proxy, a TLS-intercepting proxy or a mirror: what the
-#: failure message lists (names only; a proxy URL may carry a password).  tox.ini passes them through.
-NPM_NETWORK_VARIABLES = (
-    "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy",
-    "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE",
-)  # fmt: skip
-
-
 def azurite_binary(cache_dir: Path) -> str:
-    """Path of ``azurite-blob``: from ``cache_dir``, else PATH, else installed into ``cache_dir`` with npm."""
+    """Path of ``azurite-blob``: from ``cache_dir``, else PATH, else installed into ``cache_dir`` with npm
+    (:func:`tfregistry.testing.npm.npm_package`)."""
     cached = cache_dir / "node_modules" / ".bin" / "azurite-blob"
-    if cached.exists() and _cached_version(cache_dir) == AZURITE_VERSION:
+    if cached.exists() and cached_version(cache_dir, "azurite") == AZURITE_VERSION:
         return str(cached)
     on_path = shutil.which("azurite-blob")
     if on_path and "TFREGISTRY_TEST_AZURITE_VERSION" not in os.environ:
         return on_path
-    npm = shutil.which("npm")
-    if not npm or not shutil.which("node"):
-        _fail(
-            "the Azure storage tests need Azurite, the Azure Storage emulator, and installing it needs Node.js "
-            "and npm, which are not on PATH: install them (Debian: apt-get install nodejs npm), or install "
-            f"Azurite yourself: npm install --prefix {cache_dir} azurite@{AZURITE_VERSION}"
-        )
-    install_azurite(npm, cache_dir)
+    npm_package(cache_dir, "azurite", AZURITE_VERSION, label=LABEL, role=ROLE)
     if not cached.exists():
         _fail(f"npm installed azurite@{AZURITE_VERSION} into {cache_dir} but {cached} is missing")
     return str(cached)
 
 
 def install_azurite(npm: str, cache_dir: Path, timeout: float = 600) -> None:
-    """``npm install --prefix cache_dir azurite@AZURITE_VERSION``; on failure, fail with what to set.
-
-    npm reads proxies and CAs from the environment (``HTTPS_PROXY``, ``NODE_EXTRA_CA_CERTS``,
-    ``npm_config_*``) and from ``~/.npmrc``; the message names them, lists which are set, and
-    ends with npm's own output.
-    """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    command = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(cache_dir), f"azurite@{AZURITE_VERSION}"]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        output = exc.stderr or exc.stdout or ""
-        _fail(install_failure_message(command, f"did not finish within {timeout:.0f} s",
-                                      output.decode(errors="replace") if isinstance(output, bytes) else output))
-    if result.returncode != 0:
-        _fail(install_failure_message(command, f"exited with {result.returncode}", result.stderr or result.stdout))
-
-
-def _npm_registry(npm: str) -> str:
-    """The registry npm uses (from the environment or an npmrc), for the message."""
-    try:
-        out = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return "its registry"
-    url = urlsplit(out.stdout.strip())
-    if not url.netloc:
-        return "its registry"
-    return urlunsplit(url._replace(netloc=url.netloc.rpartition("@")[2]))  # never a password in a report
+    """``npm install --prefix cache_dir azurite@AZURITE_VERSION``; on failure, fail with what to set."""
+    install_npm_package(npm, cache_dir, f"azurite@{AZURITE_VERSION}", label=LABEL, role=ROLE, timeout=timeout)
 
 
 def install_failure_message(command: list[str], what: str, npm_output: str) -> str:
-    """The message for a failed Azurite install: the command, the likely cause, what to set, npm's output."""
-    registry = _npm_registry(command[0])
-    lowered = npm_output.lower()
-    if any(word in lowered for word in ("self_signed_cert", "self-signed certificate", "unable_to_get_issuer",
-                                        "local issuer certificate", "unable_to_verify_leaf", "cert_")):
-        cause = ("npm does not trust the TLS certificate it was shown (a TLS-intercepting proxy?): point "
-                 "NODE_EXTRA_CA_CERTS or npm_config_cafile at a PEM file with that proxy's CA")
-    elif any(word in lowered for word in ("econnrefused", "enotfound", "etimedout", "eai_again", "econnreset",
-                                          "network", "proxy")):
-        cause = f"npm could not reach {registry}: behind a proxy, set HTTPS_PROXY (or npm_config_https_proxy)"
-    else:
-        cause = "see npm's output below"
-    is_set = sorted({name for name in os.environ if name in NPM_NETWORK_VARIABLES or name.lower().startswith(
-        "npm_config_")})
-    return (
-        f"Installing Azurite, the Azure Storage emulator the Azure storage tests run against, failed: "
-        f"`{' '.join(command)}` {what}.\n"
-        f"Likely cause: {cause}.\n"
-        "npm must reach its registry. Behind a proxy or a TLS-intercepting proxy, set these before running "
-        "the tests (tox.ini passes them through), or put the npm_config_* ones in ~/.npmrc:\n"
-        "  HTTPS_PROXY / HTTP_PROXY (or npm_config_https_proxy / npm_config_proxy): the proxy URL; keep "
-        "127.0.0.1 and localhost in NO_PROXY\n"
-        "  NODE_EXTRA_CA_CERTS=/path/to/proxy-ca.pem (added to node's CAs) or "
-        "npm_config_cafile=/path/to/ca-bundle.pem\n"
-        "  npm_config_registry=https://your-npm-mirror/ to install from a mirror\n"
-        f"Set now: {', '.join(is_set) or 'none of them'}.\n"
-        f"Or install Azurite yourself: npm install --prefix {command[command.index('--prefix') + 1]} "
-        f"azurite@{AZURITE_VERSION}\n"
-        f"npm's output (last 3000 characters):\n{npm_output[-3000:]}"
-    )
+    """The message for a failed Azurite install (see :func:`tfregistry.testing.npm.install_failure_message`)."""
+    return npm_kit.install_failure_message(command, what, npm_output, label=LABEL, role=ROLE)
 
 
 def free_port() -> int:

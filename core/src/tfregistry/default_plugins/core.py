@@ -91,7 +91,11 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         "so a download never waits for a commit.")
     add("cache.enabled", bool, default=True,
         help="Replay the Terraform protocols' read answers from memory while the catalog is unchanged "
-        "(checked against the database on every request; see docs/performance.md).")
+        "while the catalog generation is unchanged; see docs/performance.md).")
+    add("cache.generation_heartbeat", float, default=0.5,
+        help="Seconds. PostgreSQL: each process learns of catalog changes from NOTIFY and proves its "
+        "listening connection alive this often; an answer is replayed only within twice this of the last "
+        "proof (the bound on staleness should notifications stop). 0: read the generation on every request instead.")
     add("cache.ttl", Duration, default="60s",
         help="Longest a replayed answer is kept; also how stale download counts in module details may be.")
     add("cache.max_entries", int, default=20000, help="Most answers each process keeps for replay (least recently "
