@@ -219,6 +219,27 @@ def db_upgrade(ctx: Context, revision: str) -> None:
     click.echo(f"database at {database.engine.url!r} is at revision {', '.join(sorted(database.current_revisions()))}")
 
 
+# --- search ------------------------------------------------------------------------------
+
+
+@cli.group()
+def search() -> None:
+    """The module search index."""
+
+
+@search.command("reindex")
+@pass_ctx
+def search_reindex(ctx: Context) -> None:
+    """Rebuild the search index from every module's latest version (it is kept current on its own; this
+    repairs it, e.g. after restoring a database from a copy taken without it)."""
+    from tfregistry.services.search import reindex_all
+
+    with ctx.boot.database().session() as session:
+        count = reindex_all(session)
+        session.commit()
+    click.echo(f"indexed {count} module(s)")
+
+
 # --- tokens ------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""``/api/v1/modules``: publish, deprecate and delete module versions."""
+"""``/api/v1/modules``: search, publish, deprecate and delete module versions."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from flask_smorest import Blueprint
 
 from tfregistry import auth
 from tfregistry.api import (
+    MAX_ID,
     MAX_TEXT,
     PUBLIC,
     api_error,
@@ -30,6 +31,7 @@ from tfregistry.models import ModuleVersion
 from tfregistry.protocol import register_error_handlers
 from tfregistry.services import ServiceError
 from tfregistry.services import modules as svc
+from tfregistry.services import search as search_svc
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_modules", __name__, url_prefix="/api/v1/modules", description="Publish and manage modules")
@@ -72,6 +74,34 @@ class ModuleVersionSchema(ma.Schema):
     deprecation_reason = ma.fields.String(allow_none=True)
     created = ma.fields.Boolean(metadata={"description": "false when identical bytes were already published "
                                           "(only in the answer to a publish)"})
+
+
+class SearchArgs(ma.Schema):
+    q = text(search_svc.MAX_QUERY, load_default=None, metadata={
+        "description": "Words to find in the latest version's namespace, name, description, README, input and "
+                       "output names and resource types (all required; the last also as a prefix)"})
+    namespace = text(64, load_default=None)
+    system = text(64, load_default=None, metadata={"description": "The module's system (the 'provider' of its "
+                                                                  "address)"})
+    organization = text(64, load_default=None, metadata={"description": "The organization owning the namespace"})
+    provider = text(255, load_default=None, metadata={
+        "description": "A provider the module requires: local name or source, e.g. aws or hashicorp/aws"})
+    sort = ma.fields.String(load_default=None, validate=ma.validate.OneOf(search_svc.SORTS), metadata={
+        "description": "relevance (the default with q), downloads, recent or name (the default without q)"})
+    offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=MAX_ID))
+    limit = ma.fields.Integer(load_default=20, validate=ma.validate.Range(min=1, max=100))
+
+
+class SearchMetaSchema(ma.Schema):
+    offset = ma.fields.Integer()
+    limit = ma.fields.Integer()
+    next_offset = ma.fields.Integer(metadata={"description": "present when more modules follow"})
+
+
+class SearchSchema(ma.Schema):
+    modules = ma.fields.List(ma.fields.Nested(ModuleVersionSchema), metadata={
+        "description": "each module's latest version"})
+    meta = ma.fields.Nested(SearchMetaSchema)
 
 
 class DeprecateArgs(ma.Schema):
@@ -120,6 +150,19 @@ def upload_limit(setting: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 @blp.route("")
 class Modules(MethodView):
+    @blp.arguments(SearchArgs, location="query")
+    @blp.response(200, SearchSchema)
+    @blp.doc(security=PUBLIC)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Search and list the modules the caller may read (see docs/modules.md, Search)."""
+        with current_registry().db.session() as session:
+            found = search_svc.search_modules(session, auth.readable_namespace_ids(session), **args)
+            latest = [mv for mv in (svc.latest_version(m) for m in found.modules) if mv is not None]
+            meta: dict[str, Any] = {"offset": args["offset"], "limit": args["limit"]}
+            if found.has_more:
+                meta["next_offset"] = args["offset"] + args["limit"]
+            return {"modules": [version_json(mv) for mv in latest], "meta": meta}
+
     @upload_limit("limits.module_archive_max_bytes")
     @blp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": PublishForm}}})
     @blp.response(201, ModuleVersionSchema, description="Published")

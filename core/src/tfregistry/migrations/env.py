@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from tfregistry.db import include_name
 from tfregistry.models import Base
 
 config = context.config
@@ -18,6 +19,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_name=include_name,  # the search index is not in the models
         )
         with context.begin_transaction():
             context.run_migrations()

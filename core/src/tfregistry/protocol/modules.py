@@ -6,6 +6,7 @@ Shapes follow ``docs/reference/protocols.md`` §3; Terraform reads only the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, jsonify, make_response, redirect, request, url_for
@@ -18,6 +19,7 @@ from tfregistry.protocol import error, page_args, page_meta, register_error_hand
 from tfregistry.readcache import cacheable
 from tfregistry.services import NotFound
 from tfregistry.services import modules as svc
+from tfregistry.services import search as search_svc
 from tfregistry.web import current_registry
 
 bp = Blueprint("tfr_modules", __name__, url_prefix="/v1/modules")
@@ -53,10 +55,14 @@ def _list(session: Session, **filters: Any) -> Any:
     offset, limit = page_args()
     stmt = svc.module_query(auth.readable_namespace_ids(session), **filters)
     modules = session.scalars(stmt.offset(offset).limit(limit + 1)).unique().all()
-    latest = [mv for mv in (svc.latest_version(m) for m in modules[:limit]) if mv is not None]
+    return _page(session, modules[:limit], offset, limit, len(modules) > limit)
+
+
+def _page(session: Session, modules: Sequence[Module], offset: int, limit: int, has_more: bool) -> Any:
+    latest = [mv for mv in (svc.latest_version(m) for m in modules) if mv is not None]
     counts = _download_counts(session, [mv.id for mv in latest])
     cacheable()
-    return jsonify(meta=page_meta(offset, limit, len(modules) > limit),
+    return jsonify(meta=page_meta(offset, limit, has_more),
                    modules=[module_json(mv, counts.get(mv.id, 0)) for mv in latest])
 
 
@@ -72,8 +78,12 @@ def search():
     q = request.args.get("q", "").strip()
     if not q:
         return error(400, "query parameter 'q' is required")
+    offset, limit = page_args()
     with current_registry().db.session() as session:
-        return _list(session, q=q, namespace=request.args.get("namespace"), system=request.args.get("provider"))
+        found = search_svc.search_modules(session, auth.readable_namespace_ids(session), q=q, offset=offset,
+                                          limit=limit, namespace=request.args.get("namespace"),
+                                          system=request.args.get("provider"))  # the public API's "provider"
+        return _page(session, found.modules, offset, limit, found.has_more)
 
 
 @bp.get("/<ns>")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, TypeVar
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -69,6 +69,13 @@ class PublishResult:
     created: bool
 
 
+def reindex_module(session: Session, module_id: int) -> None:
+    """Update the module's search document (:func:`tfregistry.services.search.reindex_module`)."""
+    from tfregistry.services import search  # search reads latest_of from here
+
+    search.reindex_module(session, module_id)
+
+
 def find_module(session: Session, namespace: str, name: str, system: str) -> Module | None:
     return session.scalar(
         select(Module)
@@ -104,7 +111,20 @@ def sorted_versions(versions: Sequence[ModuleVersion]) -> list[ModuleVersion]:
 
 def latest_version(module: Module) -> ModuleVersion | None:
     """The highest release (non-pre-release) version, else the highest pre-release."""
-    ordered = sorted_versions(module.versions)
+    return latest_of(module.versions)
+
+
+class Versioned(Protocol):
+    version: str
+    prerelease: bool
+
+
+_V = TypeVar("_V", bound=Versioned)
+
+
+def latest_of(versions: Iterable[_V]) -> _V | None:
+    """:func:`latest_version`'s rule over anything with ``version`` and ``prerelease`` (rows, too)."""
+    ordered = sorted(versions, key=lambda mv: semver.parse(mv.version).sort_key(), reverse=True)
     releases = [mv for mv in ordered if not mv.prerelease]
     return (releases or ordered or [None])[0]
 
@@ -207,6 +227,7 @@ def publish_module(
         )
         session.add(mv)
         session.flush()
+        reindex_module(session, module.id)
         record(session, actor, "module.publish", f"{namespace}/{name}/{system}/{version}", sha256=sha256, size=size)
         session.commit()
     except IntegrityError:
@@ -245,6 +266,7 @@ def set_deprecated(session: Session, actor: Actor, mv: ModuleVersion, deprecated
 def delete_version(session: Session, storage: StorageBackend, actor: Actor, mv: ModuleVersion) -> None:
     """Delete a version: its row, its download events and its bytes."""
     m = mv.module
+    module_id = m.id
     target = f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}"
     key = mv.storage_key
     record(session, actor, "module.delete", target, sha256=mv.sha256)
@@ -252,6 +274,8 @@ def delete_version(session: Session, storage: StorageBackend, actor: Actor, mv: 
     session.flush()
     if not session.scalar(select(func.count()).select_from(ModuleVersion).where(ModuleVersion.module_id == m.id)):
         session.delete(m)
+        session.flush()
+    reindex_module(session, module_id)
     session.commit()
     delete_quietly(storage, [key])
 
