@@ -160,3 +160,11 @@ def test_module_list_filters_sorts_and_pages(client, publish, admin_token):
     assert recent.index("other/delta") < recent.index("acme/alpha")
     found = assert_page(client.get("/modules?q=gam", headers=auth_header))
     assert "acme/gamma/aws" in found and "alpha" not in found and '<option value="relevance" selected>' in found
+
+
+def test_without_the_web_ui_the_core_answers_as_before(app_factory):
+    client = app_factory().test_client()  # only the local storage plugin: no web UI
+    root = client.get("/", headers=HTML)
+    assert root.status_code == 404 and root.is_json
+    assert client.get("/modules", headers=HTML).is_json
+    assert client.get("/.well-known/terraform.json").status_code == 200

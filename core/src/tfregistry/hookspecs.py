@@ -206,6 +206,8 @@ def tfr_webui_nav_entries(registry: Registry, identity: Identity) -> list[dict[s
     :param registry: the application registry.
     :param identity: the caller (:class:`tfregistry.auth.Identity`; ``identity.anonymous`` when
         nobody is signed in).
+
+    Since plugin API 1.1.
     """
 
 
@@ -227,6 +229,8 @@ def tfr_webui_module_tabs(
     :param registry: the application registry.
     :param module_version: the version shown (:class:`tfregistry.registry.ModuleVersionRef`).
     :param identity: the caller.
+
+    Since plugin API 1.1.
     """
 
 
@@ -241,4 +245,6 @@ def tfr_webui_provider_tabs(
     :param registry: the application registry.
     :param provider_version: the version shown (:class:`tfregistry.registry.ProviderVersionRef`).
     :param identity: the caller.
+
+    Since plugin API 1.1.
     """

@@ -14,16 +14,14 @@ URLs (each tab its own page, no JavaScript needed)::
 from __future__ import annotations
 
 import posixpath
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import abort, make_response, redirect, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tfregistry import auth, semver
+from tfregistry import auth
 from tfregistry.archives import ArchiveError, read_archive_files
 from tfregistry.models import DownloadEvent, Module, ModuleVersion
 from tfregistry.services import NotFound, ServiceError
@@ -32,7 +30,15 @@ from tfregistry.web import current_registry
 from tfregistry_webui import compare as compare_mod
 from tfregistry_webui import provision, usage
 from tfregistry_webui.markdown import render_markdown
-from tfregistry_webui.ui import bp, layout_identity, markup_or_escape, render_page
+from tfregistry_webui.ui import (
+    bp,
+    is_version,
+    layout_identity,
+    markup_or_escape,
+    plugin_tabs,
+    registry_host,
+    render_page,
+)
 
 #: The built-in tabs of a module version, in order (Changelog only when the archive has one).
 VERSION_TABS = [("readme", "Readme"), ("inputs", "Inputs"), ("outputs", "Outputs"),
@@ -45,7 +51,6 @@ EXAMPLE_TABS = [*PART_TABS[:1], ("code", "Code"), *PART_TABS[1:]]
 RESERVED = {t for t, _ in VERSION_TABS} | {"code", "compare", "files"}
 #: Where submodules and examples live in an archive (and in their ``//`` addresses).
 DIRECTORY = {"submodules": "modules", "examples": "examples"}
-PLUGIN_TAB_ID = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 #: Example files shown: Terraform/OpenTofu sources and their notes.
 EXAMPLE_SUFFIXES = (".tf", ".tf.json", ".tofu", ".tfvars", ".tfvars.json", ".md", ".hcl", ".txt")
 #: Archive files served to the README (images and text), at most this big.
@@ -65,23 +70,6 @@ def readable_module(session: Session, ns: str, name: str, system: str) -> Module
     return svc.get_module(session, ns, name, system)
 
 
-def _is_version(text: str) -> bool:
-    try:
-        semver.parse(text)
-    except semver.InvalidVersion:
-        return False
-    return True
-
-
-def registry_host() -> str:
-    """The host people type in ``source``: from ``public_url``, else the request's host."""
-    public = current_registry().settings["public_url"]
-    if public:
-        parts = urlsplit(public)
-        return parts.netloc + parts.path.rstrip("/")
-    return request.host
-
-
 def address_of(module: Module) -> str:
     return f"{registry_host()}/{module.namespace.name}/{module.name}/{module.system}"
 
@@ -90,7 +78,10 @@ def version_rows(session: Session, module: Module) -> list[dict[str, Any]]:
     """Every version, highest first, with what the picker and the Versions tab show."""
     ordered = svc.sorted_versions(module.versions)
     latest = svc.latest_version(module)
-    counts = svc.download_counts(session, [mv.id for mv in ordered])
+    ids = [mv.id for mv in ordered]
+    counts = svc.download_counts(session, ids)
+    for version_id, pending in current_registry().downloads.pending_counts(ids).items():
+        counts[version_id] = counts.get(version_id, 0) + pending  # counted, not yet written (as the API does)
     return [{"mv": mv, "latest": latest is not None and mv.id == latest.id, "downloads": counts.get(mv.id, 0)}
             for mv in ordered]
 
@@ -115,19 +106,11 @@ def _problems(analysis: dict[str, Any] | None, kind: str | None, part: str | Non
     return [p for p in problems if str(p.get("path", "")).startswith(prefix)]
 
 
-def plugin_tabs(module: Module, mv: ModuleVersion) -> list[dict[str, Any]]:
-    """Tabs plugins add (``tfr_webui_module_tabs``), with a well-formed, unused id each."""
+def module_plugin_tabs(mv: ModuleVersion) -> list[dict[str, Any]]:
+    """Tabs plugins add to this version (``tfr_webui_module_tabs``)."""
     registry = current_registry()
-    tabs = []
-    results = registry.hooks.tfr_webui_module_tabs(registry=registry, module_version=svc.ref(mv),
-                                                   identity=layout_identity())
-    for result in results:
-        for tab in result or ():
-            tab_id = str(tab.get("id", ""))
-            if PLUGIN_TAB_ID.match(tab_id) and tab_id not in RESERVED and callable(tab.get("render")) \
-                    and tab_id not in {t["id"] for t in tabs}:
-                tabs.append({"id": tab_id, "label": str(tab.get("label") or tab_id), "render": tab["render"]})
-    return tabs
+    return plugin_tabs(registry.hooks.tfr_webui_module_tabs(registry=registry, module_version=svc.ref(mv),
+                                                            identity=layout_identity()), RESERVED)
 
 
 # --- the module page -----------------------------------------------------------------------------------
@@ -140,9 +123,13 @@ def module_page(ns: str, name: str, system: str, version: str | None = None, tab
     picked = request.args.get("version")
     if picked and version is None:  # the version picker without JavaScript: a GET form
         wanted_tab = request.args.get("tab") or None
-        return redirect(url_for(".module_page", ns=ns, name=name, system=system, version=picked,
-                                tab=wanted_tab if wanted_tab and wanted_tab != "readme" else None))
-    if version is not None and tab is None and not _is_version(version):
+        wanted_tab = wanted_tab if wanted_tab and wanted_tab != "readme" else None
+        kind, part = request.args.get("kind"), request.args.get("part")
+        if kind in DIRECTORY and part:  # the same submodule or example in the other version
+            return redirect(url_for(".part_page", ns=ns, name=name, system=system, version=picked, kind=kind,
+                                    part=part, tab=wanted_tab))
+        return redirect(url_for(".module_page", ns=ns, name=name, system=system, version=picked, tab=wanted_tab))
+    if version is not None and tab is None and not is_version(version):
         version, tab = None, version  # /modules/ns/name/system/<tab>: a tab of the latest version
     with current_registry().db.session() as session:
         module = readable_module(session, ns, name, system)
@@ -170,7 +157,7 @@ def _render(session: Session, module: Module, mv: ModuleVersion, tab: str, kind:
     analysis = mv.analysis
     doc = _doc_for(analysis, kind, part)
     base = {"ns": module.namespace.name, "name": module.name, "system": module.system, "version": mv.version}
-    extra_tabs = plugin_tabs(module, mv) if kind is None else []
+    extra_tabs = module_plugin_tabs(mv) if kind is None else []
     if kind is None:
         available = [(t, label) for t, label in VERSION_TABS if t != "changelog" or (analysis or {}).get("changelog")]
         tabs = [{"id": t, "label": label, "url": url_for(".module_page", **base, tab=None if t == "readme" else t)}
@@ -255,7 +242,8 @@ def example_files(mv: ModuleVersion, module: Module, part: str) -> list[dict[str
         fh.close()
     address = address_of(module)
     files = []
-    for item in found:
+    # the configuration first, then notes and variable files
+    for item in sorted(found, key=lambda f: (not f.name.endswith((".tf", ".tofu", ".tf.json")), f.name)):
         text = item.data.decode("utf-8", errors="replace")
         if item.name.endswith((".tf", ".tofu")):
             text = provision.rewrite_example_sources(text, example_dir=directory, address=address, version=mv.version)

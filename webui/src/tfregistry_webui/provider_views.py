@@ -7,14 +7,13 @@ URLs (a mirrored provider adds ``?origin=<host>``)::
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import redirect, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tfregistry import auth, semver
+from tfregistry import auth
 from tfregistry.models import Provider, ProviderDocPage, ProviderVersion
 from tfregistry.registry import ProviderVersionRef
 from tfregistry.services import NotFound
@@ -22,12 +21,19 @@ from tfregistry.services import providers as provider_svc
 from tfregistry.services.gpgkeys import active_keys
 from tfregistry.web import current_registry
 from tfregistry_webui import provision
-from tfregistry_webui.ui import bp, layout_identity, markup_or_escape, render_page
+from tfregistry_webui.ui import (
+    bp,
+    is_version,
+    layout_identity,
+    markup_or_escape,
+    plugin_tabs,
+    registry_host,
+    render_page,
+)
 
 #: Built-in tabs; "docs" appears when the version has documentation pages (tfr publish provider --docs).
 PROVIDER_TABS = [("overview", "Overview"), ("docs", "Documentation"), ("versions", "Versions"),
                  ("keys", "Signing keys")]
-PLUGIN_TAB_ID = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 PUBLIC_REGISTRY = "registry.terraform.io"
 
 
@@ -65,27 +71,13 @@ def required_providers_snippet(provider: Provider, pv: ProviderVersion, host: st
             f"      version = \"{constraint}\"\n    }}\n  }}\n}}\n")
 
 
-def plugin_tabs(provider: Provider, pv: ProviderVersion) -> list[dict[str, Any]]:
-    """Tabs plugins add (``tfr_webui_provider_tabs``), with a well-formed, unused id each."""
+def provider_plugin_tabs(provider: Provider, pv: ProviderVersion) -> list[dict[str, Any]]:
+    """Tabs plugins add to this version (``tfr_webui_provider_tabs``)."""
     registry = current_registry()
     ref = ProviderVersionRef(provider.namespace.name, provider.type, pv.version, provider.hostname)
-    tabs: list[dict[str, Any]] = []
-    for result in registry.hooks.tfr_webui_provider_tabs(registry=registry, provider_version=ref,
-                                                         identity=layout_identity()):
-        for tab in result or ():
-            tab_id = str(tab.get("id", ""))
-            if PLUGIN_TAB_ID.match(tab_id) and tab_id not in {t for t, _ in PROVIDER_TABS} \
-                    and callable(tab.get("render")) and tab_id not in {t["id"] for t in tabs}:
-                tabs.append({"id": tab_id, "label": str(tab.get("label") or tab_id), "render": tab["render"]})
-    return tabs
-
-
-def _is_version(text: str) -> bool:
-    try:
-        semver.parse(text)
-    except semver.InvalidVersion:
-        return False
-    return True
+    results = registry.hooks.tfr_webui_provider_tabs(registry=registry, provider_version=ref,
+                                                     identity=layout_identity())
+    return plugin_tabs(results, {t for t, _ in PROVIDER_TABS})
 
 
 @bp.get("/providers/<ns>/<type_>")
@@ -97,7 +89,7 @@ def provider_page(ns: str, type_: str, version: str | None = None, tab: str | No
     if picked and version is None:  # the version picker without JavaScript
         return redirect(url_for(".provider_page", ns=ns, type_=type_, version=picked, origin=origin or None,
                                 tab=request.args.get("tab") or None))
-    if version is not None and tab is None and not _is_version(version):
+    if version is not None and tab is None and not is_version(version):
         version, tab = None, version
     tab = tab or "overview"
     registry = current_registry()
@@ -115,7 +107,7 @@ def provider_page(ns: str, type_: str, version: str | None = None, tab: str | No
         latest = latest_listed(provider)
         doc_pages = session.scalar(select(func.count()).select_from(ProviderDocPage)
                                    .where(ProviderDocPage.provider_version_id == pv.id)) or 0
-        extra = plugin_tabs(provider, pv)
+        extra = provider_plugin_tabs(provider, pv)
         link = {"ns": ns, "type_": type_, "version": pv.version, "origin": origin or None}
         tabs = [{"id": t, "label": label, "url": url_for(".provider_page", **link, tab=None if t == "overview" else t)}
                 for t, label in PROVIDER_TABS if t != "docs" or doc_pages]
@@ -123,8 +115,6 @@ def provider_page(ns: str, type_: str, version: str | None = None, tab: str | No
                  for t in extra]
         if tab not in {t["id"] for t in tabs}:
             raise NotFound(f"no tab {tab!r} here")
-        from tfregistry_webui.module_views import registry_host
-
         values: dict[str, Any] = {
             "provider": provider, "pv": pv, "listed": listed, "latest": latest, "tab": tab, "tabs": tabs,
             "origin": origin, "snippet": required_providers_snippet(

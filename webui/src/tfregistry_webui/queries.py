@@ -36,7 +36,7 @@ def counts(session: Session, readable_modules: Select, readable_providers: Selec
     versions = session.scalar(select(func.count()).select_from(ModuleVersion).join(Module)
                               .where(Module.namespace_id.in_(readable_modules)))
     providers = session.scalar(select(func.count()).select_from(Provider)
-                               .where(Provider.namespace_id.in_(readable_providers)))
+                               .where(Provider.namespace_id.in_(readable_providers), Provider.versions.any()))
     return {"modules": modules or 0, "versions": versions or 0, "providers": providers or 0}
 
 
@@ -102,8 +102,10 @@ def search_modules(session: Session, readable: Select, *, q: str | None, namespa
 
 
 def provider_query(readable: Select, *, namespace: str | None = None) -> Select[tuple[Provider]]:
-    """Providers the caller may read (the registry's own and mirrored ones), by namespace and type."""
-    stmt = (select(Provider).join(Provider.namespace).where(Provider.namespace_id.in_(readable))
+    """Providers with versions that the caller may read (the registry's own and mirrored ones), by namespace
+    and type."""
+    stmt = (select(Provider).join(Provider.namespace)
+            .where(Provider.namespace_id.in_(readable), Provider.versions.any())
             .options(selectinload(Provider.versions)).order_by(Namespace.name, Provider.type, Provider.hostname))
     if namespace:
         stmt = stmt.where(Namespace.name == namespace)

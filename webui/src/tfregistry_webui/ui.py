@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -82,7 +83,7 @@ def init_app(app: Flask, registry: Registry, api: Api) -> None:
         # The application's loader is asked before any blueprint's: the site's files win.
         app.jinja_loader = ChoiceLoader([FileSystemLoader(str(templates_dir)),  # type: ignore[method-assign]
                                          *([app.jinja_loader] if app.jinja_loader else [])])
-    from tfregistry_webui import views  # noqa: F401  (registers the routes on bp)
+    from tfregistry_webui import module_views, provider_views, views  # noqa: F401  (their routes join bp)
 
     app.register_blueprint(bp)
 
@@ -131,7 +132,7 @@ def secure(response: Any) -> Any:
     if response.mimetype == "text/html":
         headers["Content-Security-Policy"] = content_security_policy()
         headers.setdefault("Cache-Control", "no-cache")
-        headers["Vary"] = "Cookie"
+        response.vary.update(("Cookie", "Authorization"))  # pages differ by who is asking
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Referrer-Policy"] = "same-origin"
     headers["X-Frame-Options"] = "DENY"
@@ -336,6 +337,45 @@ def _register_error_pages() -> None:
 
 
 _register_error_pages()
+
+
+#: A plugin tab's id: it becomes a URL segment.
+PLUGIN_TAB_ID = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+def plugin_tabs(results: list[Any], reserved: set[str]) -> list[dict[str, Any]]:
+    """The tabs plugins returned (``tfr_webui_*_tabs``): well-formed ids not taken by a built-in tab or an
+    earlier plugin, each with a callable ``render``; the rest are dropped (and logged)."""
+    tabs: list[dict[str, Any]] = []
+    for result in results:
+        for tab in result or ():
+            tab_id = str(tab.get("id", ""))
+            if not PLUGIN_TAB_ID.match(tab_id) or tab_id in reserved or not callable(tab.get("render")) \
+                    or tab_id in {t["id"] for t in tabs}:
+                log.warning("ignoring a plugin tab with a bad or taken id, or no render(): %r", tab_id)
+                continue
+            tabs.append({"id": tab_id, "label": str(tab.get("label") or tab_id), "render": tab["render"]})
+    return tabs
+
+
+def is_version(text: str) -> bool:
+    """Whether a URL segment is a version (else it names a tab)."""
+    from tfregistry import semver
+
+    try:
+        semver.parse(text)
+    except semver.InvalidVersion:
+        return False
+    return True
+
+
+def registry_host() -> str:
+    """The host people type in ``source``: from ``public_url``, else the request's host."""
+    public = current_registry().settings["public_url"]
+    if public:
+        parts = urlsplit(public)
+        return parts.netloc + parts.path.rstrip("/")
+    return request.host
 
 
 def markup_or_escape(value: Any) -> Markup:

@@ -14,6 +14,7 @@ from tfregistry.services import NotFound, ServiceError
 from tfregistry.services import modules as module_svc
 from tfregistry.web import current_registry
 from tfregistry_webui import queries
+from tfregistry_webui.provider_views import latest_listed
 from tfregistry_webui.ui import bp, render_page
 
 PAGE_SIZE = 20
@@ -87,8 +88,6 @@ def providers() -> Any:
     with current_registry().db.session() as session:
         readable = auth.readable_namespace_ids(session, "providers:read")
         page = queries.list_providers(session, readable, namespace=namespace, offset=offset, limit=limit)
-        from tfregistry_webui.provider_views import latest_listed
-
         rows = [(p, latest_listed(p)) for p in page.items]
         return render_page("providers.html", page_title="Providers", page=page, rows=rows,
                            links=page_links(page), namespace=namespace)
@@ -110,13 +109,9 @@ def namespace(ns: str) -> Any:
         readable_providers = auth.readable_namespace_ids(session, "providers:read")
         providers = list(session.scalars(queries.provider_query(readable_providers, namespace=ns)).unique())
         owner = session.get(Organization, found.organization_id) if found.organization_id else None
-        from tfregistry_webui.provider_views import latest_listed
-
         downloads = queries.module_downloads(session, [m.id for m in modules])
         return render_page("namespace.html", page_title=f"Namespace {ns}", ns=found, owner=owner,
                            multi_tenant=auth.multi_tenant(),
                            modules=[(m, latest(m), downloads.get(m.id, 0)) for m in modules],
                            providers=[(p, latest_listed(p)) for p in providers])
 
-
-from tfregistry_webui import module_views, provider_views  # noqa: E402,F401  (their routes join bp)
