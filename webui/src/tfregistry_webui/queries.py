@@ -14,7 +14,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace, Provider
-from tfregistry.services import modules as module_svc
+from tfregistry.services import search
 
 #: Sort orders of the module list; ``relevance`` only applies with a query.
 MODULE_SORTS = {"name": "Name", "downloads": "Most downloaded", "recent": "Recently published"}
@@ -77,28 +77,12 @@ def module_downloads(session: Session, module_ids: list[int]) -> dict[int, int]:
 
 def search_modules(session: Session, readable: Select, *, q: str | None, namespace: str | None,
                    system: str | None, sort: str, offset: int, limit: int) -> Page:
-    """The module list and search of the web UI: ONE place to switch to full-text search.
-
-    Today it filters with :func:`tfregistry.services.modules.module_query` (name, namespace and
-    description substrings) and sorts here; the full-text ``services.modules.search_modules`` replaces
-    the body when it lands, with the same arguments.
-    """
-    stmt = module_svc.module_query(readable, namespace=namespace or None, system=system or None, q=q or None)
-    stmt = stmt.order_by(None)
-    if sort == "downloads":
-        totals = _download_totals()
-        stmt = stmt.outerjoin(totals, totals.c.module_id == Module.id).order_by(
-            func.coalesce(totals.c.downloads, 0).desc(), Namespace.name, Module.name, Module.system)
-    elif sort == "recent":
-        newest = (select(ModuleVersion.module_id.label("module_id"),
-                         func.max(ModuleVersion.published_at).label("at"))
-                  .group_by(ModuleVersion.module_id).subquery())
-        stmt = stmt.outerjoin(newest, newest.c.module_id == Module.id).order_by(
-            newest.c.at.desc(), Namespace.name, Module.name, Module.system)
-    else:
-        stmt = stmt.order_by(Namespace.name, Module.name, Module.system)
-    rows = list(session.scalars(stmt.offset(offset).limit(limit + 1)).unique())
-    return Page(rows[:limit], offset, limit, len(rows) > limit)
+    """The module list and search of the web UI: the registry's full-text search
+    (:func:`tfregistry.services.search.search_modules`, the same as ``GET /api/v1/modules``), so a query
+    finds modules by namespace, name, description, README, input and output names and resource types."""
+    found = search.search_modules(session, readable, q=q or None, namespace=namespace or None,
+                                  system=system or None, sort=sort, offset=offset, limit=limit)
+    return Page(found.modules, offset, limit, found.has_more)
 
 
 def provider_query(readable: Select, *, namespace: str | None = None) -> Select[tuple[Provider]]:
