@@ -231,3 +231,16 @@ def test_hook_tfr_webui_module_tabs(ui_factory):
     assert "&lt;b&gt;escaped&lt;/b&gt;" in assert_page(client.get(f"{BASE}/1.0.0/plain", headers=bearer(token)))
     assert "Clash" not in page and "Bad Id" not in page
     assert ("acme/network/aws", "1.0.0", "site") in seen
+
+
+def test_search_finds_modules_by_resource_type_and_input_name(app, client, published):
+    from tfregistry.services import search
+
+    with app.extensions["tfregistry"].db.session() as session:  # what publish and reanalysis do
+        for module_id in session.scalars(select(ModuleVersion.module_id).distinct()):
+            search.reindex_module(session, module_id)
+        session.commit()
+    by_type = assert_page(client.get("/modules?q=aws_vpc", headers=published))
+    assert f'href="{BASE}"' in by_type
+    assert f'href="{BASE}"' in assert_page(client.get("/modules?q=subnet_count", headers=published))
+    assert f'href="{BASE}"' not in assert_page(client.get("/modules?q=aws_s3_bucket", headers=published))
