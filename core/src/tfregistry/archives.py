@@ -20,7 +20,7 @@ import tarfile
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 __all__ = [
@@ -149,6 +149,8 @@ class ArchiveReport:
     readme_truncated: bool
     #: Whether there is a ``*.tf`` or ``*.tf.json`` file at the archive root.
     has_root_tf: bool
+    #: Files asked for by ``collect`` (normalised name -> (first bytes kept, real size)).
+    collected: dict[str, tuple[bytes, int]] = field(default_factory=dict)
 
 
 class _GunzipStream:
@@ -313,7 +315,13 @@ def _check_nothing_below_files(seen: dict[str, bool], links: dict[str, str]) -> 
                 )
 
 
-def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveReport:
+#: ``collect(name, size)``: how many leading bytes of regular file ``name`` (``size`` bytes) to keep; 0 for none.
+Collector = Callable[[str, int], int]
+
+
+def inspect_module_archive(
+    fileobj: BinaryIO, limits: ArchiveLimits, collect: Collector | None = None
+) -> ArchiveReport:
     """Validate a module archive (a ``.tar.gz``) read from ``fileobj``, and describe it.
 
     The stream is read once, from its current position; nothing is extracted.  Raises
@@ -325,6 +333,9 @@ def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveR
     setuid/setgid/sticky bits, hard links, devices, FIFOs, members below a file or a
     symlink, or symlinks that point outside the archive.  A leading ``./`` in names is accepted.  The README returned is
     ``README.md`` or ``README`` (any case) at the root of the archive.
+
+    ``collect``, if given, is asked for every regular file how many of its first bytes to keep;
+    those are returned in :attr:`ArchiveReport.collected` (the archive is still read and checked whole).
     """
     stream = _GunzipStream(fileobj)
     stream.max_ratio = limits.max_compression_ratio
@@ -335,7 +346,7 @@ def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveR
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             opened = True
-            return _inspect_members(tar, stream, limits)
+            return _inspect_members(tar, stream, limits, collect)
     except ArchiveError:
         raise
     except (tarfile.TarError, ValueError, EOFError) as exc:  # tarfile lets some ValueErrors through
@@ -346,7 +357,9 @@ def inspect_module_archive(fileobj: BinaryIO, limits: ArchiveLimits) -> ArchiveR
         raise ArchiveError("archive is not a gzip-compressed tar file") from exc
 
 
-def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: ArchiveLimits) -> ArchiveReport:
+def _inspect_members(
+    tar: tarfile.TarFile, stream: _GunzipStream, limits: ArchiveLimits, collect: Collector | None
+) -> ArchiveReport:
     seen: dict[str, bool] = {}  # normalised name -> is a directory
     links: dict[str, str] = {}
     member_count = file_count = total_bytes = 0
@@ -354,6 +367,7 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
     readme_name: str | None = None
     readme_truncated = has_root_tf = False
     previous = "the start of the archive"
+    collected: dict[str, tuple[bytes, int]] = {}
 
     while True:
         stream.limit = stream.produced + _HEADER_BUDGET
@@ -403,6 +417,8 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
         rank = _README_RANKS.get(name.lower())  # a name with a "/" is never a key
         keep = rank is not None and (readme_name is None or rank < _README_RANKS[readme_name.lower()])
         kept = bytearray()
+        wanted = max(0, collect(name, member.size)) if collect is not None else 0
+        wanted_bytes = bytearray()
         stream.limit = stream.produced + member.size + _HEADER_BUDGET
         data = tar.extractfile(member)
         if data is None:  # cannot happen for a regular file
@@ -416,6 +432,10 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
                 )
             if keep and len(kept) <= limits.max_readme_bytes:
                 kept += chunk[: limits.max_readme_bytes + 1 - len(kept)]
+            if len(wanted_bytes) < wanted:
+                wanted_bytes += chunk[: wanted - len(wanted_bytes)]
+        if wanted:
+            collected[name] = (bytes(wanted_bytes), member.size)
         if keep:
             readme_name, readme = name, bytes(kept[: limits.max_readme_bytes])
             readme_truncated = len(kept) > limits.max_readme_bytes
@@ -444,6 +464,7 @@ def _inspect_members(tar: tarfile.TarFile, stream: _GunzipStream, limits: Archiv
         readme_name=readme_name,
         readme_truncated=readme_truncated,
         has_root_tf=has_root_tf,
+        collected=collected,
     )
 
 

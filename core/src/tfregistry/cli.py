@@ -804,6 +804,57 @@ def jobs_cancel(ctx: Context, job_id: str) -> None:
         fail(str(exc))
 
 
+# --- modules -------------------------------------------------------------------------------
+
+
+#: Module versions per ``reanalyse_modules`` job.
+REANALYSE_BATCH = 50
+
+
+@cli.group("modules")
+def modules_group() -> None:
+    """Module housekeeping."""
+
+
+@modules_group.command("reanalyze")
+@click.argument("address", required=False)
+@click.option("--all", "everything", is_flag=True, help="Every version, even those already analysed.")
+@pass_ctx
+def modules_reanalyze(ctx: Context, address: str | None, everything: bool) -> None:
+    """Analyse module versions again from their stored archives (inputs, outputs, providers...).
+
+    ADDRESS is NAMESPACE/NAME/SYSTEM (all its versions) or NAMESPACE/NAME/SYSTEM/VERSION; without it,
+    every version never analysed (published before analysis existed), or every version with --all.
+    Queued as jobs; without Redis they run here, before the command returns.
+    """
+    from tfregistry.jobs import InProcessQueue
+    from tfregistry.services import modules as module_svc
+
+    app = build_app(ctx.boot)
+    registry = app.extensions["tfregistry"]
+    try:
+        with registry.db.session() as session:
+            try:
+                ids = module_svc.versions_to_analyse(session, address, everything)
+            except ServiceError as exc:
+                fail(exc.message)
+        batches = [ids[i:i + REANALYSE_BATCH] for i in range(0, len(ids), REANALYSE_BATCH)]
+        jobs = [registry.jobs.enqueue("tfregistry.jobs:reanalyse_modules", batch) for batch in batches]
+        click.echo(f"{len(ids)} module version(s) queued for analysis in {len(jobs)} job(s)")
+        if isinstance(registry.jobs, InProcessQueue):
+            registry.jobs.wait_idle(timeout=None)
+            failed = [job for job in jobs if job.status != "finished"]
+            done = sum(job.result or 0 for job in jobs)
+            click.echo(f"{done} module version(s) analysed")
+            if failed:
+                for job in failed:
+                    last = ((job.error or "").strip().splitlines() or [""])[-1]
+                    click.echo(f"job {job.id} {job.status}: {last}", err=True)
+                sys.exit(1)
+    finally:
+        registry.close()
+
+
 # --- introspection ---------------------------------------------------------------------
 
 

@@ -173,7 +173,7 @@ class InProcessQueue:
             info.ended_at = utcnow()
             return
 
-    def wait_idle(self, timeout: float = 60.0) -> None:
+    def wait_idle(self, timeout: float | None = 60.0) -> None:
         """Wait until every job enqueued so far has run (jobs run one at a time, in order)."""
         self._pool.submit(lambda: None).result(timeout=timeout)
 
@@ -382,6 +382,14 @@ def mirror_sync(registry: Registry, config_id: int) -> dict[str, Any]:
         run = sync(session, registry.storage, config_id, limits(registry), token)
         return {"run": run.id, "status": run.status, "versions": run.versions, "packages": run.packages,
                 "skipped": run.skipped, "bytes": run.bytes, "errors": run.errors}
+
+
+def reanalyse_modules(registry: Registry, version_ids: list[int]) -> int:
+    """Job: analyse these module versions again from their stored archives (``tfr modules reanalyze``)."""
+    from tfregistry.services.modules import archive_limits, reanalyse_versions
+
+    with registry.db.session() as session:
+        return reanalyse_versions(session, registry.storage, archive_limits(registry.settings), version_ids)
 
 
 #: Encryption purpose of stored upstream tokens.

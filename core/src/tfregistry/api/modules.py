@@ -26,7 +26,6 @@ from tfregistry.api import (
     version_field,
 )
 from tfregistry.api import MODULE_SYSTEM as SYSTEM
-from tfregistry.archives import ArchiveLimits
 from tfregistry.models import ModuleVersion
 from tfregistry.protocol import register_error_handlers
 from tfregistry.services import ServiceError
@@ -181,11 +180,7 @@ class Modules(MethodView):
         if stream.tell() > max_bytes:
             raise ServiceError(f"archive is larger than the limit of {max_bytes} bytes", status=413)
         stream.seek(0)
-        limits = ArchiveLimits(
-            max_files=settings["limits.module_max_files"],
-            max_uncompressed_bytes=settings["limits.module_uncompressed_max_bytes"],
-            max_compression_ratio=settings["limits.max_compression_ratio"],
-        )
+        limits = svc.archive_limits(settings)
         with registry.db.session() as session:
             _, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])
             result = svc.publish_module(

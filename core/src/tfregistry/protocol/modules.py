@@ -106,15 +106,27 @@ def _download_counts(session: Session, version_ids: list[int]) -> dict[int, int]
     return counts
 
 
+#: A module directory as documented before (or without) analysis.
+_EMPTY_DOC: dict[str, Any] = {"required_version": None, "inputs": [], "outputs": [], "dependencies": [],
+                              "provider_dependencies": [], "resources": [], "data_sources": [], "files": []}
+
+
 def _details(session: Session, module: Module, mv: ModuleVersion) -> dict[str, Any]:
+    """The public registry's module details: root, submodules and examples from the stored analysis."""
     total = session.scalar(
         select(func.count()).select_from(ModuleVersion).where(ModuleVersion.module_id == module.id)
     )
     data = module_json(mv, _download_counts(session, [mv.id]).get(mv.id, 0))
+    analysis = mv.analysis or {}
+    root = {**_EMPTY_DOC, "empty": False, **(analysis.get("root") or {}),
+            "path": "", "name": module.name, "readme": mv.readme or ""}
+    providers = [module.system] + [p["name"] for p in root["provider_dependencies"]]
     data.update(
-        root={"path": "", "name": module.name, "readme": mv.readme or "", "empty": False},
-        submodules=[],
-        providers=[module.system],
+        root=root,
+        submodules=analysis.get("submodules") or [],
+        examples=analysis.get("examples") or [],
+        providers=list(dict.fromkeys(providers)),
+        analysis_problems=analysis.get("problems") or [],
         versions=[v.version for v in svc.sorted_versions(module.versions)],
         version_count=total,
         sha256=mv.sha256,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from tfregistry import semver
+from tfregistry.analysis import ANALYZER_VERSION, analyse_module_archive
 from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive
 from tfregistry.interfaces import CHUNK_SIZE, HashingReader, StorageBackend
 from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
@@ -19,6 +21,8 @@ from tfregistry.registry import ModuleVersionRef
 from tfregistry.services import Conflict, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.storage import delete_quietly
+
+log = logging.getLogger(__name__)
 
 # Terraform's rules (terraform-registry-address/module.go): namespace and name are
 # 1-64 of [0-9A-Za-z_-] starting and ending with a letter or digit; system is 1-64
@@ -162,6 +166,30 @@ def _get_or_create_module(session: Session, namespace: str, name: str, system: s
     return module
 
 
+def archive_limits(settings: Mapping[str, Any]) -> ArchiveLimits:
+    """The module archive limits configured in ``settings`` (``limits.*``)."""
+    return ArchiveLimits(
+        max_files=settings["limits.module_max_files"],
+        max_uncompressed_bytes=settings["limits.module_uncompressed_max_bytes"],
+        max_compression_ratio=settings["limits.max_compression_ratio"],
+    )
+
+
+def analyse(archive: BinaryIO, limits: ArchiveLimits, label: str) -> dict[str, Any]:
+    """:func:`tfregistry.analysis.analyse_module_archive`, never raising.
+
+    ``archive`` is read as a stream from where it stands.  An unexpected failure is logged and
+    becomes the result's only problem ("analysis failed: ..."), so that it never stops a publish.
+    """
+    try:
+        return analyse_module_archive(archive, limits)
+    except Exception as exc:
+        log.exception("analysis of module %s failed", label)
+        return {"analyzer": ANALYZER_VERSION, "root": None, "submodules": [], "examples": [], "changelog": None,
+                "problems": [{"path": "", "line": None, "column": None,
+                              "message": f"analysis failed: {type(exc).__name__}: {exc}"}]}
+
+
 def _hash_and_inspect(fileobj: BinaryIO, limits: ArchiveLimits) -> tuple[str, int, str | None]:
     reader = HashingReader(fileobj)
     try:
@@ -204,6 +232,8 @@ def publish_module(
             if mv.version == version:
                 return _same_or_conflict(mv, sha256)
 
+    archive.seek(0)
+    analysis = analyse(archive, limits, f"{namespace}/{name}/{system}/{version}")
     key = storage_key(namespace, name, system, version, sha256)
     archive.seek(0)
     stored = storage.put(key, archive, content_type="application/gzip")
@@ -224,6 +254,7 @@ def publish_module(
             sha256=sha256,
             readme=readme,
             published_by=actor.name,
+            analysis=analysis,
         )
         session.add(mv)
         session.flush()
@@ -310,3 +341,41 @@ def module_query(
         stmt = stmt.where(or_(Module.name.ilike(like, escape="\\"), Namespace.name.ilike(like, escape="\\"),
                               Module.description.ilike(like, escape="\\")))
     return stmt.order_by(Namespace.name, Module.name, Module.system)
+
+
+def versions_to_analyse(session: Session, address: str | None = None, everything: bool = False) -> list[int]:
+    """Ids of the versions ``tfr modules reanalyze`` works on, oldest first.
+
+    ``address`` is ``namespace/name/system`` (every version) or ``namespace/name/system/version``;
+    without it, every version never analysed (``analysis`` is NULL), or every version with ``everything``.
+    """
+    stmt = select(ModuleVersion.id).order_by(ModuleVersion.id)
+    if address:
+        parts = address.strip("/").split("/")
+        if len(parts) not in (3, 4):
+            raise ServiceError(f"invalid module address {address!r}: use namespace/name/system[/version]")
+        module = get_module(session, *parts[:3])
+        ids = [mv.id for mv in module.versions] if len(parts) == 3 else [version_of(module, parts[3]).id]
+        return sorted(ids)
+    if not everything:
+        stmt = stmt.where(ModuleVersion.analysis.is_(None))
+    return list(session.scalars(stmt))
+
+
+def reanalyse_versions(session: Session, storage: StorageBackend, limits: ArchiveLimits,
+                       version_ids: Sequence[int]) -> int:
+    """Read each version's archive from storage and store its analysis again; returns how many were done.
+
+    Versions deleted meanwhile are skipped; each version is committed on its own, so a retry redoes little.
+    """
+    done = 0
+    for version_id in version_ids:
+        mv = session.get(ModuleVersion, version_id)
+        if mv is None:
+            continue
+        m = mv.module
+        with storage.open(mv.storage_key) as fh:
+            mv.analysis = analyse(fh, limits, f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}")
+        session.commit()
+        done += 1
+    return done
