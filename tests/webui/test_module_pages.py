@@ -78,6 +78,7 @@ def test_version_picker_is_a_form_that_redirects(client, published):
     html = assert_page(client.get(f"{BASE}/1.0.0", headers=published))
     assert "data-autosubmit" in html and '<button type="submit" class="secondary">Show</button>' in html
     assert "This is not the latest version" in html
+    assert "version = &#34;= 1.0.0&#34;" in html  # pinned: "~> 1.0" would install 1.1.0 and its other inputs
     part = client.get(f"{BASE}?version=1.0.0&kind=submodules&part=subnets&tab=inputs", headers=published)
     assert part.headers["Location"] == f"{BASE}/1.0.0/submodules/subnets/inputs"
 

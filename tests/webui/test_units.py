@@ -32,6 +32,8 @@ def test_version_constraint_from_the_template():
     assert provision.version_constraint("~> {major}.{minor}", "1.4.2") == "~> 1.4"
     assert provision.version_constraint(">= {version}, < {major}.999", "2.0.1") == ">= 2.0.1, < 2.999"
     assert provision.version_constraint("~> {major}.{minor}", "2.0.0-rc.1") == "= 2.0.0-rc.1"
+    # an older version is pinned: "~> 1.4" would install the newest 1.x, whose inputs may differ
+    assert provision.version_constraint("~> {major}.{minor}", "1.4.2", latest=False) == "= 1.4.2"
 
 
 def test_provision_snippet_lists_required_inputs_only_with_their_type():

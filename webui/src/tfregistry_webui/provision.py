@@ -114,11 +114,12 @@ def placeholder(type_text: str | None) -> str:
     return _SIMPLE_PLACEHOLDERS.get(head.group(0) if head else "", "null")
 
 
-def version_constraint(template: str, version: str) -> str:
+def version_constraint(template: str, version: str, *, latest: bool = True) -> str:
     """The constraint to suggest for ``version``: ``template`` filled in; a pre-release is pinned exactly
-    (Terraform never selects a pre-release through a range)."""
+    (Terraform never selects a pre-release through a range), and so is a version that is not the ``latest``
+    release (a range would install a newer version, whose inputs may not be the ones the page lists)."""
     parsed = semver.parse(version)
-    if parsed.is_prerelease:
+    if parsed.is_prerelease or not latest:
         return f"= {version}"
     return template.format(major=parsed.major, minor=parsed.minor, patch=parsed.patch, version=version)
 
