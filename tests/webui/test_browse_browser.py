@@ -199,7 +199,7 @@ def test_version_picker_with_javascript(page: Page):
     expect(page.locator("#input-environment")).to_have_count(0)
     expect(page.get_by_role("heading", name="Required inputs (3)")).to_be_visible()
     expect(page.locator("#input-instance_count")).to_contain_text("1")
-    assert "environment" not in snippet(page) and 'version = "~> 1.0"' in snippet(page)
+    assert "environment" not in snippet(page) and 'version = "= 1.0.0"' in snippet(page)  # pinned: not the latest
 
 
 def test_version_picker_without_javascript(open_page: Callable[..., Page], site: RegistryServer):
