@@ -312,6 +312,51 @@ def test_cookie_authenticated_writes_need_the_csrf_token(site: Site):
     assert site.get("/api/v1/me").status_code == 401
 
 
+def _token_session(site: Site, secret: str) -> int:
+    """A browser session opened with ``secret`` (what the web UI's token sign-in stores)."""
+    with site.registry.db.session() as s:
+        token_id = token_svc.verify_token(s, secret).id
+    with site.client.session_transaction() as sess:
+        sess.update(tid=token_id, tfp=token_svc.session_fingerprint(secret), csrf="known-csrf-token")
+    return token_id
+
+
+def test_a_session_opened_with_a_site_token_is_that_token_until_it_stops(site: Site):
+    secret = new_token(site.app, "publish", name="boot")
+    token_id = _token_session(site, secret)
+    me = site.get("/api/v1/me").get_json()
+    assert me["kind"] == "site" and me["token"]["id"] == token_id and "modules:write" in me["registry_scopes"]
+    body = {"name": "x", "kind": "site", "scopes": ["modules:read"]}
+    assert site.client.post("/api/v1/tokens", json=body).status_code == 403  # a cookie: CSRF applies
+    with site.registry.db.session() as s:
+        token_svc.revoke_token(s, CLI_ACTOR, s.get(ApiToken, token_id))
+        s.commit()
+    ended = site.get("/api/v1/me")
+    assert ended.status_code == 401 and "session has ended" in ended.get_json()["message"]
+    with site.client.session_transaction() as sess:
+        assert "tid" not in sess  # signed out, not just refused once
+
+
+def test_a_token_session_follows_rotation_and_its_grace_period(site: Site):
+    secret = new_token(site.app, "read", name="boot")
+    token_id = _token_session(site, secret)
+    with site.registry.db.session() as s:
+        token_svc.rotate_token(s, CLI_ACTOR, s.get(ApiToken, token_id), grace=timedelta(hours=1))
+        s.commit()
+    assert site.get("/api/v1/me").status_code == 200
+    with site.registry.db.session() as s:
+        token_svc.rotate_token(s, CLI_ACTOR, s.get(ApiToken, token_id))  # the first secret is now two behind
+        s.commit()
+    assert site.get("/api/v1/me").status_code == 401
+
+
+def test_a_token_session_with_a_wrong_fingerprint_is_refused(site: Site):
+    _token_session(site, site.admin)
+    with site.client.session_transaction() as sess:
+        sess["tfp"] = token_svc.session_fingerprint("tfr_" + "z" * 43)
+    assert site.get("/api/v1/me").status_code == 401
+
+
 def test_auth_failures_are_rate_limited_with_retry_after(app_factory: Any):
     site = Site(app_factory({"limits.auth_failures": "3/minute"}))
     for _ in range(3):

@@ -31,10 +31,13 @@ TERRAFORM_LISTENER = 10007
 
 
 def test_sign_in_page_without_an_auth_plugin(page: Page, registry: RegistryServer):
-    weight = check_page(page, "/auth/login", "sign-in unavailable", status=404, shot="sign-in-unavailable")
-    assert page.get_by_role("heading", level=1).inner_text() == "Sign-in unavailable"
-    assert "install and configure an auth plugin" in page.inner_text("body")
-    assert list(weight.resources) == [f"{registry.url}/auth/login"]  # no asset from anywhere else
+    """With the web UI installed and no auth plugin, /auth/login sends browsers to the UI's sign-in page,
+    which offers the API token form."""
+    weight = check_page(page, "/auth/login", "sign-in with a token", shot="sign-in-token")
+    assert urlsplit(page.url).path == "/sign-in"
+    assert page.get_by_role("heading", level=1).inner_text() == "Sign in"
+    assert page.get_by_label("API token", exact=True).count() == 1
+    assert all(url.startswith(registry.url) for url in weight.resources)  # no asset from anywhere else
 
 
 def test_oidc_sign_in_opens_a_session_in_the_browser(open_page: Callable[..., Page], oidc_registry: RegistryServer,
@@ -56,7 +59,8 @@ def test_oidc_sign_in_opens_a_session_in_the_browser(open_page: Callable[..., Pa
     assert offsite_requests(page) and all(oidc.issuer not in url for url in offsite_requests(page))
 
     page.get_by_role("button", name="Sign out").click()
-    assert page.get_by_role("heading", level=1).inner_text() == "Signed out"
+    page.wait_for_url(f"{oidc_registry.url}/")  # the web UI's home
+    assert page.get_by_role("link", name="Sign in").count() >= 1
     assert_accessible(page, "signed out")
     assert page.request.get("/api/v1/me").status == 401
 
@@ -134,11 +138,13 @@ def test_axe_needs_the_csp_bypassed(open_page: Callable[..., Page]):
 
 
 def test_page_weight_counts_every_response(page: Page, registry: RegistryServer):
-    weight = page_weight(page, "/auth/login")
-    assert weight.total > 0 and weight.failed == [] and weight.status == 404
+    weight = page_weight(page, "/sign-in")
+    assert weight.total > 0 and weight.failed == [] and weight.status == 200
+    assert weight.total == sum(weight.resources.values()) and len(weight.resources) >= 2  # the page and its assets
     with pytest.raises(AssertionError, match=r"the page weighs [\d,]+ bytes, the limit is 100:"):
-        assert_page_weight(page, "/auth/login", limit=100)
-    assert page_weight(page, "/auth/login", exclude=lambda url: url.endswith("/auth/login")).total == 0
+        assert_page_weight(page, "/sign-in", limit=100)
+    assets_only = page_weight(page, "/sign-in", exclude=lambda url: url.endswith("/sign-in"))
+    assert assets_only.total == weight.total - weight.resources[f"{registry.url}/sign-in"]
 
 
 def test_screenshots_only_when_asked(page: Page, registry: RegistryServer, monkeypatch: pytest.MonkeyPatch,

@@ -19,7 +19,7 @@ import stat
 import tarfile
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -30,7 +30,9 @@ __all__ = [
     "ArchiveError",
     "ArchiveLimits",
     "ArchiveReport",
+    "TarEntry",
     "inspect_module_archive",
+    "iter_tar_gz",
     "path_problem",
     "special_mode_bits",
 ]
@@ -515,3 +517,89 @@ def read_archive_files(fileobj: BinaryIO, wanted: Callable[[str], bool], *, max_
     except (tarfile.TarError, ValueError, EOFError) as exc:
         raise ArchiveError(f"archive cannot be read ({exc})") from exc
     return found
+
+
+@dataclass
+class TarEntry:
+    """One member met by :func:`iter_tar_gz`.  :meth:`read` works only until the next entry is asked for."""
+
+    #: The member's name, checked and normalised ("./a//b/" -> "a/b"; "" for the root directory).
+    name: str
+    #: ``file``, ``dir``, ``symlink``, or a phrase for anything else ("a hard link", "a FIFO" ...).
+    kind: str
+    #: Size of a regular file (0 for anything else).
+    size: int
+    #: A symlink's target.
+    target: str = ""
+    _file: BinaryIO | None = field(default=None, repr=False)
+
+    def read(self, max_bytes: int) -> bytes:
+        """The file's content; :class:`ArchiveError` if it is not a regular file or holds more than ``max_bytes``."""
+        if self.kind != "file" or self._file is None:
+            raise ArchiveError(f"member {_show(self.name)} is {self.kind}, not a regular file")
+        if self.size > max_bytes:
+            raise ArchiveError(f"member {_show(self.name)} is larger than {max_bytes} bytes")
+        data = self._file.read(max_bytes + 1)
+        if len(data) > max_bytes:  # pragma: no cover - tarfile reads what the header says
+            raise ArchiveError(f"member {_show(self.name)} is larger than {max_bytes} bytes")
+        return data
+
+
+def iter_tar_gz(fileobj: BinaryIO, limits: ArchiveLimits) -> Iterator[TarEntry]:
+    """The members of a ``.tar.gz`` read from ``fileobj``, in order, as a stream (nothing is extracted).
+
+    Names are checked as :func:`inspect_module_archive` checks them (absolute paths, ``..``,
+    backslashes, control characters, lengths: :class:`ArchiveError`), and the same budgets apply
+    while decompressing (members, unpacked size, compression ratio, header sizes).  Links and other
+    member types are reported, not followed: the caller decides what to do with them.  Stop
+    iterating as soon as you have what you need; nothing more is read.
+    """
+    stream = _GunzipStream(fileobj)
+    stream.max_ratio = limits.max_compression_ratio
+    stream.ratio_floor = limits.compression_ratio_floor
+    opened = False
+    try:
+        stream.limit = _HEADER_BUDGET
+        stream.limit_message = "archive is not a gzip-compressed tar file (oversized tar header)"
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+            opened = True
+            yield from _tar_entries(tar, stream, limits)
+    except ArchiveError:
+        raise
+    except (tarfile.TarError, ValueError, EOFError) as exc:
+        if opened:
+            raise ArchiveError(f"archive is corrupt or truncated ({exc})") from exc
+        if stream.produced == 0:
+            raise ArchiveError("archive is empty") from exc
+        raise ArchiveError("archive is not a gzip-compressed tar file") from exc
+
+
+def _tar_entries(tar: tarfile.TarFile, stream: _GunzipStream, limits: ArchiveLimits) -> Iterator[TarEntry]:
+    count = total = file_end = 0
+    previous = "the start of the archive"
+    while True:
+        # Room for the next header, and for skipping what the caller left unread of the previous file.
+        stream.limit = max(stream.produced, file_end) + _HEADER_BUDGET
+        stream.limit_message = f"archive has an oversized tar header after {previous}"
+        member = tar.next()
+        if member is None:
+            return
+        name = _member_name(member, limits)
+        previous = f"member {_show(member.name)}"
+        count += 1
+        if count > limits.max_files:
+            raise ArchiveError(f"archive has more than {limits.max_files} members")
+        if member.isdir():
+            yield TarEntry(name, "dir", 0)
+        elif member.issym():
+            yield TarEntry(name, "symlink", 0, target=member.linkname)
+        elif member.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
+            total += member.size
+            if total > limits.max_uncompressed_bytes:
+                raise ArchiveError(f"archive is larger than {limits.max_uncompressed_bytes} bytes uncompressed"
+                                   f" (at member {_show(name)})")
+            file_end = stream.produced + member.size
+            stream.limit = file_end + _HEADER_BUDGET
+            yield TarEntry(name, "file", member.size, _file=tar.extractfile(member))
+        else:
+            yield TarEntry(name, _TYPE_NAMES.get(member.type, f"an entry of unsupported type {member.type!r}"), 0)

@@ -77,6 +77,9 @@ class Identity:
     roles: Mapping[int, frozenset[str]] = field(default_factory=dict)
     #: Epoch seconds at which the credential stops working (a token's expiry or rotation grace).
     valid_until: float | None = None
+    #: Authenticated by a browser session cookie (a user's sign-in, or a token exchanged for a session),
+    #: so state-changing requests need the session's CSRF token.
+    browser_session: bool = False
 
     @property
     def anonymous(self) -> bool:

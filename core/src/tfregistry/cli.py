@@ -565,13 +565,18 @@ def goreleaser_release(dist: Path) -> tuple[str, str, list[Path], Path | None, P
 @click.argument("dist", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--namespace", required=True)
 @click.option("--protocols", help="Comma-separated plugin protocol versions (default: from the manifest, else 5.0).")
+@click.option("--docs", "docs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The provider's docs/ folder (index.md, resources/, data-sources/, guides/ ...): uploaded after "
+              "the release, replacing the version's docs.")
 @click.option("--url", envvar="TFR_URL", required=True, help="Registry base URL (default: $TFR_URL).")
 @click.option("--token", envvar="TFR_TOKEN", required=True, help="Publish token (default: $TFR_TOKEN).")
-def publish_provider(dist: Path, namespace: str, protocols: str | None, url: str, token: str) -> None:
+def publish_provider(dist: Path, namespace: str, protocols: str | None, docs_dir: Path | None, url: str,
+                     token: str) -> None:
     """Publish a provider release from a GoReleaser output folder (DIST).
 
     Uploads every terraform-provider-TYPE_VERSION_OS_ARCH.zip with the release's
     SHA256SUMS and SHA256SUMS.sig; without them the namespace's registry-managed key signs.
+    With --docs, the documentation folder follows (nothing in it is built or run).
     """
     type_, version, zips, sums, sig, manifest_protocols = goreleaser_release(dist)
     if (sums is None) != (sig is None):
@@ -585,12 +590,105 @@ def publish_provider(dist: Path, namespace: str, protocols: str | None, url: str
         response = RegistryClient(url, token).upload("/api/v1/providers", fields, files)
     except ClientError as exc:
         fail(str(exc))
-    if response.status in (200, 201):
-        body = response.body
-        added = ", ".join(body["added_platforms"]) or "nothing new"
-        click.echo(f"published {body['id']} (signed by key {body['signing_key_id']}): {added}")
-        return
-    fail(f"the registry answered {response.status}: {error_message(response)}")
+    if response.status not in (200, 201):
+        fail(f"the registry answered {response.status}: {error_message(response)}")
+    body = response.body
+    added = ", ".join(body["added_platforms"]) or "nothing new"
+    click.echo(f"published {body['id']} (signed by key {body['signing_key_id']}): {added}")
+    if docs_dir is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = pack_docs(docs_dir, Path(tmp))
+            try:
+                response = RegistryClient(url, token).upload(f"/api/v1/providers/{body['id']}/docs", {},
+                                                              [("archive", archive)])
+            except ClientError as exc:
+                fail(f"the release is published, but its docs were not uploaded: {exc}")
+        if response.status != 201:
+            fail(f"the release is published, but the registry refused its docs ({response.status}): "
+                 f"{error_message(response)}")
+        click.echo(f"docs: {response.body['page_count']} pages"
+                   + (f" (replacing {response.body['replaced']})" if response.body.get("replaced") else ""))
+        print_docs_problems(response.body["problems"])
+
+
+# --- provider documentation ------------------------------------------------------------------
+
+
+def pack_docs(docs_dir: Path, tmp: Path) -> Path:
+    """``docs_dir`` (the docs folder, or a checkout holding ``docs/``) packed as a ``.tar.gz`` in ``tmp``."""
+    from tfregistry.packing import pack_module
+
+    if (docs_dir / "docs").is_dir() and not (docs_dir / "index.md").exists():
+        docs_dir = docs_dir / "docs"
+    archive = tmp / "docs.tar.gz"
+    with open(archive, "wb") as fh:
+        try:
+            count = pack_module(docs_dir, fh)
+        except ValueError as exc:
+            fail(str(exc))
+    click.echo(f"packed {count} files from {docs_dir} ({archive.stat().st_size} bytes)", err=True)
+    return archive
+
+
+def print_docs_problems(problems: list[str]) -> None:
+    if problems:
+        click.echo(f"{len(problems)} files skipped:")
+        for problem in problems:
+            click.echo(f"  - {problem}")
+
+
+def print_docs_index(categories: list[dict[str, Any]]) -> None:
+    """The index as the registry's sidebar groups it: category, subcategory, ``slug  title``."""
+    for category in categories:
+        click.echo(category["label"])
+        for sub in category["subcategories"]:
+            indent = "  "
+            if sub["name"]:
+                click.echo(f"  {sub['name']}")
+                indent = "    "
+            for page in sub["pages"]:
+                click.echo(f"{indent}{category['category']}/{page['slug']}  {page['title']}")
+
+
+@cli.group("provider-docs")
+def provider_docs() -> None:
+    """Provider documentation (the docs/ folder of a provider)."""
+
+
+@provider_docs.command("preview")
+@click.argument("docs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--url", help="Ask this registry (its limits) instead of checking locally.")
+@click.option("--token", envvar="TFR_TOKEN", help="With --url: a token that may publish providers ($TFR_TOKEN).")
+def provider_docs_preview(docs_dir: Path, url: str | None, token: str | None) -> None:
+    """Check a docs folder as the registry will, and print the index it gives and the files it skips.
+
+    Nothing is published.  Exits 1 when the registry would refuse the folder.
+    """
+    from tfregistry.provider_docs import DocsError, read_docs_archive
+    from tfregistry.services.provider_docs import group_pages
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = pack_docs(docs_dir, Path(tmp))
+        if url:
+            try:
+                response = RegistryClient(url, token).upload("/api/v1/providers/docs/preview", {},
+                                                              [("archive", archive)])
+            except ClientError as exc:
+                fail(str(exc))
+            if response.status != 200:
+                fail(f"the registry answered {response.status}: {error_message(response)}")
+            body = response.body
+        else:
+            with open(archive, "rb") as fh:
+                try:
+                    report = read_docs_archive(fh)
+                except DocsError as exc:
+                    fail(f"the registry would refuse this folder: {exc}")
+            body = {"page_count": len(report.pages), "categories": group_pages(report.pages),
+                    "problems": report.problems}
+    click.echo(f"{body['page_count']} pages")
+    print_docs_index(body["categories"])
+    print_docs_problems(body["problems"])
 
 
 # --- signing keys --------------------------------------------------------------------------

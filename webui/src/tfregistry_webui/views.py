@@ -115,3 +115,6 @@ def namespace(ns: str) -> Any:
                            modules=[(m, latest(m), downloads.get(m.id, 0)) for m in modules],
                            providers=[(p, latest_listed(p)) for p in providers])
 
+
+import tfregistry_webui.account_views  # noqa: E402  (sign-in, tokens, publish forms: their routes join bp)
+import tfregistry_webui.publish_views  # noqa: E402,F401

@@ -54,10 +54,7 @@ def _actor(identity: Identity, org: Organization | None = None) -> Any:
 def _visible_org(session: Session, identity: Identity, name: str) -> Organization:
     """The organization, if the caller belongs to it or administers the registry; else 404 (never 403:
     other organizations' names are not disclosed)."""
-    org = session.scalar(select(Organization).where(Organization.name == name))
-    if org is None or not (identity.scopes_in(org.id) or identity.scopes_in(None)):
-        raise NotFound(f"organization {name!r} not found")
-    return org
+    return svc.visible_organization(session, identity, name)
 
 
 def _parse_lifetime(value: Any) -> timedelta | None:
@@ -429,23 +426,6 @@ def _token_json(token: ApiToken, session: Session, secret: str | None = None) ->
     return data
 
 
-def _may_manage(identity: Identity, token: ApiToken) -> bool:
-    if "tokens:manage" in identity.scopes_in(None):
-        return True
-    if token.kind == "personal":
-        return token.user_id is not None and token.user_id == identity.user_id
-    if token.kind == "service":
-        return "tokens:manage" in identity.scopes_in(token.organization_id)
-    return False
-
-
-def _manageable_token(session: Session, identity: Identity, token_id: int) -> ApiToken:
-    token = session.get(ApiToken, token_id)
-    if token is None or not _may_manage(identity, token):
-        raise NotFound(f"token {token_id} not found")
-    return token
-
-
 @blp.route("/tokens")
 class Tokens(MethodView):
     @blp.response(200)
@@ -453,8 +433,7 @@ class Tokens(MethodView):
         """Tokens the caller may manage: their own personal tokens, service tokens of organizations where they
         hold ``tokens:manage``, every token for registry administrators.  Never secrets."""
         with _session() as (session, identity):
-            rows = session.scalars(select(ApiToken).order_by(ApiToken.id))
-            return [_token_json(t, session) for t in rows if _may_manage(identity, t)]
+            return [_token_json(t, session) for t in token_svc.manageable_tokens(session, identity)]
 
     @blp.arguments(TokenArgs)
     @blp.response(201)
@@ -462,26 +441,10 @@ class Tokens(MethodView):
         """Create a token; the response holds the secret, shown this once.  A personal token is never wider
         than its user's roles; a service token's scopes must be held by its creator in that organization."""
         with _session() as (session, identity):
-            org = user = None
-            if args["kind"] == "personal":
-                if identity.user_id is None:
-                    raise ServiceError("personal tokens belong to users: sign in, or use a personal token")
-                user = session.get(User, identity.user_id)
-                held = identity.scopes_anywhere()
-            elif args["kind"] == "service":
-                if not args["organization"]:
-                    raise ServiceError("a service token needs an organization")
-                org = _visible_org(session, identity, args["organization"])
-                _need(identity, "tokens:manage", org)
-                held = identity.scopes_in(org.id)
-            else:
-                _need(identity, "admin")
-                held = identity.scopes_in(None)
-            scopes = svc.normalise_scopes(args["scopes"])
-            svc.check_grantable(held, scopes)
-            token, secret = token_svc.create_token(
-                session, _actor(identity, org), name=args["name"], scopes=scopes, kind=args["kind"], user=user,
-                organization=org, namespace=args["namespace"], expires_in=_parse_lifetime(args["expires_in"]))
+            token, secret = token_svc.issue_token(
+                session, _actor(identity), identity, name=args["name"], scopes=args["scopes"],
+                kind=args["kind"], organization=args["organization"], namespace=args["namespace"],
+                expires_in=_parse_lifetime(args["expires_in"]))
             session.commit()
             return _token_json(token, session, secret)
 
@@ -491,13 +454,13 @@ class TokenResource(MethodView):
     @blp.response(200)
     def get(self, token_id: int) -> Any:
         with _session() as (session, identity):
-            return _token_json(_manageable_token(session, identity, token_id), session)
+            return _token_json(token_svc.manageable_token(session, identity, token_id), session)
 
     @blp.response(204)
     def delete(self, token_id: int) -> None:
         """Revoke a token; it stops working on the next request."""
         with _session() as (session, identity):
-            token = _manageable_token(session, identity, token_id)
+            token = token_svc.manageable_token(session, identity, token_id)
             token_svc.revoke_token(session, _actor(identity), token)
             session.commit()
 
@@ -509,7 +472,7 @@ class TokenRotate(MethodView):
     def post(self, args: dict[str, Any], token_id: int) -> Any:
         """Issue a new secret (shown once); with ``grace`` the old one keeps working that long."""
         with _session() as (session, identity):
-            token = _manageable_token(session, identity, token_id)
+            token = token_svc.manageable_token(session, identity, token_id)
             secret = token_svc.rotate_token(session, _actor(identity), token, _parse_lifetime(args["grace"]))
             session.commit()
             return _token_json(token, session, secret)

@@ -10,6 +10,7 @@ import marshmallow as ma
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from sqlalchemy.orm import Session
 
 from tfregistry import auth
 from tfregistry.api import (
@@ -139,12 +140,49 @@ def upload_limit(setting: str) -> Callable[[Callable[..., Any]], Callable[..., A
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            request.max_content_length = current_registry().settings[setting] + FORM_OVERHEAD
+            cap_upload(setting)
             return view(*args, **kwargs)
 
+        wrapper.upload_limit_setting = setting  # type: ignore[attr-defined]  (read by cap_request_body)
         return wrapper
 
     return decorator
+
+
+def publish_upload(session: Session, form: dict[str, Any]) -> svc.PublishResult:
+    """Publish the module of a loaded :class:`PublishForm` (``archive``: the uploaded file) as the caller,
+    after the size cap and the permission check; the API and the web UI's form both call it."""
+    registry = current_registry()
+    settings = registry.settings
+    max_bytes = settings["limits.module_archive_max_bytes"]
+    stream = form["archive"].stream
+    stream.seek(0, 2)
+    if stream.tell() > max_bytes:
+        raise ServiceError(f"archive is larger than the limit of {max_bytes} bytes", status=413)
+    stream.seek(0)
+    _, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])
+    return svc.publish_module(
+        session, registry.storage, actor,
+        namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
+        archive=stream, limits=svc.archive_limits(settings), description=form["description"],
+    )
+
+
+def cap_upload(setting: str) -> None:
+    """Cap the current request's body at the size in ``setting`` (plus the form's framing)."""
+    request.max_content_length = current_registry().settings[setting] + FORM_OVERHEAD
+
+
+def cap_request_body() -> None:
+    """Apply the upload cap of the view about to run (:func:`upload_limit`) now: for code that reads
+    the form before the view does (the CSRF check), so no body is read past the cap."""
+    from flask import current_app
+
+    view = current_app.view_functions.get(request.endpoint or "")
+    view = getattr(getattr(view, "view_class", None), request.method.lower(), view)
+    setting = getattr(view, "upload_limit_setting", None)
+    if setting is not None:
+        cap_upload(setting)
 
 
 @blp.route("")
@@ -171,23 +209,8 @@ class Modules(MethodView):
     def post(self) -> Any:
         """Publish a module version from a ``.tar.gz`` archive (409: the version exists with other content)."""
         form = load_multipart(PublishForm())
-        registry = current_registry()
-        settings = registry.settings
-        upload = form["archive"]
-        max_bytes = settings["limits.module_archive_max_bytes"]
-        stream = upload.stream
-        stream.seek(0, 2)
-        if stream.tell() > max_bytes:
-            raise ServiceError(f"archive is larger than the limit of {max_bytes} bytes", status=413)
-        stream.seek(0)
-        limits = svc.archive_limits(settings)
-        with registry.db.session() as session:
-            _, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])
-            result = svc.publish_module(
-                session, registry.storage, actor,
-                namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
-                archive=stream, limits=limits, description=form["description"],
-            )
+        with current_registry().db.session() as session:
+            result = publish_upload(session, form)
             return version_json(result.version, result.created), 201 if result.created else 200
 
 

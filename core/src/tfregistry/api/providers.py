@@ -8,6 +8,7 @@ import marshmallow as ma
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from sqlalchemy.orm import Session
 
 from tfregistry import auth
 from tfregistry.api import (
@@ -24,9 +25,11 @@ from tfregistry.api import (
 from tfregistry.api.modules import DeprecateArgs, upload_limit
 from tfregistry.models import GpgKey, ProviderVersion
 from tfregistry.protocol import register_error_handlers
+from tfregistry.provider_docs import DocsLimits, DocsReport
 from tfregistry.registry import Registry
 from tfregistry.services import ServiceError
 from tfregistry.services import gpgkeys as keys_svc
+from tfregistry.services import provider_docs as docs_svc
 from tfregistry.services import providers as svc
 from tfregistry.web import current_registry
 
@@ -106,7 +109,11 @@ def version_json(pv: ProviderVersion, **extra: Any) -> dict[str, Any]:
 
 
 def _small_file(field: str) -> bytes | None:
-    upload = request.files.get(field)
+    return small_file(request.files.get(field), field)
+
+
+def small_file(upload: Any, field: str) -> bytes | None:
+    """The bytes of a small uploaded file (SHA256SUMS, its signature), refusing anything large."""
     if upload is None:
         return None
     data = upload.stream.read(SMALL_FILE_MAX + 1)
@@ -125,6 +132,23 @@ def encryption_key(registry: Registry) -> bytes:
     return keys_svc.encryption_key(registry.settings["gpg.encryption_key"], registry.secret_key)
 
 
+def publish_upload(session: Session, form: dict[str, Any], *, shasums: bytes | None,
+                   signature: bytes | None) -> svc.PublishResult:
+    """Publish the provider release of a loaded :class:`ProviderPublishForm` (``packages``: the uploaded
+    zips) as the caller, after the permission check; the API and the web UI's form both call it.
+    Without ``shasums`` and ``signature``, the namespace's managed key signs the release."""
+    registry = current_registry()
+    uploads = [svc.Upload(f.filename or "", f.stream) for f in form["packages"]]
+    protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
+    _, actor = auth.require_in_namespace(session, "providers:write", form["namespace"])
+    return svc.publish_provider(
+        session, registry.storage, actor,
+        namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
+        limits=limits(registry), enc_key=encryption_key(registry), protocols=protocols or None,
+        shasums=shasums, signature=signature,
+    )
+
+
 @blp.route("")
 class Providers(MethodView):
     @upload_limit("limits.provider_upload_max_bytes")
@@ -137,17 +161,9 @@ class Providers(MethodView):
         """Publish a provider version: zips plus SHA256SUMS and its signature (or none, with a managed key);
         409: the version exists with different content."""
         form = load_multipart(ProviderPublishForm(), lists=("packages",))
-        registry = current_registry()
-        uploads = [svc.Upload(f.filename or "", f.stream) for f in request.files.getlist("packages")]
-        protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
-        with registry.db.session() as session:
-            _, actor = auth.require_in_namespace(session, "providers:write", form["namespace"])
-            result = svc.publish_provider(
-                session, registry.storage, actor,
-                namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
-                limits=limits(registry), enc_key=encryption_key(registry), protocols=protocols or None,
-                shasums=_small_file("shasums"), signature=_small_file("shasums_signature"),
-            )
+        with current_registry().db.session() as session:
+            result = publish_upload(session, form, shasums=_small_file("shasums"),
+                                    signature=_small_file("shasums_signature"))
             body = version_json(result.version, created=result.created, added_platforms=result.added)
             return body, 201 if result.added else 200
 
@@ -180,6 +196,143 @@ class ProviderVersionResource(MethodView):
             _, actor = auth.require_in_namespace(session, "providers:delete", ns, create=False)
             svc.delete_version(session, registry.storage, actor,
                                svc.get_version(session, ns, type_, version))
+
+
+# --- documentation ---------------------------------------------------------------------------
+
+
+class DocsForm(ma.Schema):
+    """The ``multipart/form-data`` body of a docs upload or preview."""
+
+    archive = ma.fields.Raw(required=True, metadata={
+        "type": "string", "format": "binary",
+        "description": "The provider's docs/ folder as a .tar.gz or .zip (index.md, resources/, data-sources/, "
+                       "ephemeral-resources/, guides/, functions/)"})
+
+
+class DocPageSummarySchema(ma.Schema):
+    path = ma.fields.String(metadata={"description": "Where the page is inside docs/", "example": "resources/thing.md"})
+    category = ma.fields.String(metadata={"example": "resources"})
+    slug = ma.fields.String(metadata={"example": "thing"})
+    title = ma.fields.String()
+    subcategory = ma.fields.String()
+    description = ma.fields.String()
+
+
+class DocPageSchema(DocPageSummarySchema):
+    content = ma.fields.String(metadata={"description": "The page's Markdown, front matter removed (not rendered: "
+                                         "render and sanitise it before showing it)"})
+
+
+class DocSubcategorySchema(ma.Schema):
+    name = ma.fields.String(metadata={"description": "Empty for pages without a subcategory"})
+    pages = ma.fields.List(ma.fields.Nested(DocPageSummarySchema))
+
+
+class DocCategorySchema(ma.Schema):
+    category = ma.fields.String(metadata={"example": "resources"})
+    label = ma.fields.String(metadata={"example": "Resources"})
+    subcategories = ma.fields.List(ma.fields.Nested(DocSubcategorySchema))
+
+
+class DocsIndexSchema(ma.Schema):
+    id = ma.fields.String(metadata={"description": "namespace/type/version (absent in a preview)"})
+    page_count = ma.fields.Integer()
+    categories = ma.fields.List(ma.fields.Nested(DocCategorySchema))
+    problems = ma.fields.List(ma.fields.String(), metadata={
+        "description": "Files skipped and why (uploads and previews only)"})
+    replaced = ma.fields.Integer(metadata={"description": "Pages the version had before this upload (uploads only)"})
+
+
+def docs_limits(registry: Registry) -> DocsLimits:
+    s = registry.settings
+    return DocsLimits(max_pages=s["limits.provider_docs_max_pages"],
+                      max_page_bytes=s["limits.provider_docs_max_page_bytes"],
+                      max_total_bytes=s["limits.provider_docs_max_bytes"],
+                      max_compression_ratio=s["limits.max_compression_ratio"])
+
+
+def _docs_upload(registry: Registry) -> Any:
+    """The uploaded archive's stream, refused with 413 past ``limits.provider_docs_max_bytes``."""
+    stream = load_multipart(DocsForm())["archive"].stream
+    max_bytes = registry.settings["limits.provider_docs_max_bytes"]
+    stream.seek(0, 2)
+    if stream.tell() > max_bytes:
+        raise ServiceError(f"the docs archive is larger than the limit of {max_bytes} bytes "
+                           "(setting limits.provider_docs_max_bytes)", status=413)
+    stream.seek(0)
+    return stream
+
+
+def _report_json(report: DocsReport, **extra: Any) -> dict[str, Any]:
+    return {**extra, "page_count": len(report.pages), "categories": docs_svc.group_pages(report.pages),
+            "problems": report.problems}
+
+
+@blp.route("/<ns>/<type_>/<version>/docs")
+class ProviderDocs(MethodView):
+    @blp.response(200, DocsIndexSchema)
+    @blp.doc(security=PUBLIC)
+    def get(self, ns: str, type_: str, version: str) -> Any:
+        """The version's documentation index: pages grouped by category and subcategory, without content."""
+        with current_registry().db.session() as session:
+            auth.require(session, "providers:read", auth.namespace_for(session, ns))
+            pv = svc.get_version(session, ns, type_, version)
+            pages = docs_svc.doc_pages(session, pv)
+            return {"id": f"{ns}/{type_}/{pv.version}", "page_count": len(pages),
+                    "categories": docs_svc.group_pages(pages)}
+
+    @upload_limit("limits.provider_docs_max_bytes")
+    @blp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": DocsForm}}})
+    @blp.response(201, DocsIndexSchema, description="Stored; the version's previous docs, if any, are replaced")
+    @errors(blp, 409)
+    def post(self, ns: str, type_: str, version: str) -> Any:
+        """Publish (or replace) the version's documentation.
+
+        The body is an archive (.tar.gz or .zip) of the provider's docs/ folder; files out of place are
+        skipped and listed in ``problems``.  Needs the scope that publishes the provider."""
+        registry = current_registry()
+        stream = _docs_upload(registry)
+        with registry.db.session() as session:
+            _, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+            pv = svc.get_version(session, ns, type_, version)
+            result = docs_svc.store_provider_docs(session, actor, pv, stream, docs_limits(registry))
+            return _report_json(result.report, id=f"{ns}/{type_}/{pv.version}", replaced=result.replaced)
+
+
+@blp.route("/<ns>/<type_>/<version>/docs/<category>/<slug>")
+class ProviderDocPageResource(MethodView):
+    @blp.response(200, DocPageSchema)
+    @blp.doc(security=PUBLIC)
+    def get(self, ns: str, type_: str, version: str, category: str, slug: str) -> Any:
+        """One documentation page with its Markdown (``index/index`` is the overview page)."""
+        with current_registry().db.session() as session:
+            auth.require(session, "providers:read", auth.namespace_for(session, ns))
+            page = docs_svc.get_doc_page(session, svc.get_version(session, ns, type_, version), category, slug)
+            return {**docs_svc.page_summary(page), "content": page.content}
+
+
+@blp.route("/docs/preview")
+class ProviderDocsPreview(MethodView):
+    @upload_limit("limits.provider_docs_max_bytes")
+    @blp.doc(requestBody={"required": True, "content": {"multipart/form-data": {"schema": DocsForm}}})
+    @blp.response(200, DocsIndexSchema, description="The index the archive would give, and its problems")
+    def post(self) -> Any:
+        """Check a docs archive without storing it.
+
+        Answers the index the archive would give and the files it would skip.  For provider authors:
+        needs ``providers:write`` in some namespace."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            identity = auth.current_identity(session)
+            if identity.anonymous:
+                raise auth.Unauthenticated("authentication required: send a registry token as "
+                                           "'Authorization: Bearer <token>'")
+            if "providers:write" not in identity.scopes_anywhere():
+                raise auth.PermissionDenied(f"{auth.describe(identity)} may not publish providers anywhere, so it "
+                                            "may not preview provider docs")
+        stream = _docs_upload(registry)
+        return _report_json(docs_svc.check_docs(stream, docs_limits(registry)))
 
 
 # --- signing keys ----------------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """Built-in authentication: registry API tokens (``Authorization: Bearer``) and browser sessions.
 
+A browser session is either a user's (``uid``, from a sign-in provider or a personal token) or, for
+site and service tokens, which have no user, the token's own (``tid`` and a fingerprint of the secret
+it was opened with): that token is checked again on every request, so revoking, expiring or rotating
+it (after its grace period) signs the browser out.
+
 Implemented with the same ``tfr_authenticate`` hook an auth plugin would use; plugins that
 understand other credentials run first (this one is ``trylast``).
 """
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from flask import g
@@ -19,7 +25,7 @@ from tfregistry.auth import Identity, Unauthenticated, bearer_token
 from tfregistry.models import ApiToken, User
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.identity import expand
-from tfregistry.services.tokens import digest, verify_token
+from tfregistry.services.tokens import digest, session_token, verify_token
 
 if TYPE_CHECKING:
     from tfregistry.registry import Registry
@@ -38,13 +44,15 @@ def user_identity(db_session: Session, user: User, *, kind: str, name: str, toke
     return Identity(name=name, kind=kind, token_id=token.id if token else None, user_id=user.id,
                     token_scopes=expand(token.scopes) if token else None,
                     namespace=token.namespace if token else None, site_admin=user.site_admin, roles=roles,
-                    valid_until=valid_until)
+                    valid_until=valid_until, browser_session=kind == "session")
 
 
-def token_identity(db_session: Session, token: ApiToken, secret: str | None = None) -> Identity:
-    """The caller a live token stands for; ``secret`` tells whether it was the token's previous one."""
+def token_identity(db_session: Session, token: ApiToken, secret: str | None = None, *,
+                   previous: bool = False) -> Identity:
+    """The caller a live token stands for; ``secret`` (or ``previous``) tells whether it was the
+    token's previous one, which stops at the end of the rotation's grace period."""
     ends = [token.expires_at]
-    if secret is not None and digest(secret) != token.digest:
+    if previous or (secret is not None and digest(secret) != token.digest):
         ends.append(token.previous_expires_at)  # the old secret of a rotation, within its grace period
     valid_until = min((moment.timestamp() for moment in ends if moment is not None), default=None)
     if token.kind == "personal":
@@ -84,6 +92,9 @@ def tfr_authenticate(registry: Registry, request: Any, session: Session) -> Iden
             _audit_failure(registry, request.remote_addr, "invalid token")
             raise Unauthenticated("the token is not valid (unknown, revoked or expired)")
         return token_identity(session, token, secret)
+    token_id = flask_session.get("tid")
+    if token_id is not None:
+        return _token_session_identity(session, token_id)
     user_id = flask_session.get("uid")
     if user_id is None:
         return None
@@ -92,6 +103,21 @@ def tfr_authenticate(registry: Registry, request: Any, session: Session) -> Iden
         flask_session.clear()
         raise Unauthenticated("your session has ended; sign in again")
     return user_identity(session, user, kind="session", name=_user_label(user))
+
+
+def _token_session_identity(session: Session, token_id: Any) -> Identity:
+    """The identity of a session opened with a site or service token, while that token still works."""
+    found = session_token(session, token_id, str(flask_session.get("tfp", ""))) if isinstance(token_id, int) else None
+    if found is None:
+        flask_session.clear()
+        raise Unauthenticated("your session has ended (the token it was opened with no longer works); sign in again")
+    token, previous = found
+    return replace(token_identity(session, token, previous=previous), browser_session=True)
+
+
+def signed_in_session() -> bool:
+    """Whether the request's session cookie carries a sign-in (a user's, or a token's)."""
+    return "uid" in flask_session or "tid" in flask_session
 
 
 def session_version(user: User) -> str:

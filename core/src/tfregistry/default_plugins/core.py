@@ -75,6 +75,11 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         help="Largest provider publish request (all packages together), enforced while it streams in.")
     add("limits.provider_uncompressed_max_bytes", ByteSize, default="2GiB",
         help="Largest total uncompressed size of one provider package (zip bomb guard).")
+    add("limits.provider_docs_max_bytes", ByteSize, default="20MiB",
+        help="Largest provider docs archive accepted (compressed), and the most Markdown its pages may hold.")
+    add("limits.provider_docs_max_pages", int, default=2000, help="Most pages a provider version's docs may have.")
+    add("limits.provider_docs_max_page_bytes", ByteSize, default="512KiB",
+        help="Largest provider documentation page.")
     add("limits.max_compression_ratio", parse_compression_ratio, default=100,
         help="Module archives and provider zips (each zip entry, and each zip as a whole) may expand at most this "
         "many times their compressed size, checked while they are read once past 4 MiB unpacked (decompression "

@@ -25,7 +25,7 @@ from markupsafe import Markup
 from sqlalchemy import delete, select
 
 from tfregistry.auth import Unauthenticated, bearer_token, current_identity
-from tfregistry.default_plugins.auth import session_version
+from tfregistry.default_plugins.auth import session_version, signed_in_session
 from tfregistry.interfaces import LoginError
 from tfregistry.models import OAuthCode, User, utcnow
 from tfregistry.services import identity as identity_svc
@@ -89,19 +89,29 @@ def csrf_token() -> str:
     return session["csrf"]
 
 
+def csrf_valid() -> bool:
+    """Whether the request carries the session's CSRF token (form field ``csrf_token`` or header
+    ``X-CSRF-Token``).  Checked before every state-changing request of a signed-in session; forms that
+    work without one (signing in) call it themselves, against the token of the anonymous session."""
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    return bool(sent) and hmac.compare_digest(sent, session.get("csrf", ""))
+
+
 def check_csrf() -> Any:
-    if request.method in SAFE_METHODS or "uid" not in session or bearer_token() is not None:
+    if request.method in SAFE_METHODS or not signed_in_session() or bearer_token() is not None:
         return None
     if request.endpoint == "tfr_login.oauth_token":
         return None  # Terraform's back-channel code exchange: no cookie authority, PKCE protects it
-    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
-    if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+    from tfregistry.api.modules import cap_request_body
+
+    cap_request_body()  # reading the form field must not read an upload past its cap
+    if not csrf_valid():
         return page("Request refused", "<p class=error>The form was stale or did not come from this registry "
                     "(CSRF check failed). Go back, reload the page and try again.</p>", 403)
     return None
 
 
-def _safe_next(target: str | None) -> str | None:
+def safe_next(target: str | None) -> str | None:
     """Only same-site relative paths: never an open redirect."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return None
@@ -118,18 +128,33 @@ def _providers() -> dict[str, Any]:
     return current_registry().auth_providers
 
 
-def _actor(user: User | None = None) -> Actor:
+def _actor(user: User | None = None, *, token_name: str | None = None, token_id: int | None = None,
+           organization_id: int | None = None) -> Actor:
     from flask import g
 
-    return Actor(name=f"user:{user.email or user.id}" if user else "anonymous", ip=request.remote_addr,
+    name = f"user:{user.email or user.id}" if user else f"token:{token_name}" if token_name else "anonymous"
+    return Actor(name=name, token_id=token_id, organization_id=organization_id, ip=request.remote_addr,
                  request_id=g.get("request_id"))
+
+
+#: The web UI's sign-in page (tfregistry-webui), used when it is installed.
+UI_SIGN_IN = "tfr_webui.sign_in"
+
+
+def _ui_endpoint(endpoint: str) -> bool:
+    from flask import current_app
+
+    return endpoint in current_app.view_functions
 
 
 @bp.get("/auth/login")
 def login_choice() -> Any:
-    """Choose a sign-in method (straight through when the site has exactly one)."""
-    nxt = _safe_next(request.args.get("next"))
+    """Choose a sign-in method: straight through when the site has exactly one, else the web UI's
+    sign-in page when it is installed (which also offers signing in with a token), else a plain list."""
+    nxt = safe_next(request.args.get("next"))
     providers = _providers()
+    if len(providers) != 1 and _ui_endpoint(UI_SIGN_IN):
+        return redirect(url_for(UI_SIGN_IN, next=nxt))
     if not providers:
         return page("Sign-in unavailable", "<p>This registry has no sign-in method: install and configure an "
                     "auth plugin (tfregistry-auth-oidc or tfregistry-auth-azuread). API tokens still work.</p>", 404)
@@ -145,7 +170,7 @@ def login_start(name: str) -> Any:
     provider = _providers().get(name)
     if provider is None:
         abort(404)
-    session["login_next"] = _safe_next(request.args.get("next"))
+    session["login_next"] = safe_next(request.args.get("next"))
     try:
         return provider.begin_login(_external("tfr_login.login_callback", name=name))
     except LoginError as exc:
@@ -169,11 +194,48 @@ def login_callback(name: str) -> Any:
     except LoginError as exc:
         return _login_failed(name, exc)
     nxt = session.get("login_next")
-    session.clear()  # a fresh session: nothing from before the sign-in survives (fixation)
-    session.permanent = True
-    session.update(uid=user_id, ver=version, csrf=secrets.token_urlsafe(32))
+    start_session(uid=user_id, ver=version)
     return redirect(nxt) if nxt else page("Signed in", "<p>Signed in as {{ who }}.</p>" + LOGOUT_FORM, who=label,
                                           csrf=session["csrf"])
+
+
+def start_session(**values: Any) -> None:
+    """Open a browser session holding ``values`` (``uid``/``ver`` for a user, ``tid``/``tfp`` for a token):
+    a fresh one, so nothing from before the sign-in survives (fixation), with a new CSRF token."""
+    session.clear()
+    session.permanent = True
+    session.update(values, csrf=secrets.token_urlsafe(32))
+
+
+def token_sign_in(secret: str) -> str:
+    """Exchange a registry token for a browser session (the web UI's "sign in with an API token").
+
+    The token is checked exactly as a bearer token is (:func:`~tfregistry.services.tokens.verify_token`).
+    A personal token opens a session of its user, as a sign-in provider would; site and service tokens
+    have no user, so the session is the token's own, checked again on every request.  Audited as
+    ``auth.login`` / ``auth.login_failed``.  Returns who signed in; raises :class:`LoginError`.
+    """
+    registry = current_registry()
+    with registry.db.session() as db:
+        token = token_svc.verify_token(db, secret.strip(), ip=request.remote_addr)
+        user = db.get(User, token.user_id) if token is not None and token.kind == "personal" else None
+        if token is None or (token.kind == "personal" and (user is None or user.disabled)):
+            reason = "the token is not valid (unknown, revoked or expired)" if token is None else \
+                "the token's user is disabled or no longer exists"
+            record(db, _actor(), "auth.login_failed", "token", reason=reason)
+            db.commit()
+            raise LoginError(reason)
+        if user is not None:
+            label, values = user.email or user.name, {"uid": user.id, "ver": session_version(user)}
+            actor = _actor(user)
+        else:
+            label = f"token {token.name}"
+            values = {"tid": token.id, "tfp": token_svc.session_fingerprint(secret.strip())}
+            actor = _actor(token_name=token.name, token_id=token.id, organization_id=token.organization_id)
+        record(db, actor, "auth.login", f"token:{token.id}", method="token", kind=token.kind)
+        db.commit()
+    start_session(**values)
+    return label
 
 
 def _login_failed(name: str, exc: LoginError) -> Any:
@@ -190,7 +252,10 @@ LOGOUT_FORM = ("<form method=post action=\"{{ url_for('tfr_login.logout') }}\"><
 
 @bp.post("/auth/logout")
 def logout() -> Any:
+    """End the browser session (CSRF-checked); with the web UI installed, back to a safe ``next`` or ``/``."""
     session.clear()
+    if _ui_endpoint(UI_SIGN_IN):
+        return redirect(safe_next(request.form.get("next") or request.args.get("next")) or "/", 303)
     return page("Signed out", "<p>You are signed out.</p>")
 
 

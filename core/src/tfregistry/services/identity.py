@@ -16,6 +16,7 @@ from tfregistry.services import Conflict, Forbidden, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 
 if TYPE_CHECKING:
+    from tfregistry.auth import Identity
     from tfregistry.interfaces import ExternalIdentity
 
 #: Every scope, in the order the docs list them.  ``admin`` implies all others.
@@ -151,6 +152,15 @@ def delete_organization(session: Session, actor: Actor, org: Organization) -> No
         token.organization_id = None
     record(session, actor, "org.delete", f"org:{org.name}")
     session.delete(org)
+
+
+def visible_organization(session: Session, identity: Identity, name: str) -> Organization:
+    """The organization, if ``identity`` belongs to it or administers the registry; else "not found"
+    (never "forbidden": other organizations' names are not disclosed)."""
+    org = session.scalar(select(Organization).where(Organization.name == name))
+    if org is None or not (identity.scopes_in(org.id) or identity.scopes_in(None)):
+        raise NotFound(f"organization {name!r} not found")
+    return org
 
 
 # --- role templates ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from tfregistry import semver
 from tfregistry.analysis import ANALYZER_VERSION, analyse_module_archive
-from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive
+from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive, iter_tar_gz, path_problem
 from tfregistry.interfaces import CHUNK_SIZE, HashingReader, StorageBackend
 from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
 from tfregistry.registry import ModuleVersionRef
@@ -379,3 +379,71 @@ def reanalyse_versions(session: Session, storage: StorageBackend, limits: Archiv
         session.commit()
         done += 1
     return done
+
+
+# --- files inside a version's archive (README links and images) ----------------------------------
+
+#: Largest file :func:`module_archive_file` serves by default.
+ARCHIVE_FILE_MAX_BYTES = 5 * 1024 * 1024
+#: Image types served as themselves, with the magic bytes their content must start with.  Anything else,
+#: SVG included (it can hold scripts), is served as plain text.
+_IMAGE_TYPES = {
+    ".png": ("image/png", (b"\x89PNG\r\n\x1a\n",)),
+    ".jpg": ("image/jpeg", (b"\xff\xd8\xff",)),
+    ".jpeg": ("image/jpeg", (b"\xff\xd8\xff",)),
+    ".gif": ("image/gif", (b"GIF87a", b"GIF89a")),
+    ".webp": ("image/webp", (b"RIFF",)),
+}
+TEXT_TYPE = "text/plain; charset=utf-8"
+
+
+def safe_content_type(path: str, data: bytes) -> str:
+    """The type to serve an archive file as: PNG, JPEG, GIF and WebP images (when their bytes say so too)
+    as themselves, anything else as ``text/plain; charset=utf-8``: never HTML, SVG or script."""
+    suffix = "." + path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    image = _IMAGE_TYPES.get(suffix)
+    if image is not None and data.startswith(image[1]) and (suffix != ".webp" or data[8:12] == b"WEBP"):
+        return image[0]
+    return TEXT_TYPE
+
+
+def _archive_path(path: str) -> str:
+    """``path`` checked (relative, no ``..``, no backslash or control character) and normalised."""
+    problem = path_problem(path)
+    if problem or "\\" in path or path.startswith("/"):
+        raise NotFound(f"no file {path!r} in this module version")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise NotFound(f"no file {path!r} in this module version")
+    return "/".join(parts)
+
+
+def module_archive_file(storage: StorageBackend, mv: ModuleVersion, path: str,
+                        max_bytes: int = ARCHIVE_FILE_MAX_BYTES, *,
+                        limits: ArchiveLimits | None = None) -> tuple[bytes, str]:
+    """One regular file of a version's archive, as ``(content, content type)`` (:func:`safe_content_type`).
+
+    The archive is streamed from storage and read only up to the file.  :class:`NotFound` for a
+    path that is unsafe, missing, a directory or a link (links are never followed);
+    :class:`ServiceError` 413 for a file larger than ``max_bytes``.  The web layer must add
+    ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` to the answer.
+    """
+    wanted = _archive_path(path)
+    label = f"{path!r} in this module version"
+    fh = storage.open(mv.storage_key)
+    try:
+        for entry in iter_tar_gz(fh, limits or ArchiveLimits()):
+            if entry.name != wanted:
+                continue
+            if entry.kind != "file":
+                kind = {"dir": "a directory", "symlink": "a symbolic link"}.get(entry.kind, entry.kind)
+                raise NotFound(f"{label} is {kind}, not a regular file (links are not followed)")
+            if entry.size > max_bytes:
+                raise ServiceError(f"{label} is larger than {max_bytes} bytes; it is not shown", status=413)
+            data = entry.read(max_bytes)
+            return data, safe_content_type(wanted, data)
+    except ArchiveError as exc:
+        raise ServiceError(f"the archive of this module version cannot be read: {exc}", status=500) from None
+    finally:
+        fh.close()
+    raise NotFound(f"no file {label}")

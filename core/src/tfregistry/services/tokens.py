@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tfregistry.models import ApiToken, Organization, User, utcnow
-from tfregistry.services import ServiceError
+from tfregistry.services import Forbidden, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
-from tfregistry.services.identity import normalise_scopes
+from tfregistry.services.identity import check_grantable, normalise_scopes, visible_organization
+
+if TYPE_CHECKING:
+    from tfregistry.auth import Identity
 
 #: Recognisable by secret scanners: ``tfr_`` followed by 43 URL-safe characters.
 TOKEN_PREFIX = "tfr_"
@@ -116,6 +121,34 @@ def verify_token(session: Session, secret: str, now: datetime | None = None, ip:
     return token
 
 
+def session_fingerprint(secret: str) -> str:
+    """What a browser session opened with a token keeps to recognise the secret it was opened with:
+    derived from the secret's digest, never the digest itself (the session cookie is signed, not secret)."""
+    return hashlib.sha256(b"tfr-session\0" + digest(secret).encode()).hexdigest()[:32]
+
+
+def _fingerprint_of_digest(value: str | None) -> str | None:
+    return hashlib.sha256(b"tfr-session\0" + value.encode()).hexdigest()[:32] if value else None
+
+
+def session_token(session: Session, token_id: int, fingerprint: str,
+                  now: datetime | None = None) -> tuple[ApiToken, bool] | None:
+    """The token a browser session was opened with, while the secret used still works, and whether
+    that secret is the token's previous one (within the grace period of a rotation); ``None`` when
+    the token is gone, revoked or expired, or the secret was rotated out.  Checked on every request."""
+    now = now or utcnow()
+    token = session.get(ApiToken, token_id)
+    if token is None or token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
+        return None
+    if hmac.compare_digest(_fingerprint_of_digest(token.digest) or "", fingerprint):
+        return token, False
+    previous = _fingerprint_of_digest(token.previous_digest)
+    if (previous and token.previous_expires_at is not None and token.previous_expires_at > now
+            and hmac.compare_digest(previous, fingerprint)):
+        return token, True
+    return None
+
+
 def revoke_token(session: Session, actor: Actor, token: ApiToken) -> None:
     """Revoke ``token`` now; it stops working on the next request."""
     if token.revoked_at is None:
@@ -147,3 +180,69 @@ def expiring_tokens(session: Session, window: timedelta) -> list[tuple[int, str,
                name=token.name, kind=token.kind, user=token.user_id, expires_at=token.expires_at.isoformat())
         result.append((token.id, token.name, token.expires_at))
     return result
+
+
+# --- who may manage which token: one set of rules for the API and the web UI ------------------------
+
+
+def may_manage(identity: Identity, token: ApiToken) -> bool:
+    """Whether ``identity`` may see, rotate and revoke ``token``: their own personal tokens, service
+    tokens of organizations where they hold ``tokens:manage``, every token with ``tokens:manage``
+    registry-wide."""
+    if "tokens:manage" in identity.scopes_in(None):
+        return True
+    if token.kind == "personal":
+        return token.user_id is not None and token.user_id == identity.user_id
+    if token.kind == "service":
+        return "tokens:manage" in identity.scopes_in(token.organization_id)
+    return False
+
+
+def manageable_tokens(session: Session, identity: Identity) -> list[ApiToken]:
+    """The tokens ``identity`` may manage (:func:`may_manage`), oldest first."""
+    return [t for t in session.scalars(select(ApiToken).order_by(ApiToken.id)) if may_manage(identity, t)]
+
+
+def manageable_token(session: Session, identity: Identity, token_id: int) -> ApiToken:
+    """One token ``identity`` may manage; any other is "not found" (never "forbidden")."""
+    token = session.get(ApiToken, token_id)
+    if token is None or not may_manage(identity, token):
+        raise NotFound(f"token {token_id} not found")
+    return token
+
+
+def grantable_scopes(session: Session, identity: Identity, kind: str,
+                     organization: str | None = None) -> tuple[frozenset[str], User | None, Organization | None]:
+    """The scopes ``identity`` may write on a new token of ``kind`` (a personal token is never wider
+    than its user's roles; a service token's scopes are held by its creator in that organization; a site
+    token needs ``admin``), with the token's user or organization.  Refuses callers who may create none."""
+    if kind == "personal":
+        if identity.user_id is None:
+            raise ServiceError("personal tokens belong to users: sign in, or use a personal token")
+        return identity.scopes_anywhere(), session.get(User, identity.user_id), None
+    if kind == "service":
+        if not organization:
+            raise ServiceError("a service token needs an organization")
+        org = visible_organization(session, identity, organization)
+        if "tokens:manage" not in identity.scopes_in(org.id):
+            raise Forbidden(f"you may not manage tokens in organization {org.name!r}")
+        return identity.scopes_in(org.id), None, org
+    if kind == "site":
+        if "admin" not in identity.scopes_in(None):
+            raise Forbidden("only registry administrators may create site tokens")
+        return identity.scopes_in(None), None, None
+    raise ServiceError(f"token kind must be one of {', '.join(KINDS)}")
+
+
+def issue_token(session: Session, actor: Actor, identity: Identity, *, name: str, scopes: Iterable[str],
+                kind: str = "personal", organization: str | None = None, namespace: str | None = None,
+                expires_in: timedelta | None = None) -> tuple[ApiToken, str]:
+    """Create a token on behalf of ``identity`` after checking it may (:func:`grantable_scopes`);
+    returns the row and the secret, shown once.  A service token's creation is audited in its organization."""
+    held, user, org = grantable_scopes(session, identity, kind, organization)
+    wanted = normalise_scopes(scopes)
+    check_grantable(held, wanted)
+    if org is not None:
+        actor = dataclasses.replace(actor, organization_id=org.id)
+    return create_token(session, actor, name=name, scopes=wanted, kind=kind, user=user, organization=org,
+                        namespace=namespace, expires_in=expires_in)
