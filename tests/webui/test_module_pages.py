@@ -246,3 +246,12 @@ def test_search_finds_modules_by_resource_type_and_input_name(app, client, publi
     assert f'href="{BASE}"' in by_type
     assert f'href="{BASE}"' in assert_page(client.get("/modules?q=subnet_count", headers=published))
     assert f'href="{BASE}"' not in assert_page(client.get("/modules?q=aws_s3_bucket", headers=published))
+
+
+def test_version_actions_on_the_module_page_for_those_who_may(client, published, app):
+    html = assert_page(client.get(f"{BASE}/1.1.0", headers=published))
+    assert f'action="{BASE}/1.1.0/deprecate"' in html and "Deprecate acme/network/aws 1.1.0" in html
+    assert f'href="{BASE}/1.1.0/delete"' in html
+    reader = bearer(new_token(app, "read"))
+    assert "/deprecate" not in assert_page(client.get(f"{BASE}/1.1.0", headers=reader))
+    assert "/deprecate" not in assert_page(client.get(f"{BASE}/1.1.0/submodules/subnets", headers=published))

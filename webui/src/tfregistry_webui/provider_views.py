@@ -20,7 +20,7 @@ from tfregistry.services import NotFound
 from tfregistry.services import providers as provider_svc
 from tfregistry.services.gpgkeys import active_keys
 from tfregistry.web import current_registry
-from tfregistry_webui import provision
+from tfregistry_webui import provision, publish_views
 from tfregistry_webui.ui import (
     bp,
     is_version,
@@ -120,6 +120,7 @@ def provider_page(ns: str, type_: str, version: str | None = None, tab: str | No
             "origin": origin, "snippet": required_providers_snippet(
                 provider, pv, registry_host(), registry.settings["webui.version_constraint_template"]),
             "platforms": sorted(pv.packages, key=lambda k: (k.os, k.arch)),
+            "actions": publish_views.provider_version_actions(session, pv),
             "page_title": f"{ns}/{type_}" + (f" (mirrored from {provider.hostname})" if provider.hostname else ""),
         }
         if tab == "keys":
