@@ -85,7 +85,7 @@ def test_anonymous_browse_from_home_through_search_to_the_module(page: Page, sit
     page.get_by_role("link", name=ADDRESS).click()
 
     page.wait_for_url(f"**{MODULE}")
-    expect(page.get_by_role("heading", level=1)).to_have_text(ADDRESS)
+    expect(page.locator(".page-head h1")).to_have_text(ADDRESS)
     expect(page.locator(".address").first).to_have_text(f"{PUBLIC_HOST}/{ADDRESS}")
     expect(page.locator(".readme")).to_contain_text("Provisions the web tier")
     assert "1.1.0" in page.locator(".page-head").inner_text() and "latest" in page.locator(".page-head").inner_text()
@@ -166,7 +166,7 @@ def test_a_submodule_and_an_example_with_their_tabs(page: Page):
     page.goto(MODULE)
     tab(page, "Submodules")
     page.locator("ul.cards").get_by_role("link", name="network").click()
-    expect(page.get_by_role("heading", level=1)).to_contain_text("network")
+    expect(page.locator(".page-head h1")).to_contain_text("network")
     expect(page.locator(".address").first).to_have_text(f"{PUBLIC_HOST}/{ADDRESS}//modules/network")
     expect(page.locator(".readme")).to_contain_text("One network with a subnet per zone.")
     assert f'source  = "{PUBLIC_HOST}/{ADDRESS}//modules/network"' in snippet(page)
@@ -299,7 +299,7 @@ PAGES: list[tuple[str, str, int, str | None]] = [
     ("namespace", f"/namespaces/{NAMESPACE}", 200, None),
     ("404", f"/modules/{NAMESPACE}/nothing/generic", 404, None),
     ("400", "/modules?offset=-1", 400, None),
-    ("sign-in (no auth plugin)", "/auth/login", 404, None),
+    ("sign-in (token form)", "/sign-in", 200, None),
 ]
 
 
