@@ -160,11 +160,14 @@ class RegistryServer:
         return self.request("GET", path, token=token, **kwargs)
 
     def publish(self, namespace: str, name: str, system: str, version: str, archive: bytes,
-                token: str | None = None) -> int:
+                token: str | None = None, description: str | None = None) -> int:
         """POST a module version to ``/api/v1/modules`` (admin token by default); returns the status."""
         boundary = uuid.uuid4().hex
         parts = []
-        for key, value in (("namespace", namespace), ("name", name), ("system", system), ("version", version)):
+        fields = [("namespace", namespace), ("name", name), ("system", system), ("version", version)]
+        if description is not None:
+            fields.append(("description", description))
+        for key, value in fields:
             parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="archive"; filename="module.tar.gz"\r\n'
                      f"Content-Type: application/gzip\r\n\r\n".encode() + archive + b"\r\n")

@@ -31,17 +31,23 @@ VERSIONS = ("1.0.0", "1.1.0")
 OTHER = "dns"
 PROVIDER = "toolbox"
 PROVIDER_VERSION = "0.4.0"
+DESCRIPTIONS = {NAME: "Web tier: instances spread over zones, their network and settings",
+                OTHER: "DNS names for the web tier"}
 #: A resource type the module manages (search finds the module by it) and one it does not.
 RESOURCE_TYPE = "terraform_data"
 
 
-def tiny_png(width: int = 24, height: int = 12, rgb: tuple[int, int, int] = (45, 95, 212)) -> bytes:
-    """A valid PNG of one colour (the README's diagram)."""
+def diagram_png(width: int = 300, height: int = 60) -> bytes:
+    """A valid PNG for the README: three blue boxes (instances, network, settings) on white."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    def pixel(x: int, y: int) -> bytes:
+        inside = 10 <= y < height - 10 and (x % 100) in range(10, 90)
+        return bytes((45, 95, 212)) if inside else b"\xff\xff\xff"
+
+    rows = b"".join(b"\x00" + b"".join(pixel(x, y) for x in range(width)) for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
@@ -238,7 +244,7 @@ def webapp_files(version: str) -> dict[str, str | bytes]:
         "variables.tf": variables_tf(version),
         "main.tf": main_tf(version),
         "outputs.tf": OUTPUTS_TF,
-        "docs/architecture.png": tiny_png(),
+        "docs/architecture.png": diagram_png(),
         "modules/network/main.tf": NETWORK_TF,
         "modules/network/README.md": NETWORK_README,
         "examples/basic/main.tf": example_tf(version),
@@ -258,9 +264,10 @@ def publish_showcase(server: RegistryServer, *, public: bool = True) -> None:
     namespace to anonymous readers."""
     for version in VERSIONS:
         archive = build_module_archive(NAME, webapp_files(version))
-        status = server.publish(NAMESPACE, NAME, SYSTEM, version, archive)
+        status = server.publish(NAMESPACE, NAME, SYSTEM, version, archive, description=DESCRIPTIONS[NAME])
         assert status == 201, f"publishing {ADDRESS} {version} answered {status}\n{server.output()}"
-    assert server.publish(NAMESPACE, OTHER, SYSTEM, "1.0.0", build_module_archive(OTHER, DNS_FILES)) == 201
+    assert server.publish(NAMESPACE, OTHER, SYSTEM, "1.0.0", build_module_archive(OTHER, DNS_FILES),
+                          description=DESCRIPTIONS[OTHER]) == 201
     if public:
         server.set_visibility(NAMESPACE, "public")
 
@@ -271,3 +278,16 @@ def publish_provider(server: RegistryServer, workdir: Path) -> None:
     release = build_release(workdir / "dist", PROVIDER, PROVIDER_VERSION, platforms=("linux_amd64", "darwin_arm64"),
                             protocols=["6.0"])
     assert "published" in server.publish_provider(release.dist, NAMESPACE)
+
+
+#: Downloads recorded by :func:`record_downloads`: (version, User-Agent) each.
+DOWNLOADS = [("1.1.0", "Terraform/1.9.5"), ("1.1.0", "Terraform/1.9.5"), ("1.1.0", "OpenTofu/1.8.0"),
+             ("1.0.0", "Terraform/1.5.7")]
+
+
+def record_downloads(server: RegistryServer) -> None:
+    """Ask for the archive's location as Terraform and OpenTofu do (the registry counts each answer)."""
+    for version, agent in DOWNLOADS:
+        response = server.get(f"/v1/modules/{ADDRESS}/{version}/download", token=server.admin_token,
+                              headers={"User-Agent": agent})
+        assert response.status in (200, 204) and "x-terraform-get" in response.headers, response.status

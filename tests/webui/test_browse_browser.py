@@ -37,6 +37,7 @@ def registry_env() -> dict[str, str]:
 def site(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> RegistryServer:
     """The registry with the showcase modules (public namespace) and provider published, once per server."""
     showcase.publish_showcase(registry)
+    showcase.record_downloads(registry)
     showcase.publish_provider(registry, tmp_path_factory.mktemp("provider"))
     return registry
 
@@ -77,12 +78,16 @@ def test_anonymous_browse_from_home_through_search_to_the_module(page: Page, sit
     assert re.search(r"1\s+providers", stats), stats
     recent = page.get_by_role("region", name="Recently published")
     expect(recent.get_by_role("link", name=f"{ADDRESS} 1.1.0")).to_be_visible()
+    popular = page.get_by_role("region", name="Most downloaded")
+    expect(popular.get_by_role("link", name=ADDRESS)).to_be_visible()
+    expect(popular).to_contain_text("4 downloads")
     shot(site, page, "home")
 
     page.get_by_role("search", name="Registry").get_by_role("searchbox").fill("web tier")
     page.get_by_role("search", name="Registry").get_by_role("button", name="Search").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Search results")
-    page.get_by_role("link", name=ADDRESS).click()
+    expect(page.locator("ul.cards li").filter(has_text=ADDRESS)).to_contain_text(showcase.DESCRIPTIONS["webapp"])
+    page.get_by_role("link", name=ADDRESS, exact=True).click()
 
     page.wait_for_url(f"**{MODULE}")
     expect(page.locator(".page-head h1")).to_have_text(ADDRESS)
@@ -104,7 +109,7 @@ def test_readme_renders_with_its_relative_image_and_link(page: Page, site: Regis
     in_archive = re.escape(f"{LATEST}/")
     expect(image).to_have_attribute("src", re.compile(rf"^{in_archive}.*docs/architecture\.png$"))
     page.wait_for_function("img => img.complete", arg=image.element_handle())
-    assert image.evaluate("img => img.naturalWidth") == 24  # the PNG of the archive, decoded
+    assert image.evaluate("img => img.naturalWidth") == 300  # the PNG of the archive, decoded
     link = readme.get_by_role("link", name="the network submodule")
     expect(link).to_have_attribute("href", re.compile(rf"^{in_archive}.*modules/network/README\.md$"))
     response = page.request.get(link.get_attribute("href") or "")
@@ -158,6 +163,9 @@ def test_every_tab_of_the_module(page: Page):
     expect(page.get_by_role("row", name=re.compile(r"^1\.0\.0\b"))).to_be_visible()
     tab(page, "Usage")
     expect(page.locator("figure.chart svg").first).to_be_visible()
+    # the downloads recorded from the User-Agent: Terraform 3, OpenTofu 1
+    expect(page.get_by_role("main")).to_contain_text("4 downloads of all versions in the last 12 months")
+    expect(page.get_by_role("main")).to_contain_text("Terraform 3, OpenTofu 1")
     tab(page, "Readme")
     assert page.url.endswith(LATEST)
 
@@ -284,7 +292,7 @@ PART_TABS = ["", "/inputs", "/outputs", "/dependencies", "/resources"]
 PAGES: list[tuple[str, str, int, str | None]] = [
     ("home", "/", 200, None),
     ("module list", "/modules", 200, None),
-    ("search results", "/modules?q=webapp", 200, "search-results"),
+    ("search results", "/modules?q=web+tier", 200, "search-results"),
     ("module readme", MODULE, 200, "module-readme"),
     *[(f"module tab {t}", f"{LATEST}/{t}", 200, "module-inputs" if t == "inputs" else None)
       for t in ("inputs", "outputs", "dependencies", "resources", "submodules", "examples", "changelog",
