@@ -176,11 +176,12 @@ class RegistryServer:
                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         return resp.status
 
-    def publish_provider(self, dist: Path, namespace: str) -> str:
-        """``tfr publish provider DIST`` against this server, as a release pipeline runs it; returns stdout."""
+    def publish_provider(self, dist: Path, namespace: str, *options: str) -> str:
+        """``tfr publish provider DIST [OPTIONS]`` against this server, as a release pipeline runs it; returns
+        stdout."""
         env = {**self.env, "SSL_CERT_FILE": str(self.bundle)}
         result = subprocess.run([sys.executable, "-m", "tfregistry", "publish", "provider", str(dist), "--namespace",
-                                 namespace, "--url", self.url, "--token", self.admin_token], env=env,
+                                 namespace, *options, "--url", self.url, "--token", self.admin_token], env=env,
                                 capture_output=True, text=True, timeout=CLI_TIMEOUT * 2, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout

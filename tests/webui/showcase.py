@@ -272,12 +272,27 @@ def publish_showcase(server: RegistryServer, *, public: bool = True) -> None:
         server.set_visibility(NAMESPACE, "public")
 
 
+#: The provider's documentation folder (the public registry's layout, with front matter).
+PROVIDER_DOCS = {
+    "index.md": "---\npage_title: \"Provider: toolbox\"\ndescription: |-\n  Tools for the web tier.\n---\n\n"
+                "# toolbox Provider\n\nTools for the web tier.\n",
+    "resources/widget.md": "---\npage_title: \"toolbox_widget Resource\"\nsubcategory: \"Widgets\"\n"
+                           "description: |-\n  Manages a widget.\n---\n\n# toolbox_widget\n\nManages a widget.\n",
+}
+
+
 def publish_provider(server: RegistryServer, workdir: Path) -> None:
-    """Publish acme/toolbox, signed with the namespace's registry-managed key, as tests/e2e does."""
+    """Publish acme/toolbox with its documentation, signed with the namespace's registry-managed key, as
+    tests/e2e does."""
     server.cli("gpg", "create-key", "--namespace", NAMESPACE)
     release = build_release(workdir / "dist", PROVIDER, PROVIDER_VERSION, platforms=("linux_amd64", "darwin_arm64"),
                             protocols=["6.0"])
-    assert "published" in server.publish_provider(release.dist, NAMESPACE)
+    docs = workdir / "docs"
+    for name, text in PROVIDER_DOCS.items():
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        (docs / name).write_text(text)
+    output = server.publish_provider(release.dist, NAMESPACE, "--docs", str(docs))
+    assert "published" in output and "docs: 2 pages" in output, output
 
 
 #: Downloads recorded by :func:`record_downloads`: (version, User-Agent) each.

@@ -264,6 +264,9 @@ def test_provider_list_and_page(page: Page, site: RegistryServer):
     assert f'source  = "{PUBLIC_HOST}/{NAMESPACE}/{PROVIDER}"' in provider_snippet
     assert 'version = "~> 0.4"' in provider_snippet
     shot(site, page, "provider")
+    tab(page, "Documentation")
+    expect(page.get_by_role("main")).to_contain_text("toolbox_widget Resource")
+    expect(page.get_by_role("main")).to_contain_text("Widgets")
     tab(page, "Versions")
     expect(page.get_by_role("row", name=re.compile(rf"^{re.escape(PROVIDER_VERSION)}\b.*latest"))).to_be_visible()
     tab(page, "Signing keys")
@@ -303,7 +306,7 @@ PAGES: list[tuple[str, str, int, str | None]] = [
     ("compare", f"{MODULE}/compare/1.0.0...1.1.0", 200, None),
     ("provider list", "/providers", 200, None),
     *[(f"provider {t or 'overview'}", f"/providers/{NAMESPACE}/{PROVIDER}{t}", 200, None)
-      for t in ("", f"/{PROVIDER_VERSION}/versions", f"/{PROVIDER_VERSION}/keys")],
+      for t in ("", f"/{PROVIDER_VERSION}/docs", f"/{PROVIDER_VERSION}/versions", f"/{PROVIDER_VERSION}/keys")],
     ("namespace", f"/namespaces/{NAMESPACE}", 200, None),
     ("404", f"/modules/{NAMESPACE}/nothing/generic", 404, None),
     ("400", "/modules?offset=-1", 400, None),
