@@ -105,8 +105,10 @@ def test_an_unexpected_analysis_failure_does_not_stop_a_publish(registry, caplog
                                     system="aws", version="1.0.0", archive=archive,
                                     limits=svc.archive_limits(registry.settings))
         assert result.created
-    assert stored_analysis(registry)["problems"] == [
+    analysis = stored_analysis(registry)
+    assert analysis["problems"] == [
         {"path": "", "line": None, "column": None, "message": "analysis failed: OSError: device went away"}]
+    assert analysis["root"]["inputs"] == [] and analysis["root"]["path"] == ""
     assert "analysis of module acme/flaky/aws/1.0.0 failed" in caplog.text
     assert registry.storage.exists(result.version.storage_key)
 

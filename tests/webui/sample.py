@@ -30,7 +30,7 @@ FILES = {
     "modules/subnets/main.tf": 'variable "count_per_az" {\n  type = number\n}\n',
     "examples/complete/main.tf": EXAMPLE_MAIN,
     "examples/complete/README.md": "# Complete example\n",
-    "CHANGELOG.md": "# Changelog\n\n## 1.1.0\n\n- tags\n",
+    "CHANGELOG.md": "# Changelog\n\n## 1.1.0\n\n- Added the region selector\n",
 }
 
 
@@ -64,7 +64,7 @@ ANALYSIS_1_0: dict[str, Any] = {
                        readme="# Subnets\n", resources=[{"name": "this", "type": "aws_subnet"}])],
     "examples": [doc("examples/complete", readme="# Complete example\n",
                      dependencies=[{"name": "network", "source": "../..", "version": ""}])],
-    "changelog": "# Changelog\n\n## 1.1.0\n\n- tags\n",
+    "changelog": "# Changelog\n\n## 1.1.0\n\n- Added the region selector\n",
     "problems": [],
 }
 

@@ -9,6 +9,7 @@ import pytest
 from tests.webui.conftest import assert_page
 from tfregistry import hookimpl
 from tfregistry.app import bootstrap
+from tfregistry.testing.plugin import build_module_archive
 
 HTML = {"Accept": "text/html"}
 
@@ -148,7 +149,9 @@ def test_module_list_filters_sorts_and_pages(client, publish, admin_token):
     auth_header = {"Authorization": f"Bearer {admin_token}"}
     for name in ("alpha", "beta", "gamma"):
         publish(namespace="acme", name=name)
-    publish(namespace="other", name="delta", system="azurerm")
+    azure = build_module_archive("delta", {"main.tf": 'resource "azurerm_resource_group" "rg" {\n'
+                                                      '  name     = "rg"\n  location = "westeurope"\n}\n'})
+    publish(namespace="other", name="delta", system="azurerm", archive=azure)
     everything = assert_page(client.get("/modules?sort=name&limit=2", headers=auth_header))
     assert "acme/alpha/aws" in everything and "acme/beta/aws" in everything and "gamma" not in everything
     assert 'rel="next"' in everything
@@ -156,6 +159,8 @@ def test_module_list_filters_sorts_and_pages(client, publish, admin_token):
     assert "acme/gamma/aws" in second and 'rel="prev"' in second
     assert "delta" in assert_page(client.get("/modules?system=azurerm", headers=auth_header))
     assert "alpha" not in assert_page(client.get("/modules?namespace=other", headers=auth_header))
+    assert "delta" in assert_page(client.get("/modules?provider=hashicorp/azurerm", headers=auth_header))
+    assert "delta" not in assert_page(client.get("/modules?provider=aws", headers=auth_header))
     recent = assert_page(client.get("/modules?sort=recent", headers=auth_header))
     assert recent.index("other/delta") < recent.index("acme/alpha")
     found = assert_page(client.get("/modules?q=gam", headers=auth_header))
@@ -168,3 +173,10 @@ def test_without_the_web_ui_the_core_answers_as_before(app_factory):
     assert root.status_code == 404 and root.is_json
     assert client.get("/modules", headers=HTML).is_json
     assert client.get("/.well-known/terraform.json").status_code == 200
+
+
+def test_highlight_stylesheet_is_linked_and_served(client):
+    html = client.get("/").get_data(as_text=True)
+    href = re.search(r'href="(/-/highlight/[^"]+\.css)"', html).group(1)
+    response = client.get(href)
+    assert response.status_code == 200 and response.mimetype == "text/css"

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive
 
-__all__ = ["ANALYZER_VERSION", "AnalysisLimits", "analyse_module_archive", "hcl_text", "providers_of"]
+__all__ = ["ANALYZER_VERSION", "AnalysisLimits", "analyse_module_archive", "failed_analysis", "hcl_text"]
 
 #: Bumped when the result's shape or content changes, so old results can be told apart.
 ANALYZER_VERSION = 1
@@ -123,18 +123,26 @@ def _with_deadline(func: Callable[[str], Any], text: str, seconds: float) -> Any
     left to finish on its own, as a daemon.
     """
     outcome: dict[str, Any] = {}
+    lock = threading.Lock()
 
     def run() -> None:
         try:
-            outcome["value"] = func(text)
-        except BaseException as exc:  # handed to the caller
+            try:
+                outcome["value"] = func(text)
+            finally:
+                with lock:  # from here on no exception is sent to this thread
+                    outcome["done"] = True
+        except BaseException as exc:  # handed to the caller (a _Timeout too: it can only arrive in here)
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, name="tfr-analysis-parse", daemon=True)
     thread.start()
     thread.join(max(seconds, 0.0))
-    if thread.is_alive() and thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Timeout))
+    with lock:
+        stop = "done" not in outcome and thread.ident is not None
+        if stop:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Timeout))
+    if stop:
         thread.join(5)
         raise _Timeout
     if "error" in outcome:
@@ -522,14 +530,12 @@ def analyse_module_archive(
             return size
         return limits.max_readme_bytes + 1 if kind else 0
 
-    result: dict[str, Any] = {"analyzer": ANALYZER_VERSION, "root": None, "submodules": [], "examples": [],
-                              "changelog": None, "problems": ctx.problems}
     try:
         report = inspect_module_archive(fileobj, limits, collect)
     except ArchiveError as exc:
-        ctx.problem("", f"the archive could not be read: {exc}")
-        result["root"] = _Doc("").result()
-        return result
+        return failed_analysis(f"the archive could not be read: {exc}")
+    result: dict[str, Any] = {"analyzer": ANALYZER_VERSION, "root": None, "submodules": [], "examples": [],
+                              "changelog": None, "problems": ctx.problems}
 
     names = list(sizes)
     by_dir: dict[str, list[str]] = {}
@@ -570,7 +576,8 @@ def analyse_module_archive(
     return result
 
 
-def providers_of(analysis: dict[str, Any] | None) -> list[dict[str, str]]:
-    """The root module's provider requirements, as stored by :func:`analyse_module_archive` (empty if none)."""
-    root = (analysis or {}).get("root") or {}
-    return list(root.get("provider_dependencies") or [])
+def failed_analysis(message: str) -> dict[str, Any]:
+    """The result of an analysis that could not be done: an empty root and ``message`` as the only problem."""
+    return {"analyzer": ANALYZER_VERSION, "root": _Doc("").result(), "submodules": [], "examples": [],
+            "changelog": None, "problems": [{"path": "", "line": None, "column": None, "message": message}]}
+

@@ -470,55 +470,6 @@ def _inspect_members(
     )
 
 
-@dataclass(frozen=True)
-class ArchiveFile:
-    """A file read back from a stored module archive by :func:`read_archive_files`."""
-
-    name: str
-    data: bytes
-    #: Whether ``data`` was cut at the per-file cap.
-    truncated: bool
-    size: int
-
-
-def read_archive_files(fileobj: BinaryIO, wanted: Callable[[str], bool], *, max_file_bytes: int = 256 * 1024,
-                       max_total_bytes: int = 1024**2, max_files: int = 200,
-                       limits: ArchiveLimits | None = None) -> list[ArchiveFile]:
-    """Regular files of a module archive whose name (without a leading ``./``) ``wanted`` accepts, in
-    archive order: each cut at ``max_file_bytes``, at most ``max_files`` of them and ``max_total_bytes``
-    kept in all.  For display (the web UI's example code, README images): nothing is extracted, and
-    decompression stops at ``limits.max_uncompressed_bytes`` (the archive was validated at publish, but
-    is not trusted here either).  Raises :class:`ArchiveError` when the archive cannot be read."""
-    limits = limits or ArchiveLimits()
-    stream = _GunzipStream(fileobj)
-    stream.max_ratio = limits.max_compression_ratio
-    stream.ratio_floor = limits.compression_ratio_floor
-    stream.limit = limits.max_uncompressed_bytes + limits.max_files * _HEADER_BUDGET
-    stream.limit_message = "archive is larger than allowed uncompressed"
-    found: list[ArchiveFile] = []
-    kept_total = 0
-    try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = _member_name(member, limits)
-                if not name or not wanted(name):
-                    continue
-                budget = min(max_file_bytes, max_total_bytes - kept_total)
-                if budget <= 0 or len(found) >= max_files:
-                    break
-                data = tar.extractfile(member)
-                chunk = data.read(budget) if data is not None else b""
-                kept_total += len(chunk)
-                found.append(ArchiveFile(name, chunk, member.size > len(chunk), member.size))
-    except ArchiveError:
-        raise
-    except (tarfile.TarError, ValueError, EOFError) as exc:
-        raise ArchiveError(f"archive cannot be read ({exc})") from exc
-    return found
-
-
 @dataclass
 class TarEntry:
     """One member met by :func:`iter_tar_gz`.  :meth:`read` works only until the next entry is asked for."""
@@ -532,6 +483,12 @@ class TarEntry:
     #: A symlink's target.
     target: str = ""
     _file: BinaryIO | None = field(default=None, repr=False)
+
+    def head(self, max_bytes: int) -> bytes:
+        """The first ``max_bytes`` bytes of a regular file (all of it if smaller)."""
+        if self.kind != "file" or self._file is None:
+            raise ArchiveError(f"member {_show(self.name)} is {self.kind}, not a regular file")
+        return self._file.read(max_bytes)
 
     def read(self, max_bytes: int) -> bytes:
         """The file's content; :class:`ArchiveError` if it is not a regular file or holds more than ``max_bytes``."""
@@ -603,3 +560,35 @@ def _tar_entries(tar: tarfile.TarFile, stream: _GunzipStream, limits: ArchiveLim
             yield TarEntry(name, "file", member.size, _file=tar.extractfile(member))
         else:
             yield TarEntry(name, _TYPE_NAMES.get(member.type, f"an entry of unsupported type {member.type!r}"), 0)
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """A file read back from a stored module archive by :func:`read_archive_files`."""
+
+    name: str
+    data: bytes
+    #: Whether ``data`` was cut at the per-file cap.
+    truncated: bool
+    size: int
+
+
+def read_archive_files(fileobj: BinaryIO, wanted: Callable[[str], bool], *, max_file_bytes: int = 256 * 1024,
+                       max_total_bytes: int = 1024**2, max_files: int = 200,
+                       limits: ArchiveLimits | None = None) -> list[ArchiveFile]:
+    """Regular files of a module archive whose name ``wanted`` accepts, in archive order, each cut at
+    ``max_file_bytes``, at most ``max_files`` of them and ``max_total_bytes`` kept in all: for display
+    (the web UI's example code).  Read with :func:`iter_tar_gz` (same checks and budgets; nothing is
+    extracted).  Raises :class:`ArchiveError` when the archive cannot be read."""
+    found: list[ArchiveFile] = []
+    kept_total = 0
+    for entry in iter_tar_gz(fileobj, limits or ArchiveLimits()):
+        if entry.kind != "file" or not entry.name or not wanted(entry.name):
+            continue
+        budget = min(max_file_bytes, max_total_bytes - kept_total)
+        if budget <= 0 or len(found) >= max_files:
+            break
+        data = entry.head(budget)
+        kept_total += len(data)
+        found.append(ArchiveFile(entry.name, data, entry.size > len(data), entry.size))
+    return found

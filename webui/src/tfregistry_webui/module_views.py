@@ -17,7 +17,7 @@ import posixpath
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import abort, make_response, redirect, request, url_for
+from flask import redirect, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from tfregistry.services import modules as svc
 from tfregistry.web import current_registry
 from tfregistry_webui import compare as compare_mod
 from tfregistry_webui import provision, publish_views, usage
+from tfregistry_webui.files import serve_module_file
 from tfregistry_webui.markdown import render_markdown
 from tfregistry_webui.ui import (
     bp,
@@ -53,12 +54,6 @@ RESERVED = {t for t, _ in VERSION_TABS} | {"code", "compare", "files"}
 DIRECTORY = {"submodules": "modules", "examples": "examples"}
 #: Example files shown: Terraform/OpenTofu sources and their notes.
 EXAMPLE_SUFFIXES = (".tf", ".tf.json", ".tofu", ".tfvars", ".tfvars.json", ".md", ".hcl", ".txt")
-#: Archive files served to the README (images and text), at most this big.
-FILE_MAX_BYTES = 1024**2
-#: Files of an archive can never act as a page of this site (an SVG with a script stays inert).
-FILE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
-SAFE_FILE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-                   ".webp": "image/webp", ".svg": "image/svg+xml"}
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -71,6 +66,7 @@ def readable_module(session: Session, ns: str, name: str, system: str) -> Module
 
 
 def address_of(module: Module) -> str:
+    """``host/namespace/name/system``, as typed in a ``source`` argument."""
     return f"{registry_host()}/{module.namespace.name}/{module.name}/{module.system}"
 
 
@@ -120,6 +116,7 @@ def module_plugin_tabs(mv: ModuleVersion) -> list[dict[str, Any]]:
 @bp.get("/modules/<ns>/<name>/<system>/<version>")
 @bp.get("/modules/<ns>/<name>/<system>/<version>/<tab>")
 def module_page(ns: str, name: str, system: str, version: str | None = None, tab: str | None = None) -> Any:
+    """A module version's page (the latest release without a version), one tab per URL."""
     picked = request.args.get("version")
     if picked and version is None:  # the version picker without JavaScript: a GET form
         wanted_tab = request.args.get("tab") or None
@@ -145,33 +142,41 @@ def module_page(ns: str, name: str, system: str, version: str | None = None, tab
 @bp.get("/modules/<ns>/<name>/<system>/<version>/<any(submodules, examples):kind>/<part>")
 @bp.get("/modules/<ns>/<name>/<system>/<version>/<any(submodules, examples):kind>/<part>/<tab>")
 def part_page(ns: str, name: str, system: str, version: str, kind: str, part: str, tab: str = "readme") -> Any:
+    """A submodule's or an example's page: the same tabs (an example adds Code), its own ``//`` address."""
     with current_registry().db.session() as session:
         module = readable_module(session, ns, name, system)
         mv = svc.version_of(module, version)
         return _render(session, module, mv, tab, kind, part)
 
 
+def _tab_list(base: dict[str, str], kind: str | None, part: str | None, analysis: dict[str, Any] | None,
+              doc: dict[str, Any] | None, extra_tabs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The page's tabs with their URLs and item counts (Changelog only when there is one)."""
+    if kind is None:
+        available = [(t, label) for t, label in VERSION_TABS if t != "changelog" or (analysis or {}).get("changelog")]
+        available += [(t["id"], t["label"]) for t in extra_tabs]
+        tabs = [{"id": t, "label": label, "url": url_for(".module_page", **base, tab=None if t == "readme" else t)}
+                for t, label in available]
+    else:
+        available = EXAMPLE_TABS if kind == "examples" else PART_TABS
+        tabs = [{"id": t, "label": label, "url": url_for(".part_page", **base, kind=kind, part=part,
+                                                          tab=None if t == "readme" else t)} for t, label in available]
+    for t in tabs:
+        t["count"] = _count(t["id"], doc, analysis)
+    return tabs
+
+
 def _render(session: Session, module: Module, mv: ModuleVersion, tab: str, kind: str | None,
             part: str | None) -> Any:
+    """The module page (``kind`` ``None``) or a submodule's or example's page, showing ``tab``."""
     settings = current_registry().settings
     analysis = mv.analysis
     doc = _doc_for(analysis, kind, part)
     base = {"ns": module.namespace.name, "name": module.name, "system": module.system, "version": mv.version}
     extra_tabs = module_plugin_tabs(mv) if kind is None else []
-    if kind is None:
-        available = [(t, label) for t, label in VERSION_TABS if t != "changelog" or (analysis or {}).get("changelog")]
-        tabs = [{"id": t, "label": label, "url": url_for(".module_page", **base, tab=None if t == "readme" else t)}
-                for t, label in available]
-        tabs += [{"id": t["id"], "label": t["label"], "url": url_for(".module_page", **base, tab=t["id"])}
-                 for t in extra_tabs]
-    else:
-        available = EXAMPLE_TABS if kind == "examples" else PART_TABS
-        tabs = [{"id": t, "label": label, "url": url_for(".part_page", **base, kind=kind, part=part,
-                                                          tab=None if t == "readme" else t)} for t, label in available]
+    tabs = _tab_list(base, kind, part, analysis, doc, extra_tabs)
     if tab not in {t["id"] for t in tabs}:
         raise NotFound(f"no tab {tab!r} here")
-    for t in tabs:
-        t["count"] = _count(t["id"], doc, analysis)
     address = address_of(module)
     sub_path = f"{DIRECTORY[kind]}/{part}" if kind else ""
     source = f"{address}//{sub_path}" if sub_path else address
@@ -310,34 +315,6 @@ def compare(ns: str, name: str, system: str, spec: str | None = None) -> Any:
 
 @bp.get("/modules/<ns>/<name>/<system>/<version>/files/<path:path>")
 def archive_file(ns: str, name: str, system: str, version: str, path: str) -> Any:
-    """A file inside the version's archive, for README links and images: images with their type, anything
-    else as plain text; at most :data:`FILE_MAX_BYTES`; never HTML."""
-    with current_registry().db.session() as session:
-        mv = svc.version_of(readable_module(session, ns, name, system), version)
-        key = mv.storage_key
-    wanted = posixpath.normpath(path)
-    if wanted.startswith(("..", "/")) or wanted == ".":
-        abort(404)
-    fh = current_registry().storage.open(key)
-    try:
-        found = read_archive_files(fh, lambda n: n == wanted, max_file_bytes=FILE_MAX_BYTES,
-                                   max_total_bytes=FILE_MAX_BYTES, max_files=1)
-    except ArchiveError:
-        found = []
-    finally:
-        fh.close()
-    if not found:
-        abort(404)
-    item = found[0]
-    if item.truncated:
-        raise ServiceError(f"{path} is larger than {FILE_MAX_BYTES} bytes; download the module to read it", 413)
-    suffix = posixpath.splitext(wanted)[1].lower()
-    mimetype = SAFE_FILE_TYPES.get(suffix) or "text/plain"
-    response = make_response(item.data)
-    response.headers["Content-Type"] = mimetype + ("; charset=utf-8" if mimetype == "text/plain" else "")
-    # an SVG opened on its own cannot run anything; nothing is rendered as a page of this origin
-    response.headers["Content-Security-Policy"] = FILE_CSP
-    response.headers["Content-Disposition"] = "inline" if suffix in SAFE_FILE_TYPES else \
-        f'inline; filename="{posixpath.basename(wanted)}"'
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
+    """A file inside the version's archive, for README links and images (the ``link_base`` given to
+    :func:`~tfregistry_webui.markdown.render_markdown`); see :func:`tfregistry_webui.files.serve_module_file`."""
+    return serve_module_file(ns, name, system, version, path)

@@ -14,7 +14,6 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace, Provider
-from tfregistry.services import search
 
 #: Sort orders of the module list; ``relevance`` only applies with a query.
 MODULE_SORTS = {"name": "Name", "downloads": "Most downloaded", "recent": "Recently published"}
@@ -76,12 +75,15 @@ def module_downloads(session: Session, module_ids: list[int]) -> dict[int, int]:
 
 
 def search_modules(session: Session, readable: Select, *, q: str | None, namespace: str | None,
-                   system: str | None, sort: str, offset: int, limit: int) -> Page:
-    """The module list and search of the web UI: the registry's full-text search
-    (:func:`tfregistry.services.search.search_modules`, the same as ``GET /api/v1/modules``), so a query
-    finds modules by namespace, name, description, README, input and output names and resource types."""
+                   system: str | None, organization: str | None, provider: str | None, sort: str, offset: int,
+                   limit: int) -> Page:
+    """The module list and search of the web UI: :func:`tfregistry.services.search.search_modules`
+    (the full-text index, the same service as ``GET /api/v1/modules``) as a :class:`Page`."""
+    from tfregistry.services import search
+
     found = search.search_modules(session, readable, q=q or None, namespace=namespace or None,
-                                  system=system or None, sort=sort, offset=offset, limit=limit)
+                                  system=system or None, organization=organization or None,
+                                  provider=provider or None, sort=sort, offset=offset, limit=limit)
     return Page(found.modules, offset, limit, found.has_more)
 
 

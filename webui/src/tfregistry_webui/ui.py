@@ -46,6 +46,8 @@ ERROR_TITLES = {
     403: "Not allowed",
     404: "Page not found",
     405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
     500: "Something went wrong",
     503: "Temporarily unavailable",
 }
@@ -89,9 +91,15 @@ def init_app(app: Flask, registry: Registry, api: Api) -> None:
 
     def unmatched(error: HTTPException) -> Any:
         """A 404 or 405 for a URL no route matched: the HTML page for browsers outside the
-        protocol and API prefixes, else the core's JSON answer, unchanged."""
+        protocol and API prefixes.  Anything else is answered as without the web UI: by the
+        blueprint's own handler for the exception's class if it has one, else the core's JSON."""
         if request.url_rule is None and wants_html():
             return error_page(error.code or 404)
+        for name in request.blueprints:
+            handlers = app.error_handler_spec[name][None]
+            for cls in type(error).__mro__:
+                if cls in handlers:
+                    return handlers[cls](error)
         return api.handle_http_exception(error)
 
     app.register_error_handler(404, unmatched)
@@ -186,12 +194,20 @@ def static_url(filename: str) -> str:
     return url_for("tfr_webui.static_file", stamp=STATIC_STAMP, filename=filename)
 
 
-def nav_entries(identity: auth.Identity) -> list[dict[str, str]]:
-    """Modules, Providers, then what plugins add (``tfr_webui_nav_entries``)."""
+def nav_entries(identity: auth.Identity, *, careful: bool = False) -> list[dict[str, str]]:
+    """Modules, Providers, then what plugins add (``tfr_webui_nav_entries``; on an error page, a plugin
+    that fails is left out rather than failing the page)."""
     entries = [{"label": "Modules", "url": url_for("tfr_webui.modules")},
                {"label": "Providers", "url": url_for("tfr_webui.providers")}]
     registry = current_registry()
-    for result in registry.hooks.tfr_webui_nav_entries(registry=registry, identity=identity):
+    try:
+        results = registry.hooks.tfr_webui_nav_entries(registry=registry, identity=identity)
+    except Exception:
+        if not careful:
+            raise
+        log.warning("a tfr_webui_nav_entries implementation failed on an error page", exc_info=True)
+        results = []
+    for result in results:
         for entry in result or ():
             if entry.get("label") and entry.get("url"):
                 entries.append({"label": str(entry["label"]), "url": str(entry["url"])})
@@ -209,10 +225,11 @@ def layout_context(*, careful: bool = False) -> dict[str, Any]:
         "site_name": settings["webui.site_name"],
         "logo_url": settings["webui.logo_url"] or static_url("logo.svg"),
         "theme_url": url_for("tfr_webui.theme", digest=_digest(theme)) if theme else None,
+        "highlight_url": url_for("tfr_webui.highlight_css", stamp=STATIC_STAMP),
         "identity": identity,
         "signed_in": not identity.anonymous,
         "user_label": display_name(identity),
-        "nav": nav_entries(identity),
+        "nav": nav_entries(identity, careful=careful),
         "sign_in_url": sign_in_url() if identity.anonymous else None,
         "static_url": static_url,
         "csrf_token": _csrf_token,
@@ -265,6 +282,22 @@ def theme(digest: str) -> Any:
     response = make_response(THEME_CSS.format(color=color))
     response.mimetype = "text/css"
     if digest == _digest(color):
+        response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}, immutable"
+    return response
+
+
+@bp.get("/-/highlight/<stamp>.css")
+def highlight_css(stamp: str) -> Any:
+    """The stylesheet of highlighted code in READMEs, when the Markdown renderer provides one
+    (``markdown.pygments_css()``); an empty stylesheet otherwise."""
+    from flask import make_response
+
+    from tfregistry_webui import markdown
+
+    css = markdown.pygments_css() if hasattr(markdown, "pygments_css") else ""
+    response = make_response(css)
+    response.mimetype = "text/css"
+    if stamp == STATIC_STAMP:
         response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}, immutable"
     return response
 

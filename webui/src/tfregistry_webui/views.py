@@ -65,6 +65,8 @@ def modules() -> Any:
     q = request.args.get("q", "").strip()[:200]
     namespace = request.args.get("namespace", "").strip()
     system = request.args.get("system", "").strip()
+    organization = request.args.get("organization", "").strip()
+    provider = request.args.get("provider", "").strip()
     sort = request.args.get("sort", "relevance" if q else "name")
     if sort not in queries.MODULE_SORTS and not (sort == "relevance" and q):
         sort = "name"
@@ -72,13 +74,15 @@ def modules() -> Any:
     with current_registry().db.session() as session:
         readable = auth.readable_namespace_ids(session)
         page = queries.search_modules(session, readable, q=q, namespace=namespace, system=system,
-                                      sort=sort, offset=offset, limit=limit)
+                                      organization=organization if auth.multi_tenant() else None,
+                                      provider=provider, sort=sort, offset=offset, limit=limit)
         downloads = queries.module_downloads(session, [m.id for m in page.items])
         sorts = ({"relevance": "Relevance"} if q else {}) | queries.MODULE_SORTS
         return render_page("modules.html", page_title="Search modules" if q else "Modules", page=page,
                            rows=[(m, latest(m), downloads.get(m.id, 0)) for m in page.items],
                            links=page_links(page), q=q, namespace=namespace, system=system, sort=sort,
-                           sorts=sorts)
+                           sorts=sorts, organization=organization, provider=provider,
+                           multi_tenant=auth.multi_tenant())
 
 
 @bp.get("/providers")
@@ -118,3 +122,4 @@ def namespace(ns: str) -> Any:
 
 import tfregistry_webui.account_views  # noqa: E402  (sign-in, tokens, publish forms: their routes join bp)
 import tfregistry_webui.publish_views  # noqa: E402,F401
+from tfregistry_webui import module_views, provider_views  # noqa: E402,F401  (their routes join bp)

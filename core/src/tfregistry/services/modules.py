@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from tfregistry import semver
-from tfregistry.analysis import ANALYZER_VERSION, analyse_module_archive
+from tfregistry.analysis import analyse_module_archive, failed_analysis
 from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive, iter_tar_gz, path_problem
 from tfregistry.interfaces import CHUNK_SIZE, HashingReader, StorageBackend
 from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
@@ -185,9 +185,7 @@ def analyse(archive: BinaryIO, limits: ArchiveLimits, label: str) -> dict[str, A
         return analyse_module_archive(archive, limits)
     except Exception as exc:
         log.exception("analysis of module %s failed", label)
-        return {"analyzer": ANALYZER_VERSION, "root": None, "submodules": [], "examples": [], "changelog": None,
-                "problems": [{"path": "", "line": None, "column": None,
-                              "message": f"analysis failed: {type(exc).__name__}: {exc}"}]}
+        return failed_analysis(f"analysis failed: {type(exc).__name__}: {exc}")
 
 
 def _hash_and_inspect(fileobj: BinaryIO, limits: ArchiveLimits) -> tuple[str, int, str | None]:
@@ -343,44 +341,6 @@ def module_query(
     return stmt.order_by(Namespace.name, Module.name, Module.system)
 
 
-def versions_to_analyse(session: Session, address: str | None = None, everything: bool = False) -> list[int]:
-    """Ids of the versions ``tfr modules reanalyze`` works on, oldest first.
-
-    ``address`` is ``namespace/name/system`` (every version) or ``namespace/name/system/version``;
-    without it, every version never analysed (``analysis`` is NULL), or every version with ``everything``.
-    """
-    stmt = select(ModuleVersion.id).order_by(ModuleVersion.id)
-    if address:
-        parts = address.strip("/").split("/")
-        if len(parts) not in (3, 4):
-            raise ServiceError(f"invalid module address {address!r}: use namespace/name/system[/version]")
-        module = get_module(session, *parts[:3])
-        ids = [mv.id for mv in module.versions] if len(parts) == 3 else [version_of(module, parts[3]).id]
-        return sorted(ids)
-    if not everything:
-        stmt = stmt.where(ModuleVersion.analysis.is_(None))
-    return list(session.scalars(stmt))
-
-
-def reanalyse_versions(session: Session, storage: StorageBackend, limits: ArchiveLimits,
-                       version_ids: Sequence[int]) -> int:
-    """Read each version's archive from storage and store its analysis again; returns how many were done.
-
-    Versions deleted meanwhile are skipped; each version is committed on its own, so a retry redoes little.
-    """
-    done = 0
-    for version_id in version_ids:
-        mv = session.get(ModuleVersion, version_id)
-        if mv is None:
-            continue
-        m = mv.module
-        with storage.open(mv.storage_key) as fh:
-            mv.analysis = analyse(fh, limits, f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}")
-        session.commit()
-        done += 1
-    return done
-
-
 # --- files inside a version's archive (README links and images) ----------------------------------
 
 #: Largest file :func:`module_archive_file` serves by default.
@@ -447,3 +407,43 @@ def module_archive_file(storage: StorageBackend, mv: ModuleVersion, path: str,
     finally:
         fh.close()
     raise NotFound(f"no file {label}")
+
+
+def versions_to_analyse(session: Session, address: str | None = None, everything: bool = False) -> list[int]:
+    """Ids of the versions ``tfr modules reanalyze`` works on, oldest first.
+
+    ``address`` is ``namespace/name/system`` (every version) or ``namespace/name/system/version``;
+    without it, every version never analysed (``analysis`` is NULL), or every version with ``everything``.
+    """
+    stmt = select(ModuleVersion.id).order_by(ModuleVersion.id)
+    if address:
+        parts = address.strip("/").split("/")
+        if len(parts) not in (3, 4):
+            raise ServiceError(f"invalid module address {address!r}: use namespace/name/system[/version]")
+        module = get_module(session, *parts[:3])
+        ids = [mv.id for mv in module.versions] if len(parts) == 3 else [version_of(module, parts[3]).id]
+        return sorted(ids)
+    if not everything:
+        stmt = stmt.where(ModuleVersion.analysis.is_(None))
+    return list(session.scalars(stmt))
+
+
+def reanalyse_versions(session: Session, storage: StorageBackend, limits: ArchiveLimits,
+                       version_ids: Sequence[int]) -> int:
+    """Read each version's archive from storage and store its analysis again; returns how many were done.
+
+    Versions deleted meanwhile are skipped; each version is committed on its own, so a retry redoes little.
+    """
+    done = 0
+    for version_id in version_ids:
+        mv = session.get(ModuleVersion, version_id)
+        if mv is None:
+            continue
+        m = mv.module
+        with storage.open(mv.storage_key) as fh:
+            mv.analysis = analyse(fh, limits, f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}")
+        session.flush()
+        reindex_module(session, mv.module_id)  # the search document holds the analysis' symbols
+        session.commit()
+        done += 1
+    return done
