@@ -52,6 +52,7 @@ def shot(site: RegistryServer, page: Page, name: str, *, dark: bool = False) -> 
     """A 1280x800 screenshot for docs/ui.md (SQLite run only; nothing unless TFREGISTRY_TEST_SCREENSHOTS=1)."""
     if site.database != "sqlite":
         return
+    page.wait_for_load_state("networkidle")  # the logo and README images are in
     if dark:
         page.emulate_media(color_scheme="dark")
     screenshot(page, name, full_page=False)
