@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
+from tfregistry.services.modules import rebuild_download_totals
 from tfregistry.services.search import reindex_all, search_modules
 
 TOTAL = int(os.environ.get("TFR_BENCH_SEARCH_MODULES", "10000"))
@@ -63,6 +64,7 @@ def _seed(app: Any) -> None:
         version_ids = list(s.scalars(sa.select(ModuleVersion.id)))
         s.execute(sa.insert(DownloadEvent), [{"module_version_id": rng.choice(version_ids), "at": now}
                                             for _ in range(50_000)])
+        rebuild_download_totals(s)
         s.commit()
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -36,3 +39,31 @@ def test_sqlite_uses_wal_and_foreign_keys(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     db.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_download_totals_migration_counts_the_events_already_written(kind: str, tmp_path: Any) -> None:
+    from tests.conftest import create_postgres_database
+    from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
+    from tfregistry.services.modules import download_counts
+
+    url, drop = (f"sqlite:///{tmp_path / 'old.db'}", lambda: None) if kind == "sqlite" else \
+        create_postgres_database("tfr_totals")
+    db = Database(url)
+    try:
+        db.upgrade("0009")
+        with db.session() as s:
+            m = Module(namespace=Namespace(name="acme"), name="net", system="aws")
+            versions = [ModuleVersion(module=m, version=v, storage_key=v, size=1, sha256="0" * 64)
+                        for v in ("1.0.0", "1.1.0", "2.0.0")]
+            s.add_all(versions)
+            s.flush()
+            s.add_all(DownloadEvent(module_version_id=versions[i].id) for i in (0, 0, 0, 1))
+            s.commit()
+            ids = [mv.id for mv in versions]
+        db.upgrade()
+        with db.session() as s:
+            assert download_counts(s, ids) == {ids[0]: 3, ids[1]: 1}
+    finally:
+        db.dispose()
+        drop()

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from tests.conftest import bearer, create_postgres_database, post_module
 from tests.integration.test_identity import Site
 from tfregistry.db import Database
-from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
+from tfregistry.models import Module, ModuleVersion, Namespace
 from tfregistry.services import ServiceError
 from tfregistry.services import search as search_svc
+from tfregistry.services.modules import record_downloads
 from tfregistry.services.search import SearchResult, search_modules
 from tfregistry.testing.plugin import build_module_archive
 
@@ -172,7 +173,7 @@ def test_sorts_and_pages(corpus: Corpus):
         for days, key in enumerate(["acme/network", "other/network", "acme/legacy", "acme/s3", "acme/policy"]):
             versions[key].published_at = start + timedelta(days=days)
         for key, count in {"acme/legacy": 3, "other/network": 2, "acme/policy": 1}.items():
-            s.add_all(DownloadEvent(module_version_id=versions[key].id) for _ in range(count))
+            record_downloads(s, [{"module_version_id": versions[key].id}] * count)
         s.commit()
 
     by_name = ["acme/legacy/aws", "acme/network/aws", "acme/policy/aws", "acme/s3/aws", "other/network/google"]

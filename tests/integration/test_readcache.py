@@ -25,6 +25,7 @@ from tfregistry.readcache import ReadCache
 from tfregistry.services import identity as identity_svc
 from tfregistry.services import tokens as token_svc
 from tfregistry.services.audit import CLI_ACTOR
+from tfregistry.services.modules import download_counts
 
 VERSIONS = "/v1/modules/acme/network/aws/versions"
 TERRAFORM = {"User-Agent": "Terraform/1.15.5"}
@@ -249,6 +250,8 @@ def test_downloads_served_from_the_cache_are_counted_without_a_commit_per_reques
     with a.registry.db.session() as s:
         events = s.scalars(select(DownloadEvent)).all()
     assert len(events) == 10 and {e.token_id for e in events} == {events[0].token_id} and events[0].token_id
+    with a.registry.db.session() as s:  # the version's running total was written with them
+        assert download_counts(s, [events[0].module_version_id]) == {events[0].module_version_id: 10}
     assert {e.user_agent for e in events} == {"Terraform/1.15.5"}
 
 

@@ -14,7 +14,8 @@ from tests.conftest import bearer, new_token, post_module
 from tests.webui.conftest import assert_page
 from tests.webui.sample import ANALYSIS_1_0, FILES, analysis_1_1
 from tfregistry import hookimpl
-from tfregistry.models import DownloadEvent, ModuleVersion, utcnow
+from tfregistry.models import ModuleVersion, utcnow
+from tfregistry.services.modules import record_downloads
 from tfregistry.testing.plugin import build_module_archive
 
 BASE = "/modules/acme/network/aws"
@@ -152,9 +153,8 @@ def test_usage_tab_counts_terraform_and_opentofu(app, client, published):
         ids = {mv.version: mv.id for mv in session.scalars(select(ModuleVersion))}
         now = utcnow()
         agents = ["Terraform/1.9.5 (+https://www.terraform.io)"] * 3 + ["OpenTofu/1.8.0"] * 2 + ["curl/8"]
-        for i, agent in enumerate(agents):
-            session.add(DownloadEvent(module_version_id=ids["1.0.0" if i % 2 else "1.1.0"], user_agent=agent,
-                                      at=now - timedelta(days=i)))
+        record_downloads(session, [{"module_version_id": ids["1.0.0" if i % 2 else "1.1.0"], "user_agent": agent,
+                                    "at": now - timedelta(days=i)} for i, agent in enumerate(agents)])
         session.commit()
     html = assert_page(client.get(f"{BASE}/1.1.0/usage", headers=published))
     assert "6 downloads of all versions" in html and "Terraform 3" in html and "OpenTofu 2" in html

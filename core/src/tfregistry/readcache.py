@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import g, request
-from sqlalchemy import event, insert, select
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from tfregistry.models import DownloadEvent, ModuleVersion, utcnow
+from tfregistry.models import utcnow
 from tfregistry.protocol import files
 from tfregistry.web import request_id_for
 
@@ -457,15 +457,12 @@ class DownloadRecorder:
             return written
 
     def _write(self, rows: list[dict[str, Any]]) -> int:
+        from tfregistry.services.modules import record_downloads
+
         with self.db.session() as session:
-            # versions deleted since their download was counted take their events with them
-            ids = {row["module_version_id"] for row in rows}
-            alive = set(session.scalars(select(ModuleVersion.id).where(ModuleVersion.id.in_(ids))))
-            rows = [row for row in rows if row["module_version_id"] in alive]
-            if rows:
-                session.execute(insert(DownloadEvent), rows)
-                session.commit()
-        return len(rows)
+            written = record_downloads(session, rows)
+            session.commit()
+        return written
 
     def _start(self) -> None:
         self._pid = os.getpid()

@@ -108,15 +108,17 @@ def namespace(ns: str) -> Any:
             auth.require(session, "providers:read", found or auth.namespace_for(session, ns))
         if found is None:
             raise NotFound(f"namespace {ns!r} not found")
-        readable = auth.readable_namespace_ids(session)
-        modules = list(session.scalars(module_svc.module_query(readable, namespace=ns)).unique())
+        offset, limit = page_args()
+        page = queries.search_modules(session, auth.readable_namespace_ids(session), q=None, namespace=ns,
+                                      system=None, organization=None, provider=None, sort="name", offset=offset,
+                                      limit=limit)
         readable_providers = auth.readable_namespace_ids(session, "providers:read")
         providers = list(session.scalars(queries.provider_query(readable_providers, namespace=ns)).unique())
         owner = session.get(Organization, found.organization_id) if found.organization_id else None
-        downloads = queries.module_downloads(session, [m.id for m in modules])
+        downloads = queries.module_downloads(session, [m.id for m in page.items])
         return render_page("namespace.html", page_title=f"Namespace {ns}", ns=found, owner=owner,
-                           multi_tenant=auth.multi_tenant(),
-                           modules=[(m, latest(m), downloads.get(m.id, 0)) for m in modules],
+                           multi_tenant=auth.multi_tenant(), page=page, links=page_links(page),
+                           modules=[(m, latest(m), downloads.get(m.id, 0)) for m in page.items],
                            providers=[(p, latest_listed(p)) for p in providers])
 
 

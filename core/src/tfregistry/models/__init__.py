@@ -210,7 +210,7 @@ class ModuleVersion(Base):
     readme: Mapped[str | None] = mapped_column(Text)
     deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
     deprecation_reason: Mapped[str | None] = mapped_column(Text)
-    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     published_by: Mapped[str] = mapped_column(String(200), default="")
     #: What :mod:`tfregistry.analysis` read from the archive (root, submodules, examples, problems);
     #: ``None`` until the version is analysed.  Loaded only when asked for: it can be large.
@@ -442,6 +442,17 @@ class DownloadEvent(Base):
     token_id: Mapped[int | None] = mapped_column(Integer)
     client_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
+class DownloadTotal(Base):
+    """How many downloads a module version has had: kept with the events, read by lists and details."""
+
+    __tablename__ = "download_totals"
+
+    module_version_id: Mapped[int] = mapped_column(ForeignKey("module_versions.id", ondelete="CASCADE"),
+                                                   primary_key=True)
+    module_id: Mapped[int] = mapped_column(ForeignKey("modules.id", ondelete="CASCADE"), index=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class AuditEntry(Base):

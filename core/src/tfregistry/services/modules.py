@@ -8,7 +8,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, delete, func, insert, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -16,7 +18,7 @@ from tfregistry import semver
 from tfregistry.analysis import analyse_module_archive, failed_analysis
 from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive, iter_tar_gz, path_problem
 from tfregistry.interfaces import CHUNK_SIZE, HashingReader, StorageBackend
-from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace
+from tfregistry.models import DownloadEvent, DownloadTotal, Module, ModuleVersion, Namespace
 from tfregistry.registry import ModuleVersionRef
 from tfregistry.services import Conflict, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
@@ -310,14 +312,51 @@ def delete_version(session: Session, storage: StorageBackend, actor: Actor, mv: 
 
 
 def download_counts(session: Session, version_ids: Sequence[int]) -> dict[int, int]:
+    """Downloads written so far of each of these versions (from ``download_totals``)."""
     if not version_ids:
         return {}
-    rows = session.execute(
-        select(DownloadEvent.module_version_id, func.count())
-        .where(DownloadEvent.module_version_id.in_(version_ids))
-        .group_by(DownloadEvent.module_version_id)
-    )
+    rows = session.execute(select(DownloadTotal.module_version_id, DownloadTotal.count)
+                           .where(DownloadTotal.module_version_id.in_(version_ids)))
     return {version_id: count for version_id, count in rows}
+
+
+def module_download_totals() -> Any:
+    """A subquery of ``(module_id, downloads)``: every version's downloads added up, per module."""
+    return (select(DownloadTotal.module_id.label("module_id"), func.sum(DownloadTotal.count).label("downloads"))
+            .group_by(DownloadTotal.module_id).subquery())
+
+
+def record_downloads(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Write download events (dicts of :class:`DownloadEvent` columns) and add them to the versions'
+    totals, in the session's transaction; events of versions deleted meanwhile are dropped.  Returns how
+    many were written."""
+    ids = {row["module_version_id"] for row in rows}
+    modules = {version_id: module_id for version_id, module_id in session.execute(
+        select(ModuleVersion.id, ModuleVersion.module_id).where(ModuleVersion.id.in_(ids)))}
+    rows = [row for row in rows if row["module_version_id"] in modules]
+    if not rows:
+        return 0
+    session.execute(insert(DownloadEvent), rows)
+    added: dict[int, int] = {}
+    for row in rows:
+        added[row["module_version_id"]] = added.get(row["module_version_id"], 0) + 1
+    dialect = session.get_bind().dialect.name
+    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    stmt = upsert(DownloadTotal).values([{"module_version_id": v, "module_id": modules[v], "count": n}
+                                         for v, n in sorted(added.items())])
+    session.execute(stmt.on_conflict_do_update(index_elements=[DownloadTotal.module_version_id],
+                                               set_={"count": DownloadTotal.count + stmt.excluded.count}))
+    return len(rows)
+
+
+def rebuild_download_totals(session: Session) -> None:
+    """Recount every version's total from the download events (after events were written by other means)."""
+    session.execute(delete(DownloadTotal))
+    session.execute(insert(DownloadTotal).from_select(
+        ["module_version_id", "module_id", "count"],
+        select(DownloadEvent.module_version_id, ModuleVersion.module_id, func.count())
+        .join(ModuleVersion, ModuleVersion.id == DownloadEvent.module_version_id)
+        .group_by(DownloadEvent.module_version_id, ModuleVersion.module_id)))
 
 
 def module_query(

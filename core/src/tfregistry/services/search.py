@@ -31,9 +31,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import literal_column
 
-from tfregistry.models import DownloadEvent, Module, ModuleVersion, Namespace, Organization
+from tfregistry.models import Module, ModuleVersion, Namespace, Organization
 from tfregistry.services import ServiceError
-from tfregistry.services.modules import latest_of
+from tfregistry.services.modules import latest_of, module_download_totals
 
 #: The index; not in the SQLAlchemy models (see :func:`tfregistry.db.include_name`).
 TABLE = "module_search"
@@ -318,11 +318,9 @@ def search_modules(
     if sort == "relevance" and rank is not None:
         order.append(rank)
     elif sort == "downloads":
-        counts = (select(ModuleVersion.module_id, func.count(DownloadEvent.id).label("n"))
-                  .join(DownloadEvent, DownloadEvent.module_version_id == ModuleVersion.id)
-                  .group_by(ModuleVersion.module_id).subquery())
+        counts = module_download_totals()
         stmt = stmt.outerjoin(counts, counts.c.module_id == Module.id)
-        order.append(func.coalesce(counts.c.n, 0).desc())
+        order.append(func.coalesce(counts.c.downloads, 0).desc())
     elif sort == "recent":
         newest = (select(ModuleVersion.module_id, func.max(ModuleVersion.published_at).label("at"))
                   .group_by(ModuleVersion.module_id).subquery())
