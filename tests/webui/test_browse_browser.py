@@ -278,7 +278,7 @@ def test_namespace_page(page: Page):
     page.goto(MODULE)
     page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name=NAMESPACE).click()
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Namespace {NAMESPACE}")
-    expect(page.get_by_role("heading", name="Modules (2)")).to_be_visible()
+    expect(page.get_by_role("region", name="Modules").get_by_role("listitem")).to_have_count(2)
     expect(page.get_by_role("link", name=ADDRESS)).to_be_visible()
     expect(page.get_by_role("link", name=f"{NAMESPACE}/{PROVIDER}")).to_be_visible()
 
