@@ -266,8 +266,10 @@ def test_provider_list_and_page(page: Page, site: RegistryServer):
     assert 'version = "~> 0.4"' in provider_snippet
     shot(site, page, "provider")
     tab(page, "Documentation")
-    expect(page.get_by_role("main")).to_contain_text("toolbox_widget Resource")
-    expect(page.get_by_role("main")).to_contain_text("Widgets")
+    expect(page.get_by_role("main")).to_contain_text("Widgets")  # the sidebar groups pages by subcategory
+    page.get_by_role("main").get_by_role("link", name="toolbox_widget Resource").click()
+    page.wait_for_url(f"**/providers/{NAMESPACE}/{PROVIDER}/**/docs/resources/widget")
+    expect(page.get_by_role("main").get_by_role("heading", name="toolbox_widget", exact=True)).to_be_visible()
     tab(page, "Versions")
     expect(page.get_by_role("row", name=re.compile(rf"^{re.escape(PROVIDER_VERSION)}\b.*latest"))).to_be_visible()
     tab(page, "Signing keys")
@@ -308,6 +310,8 @@ PAGES: list[tuple[str, str, int, str | None]] = [
     ("provider list", "/providers", 200, None),
     *[(f"provider {t or 'overview'}", f"/providers/{NAMESPACE}/{PROVIDER}{t}", 200, None)
       for t in ("", f"/{PROVIDER_VERSION}/docs", f"/{PROVIDER_VERSION}/versions", f"/{PROVIDER_VERSION}/keys")],
+    ("provider documentation page", f"/providers/{NAMESPACE}/{PROVIDER}/{PROVIDER_VERSION}/docs/resources/widget",
+     200, None),
     ("namespace", f"/namespaces/{NAMESPACE}", 200, None),
     ("404", f"/modules/{NAMESPACE}/nothing/generic", 404, None),
     ("400", "/modules?offset=-1", 400, None),
