@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import g, request
 from sqlalchemy import Select, or_, select
@@ -275,6 +276,15 @@ def require(session: Session, action: str, namespace: Namespace | None) -> Ident
         raise Hidden(f"namespace {namespace.name!r} not found")
     where = f" in namespace {namespace.name!r}" if namespace is not None else ""
     raise PermissionDenied(f"{describe(identity)} may not {ACTION_WORDS.get(action, action)}{where}")
+
+
+def require_scope(identity: Identity, scope: str, organization: Any = None) -> None:
+    """Refuse (:class:`PermissionDenied`) unless ``identity`` holds ``scope`` in ``organization`` (an
+    :class:`~tfregistry.models.Organization`; ``None``: registry-wide).  For actions on organizations,
+    users, roles and tokens, which are not in a namespace."""
+    if scope not in identity.scopes_in(organization.id if organization is not None else None):
+        where = f" in organization {organization.name!r}" if organization is not None else " registry-wide"
+        raise PermissionDenied(f"{describe(identity)} may not {ACTION_WORDS.get(scope, scope)}{where}")
 
 
 def describe(identity: Identity) -> str:
