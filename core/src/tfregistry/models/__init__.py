@@ -78,6 +78,8 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Bumped on every disable and enable: browser sessions opened before it end for good.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

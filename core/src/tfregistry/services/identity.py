@@ -266,6 +266,8 @@ def create_user(session: Session, actor: Actor, email: str | None, name: str = "
 
 def disable_user(session: Session, actor: Actor, user: User, disabled: bool = True) -> None:
     """Disable (or re-enable) a user: a disabled user's sessions and tokens stop working at once."""
+    if user.disabled != disabled:
+        user.session_epoch = (user.session_epoch or 0) + 1  # sessions from before never come back
     user.disabled = disabled
     record(session, actor, "user.disable" if disabled else "user.enable", f"user:{user.id}")
 
