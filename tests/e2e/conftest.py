@@ -160,11 +160,14 @@ class RegistryServer:
         return self.request("GET", path, token=token, **kwargs)
 
     def publish(self, namespace: str, name: str, system: str, version: str, archive: bytes,
-                token: str | None = None) -> int:
+                token: str | None = None, description: str | None = None) -> int:
         """POST a module version to ``/api/v1/modules`` (admin token by default); returns the status."""
         boundary = uuid.uuid4().hex
         parts = []
-        for key, value in (("namespace", namespace), ("name", name), ("system", system), ("version", version)):
+        fields = [("namespace", namespace), ("name", name), ("system", system), ("version", version)]
+        if description is not None:
+            fields.append(("description", description))
+        for key, value in fields:
             parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="archive"; filename="module.tar.gz"\r\n'
                      f"Content-Type: application/gzip\r\n\r\n".encode() + archive + b"\r\n")
@@ -173,11 +176,12 @@ class RegistryServer:
                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         return resp.status
 
-    def publish_provider(self, dist: Path, namespace: str) -> str:
-        """``tfr publish provider DIST`` against this server, as a release pipeline runs it; returns stdout."""
+    def publish_provider(self, dist: Path, namespace: str, *options: str) -> str:
+        """``tfr publish provider DIST [OPTIONS]`` against this server, as a release pipeline runs it; returns
+        stdout."""
         env = {**self.env, "SSL_CERT_FILE": str(self.bundle)}
         result = subprocess.run([sys.executable, "-m", "tfregistry", "publish", "provider", str(dist), "--namespace",
-                                 namespace, "--url", self.url, "--token", self.admin_token], env=env,
+                                 namespace, *options, "--url", self.url, "--token", self.admin_token], env=env,
                                 capture_output=True, text=True, timeout=CLI_TIMEOUT * 2, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout

@@ -79,6 +79,7 @@ def test_version_picker_is_a_form_that_redirects(client, published):
     html = assert_page(client.get(f"{BASE}/1.0.0", headers=published))
     assert "data-autosubmit" in html and '<button type="submit" class="secondary">Show</button>' in html
     assert "This is not the latest version" in html
+    assert "version = &#34;= 1.0.0&#34;" in html  # pinned: "~> 1.0" would install 1.1.0 and its other inputs
     part = client.get(f"{BASE}?version=1.0.0&kind=submodules&part=subnets&tab=inputs", headers=published)
     assert part.headers["Location"] == f"{BASE}/1.0.0/submodules/subnets/inputs"
 
@@ -235,6 +236,28 @@ def test_hook_tfr_webui_module_tabs(ui_factory):
     assert "&lt;b&gt;escaped&lt;/b&gt;" in assert_page(client.get(f"{BASE}/1.0.0/plain", headers=bearer(token)))
     assert "Clash" not in page and "Bad Id" not in page
     assert ("acme/network/aws", "1.0.0", "site") in seen
+
+
+def test_search_finds_modules_by_resource_type_and_input_name(app, client, published):
+    from tfregistry.services import search
+
+    with app.extensions["tfregistry"].db.session() as session:  # what publish and reanalysis do
+        for module_id in session.scalars(select(ModuleVersion.module_id).distinct()):
+            search.reindex_module(session, module_id)
+        session.commit()
+    by_type = assert_page(client.get("/modules?q=aws_vpc", headers=published))
+    assert f'href="{BASE}"' in by_type
+    assert f'href="{BASE}"' in assert_page(client.get("/modules?q=subnet_count", headers=published))
+    assert f'href="{BASE}"' not in assert_page(client.get("/modules?q=aws_s3_bucket", headers=published))
+
+
+def test_version_actions_on_the_module_page_for_those_who_may(client, published, app):
+    html = assert_page(client.get(f"{BASE}/1.1.0", headers=published))
+    assert f'action="{BASE}/1.1.0/deprecate"' in html and "Deprecate acme/network/aws 1.1.0" in html
+    assert f'href="{BASE}/1.1.0/delete"' in html
+    reader = bearer(new_token(app, "read"))
+    assert "/deprecate" not in assert_page(client.get(f"{BASE}/1.1.0", headers=reader))
+    assert "/deprecate" not in assert_page(client.get(f"{BASE}/1.1.0/submodules/subnets", headers=published))
 
 
 def test_a_caller_without_the_read_scope_gets_the_403_page(app, client, published):

@@ -13,8 +13,16 @@ from tfregistry_webui.plugin import parse_constraint_template, parse_css_color
 
 @pytest.mark.parametrize(("type_", "value"), [
     ("string", '""'), ("number", "0"), ("bool", "false"), ("list(string)", "[]"), ("set(number)", "[]"),
-    ("tuple([string, number])", "[]"), ("map(any)", "{}"), ("object({ a = optional(string, \"x\") })", "{}"),
+    ("tuple([string, number])", '["", 0]'), ("map(any)", "{}"), ("object({ a = optional(string, \"x\") })", "{}"),
     ("list(object({ a = string }))", "[]"), ("any", "null"), (None, "null"), ("  string ", '""'),
+    # an object gets its required attributes (what the analyser writes, and as a person writes it)
+    ('object({name = string, port = optional(number, 443), tags = optional(map(string), {"a" = "b"}), '
+     'enabled = optional(bool)})', '{ name = "" }'),
+    ("object({\n  net = object({ cidr = string, extra = optional(list(string), [\"a\", \"b\"]) })\n  n = number\n})",
+     '{ net = { cidr = "" }, n = 0 }'),
+    ("object({ a = tuple([bool, object({ b = set(string) })]) })", "{ a = [false, { b = [] }] }"),
+    # not a type this reader knows: the shape of its outer kind
+    ("list(string", "[]"), ("object({ a = string }) junk", "{}"), ("custom(x)", "null"),
 ])
 def test_placeholder_has_the_shape_of_the_type(type_, value):
     assert provision.placeholder(type_) == value
@@ -24,6 +32,8 @@ def test_version_constraint_from_the_template():
     assert provision.version_constraint("~> {major}.{minor}", "1.4.2") == "~> 1.4"
     assert provision.version_constraint(">= {version}, < {major}.999", "2.0.1") == ">= 2.0.1, < 2.999"
     assert provision.version_constraint("~> {major}.{minor}", "2.0.0-rc.1") == "= 2.0.0-rc.1"
+    # an older version is pinned: "~> 1.4" would install the newest 1.x, whose inputs may differ
+    assert provision.version_constraint("~> {major}.{minor}", "1.4.2", latest=False) == "= 1.4.2"
 
 
 def test_provision_snippet_lists_required_inputs_only_with_their_type():

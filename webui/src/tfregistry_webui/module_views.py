@@ -181,11 +181,12 @@ def _render(session: Session, module: Module, mv: ModuleVersion, tab: str, kind:
     address = address_of(module)
     sub_path = f"{DIRECTORY[kind]}/{part}" if kind else ""
     source = f"{address}//{sub_path}" if sub_path else address
-    constraint = provision.version_constraint(settings["webui.version_constraint_template"], mv.version)
-    snippet = provision.provision_snippet(label=part or module.name, source=source, constraint=constraint,
-                                          inputs=(doc or {}).get("inputs") or [])
     rows = version_rows(session, module)
     this = next(r for r in rows if r["mv"].id == mv.id)
+    constraint = provision.version_constraint(settings["webui.version_constraint_template"], mv.version,
+                                              latest=this["latest"])
+    snippet = provision.provision_snippet(label=part or module.name, source=source, constraint=constraint,
+                                          inputs=(doc or {}).get("inputs") or [])
     values: dict[str, Any] = {
         "module": module, "mv": mv, "rows": rows, "this": this, "total_downloads": sum(r["downloads"] for r in rows),
         "analysis": analysis, "doc": doc, "kind": kind, "part": part, "tab": tab, "tabs": tabs,
