@@ -55,7 +55,9 @@ def assert_inert(html: str) -> None:
 def test_commonmark_gfm_tables_strikethrough_and_headings() -> None:
     html = render_markdown("# Usage\n\nSome *text* and ~~old~~.\n\n## Usage\n\n| a | b |\n|:--|--:|\n| 1 | 2 |\n")
     assert isinstance(html, Markup)
-    assert '<h1 id="usage">Usage</h1>' in html and '<h2 id="usage-1">Usage</h2>' in html
+    # one level down: the page around the document has its own <h1>
+    assert '<h2 id="usage">Usage</h2>' in html and '<h3 id="usage-1">Usage</h3>' in html and "<h1" not in html
+    assert "<h6>deep</h6>" in render_markdown("###### deep").replace(' id="deep"', "")
     assert "<em>text</em>" in html and "<s>old</s>" in html
     assert '<th class="text-left">a</th>' in html and '<td class="text-right">2</td>' in html
     assert "style=" not in html
@@ -170,7 +172,7 @@ def test_hostile_markup_is_inert(payload: str) -> None:
 def test_hostile_readme_all_at_once_keeps_the_harmless_parts() -> None:
     html = render_markdown("# Title\n\nSee [usage](docs/usage.md).\n\n" + "\n\n".join(HOSTILE), link_base=BASE)
     assert_inert(html)
-    assert '<h1 id="title">Title</h1>' in html
+    assert '<h2 id="title">Title</h2>' in html
     assert f'<a href="{BASE}docs/usage.md" rel="noopener noreferrer nofollow">usage</a>' in html
     # an unclosed <style> (in the <math> payload) swallows what follows it: removed, never rendered as CSS
 
@@ -199,7 +201,7 @@ def test_deeply_nested_raw_html_is_shown_as_text() -> None:
         assert_inert(html)
         assert html.startswith(f"<p>&lt;{tag}&gt;&lt;{tag}&gt;")
     shallow = render_markdown("<div>\n\n" * 50 + "# Deep enough\n\n" + "</div>\n\n" * 50)
-    assert '<h1 id="deep-enough">Deep enough</h1>' in shallow and shallow.count("<div>") == 50
+    assert '<h2 id="deep-enough">Deep enough</h2>' in shallow and shallow.count("<div>") == 50
 
 
 def test_huge_code_blocks_are_not_highlighted() -> None:

@@ -60,7 +60,7 @@ def nav_of(html: str) -> str:
 def test_index_and_sidebar_grouped_by_category_and_subcategory(client, admin_token, provider):
     html = assert_page(client.get(f"{BASE}/docs", headers=bearer(admin_token)))
     assert "<title>Provider: Foo · Terraform Registry</title>" in html
-    assert '<h1 id="foo">Foo</h1>' in html  # index.md, rendered
+    assert '<h2 id="foo">Foo</h2>' in html  # index.md, rendered
     assert '<a href="/providers/acme/foo/1.0.0/docs" aria-current="page">Documentation</a>' in html
     nav = nav_of(html)
     assert re.findall(r"<h3>(.*?)</h3>", nav) == ["Guides", "Resources", "Data Sources", "Ephemeral Resources",
@@ -79,7 +79,7 @@ def test_a_page_per_url_with_its_title_description_and_current_link(client, admi
     html = assert_page(client.get(f"{BASE}/docs/resources/thing", headers=bearer(admin_token)))
     assert "<title>foo_thing Resource - terraform-provider-foo · Terraform Registry</title>" in html
     assert '<meta name="description" content="Manages a thing.">' in html
-    assert '<h1 id="foo_thing-resource">foo_thing (Resource)</h1>' in html and '<h2 id="example">' in html
+    assert '<h2 id="foo_thing-resource">foo_thing (Resource)</h2>' in html and '<h3 id="example">' in html
     assert html.count('aria-current="page"') == 3  # Providers in the header, the Documentation tab, this page
     assert f'<a href="{BASE}/docs/resources/thing" aria-current="page">foo_thing Resource' in nav_of(html)
     assert '<input type="hidden" name="doc" value="resources/thing">' in html  # the version picker keeps the page
@@ -98,7 +98,7 @@ def test_latest_version_urls_and_the_version_picker(client, admin_token, provide
     assert_page(client.get("/providers/acme/foo/docs/resources/thing", headers=bearer(admin_token)), 404)
     assert upload(client, admin_token, tgz(FULL), url="/api/v1/providers/acme/foo/1.1.0/docs").status_code == 201
     page = assert_page(client.get("/providers/acme/foo/docs/resources/thing", headers=bearer(admin_token)))
-    assert "foo_thing (Resource)</h1>" in page and '<span class="badge">1.1.0</span>' in page
+    assert "foo_thing (Resource)</h2>" in page and '<span class="badge">1.1.0</span>' in page
     picked = client.get("/providers/acme/foo?version=1.0.0&tab=docs&doc=resources/thing", headers=bearer(admin_token))
     assert picked.status_code == 302 and picked.headers["Location"] == f"{BASE}/docs/resources/thing"
     # linked.md is only in 1.0.0: from there, 1.1.0 opens its Documentation tab
@@ -187,7 +187,7 @@ def test_upload_replaces_the_docs(app, client, admin_token, provider):
     assert "Files skipped" in done and "notes.txt" in done
     assert count_pages(app) == 1
     shown = assert_page(client.get(f"{BASE}/docs"))
-    assert '<h1 id="new-overview">New overview</h1>' in shown
+    assert '<h2 id="new-overview">New overview</h2>' in shown
     refused = assert_page(post_form(client, f"{BASE}/docs/upload", io.BytesIO(b"not an archive")), 400)
     assert 'id="f-archive-error"' in refused and "must be a .tar.gz or a .zip" in refused
     assert 'id="f-archive-error"' in assert_page(post_form(client, f"{BASE}/docs/upload", None), 400)
@@ -241,7 +241,7 @@ def test_preview_renders_and_stores_nothing(app, client, provider):
     assert rows(app) == before
     assert "10 pages" in html and "Files that would be skipped" in html and "stray.md" in html
     assert '<nav class="docs-nav" aria-label="Pages in the archive">' in html
-    assert '<h1 id="foo">Foo</h1>' in html and 'id="doc-resources-thing"' in html
+    assert '<h2 id="foo">Foo</h2>' in html and 'id="doc-resources-thing"' in html
     assert '<a href="#doc-data-sources-thing"' in html  # links between pages point at their sections
     for payload in ("alert(3)", "alert(4)", "alert(6)", "<iframe"):
         assert payload not in html

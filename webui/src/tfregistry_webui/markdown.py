@@ -132,10 +132,14 @@ def _highlight(code: str, lang: str, _attrs: Any) -> str:
 
 
 def _heading_ids_and_alignment(state: StateCore) -> None:
-    """Core rule: ``id`` slugs on headings (unique per document), and table cell alignment as classes
-    (markdown-it writes ``style="text-align:..."``, which the sanitiser would drop)."""
+    """Core rule: ``id`` slugs on headings (unique per document), headings one level down (a document is
+    shown under its page's own ``<h1>``: ``#`` becomes ``<h2>``, ``######`` stays ``<h6>``), and table cell
+    alignment as classes (markdown-it writes ``style="text-align:..."``, which the sanitiser would drop)."""
     seen: dict[str, int] = {}
     tokens = state.tokens
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
     for index, token in enumerate(tokens):
         if token.type == "heading_open" and index + 1 < len(tokens):
             inline = tokens[index + 1]
