@@ -976,9 +976,8 @@ def config() -> None:
 @pass_ctx
 def config_show(ctx: Context) -> None:
     """Print the effective settings, secrets masked, with where each value came from."""
-    settings = ctx.boot.settings
-    for decl in settings.declarations:
-        click.echo(f"{decl.key} = {settings.display_value(decl.key)}    # {settings.source(decl.key)}")
+    for decl, value, source in ctx.boot.settings.effective():
+        click.echo(f"{decl.key} = {value}    # {source}")
 
 
 # --- storage -----------------------------------------------------------------------------
