@@ -120,7 +120,7 @@ def entry_json(entry: AuditEntry) -> dict[str, Any]:
 
 def organization_names(session: Session) -> dict[int, str]:
     """Organization id -> name, to show and export entries with their organization's name."""
-    return dict(session.execute(select(Organization.id, Organization.name)).tuples().all())
+    return {org_id: name for org_id, name in session.execute(select(Organization.id, Organization.name))}
 
 
 #: Columns of the CSV export (``details`` as JSON); the JSON lines export has the same keys.
