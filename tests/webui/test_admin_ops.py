@@ -222,6 +222,16 @@ def test_jobs_with_redis_show_and_retry_through_rq(ui_factory, redis_db, admin_t
     assert "reachable" in system and "Jobs per queue" in system
 
 
+def test_redis_down_gives_the_503_page_and_the_system_page_says_so(ui_factory, admin_token_for):
+    app = ui_factory({"redis_url": "redis://127.0.0.1:1/0"})  # nothing listens on port 1
+    client = signed_in_admin(app.test_client(), admin_token_for(app))
+    down = assert_page(client.get("/admin/jobs"), 503)
+    assert "The job queue (Redis, setting redis_url) is unavailable" in down
+    system = assert_page(client.get("/admin/system"))
+    assert '<span class="badge bad">failing</span> ConnectionError' in system
+    assert "redis://127.0.0.1:1/0" in system
+
+
 @pytest.fixture
 def admin_token_for() -> Any:
     return lambda app: new_token(app, "admin", name="admin")

@@ -45,6 +45,25 @@ def _notices() -> list[tuple[str, str]]:
     return get_flashed_messages(with_categories=True)
 
 
+def _queue_unavailable(error: Exception) -> Any:
+    """Redis (``redis_url``) cannot be reached: the 503 page naming it, as the API answers 503."""
+    from tfregistry_webui.ui import error_page
+
+    return error_page(503, f"The job queue (Redis, setting redis_url) is unavailable: {error}. Nothing was "
+                      "changed; try again later.")
+
+
+def _register_queue_fault_pages() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    bp.register_error_handler(RedisConnectionError, _queue_unavailable)
+    bp.register_error_handler(RedisTimeoutError, _queue_unavailable)
+
+
+_register_queue_fault_pages()
+
+
 # --- jobs ----------------------------------------------------------------------------------------------
 
 
