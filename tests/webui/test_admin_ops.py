@@ -473,3 +473,18 @@ def test_times_in_the_filter_may_carry_an_offset(app, client, admin_token):
     assert table_actions(html) == ["zone.test"]
     later = assert_page(client.get("/admin/audit", query_string={"since": "2021-06-01T12:30+02:00"}))
     assert "zone.test" not in table_actions(later)
+
+
+def test_the_jobs_list_is_paginated_and_the_fragment_keeps_the_page(client, jobs, admin_token):
+    made = [jobs.enqueue(JOB + "echo", i).id for i in range(55)]
+    jobs.wait()
+    signed_in_admin(client, admin_token)
+    first = assert_page(client.get("/admin/jobs"))
+    assert first.count("data-job-id=") == 50 and "1–50 of 55 jobs" in first
+    assert 'href="/admin/jobs?offset=50" rel="next"' in first
+    second = assert_page(client.get("/admin/jobs?offset=50"))
+    assert second.count("data-job-id=") == 5 and 'data-refresh-url="/admin/jobs?offset=50&amp;fragment=1"' in second
+    fragment = assert_page(client.get("/admin/jobs?offset=50&fragment=1"))
+    assert fragment.count("data-job-id=") == 5 and 'href="/admin/jobs" rel="prev"' in fragment
+    shown = set(re.findall(r'data-job-id="([^"]+)"', first + second))
+    assert shown == set(made)

@@ -29,6 +29,7 @@ from tfregistry_webui.views import page_args, page_links
 
 #: Seconds between two refreshes of the jobs table (``static/admin-jobs.js``).
 JOBS_REFRESH_SECONDS = 5
+JOBS_PAGE_SIZE = 50
 #: Labels of the job states, in the order of the status filter.
 JOB_STATUS_LABELS = {"queued": "Queued", "started": "Running", "scheduled": "Waiting to retry", "failed": "Failed",
                      "finished": "Finished", "canceled": "Canceled"}
@@ -90,12 +91,21 @@ def admin_jobs() -> Any:
     status = _job_status_arg()
     with registry.db.session() as session:
         _site_admin(session)
-    jobs = [_job_view(j) for j in jobs_svc.list_jobs(registry.jobs, status)]
-    values = {"jobs": jobs, "status": status, "status_labels": JOB_STATUS_LABELS,
-              "in_process": not system_svc.uses_redis(registry)}
+    offset, limit = page_args(JOBS_PAGE_SIZE)
+    every = jobs_svc.list_jobs(registry.jobs, status)
+    jobs = [_job_view(j) for j in every[offset:offset + limit]]
+
+    def at(start: int) -> str:
+        return url_for("tfr_webui.admin_jobs", status=status, offset=start or None, limit=None
+                       if limit == JOBS_PAGE_SIZE else limit)
+
+    links = {"prev": at(max(0, offset - limit)) if offset > 0 else None,
+             "next": at(offset + limit) if len(every) > offset + limit else None}
+    values = {"jobs": jobs, "status": status, "status_labels": JOB_STATUS_LABELS, "links": links,
+              "total": len(every), "offset": offset, "in_process": not system_svc.uses_redis(registry)}
     if request.args.get("fragment") == "1":
         return render_page("admin/jobs/_table.html", **values)
-    refresh_url = url_for("tfr_webui.admin_jobs", status=status, fragment=1)
+    refresh_url = url_for("tfr_webui.admin_jobs", status=status, offset=offset or None, fragment=1)
     return render_page("admin/jobs/list.html", page_title="Jobs", refresh_url=refresh_url,
                        refresh_seconds=JOBS_REFRESH_SECONDS, notices=_notices(), **values)
 

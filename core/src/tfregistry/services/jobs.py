@@ -15,9 +15,10 @@ from tfregistry.services.audit import Actor, record
 
 #: Job states, in the order the Jobs page offers them.
 STATUSES = ("queued", "started", "scheduled", "failed", "finished", "canceled")
-#: Who may be retried, and who cancelled (a finished or failed job is done).
+#: Which jobs the web UI offers to retry, and which to cancel: those that have not run yet (the API also
+#: cancels a running job, whose run then goes on to its end).
 RETRYABLE = ("failed", "canceled")
-CANCELLABLE = ("queued", "scheduled", "started")
+CANCELLABLE = ("queued", "scheduled")
 
 
 def list_jobs(queue: Any, status: str | None = None) -> list[JobInfo]:
