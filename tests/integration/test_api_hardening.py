@@ -39,7 +39,7 @@ def test_a_100000_character_version_is_refused_naming_the_field(client: Any, adm
 
 
 def test_405_names_the_allowed_methods(client: Any) -> None:
-    r = client.put("/api/v1/modules")
+    r = client.put("/api/v1/providers")
     assert r.status_code == 405
     assert sorted(r.headers["Allow"].replace(" ", "").split(",")) == ["OPTIONS", "POST"]
     assert r.get_json()["code"] == 405

@@ -285,7 +285,7 @@ def test_forged_and_foreign_session_cookies_are_refused(site: Site, app_factory:
     other_app = app_factory({"data_dir": str(tmp_path / "other"), "secret_key": "another-registry-secret-key"})
     other = other_app.test_client()
     with other.session_transaction() as sess:  # validly signed, but by another registry's key
-        sess.update(uid=uid, ver=f"{uid}:0")
+        sess.update(uid=uid, ver=f"{uid}:0:0")
     cookie = other.get_cookie("tfr_session")
     site.client.set_cookie("tfr_session", cookie.value)
     assert site.get("/api/v1/me").status_code == 401
@@ -293,7 +293,7 @@ def test_forged_and_foreign_session_cookies_are_refused(site: Site, app_factory:
 
 def _signed_in(site: Site, uid: int) -> str:
     with site.client.session_transaction() as sess:
-        sess.update(uid=uid, ver=f"{uid}:0", csrf="known-csrf-token")
+        sess.update(uid=uid, ver=f"{uid}:0:0", csrf="known-csrf-token")
     return "known-csrf-token"
 
 

@@ -191,6 +191,19 @@ def test_signing_in_starts_a_fresh_session(client, admin_token):
 # --- sessions opened with a token are checked on every request ------------------------------------------
 
 
+def test_a_session_ended_by_disabling_its_user_stays_ended_after_enabling(app, client):
+    user_id = make_user(app, "dan@example.com")
+    assert sign_in(client, personal_token(app, user_id)).status_code == 303
+    assert me(client).status_code == 200
+    for disabled in (True, False):  # disabled, then enabled again before the browser comes back
+        with app.extensions["tfregistry"].db.session() as s:
+            identity_svc.disable_user(s, CLI_ACTOR, identity_svc.get_user(s, user_id), disabled)
+            s.commit()
+    assert me(client).status_code == 401
+    assert sign_in(client, personal_token(app, user_id, name="again")).status_code == 303  # a new sign-in works
+    assert me(client).status_code == 200
+
+
 def _token_row(app: Any, secret: str) -> int:
     with app.extensions["tfregistry"].db.session() as s:
         return token_svc.verify_token(s, secret).id

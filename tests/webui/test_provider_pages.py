@@ -60,8 +60,13 @@ def test_mirrored_provider_page(client, providers):
     assert_page(client.get("/providers/hashicorp/random", headers=providers), 404)  # not one of ours
 
 
-def test_documentation_tab_only_with_doc_pages(app, client, providers):
-    assert "Documentation" not in assert_page(client.get("/providers/acme/foo", headers=providers))
+def test_documentation_tab_shows_the_pages_or_how_to_publish_them(app, client, providers):
+    assert ">Documentation</a>" in assert_page(client.get("/providers/acme/foo", headers=providers))
+    empty = assert_page(client.get("/providers/acme/foo/1.1.0/docs", headers=providers))
+    assert "has no documentation" in empty and "tfr publish provider DIST --docs DIR" in empty
+    # a mirrored provider without pages has no Documentation tab
+    mirrored = assert_page(client.get("/providers/hashicorp/random?origin=registry.terraform.io", headers=providers))
+    assert ">Documentation</a>" not in mirrored
     with app.extensions["tfregistry"].db.session() as session:
         pv = session.query(ProviderVersion).filter_by(version="1.1.0").one()
         session.add(ProviderDocPage(provider_version_id=pv.id, path="resources/thing.md", category="resources",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import g, request
 from sqlalchemy import Select, or_, select
@@ -277,6 +278,15 @@ def require(session: Session, action: str, namespace: Namespace | None) -> Ident
     raise PermissionDenied(f"{describe(identity)} may not {ACTION_WORDS.get(action, action)}{where}")
 
 
+def require_scope(identity: Identity, scope: str, organization: Any = None) -> None:
+    """Refuse (:class:`PermissionDenied`) unless ``identity`` holds ``scope`` in ``organization`` (an
+    :class:`~tfregistry.models.Organization`; ``None``: registry-wide).  For actions on organizations,
+    users, roles and tokens, which are not in a namespace."""
+    if scope not in identity.scopes_in(organization.id if organization is not None else None):
+        where = f" in organization {organization.name!r}" if organization is not None else " registry-wide"
+        raise PermissionDenied(f"{describe(identity)} may not {ACTION_WORDS.get(scope, scope)}{where}")
+
+
 def describe(identity: Identity) -> str:
     if identity.kind == "session":
         return f"{identity.name} (signed in)"
@@ -323,15 +333,10 @@ def require_audit_read(session: Session, identity: Identity, organization: str |
     if identity.anonymous:
         raise Unauthenticated("authentication required: send a registry token or sign in")
     if not organization:
-        _need_scope(identity, "audit:read", None)
+        require_scope(identity, "audit:read", None)
         return None
     org = visible_organization(session, identity, organization)
     if "audit:read" not in identity.scopes_in(None):
-        _need_scope(identity, "audit:read", org)
+        require_scope(identity, "audit:read", org)
     return org
 
-
-def _need_scope(identity: Identity, scope: str, org: Organization | None) -> None:
-    if scope not in identity.scopes_in(org.id if org else None):
-        where = f" in organization {org.name!r}" if org else " registry-wide"
-        raise PermissionDenied(f"{describe(identity)} may not {ACTION_WORDS.get(scope, scope)}{where}")

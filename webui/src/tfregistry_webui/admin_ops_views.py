@@ -42,7 +42,7 @@ def _site_admin(session: Session) -> auth.Identity:
     return auth.require(session, "admin", None)
 
 
-def _notices() -> list[tuple[str, str]]:
+def _flashes() -> list[tuple[str, str]]:
     return get_flashed_messages(with_categories=True)
 
 
@@ -107,7 +107,7 @@ def admin_jobs() -> Any:
         return render_page("admin/jobs/_table.html", **values)
     refresh_url = url_for("tfr_webui.admin_jobs", status=status, offset=offset or None, fragment=1)
     return render_page("admin/jobs/list.html", page_title="Jobs", refresh_url=refresh_url,
-                       refresh_seconds=JOBS_REFRESH_SECONDS, notices=_notices(), **values)
+                       refresh_seconds=JOBS_REFRESH_SECONDS, flashes=_flashes(), **values)
 
 
 def _find_job(job_id: str) -> JobInfo:
@@ -125,7 +125,7 @@ def admin_job(job_id: str) -> Any:
     job = _find_job(job_id)
     return render_page("admin/jobs/job.html", page_title=f"Job {job.id}", view=_job_view(job),
                        result=json.dumps(job.result, indent=2, default=str) if job.result is not None else None,
-                       status_labels=JOB_STATUS_LABELS, notices=_notices())
+                       status_labels=JOB_STATUS_LABELS, flashes=_flashes())
 
 
 def _back_to_jobs() -> str:

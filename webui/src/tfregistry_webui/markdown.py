@@ -15,7 +15,10 @@ until sanitised.  The pipeline:
    ``https`` and ``mailto`` (and ``#fragment``) are kept, any other scheme is dropped, and a
    relative URL is resolved against ``link_base`` (the URL prefix under which the archive's files
    are served), normalised so that ``..`` cannot climb above it; without ``link_base`` relative
-   URLs are dropped.  Links get ``rel="noopener noreferrer nofollow"``.
+   URLs are dropped.  A ``resolve_link`` callable, when given, decides instead for the relative
+   ``href`` of links (provider docs point at sibling pages: ``../data-sources/x.md``); what it
+   returns is kept as the URL, ``None`` drops the attribute.  Links get
+   ``rel="noopener noreferrer nofollow"``.
 
 Headings get stable ``id`` attributes (GitHub-style slugs, ``-1``, ``-2`` ... for repeats), so
 ``#usage`` links within a README work.
@@ -24,6 +27,7 @@ Headings get stable ``id`` attributes (GitHub-style slugs, ``-1``, ``-2`` ... fo
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -188,8 +192,12 @@ def _clean_path(path: str) -> str | None:
     return "/".join(parts)
 
 
-def _resolve_url(value: str, link_base: str | None) -> str | None:
-    """The URL to keep for an ``href``/``src``, or None to drop the attribute."""
+LinkResolver = Callable[[str], str | None]
+
+
+def _resolve_url(value: str, link_base: str | None, resolve_link: LinkResolver | None = None) -> str | None:
+    """The URL to keep for an ``href``/``src``, or None to drop the attribute (``resolve_link``: see
+    :func:`render_markdown`)."""
     url = _URL_INNER_RE.sub("", value.strip(_URL_TRIM))
     if not url:
         return None
@@ -203,6 +211,8 @@ def _resolve_url(value: str, link_base: str | None) -> str | None:
         return url
     if url.startswith("//"):  # scheme-relative: another host
         return "https:" + url
+    if resolve_link is not None:
+        return resolve_link(url)
     if link_base is None:
         return None
     parts = urlsplit(url)
@@ -214,10 +224,10 @@ def _resolve_url(value: str, link_base: str | None) -> str | None:
     return urlunsplit(("", "", resolved, "", parts.fragment))
 
 
-def _attribute_filter(link_base: str | None) -> Any:
+def _attribute_filter(link_base: str | None, resolve_link: Callable[[str], str | None] | None = None) -> Any:
     def keep(tag: str, attribute: str, value: str) -> str | None:
         if attribute in ("href", "src"):
-            return _resolve_url(value, link_base)
+            return _resolve_url(value, link_base, resolve_link if tag == "a" and attribute == "href" else None)
         if attribute == "class":
             classes = [c for c in value.split() if _CLASS_RE.match(c)]
             return " ".join(classes) or None
@@ -230,12 +240,15 @@ def _attribute_filter(link_base: str | None) -> Any:
     return keep
 
 
-def render_markdown(text: str, *, link_base: str | None = None, max_chars: int = DEFAULT_MAX_CHARS) -> Markup:
+def render_markdown(text: str, *, link_base: str | None = None, max_chars: int = DEFAULT_MAX_CHARS,
+                    resolve_link: Callable[[str], str | None] | None = None) -> Markup:
     """Render ``text`` (Markdown, possibly hostile) as sanitised HTML, safe to put in a page.
 
     ``link_base``: the URL prefix relative links and images resolve against, e.g.
-    ``/modules/acme/net/aws/1.0.0/files/``; without it relative URLs are dropped.  Text beyond
-    ``max_chars`` characters is cut, with a notice at the end.
+    ``/modules/acme/net/aws/1.0.0/files/``; without it relative URLs are dropped.  ``resolve_link``:
+    for the relative ``href`` of a link (no scheme, not ``#...`` or ``//...``, with tabs and newlines
+    removed), the URL to use instead, or ``None`` to drop it; it must return a URL of this site.
+    Text beyond ``max_chars`` characters is cut, with a notice at the end.
     """
     truncated = len(text) > max_chars
     if truncated:
@@ -248,7 +261,7 @@ def render_markdown(text: str, *, link_base: str | None = None, max_chars: int =
         tags=ALLOWED_TAGS,
         clean_content_tags=REMOVED_WITH_CONTENT,
         attributes=ALLOWED_ATTRIBUTES,
-        attribute_filter=_attribute_filter(link_base),
+        attribute_filter=_attribute_filter(link_base, resolve_link),
         url_schemes=URL_SCHEMES,
         link_rel=LINK_REL,
         strip_comments=True,

@@ -31,6 +31,7 @@ from tfregistry_webui import compare as compare_mod
 from tfregistry_webui import provision, usage
 from tfregistry_webui.files import serve_module_file
 from tfregistry_webui.markdown import render_markdown
+from tfregistry_webui.publish_views import module_version_actions
 from tfregistry_webui.ui import (
     bp,
     is_version,
@@ -190,6 +191,7 @@ def _render(session: Session, module: Module, mv: ModuleVersion, tab: str, kind:
         "analysis": analysis, "doc": doc, "kind": kind, "part": part, "tab": tab, "tabs": tabs,
         "address": address, "source": source, "snippet": snippet,
         "problems": _problems(analysis, kind, part), "base": base,
+        "actions": module_version_actions(session, mv) if kind is None else None,
         "page_title": f"{module.namespace.name}/{module.name}/{module.system}" + (f" · {sub_path}" if sub_path else ""),
     }
     values.update(_tab_values(session, module, mv, tab, kind, part, doc, analysis, extra_tabs, base))

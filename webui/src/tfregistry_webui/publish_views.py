@@ -29,7 +29,9 @@ from tfregistry_webui.ui import bp, render_page
 MODULE_FIELDS = ("namespace", "name", "system", "version", "description")
 #: The setting that caps each form's upload.
 UPLOAD_SETTINGS = {"tfr_webui.publish_module": "limits.module_archive_max_bytes",
-                   "tfr_webui.publish_provider": "limits.provider_upload_max_bytes"}
+                   "tfr_webui.publish_provider": "limits.provider_upload_max_bytes",
+                   "tfr_webui.provider_docs_upload": "limits.provider_docs_max_bytes",
+                   "tfr_webui.provider_docs_preview": "limits.provider_docs_max_bytes"}
 PROVIDER_FIELDS = ("namespace", "type", "version", "protocols", "signing")
 #: Which form field a service refusal is about, by words in its message (the message stays as written).
 FIELD_WORDS = (("version", ("version",)), ("archive", ("archive", "tar", "gzip", "file")),
@@ -44,7 +46,7 @@ def _field_of(message: str, words: tuple[tuple[str, tuple[str, ...]], ...]) -> s
     return next((field for field, keys in words if any(k in lowered for k in keys)), "form")
 
 
-def _may_publish(session: Session, action: str) -> tuple[auth.Identity, str | None]:
+def may_publish(session: Session, action: str) -> tuple[auth.Identity, str | None]:
     """The caller, and why they cannot publish (``None`` when they might: the namespace decides)."""
     try:
         identity = auth.current_identity(session)
@@ -64,7 +66,7 @@ def _validation_errors(exc: ma.ValidationError) -> dict[str, str]:
             for field, msgs in messages.items()}
 
 
-def _too_large(setting: str) -> Any:
+def too_large(setting: str) -> Any:
     limit = current_registry().settings[setting]
     return render_page("error.html", 413, careful=True, status=413, title="Upload too large",
                        message=f"The upload is larger than this registry accepts ({limit:,} bytes; setting {setting}). "
@@ -75,7 +77,7 @@ def _too_large(setting: str) -> Any:
 def _upload_too_large(error: Exception) -> Any:
     """Werkzeug stopped reading an upload at its cap (in the CSRF check or the view): the page, in the layout."""
     setting = UPLOAD_SETTINGS.get(request.endpoint or "", "limits.module_archive_max_bytes")
-    return _too_large(setting)
+    return too_large(setting)
 
 
 # --- modules ---------------------------------------------------------------------------------------
@@ -88,7 +90,7 @@ def publish_module() -> Any:
     registry = current_registry()
     max_bytes = registry.settings["limits.module_archive_max_bytes"]
     with registry.db.session() as session:
-        identity, why_not = _may_publish(session, "modules:write")
+        identity, why_not = may_publish(session, "modules:write")
         if request.method == "GET" or why_not:
             values = {f: request.args.get(f, "") for f in MODULE_FIELDS}
             return _module_form(values, {}, why_not, max_bytes, 200 if request.method == "GET" else 401
@@ -106,7 +108,7 @@ def publish_module() -> Any:
         except ServiceError as exc:
             session.rollback()
             if exc.status == 413:
-                return _too_large("limits.module_archive_max_bytes")
+                return too_large("limits.module_archive_max_bytes")
             field = "form" if exc.status in (401, 403) else _field_of(exc.message, FIELD_WORDS)
             return _module_form(values, {field: exc.message}, None, max_bytes, exc.status)
         except auth.PermissionDenied as exc:
@@ -136,7 +138,7 @@ def publish_provider() -> Any:
     registry = current_registry()
     max_bytes = registry.settings["limits.provider_upload_max_bytes"]
     with registry.db.session() as session:
-        identity, why_not = _may_publish(session, "providers:write")
+        identity, why_not = may_publish(session, "providers:write")
         if request.method == "GET" or why_not:
             values = {f: request.args.get(f, "") for f in PROVIDER_FIELDS}
             values["signing"] = values["signing"] or "upload"

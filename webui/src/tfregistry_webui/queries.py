@@ -14,7 +14,6 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from tfregistry.models import DownloadTotal, Module, ModuleVersion, Namespace, Provider
-from tfregistry.services import modules as module_svc
 
 #: Sort orders of the module list; ``relevance`` only applies with a query.
 MODULE_SORTS = {"name": "Name", "downloads": "Most downloaded", "recent": "Recently published"}
@@ -41,21 +40,32 @@ def counts(session: Session, readable_modules: Select, readable_providers: Selec
 
 
 def recently_published(session: Session, readable: Select, limit: int = 8) -> list[ModuleVersion]:
-    """The newest module versions, newest first."""
-    return list(session.scalars(
-        select(ModuleVersion).join(Module).where(Module.namespace_id.in_(readable))
-        .order_by(ModuleVersion.published_at.desc(), ModuleVersion.id.desc()).limit(limit)
-    ))
+    """The newest module versions the caller may read, newest first.
+
+    First among the newest few hundred versions of all (read through the ``published_at`` index),
+    and only when fewer than ``limit`` of those are readable, among all versions.
+    """
+    def newest(candidates: Select | None) -> list[ModuleVersion]:
+        stmt = select(ModuleVersion).join(Module).where(Module.namespace_id.in_(readable))
+        if candidates is not None:
+            stmt = stmt.where(ModuleVersion.id.in_(candidates))
+        return list(session.scalars(stmt.order_by(ModuleVersion.published_at.desc(), ModuleVersion.id.desc())
+                                    .limit(limit)))
+
+    window = select(ModuleVersion.id).order_by(ModuleVersion.published_at.desc()).limit(max(200, limit * 25))
+    found = newest(select(window.subquery().c.id))
+    return found if len(found) == limit else newest(None)
 
 
 def most_downloaded(session: Session, readable: Select, limit: int = 8) -> list[tuple[Module, int]]:
-    """Modules with the most downloads (all versions), most first."""
-    totals = module_svc.module_download_totals()
-    rows = session.execute(
-        select(Module, totals.c.downloads).join(totals, totals.c.module_id == Module.id)
-        .where(Module.namespace_id.in_(readable)).order_by(totals.c.downloads.desc(), Module.name).limit(limit)
-    ).all()
-    return [(module, downloads) for module, downloads in rows]
+    """Modules with the most downloads (all versions), most first: the top totals first, then their rows."""
+    total = func.sum(DownloadTotal.count)
+    top = session.execute(
+        select(DownloadTotal.module_id, total).join(Module, Module.id == DownloadTotal.module_id)
+        .where(Module.namespace_id.in_(readable)).group_by(DownloadTotal.module_id)
+        .order_by(total.desc(), DownloadTotal.module_id).limit(limit)).all()
+    modules = {m.id: m for m in session.scalars(select(Module).where(Module.id.in_([row[0] for row in top])))}
+    return [(modules[module_id], int(downloads)) for module_id, downloads in top if module_id in modules]
 
 
 def module_downloads(session: Session, module_ids: list[int]) -> dict[int, int]:

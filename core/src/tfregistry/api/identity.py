@@ -15,14 +15,13 @@ from sqlalchemy.orm import Session
 
 from tfregistry import auth
 from tfregistry.api import MAX_ID, api_error, flag, module_name, pattern, text
-from tfregistry.auth import Identity, PermissionDenied
+from tfregistry.auth import Identity
 from tfregistry.models import ApiToken, Membership, Namespace, Organization, RoleTemplate, User
 from tfregistry.protocol import register_error_handlers
 from tfregistry.services import NotFound, ServiceError
 from tfregistry.services import identity as svc
 from tfregistry.services import tokens as token_svc
 from tfregistry.services.audit import AuditFilter, entries_page, entry_json, record
-from tfregistry.services.modules import NAME_RE
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_identity", __name__, url_prefix="/api/v1",
@@ -41,10 +40,7 @@ def _session() -> Iterator[tuple[Session, Identity]]:
 
 
 def _need(identity: Identity, scope: str, org: Organization | None = None) -> None:
-    held = identity.scopes_in(org.id if org else None)
-    if scope not in held:
-        where = f" in organization {org.name!r}" if org else " registry-wide"
-        raise PermissionDenied(f"{auth.describe(identity)} may not {auth.ACTION_WORDS.get(scope, scope)}{where}")
+    auth.require_scope(identity, scope, org)
 
 
 def _actor(identity: Identity, org: Organization | None = None) -> Any:
@@ -152,9 +148,8 @@ class UserResource(MethodView):
                 user.name = args["name"]
             if "disabled" in args and args["disabled"] != user.disabled:
                 svc.disable_user(session, _actor(identity), user, args["disabled"])
-            if "site_admin" in args and args["site_admin"] != user.site_admin:
-                user.site_admin = args["site_admin"]
-                record(session, _actor(identity), "user.site_admin", f"user:{user.id}", site_admin=user.site_admin)
+            if "site_admin" in args:
+                svc.set_site_admin(session, _actor(identity), user, args["site_admin"])
             session.commit()
             return _user_json(user)
 
@@ -193,8 +188,7 @@ class MemberArgs(ma.Schema):
 
 class NamespaceArgs(ma.Schema):
     name = module_name("namespace", required=True, metadata={"example": "acme"})
-    visibility = ma.fields.String(load_default=None, validate=ma.validate.OneOf(
-        ["inherit", "public", "authenticated", "private"]))
+    visibility = ma.fields.String(load_default=None, validate=ma.validate.OneOf(svc.VISIBILITIES))
 
 
 def _org_json(org: Organization) -> dict[str, Any]:
@@ -234,8 +228,7 @@ class OrganizationResource(MethodView):
         with _session() as (session, identity):
             org = _visible_org(session, identity, org_name)
             _need(identity, "orgs:manage", org)
-            org.display_name = args["display_name"]
-            record(session, _actor(identity, org), "org.update", f"org:{org.name}", display_name=org.display_name)
+            svc.update_organization(session, _actor(identity, org), org, args["display_name"])
             session.commit()
             return _org_json(org)
 
@@ -280,12 +273,8 @@ class Member(MethodView):
             org = _visible_org(session, identity, org_name)
             _need(identity, "users:manage", org)
             role = svc.get_role(session, args["role"])
-            svc.check_grantable(identity.scopes_in(org.id), role.scopes)
             user = _member_user(session, who)
-            current = svc.membership(session, user, org)
-            if current is not None:
-                svc.check_grantable(identity.scopes_in(org.id), current.role.scopes)
-            svc.set_membership(session, _actor(identity, org), user, org, role)
+            svc.grant_role(session, _actor(identity, org), identity.scopes_in(org.id), user, org, role)
             session.commit()
             return {"user": user.id, "organization": org.name, "role": role.name}
 
@@ -297,8 +286,7 @@ class Member(MethodView):
             member = svc.membership(session, _member_user(session, who), org)
             if member is None:
                 raise NotFound(f"{who} is not a member of {org.name}")
-            svc.check_grantable(identity.scopes_in(org.id), member.role.scopes)
-            svc.remove_membership(session, _actor(identity, org), member)
+            svc.revoke_role(session, _actor(identity, org), identity.scopes_in(org.id), member)
             session.commit()
 
 
@@ -316,23 +304,11 @@ class OrgNamespaces(MethodView):
     def post(self, args: dict[str, Any], org_name: str) -> Any:
         """Create a namespace in the organization, or set its visibility (``orgs:manage`` there).
         Moving another organization's namespace needs ``orgs:manage`` registry-wide."""
-        from tfregistry.services.modules import get_or_create_namespace
-
         with _session() as (session, identity):
             org = _visible_org(session, identity, org_name)
             _need(identity, "orgs:manage", org)
-            if not NAME_RE.match(args["name"]):
-                raise ServiceError(f"invalid namespace {args['name']!r}")
-            existing = session.scalar(select(Namespace).where(Namespace.name == args["name"]))
-            if existing is not None and existing.organization_id != org.id:
-                if "orgs:manage" not in identity.scopes_in(None):
-                    raise ServiceError(f"namespace {args['name']!r} is already taken", status=409)
-                existing.organization_id = org.id
-                record(session, _actor(identity, org), "namespace.move", args["name"], organization=org.name)
-            ns = existing or get_or_create_namespace(session, args["name"], org.id)
-            if args["visibility"]:
-                ns.visibility = args["visibility"]
-            record(session, _actor(identity, org), "namespace.save", ns.name, visibility=ns.visibility)
+            ns = svc.save_namespace(session, _actor(identity, org), org, args["name"], args["visibility"],
+                                    may_move="orgs:manage" in identity.scopes_in(None))
             session.commit()
             return {"name": ns.name, "visibility": ns.visibility, "organization": org.name}
 

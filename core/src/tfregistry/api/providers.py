@@ -254,7 +254,13 @@ def docs_limits(registry: Registry) -> DocsLimits:
 
 def _docs_upload(registry: Registry) -> Any:
     """The uploaded archive's stream, refused with 413 past ``limits.provider_docs_max_bytes``."""
-    stream = load_multipart(DocsForm())["archive"].stream
+    return docs_archive(registry, load_multipart(DocsForm())["archive"])
+
+
+def docs_archive(registry: Registry, upload: Any) -> Any:
+    """The stream of an uploaded docs archive (a werkzeug ``FileStorage``), at its start; a 413
+    :class:`ServiceError` past ``limits.provider_docs_max_bytes``.  The API and the web UI's forms call it."""
+    stream = upload.stream
     max_bytes = registry.settings["limits.provider_docs_max_bytes"]
     stream.seek(0, 2)
     if stream.tell() > max_bytes:

@@ -121,5 +121,5 @@ def signed_in_session() -> bool:
 
 
 def session_version(user: User) -> str:
-    """Changes when a user is disabled, so existing browser sessions end with it."""
-    return f"{user.id}:{int(user.disabled)}"
+    """Changes when a user is disabled or enabled again, so existing browser sessions end for good."""
+    return f"{user.id}:{user.session_epoch or 0}:{int(user.disabled)}"

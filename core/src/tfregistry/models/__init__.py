@@ -78,6 +78,8 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Bumped on every disable and enable: browser sessions opened before it end for good.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -210,7 +212,7 @@ class ModuleVersion(Base):
     readme: Mapped[str | None] = mapped_column(Text)
     deprecated: Mapped[bool] = mapped_column(Boolean, default=False)
     deprecation_reason: Mapped[str | None] = mapped_column(Text)
-    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     published_by: Mapped[str] = mapped_column(String(200), default="")
     #: What :mod:`tfregistry.analysis` read from the archive (root, submodules, examples, problems);
     #: ``None`` until the version is analysed.  Loaded only when asked for: it can be large.

@@ -26,9 +26,9 @@ def _check(name: str, probe: Any) -> tuple[str, str]:
     return name, "ok"
 
 
-@bp.get("/ready")
-def ready():
-    registry = current_registry()
+def readiness_checks(registry: Any) -> dict[str, str]:
+    """Each backing service (database, storage, Redis when jobs use it): ``"ok"`` or ``"failing: <why>"``.
+    What ``/ready`` answers, and what the web UI's dashboard shows."""
 
     def database() -> None:
         with registry.db.engine.connect() as conn:
@@ -37,7 +37,12 @@ def ready():
     checks = [_check("database", database), _check("storage", lambda: list(registry.storage.list("_tfr_probe/")))]
     if isinstance(registry.jobs, RQQueue):
         checks.append(_check("redis", registry.jobs.ping))
-    result = dict(checks)
+    return dict(checks)
+
+
+@bp.get("/ready")
+def ready():
+    result = readiness_checks(current_registry())
     healthy = all(v == "ok" for v in result.values())
     response = jsonify(status="ready" if healthy else "not ready", checks=result)
     response.status_code = 200 if healthy else 503

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tfregistry.models import Membership, Organization, RoleTemplate, User, UserIdentity, utcnow
+from tfregistry.models import Membership, Namespace, Organization, RoleTemplate, User, UserIdentity, utcnow
 from tfregistry.services import Conflict, Forbidden, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 
@@ -48,6 +48,8 @@ DEFAULT_ORGANIZATION = "default"
 ORG_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ROLE_NAME = ORG_NAME
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+#: A namespace's visibility (see :class:`tfregistry.models.Namespace`).
+VISIBILITIES = ("inherit", "public", "authenticated", "private")
 
 
 def seed(conn: sa.Connection) -> None:
@@ -141,17 +143,53 @@ def create_organization(session: Session, actor: Actor, name: str, display_name:
 
 
 def delete_organization(session: Session, actor: Actor, org: Organization) -> None:
-    from tfregistry.models import ApiToken, Namespace
+    """Delete an organization that owns no namespaces; its service tokens are revoked."""
+    from tfregistry.models import ApiToken
 
     if org.name == DEFAULT_ORGANIZATION:
         raise ServiceError("the default organization cannot be deleted")
-    if session.scalar(select(Namespace.id).where(Namespace.organization_id == org.id).limit(1)) is not None:
+    if organization_has_namespaces(session, org):
         raise Conflict(f"organization {org.name!r} still owns namespaces; move or delete them first")
     for token in session.scalars(select(ApiToken).where(ApiToken.organization_id == org.id)):
         token.revoked_at = token.revoked_at or utcnow()
         token.organization_id = None
     record(session, actor, "org.delete", f"org:{org.name}")
     session.delete(org)
+
+
+def update_organization(session: Session, actor: Actor, org: Organization, display_name: str) -> Organization:
+    """Change an organization's display name (empty: its name)."""
+    org.display_name = display_name.strip() or org.name
+    record(session, actor, "org.update", f"org:{org.name}", display_name=org.display_name)
+    return org
+
+
+def organization_has_namespaces(session: Session, org: Organization) -> bool:
+    """Whether ``org`` owns a namespace (and so cannot be deleted)."""
+    return session.scalar(select(Namespace.id).where(Namespace.organization_id == org.id).limit(1)) is not None
+
+
+def save_namespace(session: Session, actor: Actor, org: Organization, name: str, visibility: str | None,
+                   *, may_move: bool = False) -> Namespace:
+    """Create namespace ``name`` in ``org``, or set its visibility (``None``: unchanged).  A namespace of
+    another organization is taken over only with ``may_move`` (``orgs:manage`` registry-wide)."""
+    from tfregistry.services.modules import NAME_RE, get_or_create_namespace
+
+    if not NAME_RE.match(name):
+        raise ServiceError(f"invalid namespace {name!r}: letters, digits, '-' and '_', at most 64 characters")
+    if visibility is not None and visibility not in VISIBILITIES:
+        raise ServiceError(f"visibility must be one of {', '.join(VISIBILITIES)}")
+    existing = session.scalar(select(Namespace).where(Namespace.name == name))
+    if existing is not None and existing.organization_id != org.id:
+        if not may_move:
+            raise Conflict(f"namespace {name!r} is already taken")
+        existing.organization_id = org.id
+        record(session, actor, "namespace.move", name, organization=org.name)
+    namespace = existing or get_or_create_namespace(session, name, org.id)
+    if visibility:
+        namespace.visibility = visibility
+    record(session, actor, "namespace.save", namespace.name, visibility=namespace.visibility)
+    return namespace
 
 
 def visible_organization(session: Session, identity: Identity, name: str) -> Organization:
@@ -228,8 +266,17 @@ def create_user(session: Session, actor: Actor, email: str | None, name: str = "
 
 def disable_user(session: Session, actor: Actor, user: User, disabled: bool = True) -> None:
     """Disable (or re-enable) a user: a disabled user's sessions and tokens stop working at once."""
+    if user.disabled != disabled:
+        user.session_epoch = (user.session_epoch or 0) + 1  # sessions from before never come back
     user.disabled = disabled
     record(session, actor, "user.disable" if disabled else "user.enable", f"user:{user.id}")
+
+
+def set_site_admin(session: Session, actor: Actor, user: User, site_admin: bool) -> None:
+    """Make ``user`` a site administrator (every scope everywhere), or no longer one."""
+    if user.site_admin != site_admin:
+        user.site_admin = site_admin
+        record(session, actor, "user.site_admin", f"user:{user.id}", site_admin=site_admin)
 
 
 def membership(session: Session, user: User, org: Organization) -> Membership | None:
@@ -251,6 +298,24 @@ def set_membership(session: Session, actor: Actor, user: User, org: Organization
     session.flush()
     record(session, actor, "membership.set", f"org:{org.name}", user=user.id, role=role.name, source=source)
     return member
+
+
+def grant_role(session: Session, actor: Actor, held: Iterable[str], user: User, org: Organization,
+               role: RoleTemplate) -> Membership:
+    """Give ``user`` ``role`` in ``org`` on behalf of a caller holding ``held`` there: neither the new role
+    nor the one it replaces may carry a scope the caller lacks (no privilege escalation)."""
+    check_grantable(held, role.scopes)
+    current = membership(session, user, org)
+    if current is not None:
+        check_grantable(held, current.role.scopes)
+    return set_membership(session, actor, user, org, role)
+
+
+def revoke_role(session: Session, actor: Actor, held: Iterable[str], member: Membership) -> None:
+    """End a membership on behalf of a caller holding ``held`` in its organization (only roles whose
+    scopes the caller holds)."""
+    check_grantable(held, member.role.scopes)
+    remove_membership(session, actor, member)
 
 
 def remove_membership(session: Session, actor: Actor, member: Membership) -> None:

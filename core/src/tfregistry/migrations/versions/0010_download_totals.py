@@ -1,4 +1,5 @@
-"""download totals: a running count per module version, so lists, sorts and details never count events
+"""download totals: a running count per module version, so lists, sorts and details never count events;
+an index on module_versions.published_at (recently published lists, the "recent" sort)
 
 Revision ID: 0010
 Revises: 0009
@@ -32,11 +33,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("module_version_id", name=op.f("pk_download_totals")),
     )
     op.create_index(op.f("ix_download_totals_module_id"), "download_totals", ["module_id"])
+    op.create_index(op.f("ix_module_versions_published_at"), "module_versions", ["published_at"])
     op.execute("INSERT INTO download_totals (module_version_id, module_id, count) "
                "SELECT e.module_version_id, v.module_id, count(*) FROM download_events e "
                "JOIN module_versions v ON v.id = e.module_version_id GROUP BY e.module_version_id, v.module_id")
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_module_versions_published_at"), table_name="module_versions")
     op.drop_index(op.f("ix_download_totals_module_id"), table_name="download_totals")
     op.drop_table("download_totals")
