@@ -119,6 +119,16 @@ def test_cli_jobs_list_retry_cancel(app_factory, redis_db, tmp_path, database_ur
     assert runner.invoke(cli, ["jobs", "cancel", pending.id], obj=Context(None)).output.strip().endswith("canceled")
     assert registry.jobs.get(pending.id).status == "canceled"
     assert "queued" in runner.invoke(cli, ["jobs", "retry", failing.id], obj=Context(None)).output
+    with registry.db.session() as session:  # audited like the API's retry and cancel
+        from sqlalchemy import select
+
+        from tfregistry.models import AuditEntry
+
+        entries = session.scalars(select(AuditEntry).where(AuditEntry.action.startswith("job."))).all()
+        assert {(e.action, e.actor, e.target) for e in entries} == {
+            ("job.cancel", "cli", f"job:{pending.id}"), ("job.retry", "cli", f"job:{failing.id}")}
+    missing = runner.invoke(cli, ["jobs", "retry", "no-such-job"], obj=Context(None))
+    assert missing.exit_code == 1 and "no job no-such-job" in missing.output
     no_redis = CliRunner(env={k: v for k, v in env.items() if k != "TFR_REDIS_URL"})
     result = no_redis.invoke(cli, ["jobs", "list"], obj=Context(None))
     assert result.exit_code == 1 and "inside the web process" in result.output

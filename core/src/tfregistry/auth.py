@@ -17,7 +17,7 @@ from flask import g, request
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
-from tfregistry.models import Namespace
+from tfregistry.models import Namespace, Organization
 from tfregistry.services.audit import Actor
 from tfregistry.services.identity import SCOPES, default_organization
 from tfregistry.web import current_registry
@@ -322,3 +322,21 @@ def request_actor(identity: Identity, organization_id: int | None = None) -> Act
     return Actor(name=identity.name, token_id=identity.token_id,
                  organization_id=organization_id if organization_id is not None else identity.organization_id,
                  ip=request.remote_addr, request_id=g.get("request_id"))
+
+
+def require_audit_read(session: Session, identity: Identity, organization: str | None) -> Organization | None:
+    """The organization whose audit entries the caller asked for (``None``: all of them), if they may
+    read them: ``audit:read`` registry-wide reads everything, ``audit:read`` in an organization reads that
+    organization's entries.  Another organization is "not found" (never "forbidden")."""
+    from tfregistry.services.identity import visible_organization
+
+    if identity.anonymous:
+        raise Unauthenticated("authentication required: send a registry token or sign in")
+    if not organization:
+        require_scope(identity, "audit:read", None)
+        return None
+    org = visible_organization(session, identity, organization)
+    if "audit:read" not in identity.scopes_in(None):
+        require_scope(identity, "audit:read", org)
+    return org
+

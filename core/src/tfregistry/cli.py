@@ -880,26 +880,37 @@ def jobs_list(ctx: Context, status: str | None) -> None:
 @click.argument("job_id")
 @pass_ctx
 def jobs_retry(ctx: Context, job_id: str) -> None:
-    """Queue a failed or canceled job again."""
-    from tfregistry.jobs import JobError
+    """Queue a failed or canceled job again (audited as ``job.retry`` by ``cli``)."""
+    from tfregistry.services.jobs import retry_job
 
-    try:
-        click.echo(f"job {job_id}: {_job_queue(ctx).retry(job_id).status}")
-    except JobError as exc:
-        fail(str(exc))
+    click.echo(f"job {job_id}: {_change_job(ctx, retry_job, job_id).status}")
 
 
 @jobs.command("cancel")
 @click.argument("job_id")
 @pass_ctx
 def jobs_cancel(ctx: Context, job_id: str) -> None:
-    """Cancel a job that has not finished."""
+    """Cancel a job that has not finished (audited as ``job.cancel`` by ``cli``)."""
+    from tfregistry.services.jobs import cancel_job
+
+    click.echo(f"job {job_id}: {_change_job(ctx, cancel_job, job_id).status}")
+
+
+def _change_job(ctx: Context, change: Any, job_id: str) -> Any:
+    """Retry or cancel a job through the service the API and the web UI use, with its audit entry."""
     from tfregistry.jobs import JobError
 
+    queue = _job_queue(ctx)
+    db = ctx.boot.database()
     try:
-        click.echo(f"job {job_id}: {_job_queue(ctx).cancel(job_id).status}")
+        with db.session() as session:
+            info = change(session, CLI_ACTOR, queue, job_id)
+            session.commit()
+            return info
     except JobError as exc:
         fail(str(exc))
+    finally:
+        db.dispose()
 
 
 # --- modules -------------------------------------------------------------------------------
@@ -976,9 +987,8 @@ def config() -> None:
 @pass_ctx
 def config_show(ctx: Context) -> None:
     """Print the effective settings, secrets masked, with where each value came from."""
-    settings = ctx.boot.settings
-    for decl in settings.declarations:
-        click.echo(f"{decl.key} = {settings.display_value(decl.key)}    # {settings.source(decl.key)}")
+    for decl, value, source in ctx.boot.settings.effective():
+        click.echo(f"{decl.key} = {value}    # {source}")
 
 
 # --- storage -----------------------------------------------------------------------------

@@ -308,18 +308,19 @@ class RQQueue:
         return [self._info(j) for j in jobs]
 
     def get(self, job_id: str) -> JobInfo:
+        return self._info(self._fetch(job_id))
+
+    def _fetch(self, job_id: str) -> Any:
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
         try:
-            return self._info(Job.fetch(job_id, connection=self.connection))
+            return Job.fetch(job_id, connection=self.connection)
         except NoSuchJobError:
             raise JobError(f"no job {job_id}") from None
 
     def retry(self, job_id: str) -> JobInfo:
-        from rq.job import Job
-
-        job = Job.fetch(job_id, connection=self.connection)
+        job = self._fetch(job_id)
         status = str(job.get_status()).split(".")[-1].lower()
         if status not in ("failed", "canceled"):
             raise JobError(f"job {job_id} is {status}; only failed or canceled jobs can be retried")
@@ -330,9 +331,10 @@ class RQQueue:
         return self._info(job)
 
     def cancel(self, job_id: str) -> JobInfo:
-        from rq.job import Job
-
-        job = Job.fetch(job_id, connection=self.connection)
+        job = self._fetch(job_id)
+        status = str(job.get_status()).split(".")[-1].lower()
+        if status in ("finished", "failed", "canceled"):
+            raise JobError(f"job {job_id} already {status}")
         job.cancel()
         return self._info(job)
 

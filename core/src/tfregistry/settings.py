@@ -314,6 +314,11 @@ class Settings(Mapping[str, Any]):
     def data_dir(self) -> Path:
         return self._values["data_dir"]
 
+    def effective(self) -> list[tuple[Declaration, str, str]]:
+        """Every declared setting with its value as ``tfr config show`` prints it (secrets masked) and
+        where the value came from, sorted by key: what ``tfr config show`` and the web UI's System page show."""
+        return [(decl, self.display_value(decl.key), self.source(decl.key)) for decl in self.declarations]
+
     def display_value(self, key: str) -> str:
         """The value of ``key`` as ``tfr config show`` prints it, secrets masked."""
         value = self._values[key]

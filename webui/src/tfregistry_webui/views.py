@@ -123,6 +123,7 @@ def namespace(ns: str) -> Any:
 
 
 import tfregistry_webui.account_views  # noqa: E402  (sign-in, tokens, publish forms: their routes join bp)
+import tfregistry_webui.admin_ops_views  # noqa: E402  (jobs, audit log, system)
 import tfregistry_webui.admin_supply_views  # noqa: E402  (signing keys and mirrors administration)
 import tfregistry_webui.admin_views  # noqa: E402  (administration: its routes join bp)
 import tfregistry_webui.docs_views  # noqa: E402

@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 from tfregistry import auth
 from tfregistry.api import MAX_ID, api_error, flag, module_name, pattern, text
 from tfregistry.auth import Identity
-from tfregistry.models import ApiToken, AuditEntry, Membership, Namespace, Organization, RoleTemplate, User
+from tfregistry.models import ApiToken, Membership, Namespace, Organization, RoleTemplate, User
 from tfregistry.protocol import register_error_handlers
 from tfregistry.services import NotFound, ServiceError
 from tfregistry.services import identity as svc
 from tfregistry.services import tokens as token_svc
-from tfregistry.services.audit import record
+from tfregistry.services.audit import AuditFilter, entries_page, entry_json, record
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_identity", __name__, url_prefix="/api/v1",
@@ -476,32 +476,13 @@ class Audit(MethodView):
         """Audit entries, newest first, filtered by organization, actor, action and time range.  ``audit:read``
         registry-wide sees everything; in an organization, only that organization's entries."""
         with _session() as (session, identity):
-            stmt = select(AuditEntry)
-            if args["organization"]:
-                org = _visible_org(session, identity, args["organization"])
-                if "audit:read" not in identity.scopes_in(None):
-                    _need(identity, "audit:read", org)
-                stmt = stmt.where(AuditEntry.organization_id == org.id)
-            else:
-                _need(identity, "audit:read")
-            if args["actor"]:
-                stmt = stmt.where(AuditEntry.actor == args["actor"])
-            if args["action"]:
-                action = args["action"]
-                stmt = stmt.where(AuditEntry.action.startswith(action) if action.endswith(".")
-                                  else AuditEntry.action == action)
-            if args["since"]:
-                stmt = stmt.where(AuditEntry.at >= args["since"])
-            if args["until"]:
-                stmt = stmt.where(AuditEntry.at < args["until"])
-            rows = session.scalars(stmt.order_by(AuditEntry.id.desc()).offset(args["offset"])
-                                   .limit(args["limit"] + 1)).all()
-            entries = [{"id": e.id, "at": e.at, "actor": e.actor, "token_id": e.token_id,
-                        "organization_id": e.organization_id, "action": e.action, "target": e.target,
-                        "details": e.details, "ip": e.ip, "request_id": e.request_id}
-                       for e in rows[:args["limit"]]]
+            org = auth.require_audit_read(session, identity, args["organization"])
+            filters = AuditFilter(org.id if org else None, args["actor"], args["action"], args["since"],
+                                  args["until"])
+            rows, more = entries_page(session, filters, args["offset"], args["limit"])
+            entries = [entry_json(e) for e in rows]
             meta: dict[str, Any] = {"offset": args["offset"], "limit": args["limit"]}
-            if len(rows) > args["limit"]:
+            if more:
                 meta["next_offset"] = args["offset"] + args["limit"]
             return {"entries": entries, "meta": meta}
 

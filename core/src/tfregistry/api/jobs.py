@@ -13,6 +13,7 @@ from tfregistry import auth
 from tfregistry.api import api_error
 from tfregistry.jobs import JobError, JobInfo
 from tfregistry.protocol import register_error_handlers
+from tfregistry.services import jobs as jobs_svc
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_jobs", __name__, url_prefix="/api/v1/jobs", description="Background jobs")
@@ -44,6 +45,15 @@ def _admin() -> None:
         auth.require(session, "admin", None)
 
 
+def _change(change: Any, job_id: str) -> dict[str, Any]:
+    """Retry or cancel a job as the registry administrator calling, with its audit entry."""
+    with current_registry().db.session() as session:
+        identity = auth.require(session, "admin", None)
+        info = change(session, auth.request_actor(identity), current_registry().jobs, job_id)
+        session.commit()
+        return _json(info)
+
+
 def _json(info: JobInfo) -> dict[str, Any]:
     return asdict(info)
 
@@ -55,8 +65,7 @@ class Jobs(MethodView):
     def get(self, query: dict[str, Any]) -> Any:
         """Jobs of every queue, newest first; ``?status=failed`` for the failed-job registry."""
         _admin()
-        jobs = current_registry().jobs.list(query.get("status"))
-        return [_json(j) for j in sorted(jobs, key=lambda j: j.enqueued_at or 0, reverse=True)]
+        return [_json(j) for j in jobs_svc.list_jobs(current_registry().jobs, query.get("status"))]
 
 
 @blp.route("/<job_id>")
@@ -69,15 +78,13 @@ class Job(MethodView):
 
     @blp.response(200, JobSchema)
     def delete(self, job_id: str) -> Any:
-        """Cancel a job that has not finished."""
-        _admin()
-        return _json(current_registry().jobs.cancel(job_id))
+        """Cancel a job that has not finished (audit entry ``job.cancel``)."""
+        return _change(jobs_svc.cancel_job, job_id)
 
 
 @blp.route("/<job_id>/retry")
 class JobRetry(MethodView):
     @blp.response(200, JobSchema)
     def post(self, job_id: str) -> Any:
-        """Run a failed or canceled job again."""
-        _admin()
-        return _json(current_registry().jobs.retry(job_id))
+        """Run a failed or canceled job again (audit entry ``job.retry``)."""
+        return _change(jobs_svc.retry_job, job_id)
