@@ -26,6 +26,23 @@ from tfregistry_webui.ui import bp, render_page
 #: Expiry choices of the create form (the API takes any duration).
 EXPIRIES = {"7d": "7 days", "30d": "30 days", "90d": "90 days", "365d": "1 year", "never": "Never"}
 DEFAULT_EXPIRY = "90d"
+
+
+def token_form_errors(values: dict[str, Any], namespace_field: str) -> dict[str, str]:
+    """What is wrong with a token form (name, scopes, namespace in ``namespace_field``, expiry), by field;
+    the token rules themselves are the service's (:mod:`tfregistry.services.tokens`)."""
+    errors: dict[str, str] = {}
+    if not values["name"]:
+        errors["name"] = "Give the token a name (where it is used, e.g. 'CI for team-network')."
+    elif len(values["name"]) > 200:
+        errors["name"] = "At most 200 characters."
+    if not values["scopes"]:
+        errors["scopes"] = "Choose at least one scope."
+    if len(values[namespace_field]) > 64:
+        errors[namespace_field] = "At most 64 characters."
+    if values["expires_in"] not in EXPIRIES:
+        errors["expires_in"] = "Choose one of the listed expiries."
+    return errors
 #: Grace periods offered when rotating: how long the old secret keeps working.
 GRACES = {"": "None: the old secret stops now", "1h": "1 hour", "1d": "1 day", "7d": "7 days"}
 KIND_LABELS = {"personal": "Personal (acts as you)", "service": "Service (belongs to an organization)",
@@ -165,18 +182,8 @@ def create_token() -> Any:
               "expires_in": form.get("expires_in", DEFAULT_EXPIRY), "scopes": form.getlist("scopes")}
     with current_registry().db.session() as session:
         identity = _signed_in(session)
-        errors: dict[str, str] = {}
+        errors = token_form_errors(values, "namespace")
         status = 400
-        if not values["name"]:
-            errors["name"] = "Give the token a name (where it is used, e.g. 'CI for team-network')."
-        elif len(values["name"]) > 200:
-            errors["name"] = "At most 200 characters."
-        if not values["scopes"]:
-            errors["scopes"] = "Choose at least one scope."
-        if len(values["namespace"]) > 64:
-            errors["namespace"] = "At most 64 characters."
-        if values["expires_in"] not in EXPIRIES:
-            errors["expires_in"] = "Choose one of the listed expiries."
         if not errors:
             try:
                 token, secret = token_svc.issue_token(

@@ -22,7 +22,15 @@ from tfregistry.services import NotFound, ServiceError
 from tfregistry.services import identity as identity_svc
 from tfregistry.services import tokens as token_svc
 from tfregistry.web import current_registry
-from tfregistry_webui.account_views import DEFAULT_EXPIRY, EXPIRIES, GRACES, NO_STORE, _lifetime, _status
+from tfregistry_webui.account_views import (
+    DEFAULT_EXPIRY,
+    EXPIRIES,
+    GRACES,
+    NO_STORE,
+    _lifetime,
+    _status,
+    token_form_errors,
+)
 from tfregistry_webui.admin_views import ORG_ADMIN_SCOPES, administrator, field_errors
 from tfregistry_webui.ui import bp, render_page
 
@@ -328,17 +336,7 @@ def admin_token_create(org_name: str) -> Any:
     with current_registry().db.session() as session:
         identity, org = _org_admin(session, org_name)
         auth.require_scope(identity, "tokens:manage", org)
-        errors: dict[str, str] = {}
-        if not values["name"]:
-            errors["name"] = "Give the token a name (where it is used, e.g. 'CI for team-network')."
-        elif len(values["name"]) > 200:
-            errors["name"] = "At most 200 characters."
-        if not values["scopes"]:
-            errors["scopes"] = "Choose at least one scope."
-        if len(values["token_namespace"]) > 64:
-            errors["token_namespace"] = "At most 64 characters."
-        if values["expires_in"] not in EXPIRIES:
-            errors["expires_in"] = "Choose one of the listed expiries."
+        errors = token_form_errors(values, "token_namespace")
         if errors:
             return _org_page(session, identity, org, 400, errors={"token": errors}, values={"token": values})
         try:
