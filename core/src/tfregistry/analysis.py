@@ -17,7 +17,6 @@ a publish.
 from __future__ import annotations
 
 import codecs
-import ctypes
 import json
 import posixpath
 import re
@@ -112,38 +111,29 @@ def _capped_text(data: bytes, limits: ArchiveLimits) -> str:
 
 
 class _Timeout(Exception):
-    """Raised inside a parsing thread that ran past the deadline."""
+    """A parse ran past the deadline (it is left to finish in its thread, its result dropped)."""
 
 
 def _with_deadline(func: Callable[[str], Any], text: str, seconds: float) -> Any:
-    """``func(text)`` in a thread, stopped with :class:`_Timeout` after ``seconds``.
+    """``func(text)`` in a daemon thread; :class:`_Timeout` if it has not finished after ``seconds``.
 
-    python-hcl2 is pure Python, so an exception set asynchronously in its thread stops it at
-    the next bytecode; a thread still alive after that (it cannot happen with pure Python) is
-    left to finish on its own, as a daemon.
+    A parse that runs late is left to finish on its own and its result dropped: Python cannot stop
+    a thread safely (an exception sent into it may land in a garbage-collector callback or any
+    other code it happens to run).  The size caps bound that work, and once the archive's time
+    budget is spent no further file is parsed, so at most one such thread runs per analysis.
     """
     outcome: dict[str, Any] = {}
-    lock = threading.Lock()
 
     def run() -> None:
         try:
-            try:
-                outcome["value"] = func(text)
-            finally:
-                with lock:  # from here on no exception is sent to this thread
-                    outcome["done"] = True
-        except BaseException as exc:  # handed to the caller (a _Timeout too: it can only arrive in here)
+            outcome["value"] = func(text)
+        except BaseException as exc:  # handed to the caller
             outcome["error"] = exc
 
     thread = threading.Thread(target=run, name="tfr-analysis-parse", daemon=True)
     thread.start()
     thread.join(max(seconds, 0.0))
-    with lock:
-        stop = "done" not in outcome and thread.ident is not None
-        if stop:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Timeout))
-    if stop:
-        thread.join(5)
+    if thread.is_alive():
         raise _Timeout
     if "error" in outcome:
         raise outcome["error"]
