@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from tests.conftest import bearer, post_module
@@ -17,8 +16,6 @@ from tfregistry.models import ModuleVersion
 from tfregistry.services import modules as svc
 from tfregistry.services.search import reindex_all
 from tfregistry.testing.plugin import build_module_archive
-
-pytest.importorskip("tfregistry.analysis", reason="the module analyser (wip/analysis) is not merged yet")
 
 S3 = """
 terraform {

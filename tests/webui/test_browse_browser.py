@@ -100,8 +100,7 @@ def test_anonymous_browse_from_home_through_search_to_the_module(page: Page, sit
 def test_readme_renders_with_its_relative_image_and_link(page: Page, site: RegistryServer):
     page.goto(MODULE)
     readme = page.locator(".readme")
-    if readme.locator("pre.markdown-source").count():
-        pytest.skip("the README renderer is still the placeholder (markdown-it-py + nh3 arrive with wip/docs)")
+    expect(readme.locator("pre.markdown-source")).to_have_count(0)  # rendered, not shown as source
     expect(readme.get_by_role("heading", name="Web application")).to_be_visible()
     expect(readme.locator("table")).to_contain_text("availability zones")
     # the README's relative image and link resolve to files inside the same archive, on this site
