@@ -16,6 +16,7 @@ fills the provider pages.
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -306,3 +307,9 @@ def record_downloads(server: RegistryServer) -> None:
         response = server.get(f"/v1/modules/{ADDRESS}/{version}/download", token=server.admin_token,
                               headers={"User-Agent": agent})
         assert response.status in (200, 204) and "x-terraform-get" in response.headers, response.status
+    # Downloads are counted in memory and written in batches (``downloads.flush_interval``, 2 s): wait until
+    # the home page's "Most downloaded" shows them, as a person would after that interval.
+    deadline = time.monotonic() + 30
+    while f"{len(DOWNLOADS)} downloads" not in server.get("/").body.decode():
+        assert time.monotonic() < deadline, "the recorded downloads were never written"
+        time.sleep(0.2)
