@@ -44,8 +44,6 @@ __all__ = ["DiscoveryError", "OIDCOptions", "OIDCProvider"]
 
 log = logging.getLogger(__name__)
 
-#: ID token signature algorithms accepted (asymmetric only: no ``none``, no HMAC with a shared secret).
-SAFE_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 #: Seconds a started sign-in may take before its callback is refused.
 LOGIN_LIFETIME = 600
 #: Sign-ins kept per browser session (several tabs may sign in at once).
