@@ -36,8 +36,15 @@ from joserfc.errors import (
 )
 from joserfc.jwk import KeySet
 
-from tfregistry.interfaces import AuthProvider, ExternalIdentity, LoginError
-from tfregistry.oidc import SAFE_ALGORITHMS, DiscoveryError, IssuerKeys, short_reason
+from tfregistry.interfaces import (
+    SAFE_ALGORITHMS,
+    AuthProvider,
+    DiscoveryError,
+    ExternalIdentity,
+    IssuerKeys,
+    LoginError,
+    short_reason,
+)
 from tfregistry_auth_oidc.mapping import MappingRule, claim_strings, grants_for
 
 __all__ = ["DiscoveryError", "OIDCOptions", "OIDCProvider"]
