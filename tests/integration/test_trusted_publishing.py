@@ -297,3 +297,23 @@ def test_a_generic_oidc_publisher_matches_claim_patterns(client, admin_token, is
               "iat": int(time.time()), "exp": int(time.time()) + 60}
     assert exchange(client, issuer.sign(claims)).status_code == 201
     refused(client, issuer.sign({**claims, "jti": "j-2", "team": "other"}), "team: 'other' does not match 'platform'")
+
+
+def test_publishers_of_several_namespaces_matching_need_the_namespace_named(client, admin_token, issuers):
+    issuer = issuers()
+    for namespace in ("acme", "beta"):
+        assert add_publisher(client, admin_token, namespace, platform="github", issuer=issuer.issuer,
+                             conditions={"repository": "acme/infra"}, packages=["module:network/aws"]).status_code == 201
+    refused(client, issuer.sign(github_claims(issuer.issuer)),
+            "trusted publishers of several namespaces match the OIDC token (acme, beta): name the namespace")
+    response = client.post("/api/v1/trusted-publishing/token",
+                           json={"token": issuer.sign(github_claims(issuer.issuer)), "namespace": "beta"})
+    assert response.status_code == 201
+    secret = response.get_json()["token"]
+    assert response.get_json()["namespace"] == "beta"
+    assert post_module(client, secret, namespace="acme").status_code == 403
+    assert post_module(client, secret, namespace="beta").status_code == 201
+    wrong = client.post("/api/v1/trusted-publishing/token",
+                        json={"token": issuer.sign(github_claims(issuer.issuer)), "namespace": "gamma"})
+    assert wrong.status_code == 401
+    assert "no trusted publisher in namespace 'gamma' trusts the issuer" in wrong.get_json()["message"]

@@ -85,17 +85,21 @@ def ci_id_token(audience: str = DEFAULT_AUDIENCE, env: Mapping[str, str] | None 
                       "id_tokens: TFR_ID_TOKEN; on Azure DevOps map SYSTEM_ACCESSTOKEN into the step's environment")
 
 
-def exchange(url: str, id_token: str) -> dict[str, str]:
-    """Exchange ``id_token`` at the registry; the answer of ``POST /api/v1/trusted-publishing/token``."""
+def exchange(url: str, id_token: str, namespace: str | None = None) -> dict[str, str]:
+    """Exchange ``id_token`` at the registry for a token publishing in ``namespace``; the answer of
+    ``POST /api/v1/trusted-publishing/token``."""
     client = RegistryClient(url)
-    response = client.request("POST", "/api/v1/trusted-publishing/token", body=json.dumps({"token": id_token}),
+    body = {"token": id_token, **({"namespace": namespace} if namespace else {})}
+    response = client.request("POST", "/api/v1/trusted-publishing/token", body=json.dumps(body),
                               headers={"Content-Type": "application/json"})
     if response.status != 201:
         raise ClientError(f"the registry refused the OIDC token ({response.status}): {error_message(response)}")
     return response.body
 
 
-def publish_token(url: str, audience: str = DEFAULT_AUDIENCE, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Get the CI token and exchange it: the registry's answer (``token``, ``expires_at``, ``packages``...)."""
+def publish_token(url: str, namespace: str | None = None, audience: str = DEFAULT_AUDIENCE,
+                  env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Get the CI token and exchange it for a token publishing in ``namespace``: the registry's answer
+    (``token``, ``expires_at``, ``packages``...)."""
     _, id_token = ci_id_token(audience, env)
-    return exchange(url, id_token)
+    return exchange(url, id_token, namespace)

@@ -506,7 +506,7 @@ def oidc_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--token", envvar="TFR_TOKEN", help="Publish token (default: $TFR_TOKEN).")(command)
 
 
-def resolve_publish_token(url: str, token: str | None, oidc: bool, audience: str) -> str:
+def resolve_publish_token(url: str, token: str | None, oidc: bool, audience: str, namespace: str) -> str:
     """The token to publish with: ``token``, or (``--oidc``, or no token in a CI job that can get an OIDC
     token) one minted by the registry's trusted publishing."""
     from tfregistry import ci_oidc
@@ -517,7 +517,7 @@ def resolve_publish_token(url: str, token: str | None, oidc: bool, audience: str
     if not oidc and platform is None:
         fail("no publish token: pass --token (or set TFR_TOKEN), or run in a CI job with trusted publishing (--oidc)")
     try:
-        answer = ci_oidc.publish_token(url, audience)
+        answer = ci_oidc.publish_token(url, namespace, audience)
     except ClientError as exc:
         fail(str(exc))
     click.echo(f"trusted publishing ({platform}): publish token for {answer['namespace']} "
@@ -537,7 +537,7 @@ def resolve_publish_token(url: str, token: str | None, oidc: bool, audience: str
 def publish_module(source: Path, namespace: str, name: str, system: str, version: str, description: str,
                    url: str, token: str | None, oidc: bool, audience: str) -> None:
     """Publish SOURCE (a module directory, packed honouring .terraformignore, or a .tar.gz)."""
-    token = resolve_publish_token(url, token, oidc, audience)
+    token = resolve_publish_token(url, token, oidc, audience, namespace)
     with tempfile.TemporaryDirectory() as tmp:
         if source.is_dir():
             from tfregistry.packing import pack_module
@@ -611,7 +611,7 @@ def publish_provider(dist: Path, namespace: str, protocols: str | None, docs_dir
     With --docs, the documentation folder follows (nothing in it is built or run).
     """
     type_, version, zips, sums, sig, manifest_protocols = goreleaser_release(dist)
-    token = resolve_publish_token(url, token, oidc, audience)
+    token = resolve_publish_token(url, token, oidc, audience, namespace)
     if (sums is None) != (sig is None):
         fail(f"found {'SHA256SUMS' if sums else 'SHA256SUMS.sig'} without its partner in {dist}")
     fields = {"namespace": namespace, "type": type_, "version": version,

@@ -53,6 +53,9 @@ class PublisherSchema(ma.Schema):
 class ExchangeArgs(ma.Schema):
     token = ma.fields.String(required=True, validate=ma.validate.Length(1, svc.MAX_TOKEN_LENGTH), metadata={
         "description": "The CI platform's OIDC token (a signed JWT)"})
+    namespace = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 64), metadata={
+        "description": "The namespace to publish in: only its publishers are considered (needed when "
+                       "publishers of several namespaces match the token)", "example": "acme"})
 
 
 class ExchangedSchema(ma.Schema):
@@ -148,7 +151,8 @@ class Exchange(MethodView):
         with registry.db.session() as session:
             try:
                 result = svc.exchange(session, args["token"], exchange_settings(),
-                                      registry.memo.setdefault("trusted_publishing_keys", {}), organization_of, actor)
+                                      registry.memo.setdefault("trusted_publishing_keys", {}), organization_of, actor,
+                                      namespace=args["namespace"])
             except svc.Refused as exc:
                 session.rollback()
                 record(session, actor, "trusted_publishing.refused", reason=exc.message)

@@ -373,25 +373,30 @@ def audience_for(publisher: TrustedPublisher, settings: ExchangeSettings) -> str
 
 
 def exchange(session: Session, token: str, settings: ExchangeSettings, keys_cache: dict[str, IssuerKeys],
-             organization_of: Callable[[Namespace], Organization], actor: Actor) -> Exchanged:
-    """Verify a CI platform's OIDC token and mint a publish token for the publisher it matches.
+             organization_of: Callable[[Namespace], Organization], actor: Actor,
+             namespace: str | None = None) -> Exchanged:
+    """Verify a CI platform's OIDC token and mint a publish token for the publisher it matches (in
+    ``namespace`` when given; without it, publishers of several namespaces matching is refused as ambiguous).
 
     Raises :class:`Refused` naming the failed condition.  The minted token and the exchange are audited
     (the exchange with the claims that matched); the caller commits.
     """
     _, unverified = _unverified(token)
     issuer = str(unverified.get("iss", "")).rstrip("/")
-    candidates = list(session.scalars(select(TrustedPublisher).where(TrustedPublisher.issuer == issuer)
-                                      .order_by(TrustedPublisher.id))) if issuer else []
+    query = select(TrustedPublisher).where(TrustedPublisher.issuer == issuer).order_by(TrustedPublisher.id)
+    if namespace:
+        query = query.join(Namespace, Namespace.id == TrustedPublisher.namespace_id).where(Namespace.name == namespace)
+    candidates = list(session.scalars(query)) if issuer else []
     if not candidates:
-        raise Refused(f"no trusted publisher trusts the issuer {unverified.get('iss')!r}")
+        where = f" in namespace {namespace!r}" if namespace else ""
+        raise Refused(f"no trusted publisher{where} trusts the issuer {unverified.get('iss')!r}")
     claims = _verify(issuer_keys(keys_cache, issuer, candidates[0].discovery_url, settings.timeout), token)
     audiences = {audience_for(p, settings) for p in candidates}
     audience = next((a for a in audiences if a == claims.get("aud") or
                      (isinstance(claims.get("aud"), list) and a in claims["aud"])), settings.audience)
     _check_claims(claims, issuer, audience, settings.leeway)
     reasons = []
-    publisher = None
+    matching: list[TrustedPublisher] = []
     for candidate in candidates:
         wanted = audience_for(candidate, settings)
         if wanted != audience:
@@ -399,11 +404,16 @@ def exchange(session: Session, token: str, settings: ExchangeSettings, keys_cach
             continue
         reason = mismatch(candidate, claims)
         if reason is None:
-            publisher = candidate
-            break
-        reasons.append(f"publisher {candidate.id} ({candidate.namespace.name}): {reason}")
-    if publisher is None:
+            matching.append(candidate)
+        else:
+            reasons.append(f"publisher {candidate.id} ({candidate.namespace.name}): {reason}")
+    if not matching:
         raise Refused("no trusted publisher matches the OIDC token: " + "; ".join(reasons))
+    namespaces = sorted({p.namespace.name for p in matching})
+    if len(namespaces) > 1:
+        raise Refused(f"trusted publishers of several namespaces match the OIDC token ({', '.join(namespaces)}): "
+                      "name the namespace to publish in")
+    publisher = matching[0]
     _remember_jti(session, issuer, str(claims["jti"]), claims.get("exp"))
     namespace = publisher.namespace
     organization = organization_of(namespace)
