@@ -302,8 +302,9 @@ def test_a_generic_oidc_publisher_matches_claim_patterns(client, admin_token, is
 def test_publishers_of_several_namespaces_matching_need_the_namespace_named(client, admin_token, issuers):
     issuer = issuers()
     for namespace in ("acme", "beta"):
-        assert add_publisher(client, admin_token, namespace, platform="github", issuer=issuer.issuer,
-                             conditions={"repository": "acme/infra"}, packages=["module:network/aws"]).status_code == 201
+        response = add_publisher(client, admin_token, namespace, platform="github", issuer=issuer.issuer,
+                                 conditions={"repository": "acme/infra"}, packages=["module:network/aws"])
+        assert response.status_code == 201
     refused(client, issuer.sign(github_claims(issuer.issuer)),
             "trusted publishers of several namespaces match the OIDC token (acme, beta): name the namespace")
     response = client.post("/api/v1/trusted-publishing/token",
