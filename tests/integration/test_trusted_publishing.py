@@ -318,3 +318,15 @@ def test_publishers_of_several_namespaces_matching_need_the_namespace_named(clie
                         json={"token": issuer.sign(github_claims(issuer.issuer)), "namespace": "gamma"})
     assert wrong.status_code == 401
     assert "no trusted publisher in namespace 'gamma' trusts the issuer" in wrong.get_json()["message"]
+
+
+def test_an_issuer_that_cannot_be_reached_fails_the_exchange_with_503(client, admin_token, issuers):
+    issuer = issuers()
+    assert add_publisher(client, admin_token, platform="github", issuer=issuer.issuer,
+                         conditions={"repository": "acme/infra"}, packages=["module:network/aws"]).status_code == 201
+    token = issuer.sign(github_claims(issuer.issuer))
+    issuer.stop()
+    response = exchange(client, token)
+    assert response.status_code == 503
+    assert "signing keys cannot be fetched" in response.get_json()["message"]
+    assert token not in response.get_data(as_text=True)

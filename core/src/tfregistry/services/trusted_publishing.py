@@ -281,8 +281,14 @@ def _issuer_document_problems(issuer: str) -> Callable[[dict[str, Any]], list[st
         found = []
         if str(document.get("issuer", "")).rstrip("/") != issuer:
             found.append(f"the discovery document of {issuer} names the issuer {document.get('issuer')!r}")
-        if not isinstance(document.get("jwks_uri"), str):
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str):
             found.append(f"the discovery document of {issuer} has no 'jwks_uri'")
+        else:
+            try:
+                parse_issuer(jwks_uri)
+            except ServiceError:
+                found.append(f"the discovery document of {issuer} names a jwks_uri that is not https: {jwks_uri}")
         return found
     return problems
 
