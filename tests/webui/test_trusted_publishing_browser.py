@@ -32,14 +32,16 @@ def test_a_publisher_added_in_the_ui_lets_ci_publish(open_page, registry, issuer
     page.goto(f"/namespaces/{ns}")
     page.get_by_role("link", name="Trusted publishers").click()
     expect(page.get_by_role("heading", name=f"Trusted publishers of {ns}")).to_be_visible()
-    expect(page.get_by_text(f"No trusted publishers: CI jobs need a registry token to publish to {ns}.")).to_be_visible()
+    expect(page.get_by_text(f"No trusted publishers: CI jobs need a registry token to publish to {ns}.")
+           ).to_be_visible()
 
     page.get_by_label("Platform").select_option("github")
     page.get_by_label("Issuer (optional for GitHub and gitlab.com)").fill(issuer.issuer)
     page.get_by_label("Claim conditions").fill("ref=refs/tags/v*")
     page.get_by_label("May publish").fill("module:network/generic")
     page.get_by_role("button", name="Add trusted publisher").click()
-    expect(page.locator("#f-conditions-error")).to_have_text("GitHub Actions publishers need the condition 'repository'")
+    expect(page.locator("#f-conditions-error")).to_have_text(
+        "GitHub Actions publishers need the condition 'repository'")
     expect(page.get_by_label("May publish")).to_have_value("module:network/generic")
 
     page.get_by_label("Claim conditions").fill("repository=acme/infra\nref=refs/tags/v*")
@@ -60,7 +62,8 @@ def test_a_publisher_added_in_the_ui_lets_ci_publish(open_page, registry, issuer
     check_page(page, remove, "remove a trusted publisher")
     page.get_by_role("button", name="Remove trusted publisher").click()
     expect(page.get_by_role("status")).to_contain_text("removed")
-    expect(page.get_by_text(f"No trusted publishers: CI jobs need a registry token to publish to {ns}.")).to_be_visible()
+    expect(page.get_by_text(f"No trusted publishers: CI jobs need a registry token to publish to {ns}.")
+           ).to_be_visible()
     refused = registry.request("POST", "/api/v1/trusted-publishing/token",
                                body=json.dumps({"token": issuer.sign(github_claims(issuer.issuer, aud="tfregistry")),
                                                 "namespace": ns}).encode(),

@@ -130,5 +130,8 @@ import tfregistry_webui.admin_supply_views  # noqa: E402  (signing keys and mirr
 import tfregistry_webui.admin_views  # noqa: E402  (administration: its routes join bp)
 import tfregistry_webui.docs_views  # noqa: E402
 import tfregistry_webui.publish_views  # noqa: E402,F401
-import tfregistry_webui.trusted_publishing_views  # noqa: E402,F401  (a namespace's trusted publishers)
-from tfregistry_webui import module_views, provider_views  # noqa: E402,F401  (their routes join bp)
+from tfregistry_webui import (  # noqa: E402,F401  (their routes join bp)
+    module_views,
+    provider_views,
+    trusted_publishing_views,
+)
