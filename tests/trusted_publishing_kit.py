@@ -17,9 +17,16 @@ Claim sets follow:
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
+
+from tfregistry_auth_oidc.testing import IDTokenProxy
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 AUDIENCE = "tfregistry-tests"
 
@@ -119,3 +126,98 @@ def azure_devops_claims(issuer: str, *, organization: str = "acme", project: str
     }
     claims.update(overrides)
     return claims
+
+
+# --- the CI platforms' token endpoints, at the HTTP boundary -------------------------------------------
+
+#: What GitHub's runner hands the job as ACTIONS_ID_TOKEN_REQUEST_TOKEN, and Azure DevOps as System.AccessToken.
+GITHUB_REQUEST_TOKEN = "github-runner-request-token-0123456789"
+AZURE_ACCESS_TOKEN = "azure-devops-job-access-token-0123456789"
+
+
+class LocalEndpoint:
+    """A small HTTP endpoint on a free port of 127.0.0.1, served from a thread; a context manager.
+    Subclasses answer in :meth:`answer`; every request is kept in :attr:`requests`."""
+
+    def __init__(self, issuer: IDTokenProxy) -> None:
+        self.issuer = issuer
+        self.requests: list[dict[str, Any]] = []
+        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def answer(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        self.requests.append({"method": request.method, "args": dict(request.args),
+                              "authorization": request.headers.get("Authorization")})
+        return self.answer(request)(environ, start_response)
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class GitHubTokenEndpoint(LocalEndpoint):
+    """What a GitHub-hosted runner's ``ACTIONS_ID_TOKEN_REQUEST_URL`` answers: the job's OIDC token for the
+    requested ``audience``, for a caller presenting ``ACTIONS_ID_TOKEN_REQUEST_TOKEN`` as a bearer token;
+    ``{"count": ..., "value": "<jwt>"}`` (actions/toolkit's ``core.getIDToken``)."""
+
+    def __init__(self, issuer: IDTokenProxy) -> None:
+        super().__init__(issuer)
+        #: Claims of the next tokens (besides aud), set by each test.
+        self.claims: dict[str, Any] = {}
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/_apis/distributedtask/idtoken?api-version=2.0"
+
+    def answer(self, request: Request) -> Response:
+        if request.headers.get("Authorization", "").lower() != f"bearer {GITHUB_REQUEST_TOKEN}".lower():
+            return Response("unauthorized", status=401)
+        audience = request.args.get("audience") or "https://github.com/acme"
+        token = self.issuer.sign(github_claims(self.issuer.issuer, aud=audience, **self.claims))
+        return Response(json.dumps({"count": len(token), "value": token}), content_type="application/json")
+
+
+class AzureOidcRequestEndpoint(LocalEndpoint):
+    """What ``System.OidcRequestUri`` answers ``POST ?api-version=7.1&serviceConnectionId=ID`` from a job
+    presenting ``System.AccessToken``: ``{"oidcToken": ...}`` for that service connection (organization
+    acme, project infra), signed by ``issuer``."""
+
+    def __init__(self, issuer: IDTokenProxy) -> None:
+        super().__init__(issuer)
+        #: service connection id -> its name (the last part of the token's sub).
+        self.connections: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return (f"{self.base_url}/acme/0f6b1f4e-prj/_apis/distributedtask/hubs/build/plans/9a8b-plan/jobs/"
+                "7c6d-job/oidctoken")
+
+    def answer(self, request: Request) -> Response:
+        if request.method != "POST" or request.headers.get("Authorization") != f"Bearer {AZURE_ACCESS_TOKEN}":
+            return Response("unauthorized", status=401)
+        name = self.connections.get(request.args.get("serviceConnectionId", ""))
+        if name is None or request.args.get("api-version") != "7.1":
+            return Response(json.dumps({"message": "unknown service connection"}), status=400)
+        token = self.issuer.sign(azure_devops_claims(self.issuer.issuer, organization="acme", project="infra",
+                                                     connection=name))
+        return Response(json.dumps({"oidcToken": token}), content_type="application/json")
+
+
+def module_dir(parent: Path, greeting: str) -> Path:
+    """``parent/module``: a one-file module whose output ``greeting`` is ``greeting``."""
+    path = parent / "module"
+    path.mkdir()
+    (path / "main.tf").write_text(f'output "greeting" {{\n  value = "{greeting}"\n}}\n')
+    return path

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +29,10 @@ from xml.etree import ElementTree
 
 import pytest
 from tfregistry_auth_oidc.testing import IDTokenProxy, OIDCMock
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from tests.e2e.conftest import DATABASES, RegistryServer, clean_environ, running_server, unique
-from tests.trusted_publishing_kit import azure_devops_claims
+from tests.trusted_publishing_kit import AZURE_ACCESS_TOKEN, AzureOidcRequestEndpoint
+from tests.trusted_publishing_kit import module_dir as kit_module_dir
 from tfregistry.testing.npm import npm_package
 
 pytestmark = pytest.mark.e2e
@@ -47,11 +45,9 @@ TOOLS = {"typescript": "5", "@types/node": "20", "tfx-cli": "0.21"}
 TASK_LIB = ("azure-pipelines-task-lib", "4.17")
 #: The Node.js version MockTestRunner picks for a Node20 task (azure-pipelines-task-lib's mock-test.js).
 MOCK_RUNNER_NODE20 = "v20.13.1"
-ACCESS_TOKEN = "azure-devops-job-access-token-0123456789"
 CONNECTION_ID = "6c1e1a52-5c0b-4e5d-9f3a-1b2c3d4e5f60"
 #: A tfregistry service connection's id (the agent names its variables after it).
 REGISTRY_CONNECTION_ID = "0d9c8b7a-6f5e-4d3c-2b1a-0f9e8d7c6b5a"
-MODULE = {"main.tf": 'output "greeting" {\n  value = "published from Azure Pipelines"\n}\n'}
 
 
 @pytest.fixture(scope="module")
@@ -86,44 +82,6 @@ def node_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-class OidcRequestEndpoint:
-    """What ``System.OidcRequestUri`` answers a job presenting ``System.AccessToken``: the OIDC token of the
-    service connection named by ``serviceConnectionId``, signed by ``issuer``."""
-
-    def __init__(self, issuer: IDTokenProxy) -> None:
-        self.issuer = issuer
-        #: service connection id -> its name (the last part of the token's sub).
-        self.connections: dict[str, str] = {}
-        self.requests: list[dict[str, Any]] = []
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return (f"http://127.0.0.1:{self._server.server_port}/acme/0f6b1f4e-prj/_apis/distributedtask/hubs/build/"
-                "plans/9a8b-plan/jobs/7c6d-job/oidctoken")
-
-    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
-        self.requests.append({"method": request.method, "args": dict(request.args)})
-        if request.method != "POST" or request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
-            return Response("unauthorized", status=401)(environ, start_response)
-        name = self.connections.get(request.args.get("serviceConnectionId", ""))
-        if name is None or request.args.get("api-version") != "7.1":
-            return Response(json.dumps({"message": "unknown service connection"}), status=400)(environ, start_response)
-        token = self.issuer.sign(azure_devops_claims(self.issuer.issuer, organization="acme", project="infra",
-                                                     connection=name))
-        return Response(json.dumps({"oidcToken": token}), content_type="application/json")(environ, start_response)
-
-    def __enter__(self) -> OidcRequestEndpoint:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture(scope="module")
 def azure_issuer() -> Iterator[IDTokenProxy]:
     with OIDCMock() as mock, IDTokenProxy(mock) as proxy:
@@ -131,8 +89,8 @@ def azure_issuer() -> Iterator[IDTokenProxy]:
 
 
 @pytest.fixture(scope="module")
-def oidc_endpoint(azure_issuer: IDTokenProxy) -> Iterator[OidcRequestEndpoint]:
-    with OidcRequestEndpoint(azure_issuer) as endpoint:
+def oidc_endpoint(azure_issuer: IDTokenProxy) -> Iterator[AzureOidcRequestEndpoint]:
+    with AzureOidcRequestEndpoint(azure_issuer) as endpoint:
         yield endpoint
 
 
@@ -156,11 +114,7 @@ def run_task(extension: Path, node_home: Path, server: RegistryServer, workdir: 
 
 
 def module_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "module"
-    path.mkdir()
-    for name, text in MODULE.items():
-        (path / name).write_text(text)
-    return path
+    return kit_module_dir(tmp_path, "published from Azure Pipelines")
 
 
 def test_the_task_publishes_with_a_registry_service_connection(extension, node_home, server, tmp_path):
@@ -192,7 +146,7 @@ def test_the_task_publishes_with_workload_identity_federation(extension, node_ho
                               headers={"Content-Type": "application/json"})
     assert response.status == 201, response.body
     oidc_endpoint.connections[CONNECTION_ID] = "tfregistry-release"
-    variables = {"SYSTEM_OIDCREQUESTURI": oidc_endpoint.url, "SYSTEM_ACCESSTOKEN": ACCESS_TOKEN}
+    variables = {"SYSTEM_OIDCREQUESTURI": oidc_endpoint.url, "SYSTEM_ACCESSTOKEN": AZURE_ACCESS_TOKEN}
     inputs = {"authentication": "oidc", "registryUrl": server.url, "federatedConnection": CONNECTION_ID,
               "namespace": namespace, "name": "network", "system": "generic", "version": "2.0.0",
               "path": str(module_dir(tmp_path))}

@@ -16,66 +16,32 @@ The CI side follows the platforms' documentation:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from tfregistry_auth_oidc.testing import IDTokenProxy, OIDCMock
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from tests.e2e.conftest import CLI_TIMEOUT, DATABASES, RegistryServer, Terraform, clean_environ, running_server, unique
-from tests.trusted_publishing_kit import github_claims, gitlab_claims
+from tests.trusted_publishing_kit import (
+    AZURE_ACCESS_TOKEN,
+    GITHUB_REQUEST_TOKEN,
+    AzureOidcRequestEndpoint,
+    GitHubTokenEndpoint,
+    gitlab_claims,
+)
+from tests.trusted_publishing_kit import module_dir as kit_module_dir
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "tfregistry"  # the registry's default trusted_publishing.audience
-REQUEST_TOKEN = "github-runner-request-token-0123456789"
-MODULE_FILES = {"main.tf": 'output "greeting" {\n  value = "published from CI"\n}\n'}
-
-
-class GitHubTokenEndpoint:
-    """What a GitHub-hosted runner's ``ACTIONS_ID_TOKEN_REQUEST_URL`` answers: the job's OIDC token for the
-    requested audience, for a caller presenting ``ACTIONS_ID_TOKEN_REQUEST_TOKEN``."""
-
-    def __init__(self, issuer: IDTokenProxy) -> None:
-        self.issuer = issuer
-        #: Claims of the next tokens (besides aud), set by each test.
-        self.claims: dict[str, Any] = {}
-        self.requests: list[dict[str, Any]] = []
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}/_apis/distributedtask/idtoken?api-version=2.0"
-
-    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
-        self.requests.append({"args": dict(request.args), "authorization": request.headers.get("Authorization")})
-        if request.headers.get("Authorization", "").lower() != f"bearer {REQUEST_TOKEN}".lower():
-            return Response("unauthorized", status=401)(environ, start_response)
-        audience = request.args.get("audience") or "https://github.com/acme"
-        token = self.issuer.sign(github_claims(self.issuer.issuer, aud=audience, **self.claims))
-        body = json.dumps({"count": len(token), "value": token})
-        return Response(body, content_type="application/json")(environ, start_response)
-
-    def __enter__(self) -> GitHubTokenEndpoint:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+GREETING = "published from CI"
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +92,7 @@ def github_env(server: RegistryServer, runner: GitHubTokenEndpoint, tmp_path: Pa
     variables = {"CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/infra",
                  "GITHUB_REF": "refs/tags/v1.0.0", "GITHUB_REF_NAME": "v1.0.0", "GITHUB_REF_TYPE": "tag",
                  "GITHUB_RUN_ID": "5719284231", "RUNNER_TEMP": str(tmp_path),
-                 "ACTIONS_ID_TOKEN_REQUEST_URL": runner.url, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": REQUEST_TOKEN}
+                 "ACTIONS_ID_TOKEN_REQUEST_URL": runner.url, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": GITHUB_REQUEST_TOKEN}
     return client_env(server, **{**variables, **extra})
 
 
@@ -151,11 +117,7 @@ def new_namespace(server: RegistryServer) -> str:
 
 
 def module_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "module"
-    path.mkdir()
-    for name, content in MODULE_FILES.items():
-        (path / name).write_text(content)
-    return path
+    return kit_module_dir(tmp_path, GREETING)
 
 
 def installs(terraform: Terraform, server: RegistryServer, namespace: str, version: str) -> None:
@@ -167,7 +129,7 @@ def installs(terraform: Terraform, server: RegistryServer, namespace: str, versi
     assert result.rc == 0, str(result)
     applied = terraform.apply(workdir, token=token)
     assert applied.rc == 0, str(applied)
-    assert 'greeting = "published from CI"' in applied.stdout
+    assert f'greeting = "{GREETING}"' in applied.stdout
 
 
 @pytest.fixture
@@ -315,3 +277,44 @@ def test_the_gitlab_component_publishes_with_trusted_publishing(server, gitlab_i
     assert "trusted publishing (gitlab)" in outputs[-1]
     assert id_token not in "".join(outputs)
     installs(terraform, server, namespace, "3.0.0")
+
+
+# --- tfr publish on Azure DevOps, and provider releases ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def azure_issuer(oidc_mock: OIDCMock) -> Iterator[IDTokenProxy]:
+    with IDTokenProxy(oidc_mock) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def azure_oidc(azure_issuer: IDTokenProxy) -> Iterator[AzureOidcRequestEndpoint]:
+    with AzureOidcRequestEndpoint(azure_issuer) as endpoint:
+        yield endpoint
+
+
+def test_tfr_publish_provider_exchanges_the_azure_devops_token(server, azure_issuer, azure_oidc, signer, tmp_path):
+    from tests.providers_kit import build_release
+
+    namespace = new_namespace(server)
+    server.register_key(namespace, signer.public_armor, tmp_path)
+    add_publisher(server, namespace, "azure-devops", azure_issuer.issuer,
+                  {"organization": "acme", "project": "infra", "service_connection": "tfregistry-release"},
+                  ["provider:foo"])
+    azure_oidc.connections["6c1e1a52-5c0b-4e5d-9f3a-1b2c3d4e5f60"] = "tfregistry-release"
+    env = client_env(server, TF_BUILD="True", SYSTEM_OIDCREQUESTURI=azure_oidc.url,
+                     SYSTEM_ACCESSTOKEN=AZURE_ACCESS_TOKEN,
+                     TFR_AZURE_SERVICE_CONNECTION_ID="6c1e1a52-5c0b-4e5d-9f3a-1b2c3d4e5f60")
+    dist = build_release(tmp_path / "dist", "foo", "1.0.0", key=signer).dist
+    result = tfr(server, "publish", "provider", str(dist), "--namespace", namespace, "--url", server.url, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trusted publishing (azure-devops)" in result.stderr
+    assert f"published {namespace}/foo/1.0.0" in result.stdout
+    assert azure_oidc.requests[-1]["args"] == {"api-version": "7.1",
+                                               "serviceConnectionId": "6c1e1a52-5c0b-4e5d-9f3a-1b2c3d4e5f60"}
+    # the minted token may publish provider foo only, not another provider of the namespace
+    bar = build_release(tmp_path / "dist-bar", "bar", "1.0.0", key=signer).dist
+    refused = tfr(server, "publish", "provider", str(bar), "--namespace", namespace, "--url", server.url, env=env)
+    assert refused.returncode == 1
+    assert "may publish only provider:foo" in refused.stderr
