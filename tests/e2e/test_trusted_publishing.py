@@ -155,6 +155,17 @@ def test_tfr_publish_exchanges_the_github_token_and_terraform_installs_the_modul
     listed = tfr(server, "trusted-publisher", "list", namespace, "--url", server.url, "--token", server.admin_token,
                  env=client_env(server))
     assert listed.returncode == 0 and github_issuer.issuer in listed.stdout
+    publisher_id = listed.stdout.split("\t", 1)[0]
+    removed = tfr(server, "trusted-publisher", "remove", namespace, publisher_id, "--url", server.url, "--token",
+                  server.admin_token, env=client_env(server))
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert tfr(server, "trusted-publisher", "list", namespace, "--url", server.url, "--token", server.admin_token,
+               env=client_env(server)).stdout == ""
+    # without a publisher the same CI job is refused, and says so
+    result = tfr(server, "publish", "module", str(tmp_path / "module"), "--namespace", namespace, "--name",
+                 "network", "--system", "generic", "--version", "1.0.1", "--url", server.url, env=env)
+    assert result.returncode == 1
+    assert f"no trusted publisher in namespace '{namespace}' trusts the issuer" in result.stderr
 
 
 def test_tfr_publish_is_refused_for_another_repository_and_another_module(server, github_issuer, github_runner,
