@@ -73,6 +73,9 @@ class Identity:
     token_scopes: frozenset[str] | None = None
     #: A token limited to one namespace.
     namespace: str | None = None
+    #: A token limited to some packages of its namespace (``module:NAME/SYSTEM``, ``provider:TYPE`` patterns;
+    #: trusted publishing); ``None``: not limited.
+    packages: frozenset[str] | None = None
     site_admin: bool = False
     #: Organization id -> expanded scopes of the user's role there.
     roles: Mapping[int, frozenset[str]] = field(default_factory=dict)
@@ -276,6 +279,16 @@ def require(session: Session, action: str, namespace: Namespace | None) -> Ident
         raise Hidden(f"namespace {namespace.name!r} not found")
     where = f" in namespace {namespace.name!r}" if namespace is not None else ""
     raise PermissionDenied(f"{describe(identity)} may not {ACTION_WORDS.get(action, action)}{where}")
+
+
+def require_package(identity: Identity, kind: str, namespace: str, name: str) -> None:
+    """Refuse (:class:`PermissionDenied`) a write to ``kind`` (``module`` with ``name`` ``NAME/SYSTEM``, or
+    ``provider`` with ``name`` ``TYPE``) by a token limited to other packages (trusted publishing)."""
+    from tfregistry.services.trusted_publishing import package_allowed
+
+    if not package_allowed(identity.packages, kind, name):
+        raise PermissionDenied(f"{describe(identity)} may publish only {', '.join(sorted(identity.packages or ()))} "
+                               f"in namespace {namespace!r}, not {kind} {name!r}")
 
 
 def require_scope(identity: Identity, scope: str, organization: Any = None) -> None:

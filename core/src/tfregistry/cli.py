@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -494,6 +495,36 @@ def publish() -> None:
     """Publish to a registry over its API."""
 
 
+def oidc_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--token``, ``--oidc`` and ``--audience``: a publish token, or trusted publishing from CI."""
+    command = click.option("--audience", envvar="TFR_OIDC_AUDIENCE", default="tfregistry", show_default=True,
+                           help="With --oidc: the audience to ask the CI platform for (the registry's "
+                           "trusted_publishing.audience; default: $TFR_OIDC_AUDIENCE).")(command)
+    command = click.option("--oidc", is_flag=True, help="Trusted publishing: exchange the CI platform's OIDC token "
+                           "for a short-lived publish token (automatic without --token when GitHub Actions', "
+                           "GitLab's or Azure DevOps' OIDC variables are set).")(command)
+    return click.option("--token", envvar="TFR_TOKEN", help="Publish token (default: $TFR_TOKEN).")(command)
+
+
+def resolve_publish_token(url: str, token: str | None, oidc: bool, audience: str, namespace: str) -> str:
+    """The token to publish with: ``token``, or (``--oidc``, or no token in a CI job that can get an OIDC
+    token) one minted by the registry's trusted publishing."""
+    from tfregistry import ci_oidc
+
+    if token and not oidc:
+        return token
+    platform = ci_oidc.detect()
+    if not oidc and platform is None:
+        fail("no publish token: pass --token (or set TFR_TOKEN), or run in a CI job with trusted publishing (--oidc)")
+    try:
+        answer = ci_oidc.publish_token(url, namespace, audience)
+    except ClientError as exc:
+        fail(str(exc))
+    click.echo(f"trusted publishing ({platform}): publish token for {answer['namespace']} "
+               f"({', '.join(answer['packages'])}) until {answer['expires_at']}", err=True)
+    return answer["token"]
+
+
 @publish.command("module")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--namespace", required=True)
@@ -502,10 +533,11 @@ def publish() -> None:
 @click.option("--version", "version", required=True)
 @click.option("--description", default="")
 @click.option("--url", envvar="TFR_URL", required=True, help="Registry base URL (default: $TFR_URL).")
-@click.option("--token", envvar="TFR_TOKEN", required=True, help="Publish token (default: $TFR_TOKEN).")
+@oidc_options
 def publish_module(source: Path, namespace: str, name: str, system: str, version: str, description: str,
-                   url: str, token: str) -> None:
+                   url: str, token: str | None, oidc: bool, audience: str) -> None:
     """Publish SOURCE (a module directory, packed honouring .terraformignore, or a .tar.gz)."""
+    token = resolve_publish_token(url, token, oidc, audience, namespace)
     with tempfile.TemporaryDirectory() as tmp:
         if source.is_dir():
             from tfregistry.packing import pack_module
@@ -569,9 +601,9 @@ def goreleaser_release(dist: Path) -> tuple[str, str, list[Path], Path | None, P
               help="The provider's docs/ folder (index.md, resources/, data-sources/, guides/ ...): uploaded after "
               "the release, replacing the version's docs.")
 @click.option("--url", envvar="TFR_URL", required=True, help="Registry base URL (default: $TFR_URL).")
-@click.option("--token", envvar="TFR_TOKEN", required=True, help="Publish token (default: $TFR_TOKEN).")
+@oidc_options
 def publish_provider(dist: Path, namespace: str, protocols: str | None, docs_dir: Path | None, url: str,
-                     token: str) -> None:
+                     token: str | None, oidc: bool, audience: str) -> None:
     """Publish a provider release from a GoReleaser output folder (DIST).
 
     Uploads every terraform-provider-TYPE_VERSION_OS_ARCH.zip with the release's
@@ -579,6 +611,7 @@ def publish_provider(dist: Path, namespace: str, protocols: str | None, docs_dir
     With --docs, the documentation folder follows (nothing in it is built or run).
     """
     type_, version, zips, sums, sig, manifest_protocols = goreleaser_release(dist)
+    token = resolve_publish_token(url, token, oidc, audience, namespace)
     if (sums is None) != (sig is None):
         fail(f"found {'SHA256SUMS' if sums else 'SHA256SUMS.sig'} without its partner in {dist}")
     fields = {"namespace": namespace, "type": type_, "version": version,
@@ -609,6 +642,94 @@ def publish_provider(dist: Path, namespace: str, protocols: str | None, docs_dir
         click.echo(f"docs: {response.body['page_count']} pages"
                    + (f" (replacing {response.body['replaced']})" if response.body.get("replaced") else ""))
         print_docs_problems(response.body["problems"])
+
+
+# --- trusted publishers ----------------------------------------------------------------------
+
+
+@cli.group("trusted-publisher")
+def trusted_publisher() -> None:
+    """Trusted publishers of a namespace (keyless publishing from CI), over the registry's API."""
+
+
+def _api_client(url: str, token: str) -> RegistryClient:
+    try:
+        return RegistryClient(url, token)
+    except ClientError as exc:
+        fail(str(exc))
+
+
+def _api_call(client: RegistryClient, method: str, path: str, body: Any = None) -> Any:
+    import json
+
+    headers = {"Content-Type": "application/json"} if body is not None else None
+    try:
+        response = client.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    except ClientError as exc:
+        fail(str(exc))
+    if response.status >= 300:
+        fail(f"the registry answered {response.status}: {error_message(response)}")
+    return response.body
+
+
+def _publisher_line(p: dict[str, Any]) -> str:
+    conditions = " ".join(f"{k}={v}" for k, v in p["conditions"].items())
+    return f"{p['id']}\t{p['platform']}\t{p['issuer']}\t{conditions}\t{' '.join(p['packages'])}"
+
+
+_URL = click.option("--url", envvar="TFR_URL", required=True, help="Registry base URL (default: $TFR_URL).")
+_TOKEN = click.option("--token", envvar="TFR_TOKEN", required=True,
+                      help="A token with tokens:manage in the namespace's organization (default: $TFR_TOKEN).")
+
+
+@trusted_publisher.command("add")
+@click.argument("namespace")
+@click.option("--platform", required=True, type=click.Choice(["github", "gitlab", "azure-devops", "oidc"]))
+@click.option("--issuer", help="OIDC issuer (default for github and gitlab.com; required for azure-devops and oidc).")
+@click.option("--discovery-url", help="Discovery document URL, when not {issuer}/.well-known/openid-configuration.")
+@click.option("--condition", "conditions", multiple=True, metavar="CLAIM=PATTERN",
+              help="A claim condition (repeatable), e.g. repository=acme/infra, ref=refs/tags/v*.")
+@click.option("--package", "packages", multiple=True, required=True,
+              help="What it may publish (repeatable): module:NAME/SYSTEM or provider:TYPE.")
+@click.option("--description", default="")
+@_URL
+@_TOKEN
+def trusted_publisher_add(namespace: str, platform: str, issuer: str | None, discovery_url: str | None,
+                          conditions: tuple[str, ...], packages: tuple[str, ...], description: str, url: str,
+                          token: str) -> None:
+    """Let a CI identity publish PACKAGES in NAMESPACE with its OIDC token."""
+    parsed = {}
+    for item in conditions:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--condition {item!r}: use CLAIM=PATTERN")
+        parsed[key.strip()] = value.strip()
+    body = {"platform": platform, "issuer": issuer, "discovery_url": discovery_url, "conditions": parsed,
+            "packages": list(packages), "description": description}
+    created = _api_call(_api_client(url, token), "POST", f"/api/v1/namespaces/{namespace}/trusted-publishers", body)
+    click.echo(f"added trusted publisher {created['id']} to {namespace}")
+    click.echo(_publisher_line(created))
+
+
+@trusted_publisher.command("list")
+@click.argument("namespace")
+@_URL
+@_TOKEN
+def trusted_publisher_list(namespace: str, url: str, token: str) -> None:
+    """List NAMESPACE's trusted publishers: id, platform, issuer, conditions, packages."""
+    for publisher in _api_call(_api_client(url, token), "GET", f"/api/v1/namespaces/{namespace}/trusted-publishers"):
+        click.echo(_publisher_line(publisher))
+
+
+@trusted_publisher.command("remove")
+@click.argument("namespace")
+@click.argument("publisher_id", type=int)
+@_URL
+@_TOKEN
+def trusted_publisher_remove(namespace: str, publisher_id: int, url: str, token: str) -> None:
+    """Remove a trusted publisher (tokens it minted expire on their own)."""
+    _api_call(_api_client(url, token), "DELETE", f"/api/v1/namespaces/{namespace}/trusted-publishers/{publisher_id}")
+    click.echo(f"removed trusted publisher {publisher_id} from {namespace}")
 
 
 # --- provider documentation ------------------------------------------------------------------

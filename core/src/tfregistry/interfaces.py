@@ -352,3 +352,10 @@ class AuthProvider(ABC):
     def check(self) -> list[str]:
         """Problems an operator should fix (issuer unreachable...), for ``tfr auth check``; empty when fine."""
         return []
+
+
+# --- OpenID Connect token verification, shared with sign-in plugins (tfregistry.oidc) ----------------
+
+from tfregistry.oidc import SAFE_ALGORITHMS, DiscoveryError, IssuerKeys, short_reason  # noqa: E402
+
+__all__ += ["SAFE_ALGORITHMS", "DiscoveryError", "IssuerKeys", "short_reason"]

@@ -13,7 +13,7 @@ from tfregistry_auth_azuread.provider import DEFAULT_AUTHORITY, GUID, MULTI_TENA
 
 #: The tfregistry plugin API versions this plugin works with (a PEP 440 range); the core refuses to
 #: start with a plugin whose range excludes its ``tfregistry.PLUGIN_API`` (docs/hooks.md).
-TFR_PLUGIN_API = ">=1.0,<2"
+TFR_PLUGIN_API = ">=1.2,<2"
 
 PREFIX = "auth.azuread"
 

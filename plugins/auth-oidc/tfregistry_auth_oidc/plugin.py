@@ -14,7 +14,7 @@ from tfregistry_auth_oidc.provider import OIDCOptions, OIDCProvider
 
 #: The tfregistry plugin API versions this plugin works with (a PEP 440 range); the core refuses to
 #: start with a plugin whose range excludes its ``tfregistry.PLUGIN_API`` (docs/hooks.md).
-TFR_PLUGIN_API = ">=1.0,<2"
+TFR_PLUGIN_API = ">=1.2,<2"
 
 PREFIX = "auth.oidc"
 

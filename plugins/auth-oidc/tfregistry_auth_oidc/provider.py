@@ -36,29 +36,27 @@ from joserfc.errors import (
 )
 from joserfc.jwk import KeySet
 
-from tfregistry.interfaces import AuthProvider, ExternalIdentity, LoginError
+from tfregistry.interfaces import (
+    SAFE_ALGORITHMS,
+    AuthProvider,
+    DiscoveryError,
+    ExternalIdentity,
+    IssuerKeys,
+    LoginError,
+    short_reason,
+)
 from tfregistry_auth_oidc.mapping import MappingRule, claim_strings, grants_for
 
 __all__ = ["DiscoveryError", "OIDCOptions", "OIDCProvider"]
 
 log = logging.getLogger(__name__)
 
-#: ID token signature algorithms accepted (asymmetric only: no ``none``, no HMAC with a shared secret).
-SAFE_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 #: Seconds a started sign-in may take before its callback is refused.
 LOGIN_LIFETIME = 600
 #: Sign-ins kept per browser session (several tabs may sign in at once).
 MAX_PENDING = 5
-#: Seconds the discovery document is cached.
-METADATA_TTL = 3600
-#: Minimum seconds between two JWKS downloads forced by an unknown key id.
-JWKS_MIN_REFRESH = 30
 #: Claims not worth keeping in :attr:`ExternalIdentity.claims` (one-time values of this sign-in).
 VOLATILE_CLAIMS = ("nonce", "at_hash", "c_hash")
-
-
-class DiscoveryError(Exception):
-    """The discovery document or the JWKS cannot be fetched or is unusable; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +102,7 @@ class OIDCProvider(AuthProvider):
         self.options = options
         self.label = options.label
         self._lock = threading.Lock()
-        self._metadata: dict[str, Any] | None = None
-        self._metadata_at = 0.0
-        self._keys: KeySet | None = None
-        self._keys_at = 0.0
+        self._issuer_keys: IssuerKeys | None = None
 
     # --- discovery ------------------------------------------------------------------
 
@@ -120,27 +115,6 @@ class OIDCProvider(AuthProvider):
     def session_key(self) -> str:
         """The :data:`flask.session` key holding this provider's sign-ins in progress."""
         return f"_tfr_auth_{self.name}"
-
-    def _get_json(self, url: str, what: str, setting: str) -> dict[str, Any]:
-        try:
-            response = requests.get(url, timeout=self.options.timeout,
-                                    headers={"Accept": "application/json", "User-Agent": "tfregistry-auth-oidc"})
-        except requests.Timeout:
-            raise DiscoveryError(f"{self.name}: the {what} {url} did not answer within {self.options.timeout:g} "
-                                 f"seconds (setting {setting})") from None
-        except requests.RequestException as exc:
-            raise DiscoveryError(f"{self.name}: cannot fetch the {what} {url}: {_short_reason(exc)} "
-                                 f"(setting {setting})") from None
-        if response.status_code != 200:
-            raise DiscoveryError(f"{self.name}: the {what} {url} answered HTTP {response.status_code} "
-                                 f"(setting {setting})")
-        try:
-            document = response.json()
-        except ValueError:
-            document = None
-        if not isinstance(document, dict):
-            raise DiscoveryError(f"{self.name}: the {what} {url} is not a JSON object (setting {setting})")
-        return document
 
     def validate_metadata(self, metadata: dict[str, Any]) -> list[str]:
         """Problems with a freshly fetched discovery document; empty when it is usable.
@@ -166,33 +140,23 @@ class OIDCProvider(AuthProvider):
                 problems.append(f"{self.name}: the discovery document's {field} {value} is not an https URL")
         return problems
 
+    @property
+    def issuer_keys(self) -> IssuerKeys:
+        """The discovery document and JWKS cache (:class:`tfregistry.oidc.IssuerKeys`), made on first use."""
+        with self._lock:
+            if self._issuer_keys is None:
+                self._issuer_keys = IssuerKeys(self.metadata_url, timeout=self.options.timeout,
+                                               hint=f"setting {self.metadata_setting}", validate=self.validate_metadata,
+                                               user_agent="tfregistry-auth-oidc", label=self.name)
+            return self._issuer_keys
+
     def metadata(self, *, refresh: bool = False) -> dict[str, Any]:
         """The provider's discovery document, cached for an hour; raises :class:`DiscoveryError`."""
-        with self._lock:
-            fresh = self._metadata is not None and time.monotonic() - self._metadata_at < METADATA_TTL
-            if fresh and not refresh:
-                return self._metadata  # type: ignore[return-value]
-            document = self._get_json(self.metadata_url, "OpenID Connect discovery document", self.metadata_setting)
-            problems = self.validate_metadata(document)
-            if problems:
-                raise DiscoveryError("; ".join(problems))
-            self._metadata, self._metadata_at = document, time.monotonic()
-            return document
+        return self.issuer_keys.metadata(refresh=refresh)
 
     def key_set(self, *, refresh: bool = False) -> KeySet:
         """The provider's signing keys (its JWKS), cached; ``refresh`` re-downloads at most every 30 s."""
-        metadata = self.metadata()
-        with self._lock:
-            if self._keys is not None and not (refresh and time.monotonic() - self._keys_at >= JWKS_MIN_REFRESH):
-                return self._keys
-            document = self._get_json(metadata["jwks_uri"], "JWKS", self.metadata_setting)
-            try:
-                keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
-            except (JoseError, ValueError, KeyError, TypeError) as exc:
-                raise DiscoveryError(f"{self.name}: the JWKS {metadata['jwks_uri']} holds no usable key "
-                                     f"({exc.__class__.__name__})") from None
-            self._keys, self._keys_at = keys, time.monotonic()
-            return keys
+        return self.issuer_keys.key_set(refresh=refresh)
 
     def _metadata_for_login(self) -> dict[str, Any]:
         try:
@@ -303,7 +267,7 @@ class OIDCProvider(AuthProvider):
                              "start the sign-in again") from None
         except requests.RequestException as exc:
             log.warning("%s: token endpoint %s failed: %s", self.name, endpoint, exc)
-            raise LoginError(f"the identity provider's token endpoint cannot be reached ({_short_reason(exc)}); "
+            raise LoginError(f"the identity provider's token endpoint cannot be reached ({short_reason(exc)}); "
                              "try again later") from None
         except ValueError:
             raise LoginError("the identity provider's token endpoint gave an unexpected answer; "
@@ -318,11 +282,7 @@ class OIDCProvider(AuthProvider):
         return allowed or ["RS256"]
 
     def _decode(self, id_token: str, algorithms: list[str]) -> jwt.Token:
-        try:
-            return jwt.decode(id_token, self.key_set(), algorithms=algorithms)
-        except InvalidKeyIdError:
-            # the provider may have rotated its keys since they were cached
-            return jwt.decode(id_token, self.key_set(refresh=True), algorithms=algorithms)
+        return self.issuer_keys.decode(id_token, algorithms)
 
     def validate_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
         """Verify the ID token's signature (JWKS) and claims; return its claims or raise :class:`LoginError`.
@@ -477,13 +437,3 @@ def _idp_error_message(error: str, description: str | None) -> str:
     if error == "access_denied":
         return f"the sign-in was cancelled or refused at the identity provider ({detail})"
     return f"the identity provider reported an error ({detail}); start the sign-in again"
-
-
-def _short_reason(exc: Exception) -> str:
-    text = str(exc)
-    for needle, reason in (("refused", "connection refused"), ("Name or service not known", "unknown host"),
-                           ("nodename nor servname", "unknown host"), ("CERTIFICATE_VERIFY_FAILED",
-                                                                         "TLS certificate not trusted")):
-        if needle in text:
-            return reason
-    return exc.__class__.__name__

@@ -58,7 +58,8 @@ def provider_docs_upload(ns: str, type_: str, version: str) -> Any:
         # read first: a hidden namespace is the same 404 page as a missing one, as on the provider page
         readable_provider(session, ns, type_, "")
         pv = provider_svc.get_version(session, ns, type_, version)
-        _, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+        identity, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+        auth.require_package(identity, "provider", ns, type_)
         values: dict[str, Any] = {
             "page_title": f"Documentation of {ns}/{type_} {pv.version}", "label": f"{ns}/{type_} {pv.version}",
             "max_bytes": registry.settings[SETTING], "errors": {}, "result": None,

@@ -267,7 +267,8 @@ def _reason() -> str | None:
 
 def _set_module_deprecated(ns: str, name: str, system: str, version: str, deprecated: bool) -> Any:
     with current_registry().db.session() as session:
-        _, actor = auth.require_in_namespace(session, "modules:write", ns, create=False)
+        identity, actor = auth.require_in_namespace(session, "modules:write", ns, create=False)
+        auth.require_package(identity, "module", ns, f"{name}/{system}")
         mv = module_svc.get_version(session, ns, name, system, version)
         module_svc.set_deprecated(session, actor, mv, deprecated, _reason() if deprecated else None)
         return redirect(_module_url(mv, ns, name, system), 303)
@@ -309,7 +310,8 @@ def provider_version_undeprecate(ns: str, type_: str, version: str) -> Any:
 
 def _set_provider_deprecated(ns: str, type_: str, version: str, deprecated: bool) -> Any:
     with current_registry().db.session() as session:
-        _, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+        identity, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+        auth.require_package(identity, "provider", ns, type_)
         pv = provider_svc.get_version(session, ns, type_, version)
         provider_svc.set_deprecated(session, actor, pv, deprecated, _reason() if deprecated else None)
         return redirect(_provider_url(ns, type_, version), 303)

@@ -116,7 +116,9 @@ def namespace(ns: str) -> Any:
         providers = list(session.scalars(queries.provider_query(readable_providers, namespace=ns)).unique())
         owner = session.get(Organization, found.organization_id) if found.organization_id else None
         downloads = queries.module_downloads(session, [m.id for m in page.items])
+        manages_publishers = auth.allowed(auth.current_identity(session), "tokens:manage", found, session)
         return render_page("namespace.html", page_title=f"Namespace {ns}", ns=found, owner=owner,
+                           manages_publishers=manages_publishers,
                            multi_tenant=auth.multi_tenant(), page=page, links=page_links(page),
                            modules=[(m, latest(m), downloads.get(m.id, 0)) for m in page.items],
                            providers=[(p, latest_listed(p)) for p in providers])
@@ -128,4 +130,8 @@ import tfregistry_webui.admin_supply_views  # noqa: E402  (signing keys and mirr
 import tfregistry_webui.admin_views  # noqa: E402  (administration: its routes join bp)
 import tfregistry_webui.docs_views  # noqa: E402
 import tfregistry_webui.publish_views  # noqa: E402,F401
-from tfregistry_webui import module_views, provider_views  # noqa: E402,F401  (their routes join bp)
+from tfregistry_webui import (  # noqa: E402,F401  (their routes join bp)
+    module_views,
+    provider_views,
+    trusted_publishing_views,
+)

@@ -160,7 +160,8 @@ def publish_upload(session: Session, form: dict[str, Any]) -> svc.PublishResult:
     if stream.tell() > max_bytes:
         raise ServiceError(f"archive is larger than the limit of {max_bytes} bytes", status=413)
     stream.seek(0)
-    _, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])
+    identity, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])
+    auth.require_package(identity, "module", form["namespace"], f"{form['name']}/{form['system']}")
     return svc.publish_module(
         session, registry.storage, actor,
         namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
@@ -229,7 +230,8 @@ class ModuleVersionResource(MethodView):
     def patch(self, args: dict[str, Any], ns: str, name: str, system: str, version: str) -> Any:
         """Deprecate (or un-deprecate) a version; it stays installable and the API flags it."""
         with current_registry().db.session() as session:
-            _, actor = auth.require_in_namespace(session, "modules:write", ns, create=False)
+            identity, actor = auth.require_in_namespace(session, "modules:write", ns, create=False)
+            auth.require_package(identity, "module", ns, f"{name}/{system}")
             mv = svc.get_version(session, ns, name, system, version)
             svc.set_deprecated(session, actor, mv, args["deprecated"], args["reason"])
             return version_json(mv)

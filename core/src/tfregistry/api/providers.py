@@ -140,7 +140,8 @@ def publish_upload(session: Session, form: dict[str, Any], *, shasums: bytes | N
     registry = current_registry()
     uploads = [svc.Upload(f.filename or "", f.stream) for f in form["packages"]]
     protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
-    _, actor = auth.require_in_namespace(session, "providers:write", form["namespace"])
+    identity, actor = auth.require_in_namespace(session, "providers:write", form["namespace"])
+    auth.require_package(identity, "provider", form["namespace"], form["type"])
     return svc.publish_provider(
         session, registry.storage, actor,
         namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
@@ -183,7 +184,8 @@ class ProviderVersionResource(MethodView):
     def patch(self, args: dict[str, Any], ns: str, type_: str, version: str) -> Any:
         """Deprecate (or un-deprecate) a version; Terraform shows the reason as a warning."""
         with current_registry().db.session() as session:
-            _, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+            identity, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+            auth.require_package(identity, "provider", ns, type_)
             pv = svc.get_version(session, ns, type_, version)
             svc.set_deprecated(session, actor, pv, args["deprecated"], args["reason"])
             return version_json(pv)
@@ -300,7 +302,8 @@ class ProviderDocs(MethodView):
         registry = current_registry()
         stream = _docs_upload(registry)
         with registry.db.session() as session:
-            _, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+            identity, actor = auth.require_in_namespace(session, "providers:write", ns, create=False)
+            auth.require_package(identity, "provider", ns, type_)
             pv = svc.get_version(session, ns, type_, version)
             result = docs_svc.store_provider_docs(session, actor, pv, stream, docs_limits(registry))
             return _report_json(result.report, id=f"{ns}/{type_}/{pv.version}", replaced=result.replaced)

@@ -63,7 +63,8 @@ def token_identity(db_session: Session, token: ApiToken, secret: str | None = No
                              token=token, valid_until=valid_until)
     return Identity(name=f"token:{token.name}", kind=token.kind, token_id=token.id,
                     organization_id=token.organization_id, token_scopes=expand(token.scopes),
-                    namespace=token.namespace, valid_until=valid_until)
+                    namespace=token.namespace, valid_until=valid_until,
+                    packages=frozenset(token.packages) if token.packages is not None else None)
 
 
 def _user_label(user: User) -> str:

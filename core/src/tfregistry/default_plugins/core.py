@@ -21,6 +21,16 @@ def parse_compression_ratio(value: Any) -> float:
     return ratio
 
 
+def parse_token_ttl(value: Any) -> Duration:
+    """``trusted_publishing.token_ttl``: a duration from 1 minute to 1 hour."""
+    from tfregistry.settings import parse_duration
+
+    ttl = parse_duration(value)
+    if not 60 <= ttl <= 3600:
+        raise ValueError(f"{value!r} is out of range: a minted publish token lives from 1m to 1h")
+    return ttl
+
+
 @hookimpl
 def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add = settings.add
@@ -132,6 +142,14 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("plugins.load", list, help="Load only these plugin entry points (TFR_PLUGINS). Default: all installed.")
     add("plugins.disable", list, default=[], help="Never load these plugins (TFR_DISABLE_PLUGINS).")
     add("plugins.trace", bool, default=False, help="Log every plugin hook call (TFR_TRACE_PLUGINS).")
+    add("trusted_publishing.audience", str, default="tfregistry",
+        help="The `aud` CI OIDC tokens must carry to be exchanged at /api/v1/trusted-publishing/token (the CI job "
+        "asks its platform for a token with this audience). Azure DevOps tokens always carry "
+        "api://AzureADTokenExchange and are checked against that instead.")
+    add("trusted_publishing.token_ttl", parse_token_ttl, default="15m",
+        help="Lifetime of a publish token minted by trusted publishing; at most 1h.")
+    add("trusted_publishing.leeway", Duration, default="30s",
+        help="Clock skew tolerated when checking a CI token's exp, nbf and iat.")
 
 
 @hookimpl

@@ -178,6 +178,9 @@ class ApiToken(Base):
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     previous_digest: Mapped[str | None] = mapped_column(String(64), index=True)
     previous_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: What the token may publish in its namespace (``module:NAME/SYSTEM``, ``provider:TYPE``, ``*`` wildcards);
+    #: ``None``: anything its scopes allow.  Set on tokens minted by trusted publishing.
+    packages: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class Module(Base):
@@ -499,3 +502,38 @@ __all__ = [
     "UserIdentity",
     "utcnow",
 ]
+
+
+class TrustedPublisher(Base):
+    """A CI identity allowed to exchange its OIDC token for a short-lived publish token in a namespace.
+
+    ``platform``: ``github``, ``gitlab``, ``azure-devops`` or ``oidc`` (any issuer); ``conditions`` maps
+    claim names to the pattern each must match; ``packages`` is what the minted token may publish.
+    """
+
+    __tablename__ = "trusted_publishers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    issuer: Mapped[str] = mapped_column(String(500), index=True)
+    #: The discovery document's URL when it is not ``{issuer}/.well-known/openid-configuration``.
+    discovery_url: Mapped[str | None] = mapped_column(String(500))
+    conditions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    packages: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    namespace: Mapped[Namespace] = relationship(lazy="joined")
+
+
+class UsedTokenId(Base):
+    """An OIDC token id (``jti``) already exchanged, kept until the token expires: a replay is refused
+    on every replica (the primary key is the lock)."""
+
+    __tablename__ = "used_token_ids"
+
+    issuer: Mapped[str] = mapped_column(String(500), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
