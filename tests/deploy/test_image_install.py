@@ -12,10 +12,7 @@ import sys
 import venv
 from pathlib import Path
 
-import pytest
-
 from tests.deploy.conftest import DEPLOY, ROOT, SKIP_PLUGINS, dockerfile_plugins
-
 
 
 def test_dockerfile_default_plugins_are_the_issue_list() -> None:
