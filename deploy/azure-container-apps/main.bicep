@@ -140,7 +140,7 @@ var environment = [
   { name: 'TFR_REDIS_URL', secretRef: 'redis-url' }
   { name: 'TFR_JOBS__SCHEDULER_IN_PROCESS', value: 'false' }
   { name: 'TFR_STORAGE__BACKEND', value: 'azure' }
-  { name: 'TFR_STORAGE__AZURE__AUTH', value: 'managed_identity' }
+  { name: 'TFR_STORAGE__AZURE__AUTH', value: 'identity' }
   { name: 'TFR_STORAGE__AZURE__ACCOUNT_URL', value: storage.properties.primaryEndpoints.blob }
   { name: 'TFR_STORAGE__AZURE__CONTAINER', value: blobContainer }
   { name: 'TFR_STORAGE__AZURE__MANAGED_IDENTITY_CLIENT_ID', value: identity.properties.clientId }

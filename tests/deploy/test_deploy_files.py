@@ -5,6 +5,7 @@ specification's JSON schema (check-jsonschema's vendored copy), Helm's own engin
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import subprocess
@@ -115,6 +116,23 @@ def _pod_specs(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def _known_settings() -> set[str]:
     out = _run(str(BIN / "tfr"), "config", "show").stdout
     return {line.split(" = ", 1)[0] for line in out.splitlines() if " = " in line}
+
+
+def assert_config_accepted(data: dict[str, str], tmp_path: Path) -> None:
+    """``tfr config show`` with ``data`` (a ConfigMap's TFR_* variables) as its environment accepts every value."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFR_")}
+    env.update({k: str(v) for k, v in data.items() if k.startswith("TFR_") and k.split("__")[0][4:].lower()
+                not in SKIP_PLUGINS})
+    env["TFR_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run([str(BIN / "tfr"), "config", "show"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=[p.name for p in VALUES_FILES])
+def test_chart_configmap_values_are_accepted_by_the_settings(values_file: Path, tmp_path: Path) -> None:
+    configmap = next(d for d in render_chart(_values(values_file)) if d["kind"] == "ConfigMap")
+    assert_config_accepted(configmap["data"], tmp_path)
 
 
 def test_chart_environment_variables_are_real_settings() -> None:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import BIN, CHART, DEPLOY, render_chart
-from tests.deploy.test_deploy_files import CREDENTIAL_ENV, _known_settings, _validate
+from tests.deploy.test_deploy_files import CREDENTIAL_ENV, _known_settings, _validate, assert_config_accepted
 
 LAYOUTS = ["base", "overlays/dev", "overlays/production"]
 
@@ -33,6 +33,7 @@ def test_kustomize_builds_and_validates(layout: str, tmp_path: Path) -> None:
         if doc["kind"] == "ConfigMap":
             keys = {n[4:].lower().replace("__", ".") for n in doc["data"] if n.startswith("TFR_")}
             assert keys <= known, sorted(keys - known)
+            assert_config_accepted(doc["data"], tmp_path / "data")
         if doc["kind"] in ("Deployment", "Job"):
             for c in doc["spec"]["template"]["spec"]["containers"]:
                 for env in c.get("env", []):

@@ -143,7 +143,7 @@ env:
 {{- end }}
 {{- end }}{{ end }}
 {{- if eq $v.storage.backend "azure" }}{{ with $v.storage.azure }}
-{{- if or (eq .auth "key") .accountKey }}
+{{- if or (eq .auth "account_key") .accountKey }}
 {{- include "tfregistry.secretEnv" (list $ "TFR_STORAGE__AZURE__ACCOUNT_KEY" .existingSecret .accountKeyKey .accountKey) | nindent 2 }}
 {{- end }}
 {{- if or (eq .auth "connection_string") .connectionString }}
