@@ -215,3 +215,19 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     problems = [line for line in (result.stdout + result.stderr).splitlines()
                 if "EnvironmentFile" not in line and line.strip()]
     assert result.returncode == 0 or not problems, "\n".join(problems)
+
+
+def test_compose_registry_environment_is_accepted_by_the_settings(tmp_path: Path) -> None:
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text())
+
+    def fill(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(3)
+        if default is not None and m.group(2) == ":-":
+            return default
+        return "https://placeholder.example" if name.endswith(("URL", "ENDPOINT")) else "placeholder-0123456789abcdef"
+
+    for service in ("migrate", "web", "worker", "scheduler"):
+        env = {k: re.sub(r"\$\{(\w+)(:[-?])?([^}]*)?\}", fill, str(v))
+               for k, v in compose["services"][service]["environment"].items()}
+        assert env["TFR_STORAGE__BACKEND"] == "s3" and env["TFR_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert_config_accepted(env, tmp_path)
