@@ -231,3 +231,31 @@ def test_compose_registry_environment_is_accepted_by_the_settings(tmp_path: Path
                for k, v in compose["services"][service]["environment"].items()}
         assert env["TFR_STORAGE__BACKEND"] == "s3" and env["TFR_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert_config_accepted(env, tmp_path)
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=[p.name for p in VALUES_FILES])
+def test_helm_lint_strict(values_file: Path) -> None:
+    from helm_python import lint
+
+    report = lint(CHART, _values(values_file), strict=True, kube_version=f"v{KUBERNETES_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+    assert report["total_charts_linted"] == 1 and not problems, problems
+
+
+def test_prometheus_rule_is_rendered_from_the_charts_copy_of_the_rules(tmp_path: Path) -> None:
+    from helm_python import Chart
+
+    chart = tmp_path / "tfregistry"
+    shutil.copytree(CHART, chart)
+    rules = {"groups": [{"name": "tfregistry", "rules": [
+        {"alert": "TfregistryDown", "expr": "up{job=\"tfregistry\"} == 0", "for": "5m",
+         "annotations": {"summary": "{{ $labels.instance }} is down"}}]}]}
+    (chart / "files" / "prometheus-rules.yaml").write_text(yaml.safe_dump(rules))
+    values = yaml.safe_load((CHART / "ci" / "all-features-values.yaml").read_text())
+    rendered = Chart.load(chart).render(values, name="reg", namespace="tfr", is_install=True)
+    rule = yaml.safe_load(rendered["tfregistry/templates/prometheusrule.yaml"])
+    assert rule["kind"] == "PrometheusRule" and rule["spec"]["groups"] == rules["groups"]
+    monitor = yaml.safe_load(rendered["tfregistry/templates/servicemonitor.yaml"])
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"] == {"name": "tfregistry-metrics",
+                                                                               "key": "metrics-token"}
