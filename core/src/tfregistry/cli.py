@@ -1183,3 +1183,25 @@ def storage_gc(ctx: Context, grace: str, dry_run: bool) -> None:
 
 
 __all__ = ["cli", "main"]
+
+
+# --- production web server (deploy/) ------------------------------------------------------
+
+
+@cli.command("web", context_settings={"ignore_unknown_options": True})
+@click.option("--bind", default=lambda: f"0.0.0.0:{os.environ.get('PORT', '8080')}",
+              show_default="0.0.0.0:$PORT (8080)", help="Address gunicorn listens on.")
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def web(ctx: Context, bind: str, gunicorn_args: tuple[str, ...]) -> None:
+    """Run the web app under gunicorn with tfregistry.gunicorn_conf (the container image's default command).
+
+    Settings come from the environment and TFR_CONFIG as for every command; WEB_CONCURRENCY sets
+    the number of worker processes and GUNICORN_CMD_ARGS or extra arguments override the rest.
+    Put TLS in front (a reverse proxy or an ingress): this listens in plain HTTP.
+    """
+    if ctx.config_path:
+        os.environ["TFR_CONFIG"] = ctx.config_path  # create_app() in the gunicorn workers reads it
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:tfregistry.gunicorn_conf", "--bind", bind,
+            *gunicorn_args, "tfregistry.app:create_app()"]
+    os.execv(sys.executable, argv)
