@@ -145,6 +145,11 @@ class Registry:
 
         #: Background jobs: ``registry.jobs.enqueue("module:function", *args, queue="default")``.
         self.jobs = make_queue(settings, self)
+        from tfregistry.telemetry import Observers
+
+        #: The instrumentation point: ``registry.observe(name, value, **labels)`` (see
+        #: :data:`tfregistry.telemetry.OBSERVATIONS`), passed to what ``tfr_observers`` returned.
+        self.observe = Observers(pm.hook.tfr_observers(registry=self))
 
     def close(self) -> None:
         """Stop in-process scheduling, write pending download events, release the storage backend's clients

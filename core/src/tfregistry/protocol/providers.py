@@ -122,7 +122,8 @@ def download(ns: str, type_: str, version: str, os: str, arch: str):
         else:
             offered = [{"key_id": k.key_id, "ascii_armor": k.ascii_armor, "source": k.source,
                         "source_url": k.source_url} for k in active_keys(session, provider.namespace)]
-        cacheable(url_ttl() / 2)
+        cacheable(url_ttl() / 2, observe=(("provider_download", {
+            "namespace": provider.namespace.name, "os": package.os, "arch": package.arch}),))
         return jsonify({
             "protocols": pv.protocols,
             "os": os,
