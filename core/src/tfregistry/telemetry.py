@@ -225,3 +225,108 @@ class GunicornLogger(_GunicornBase):  # type: ignore[misc,valid-type]
                 "remote_addr": environ.get("REMOTE_ADDR")}
         self.access_log.info("%s %s %s %sms", method, route, status, ms,
                              extra={"http": http, "request_id": environ.get(REQUEST_ID_KEY)})
+
+
+def observe_publish(observe: Observers, kind: str, namespace: list[str], publish: Callable[[], Any]) -> Any:
+    """Run ``publish`` and observe ``<kind>_publish`` with outcome ``published`` or ``refused``.
+
+    ``namespace`` is filled by the caller once the permission check has passed (so the namespace
+    exists); a refusal before that is labelled with an empty namespace, never with user input.
+    """
+    try:
+        result = publish()
+    except Exception:
+        if observe.active:
+            observe(f"{kind}_publish", namespace=namespace[0] if namespace else "", outcome="refused")
+        raise
+    if observe.active:
+        observe(f"{kind}_publish", namespace=namespace[0] if namespace else "", outcome="published")
+    return result
+
+
+class ObservedStorage:
+    """The active storage backend, observing ``storage_operation`` for each call of :data:`TIMED`
+    (seconds; labels backend, operation, outcome ``ok``/``not_found``/``error``).
+
+    Used only when an observer is installed; every other attribute is the backend's own.
+    """
+
+    TIMED = frozenset(("put", "open", "exists", "delete", "size", "presigned_url", "check"))
+
+    def __init__(self, backend: Any, observe: Observers) -> None:
+        object.__setattr__(self, "_backend", backend)
+        object.__setattr__(self, "_observe", observe)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._backend, name)
+        if name not in self.TIMED:
+            return attr
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            from tfregistry.interfaces import ObjectNotFound
+
+            start = time.perf_counter()
+            outcome = "error"
+            try:
+                result = attr(*args, **kwargs)
+                outcome = "ok"
+                return result
+            except ObjectNotFound:
+                outcome = "not_found"
+                raise
+            finally:
+                self._observe("storage_operation", time.perf_counter() - start,
+                              backend=str(self._backend.name), operation=name, outcome=outcome)
+
+        return timed
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._backend, name, value)
+
+
+#: What :func:`current_gauges` reports: name -> (meaning, label names).
+GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "job_queue_depth": ("jobs waiting in a queue (queued or scheduled for retry)", ("queue",)),
+    "signing_key_expiry": ("Unix time a namespace's signing key expires (keys with an expiry, not revoked)",
+                           ("namespace", "key_id")),
+}
+
+
+def current_gauges(registry: Any) -> list[tuple[str, float, dict[str, str]]]:
+    """The state a scrape reports (:data:`GAUGES`), read now: ``(name, value, labels)`` triples.
+
+    Reads Redis (RQ queue lengths) or the in-process queue, and the database; a backing service
+    that is down leaves its gauges out (logged) rather than failing the scrape.
+    """
+    from sqlalchemy import select
+
+    from tfregistry.jobs import QUEUES, RQQueue
+    from tfregistry.models import GpgKey
+
+    gauges: list[tuple[str, float, dict[str, str]]] = []
+    try:
+        jobs = registry.jobs
+        if isinstance(jobs, RQQueue):
+            from rq.registry import ScheduledJobRegistry
+
+            for name in QUEUES:
+                queue = jobs.queue(name)
+                gauges.append(("job_queue_depth", float(queue.count + ScheduledJobRegistry(queue=queue).count),
+                               {"queue": name}))
+        else:
+            waiting = {name: 0 for name in QUEUES}
+            for info in jobs.list():
+                if info.status in ("queued", "scheduled"):
+                    waiting[info.queue] = waiting.get(info.queue, 0) + 1
+            gauges += [("job_queue_depth", float(n), {"queue": q}) for q, n in waiting.items()]
+    except Exception as exc:  # Redis away: the scrape still answers
+        log.warning("job queue depth not available: %s", exc)
+    try:
+        with registry.db.session() as session:
+            rows = session.execute(select(GpgKey).where(GpgKey.expires_at.is_not(None),
+                                                        GpgKey.revoked_at.is_(None))).scalars()
+            gauges += [("signing_key_expiry", key.expires_at.timestamp(),
+                        {"namespace": key.namespace.name, "key_id": key.key_id}) for key in rows]
+    except Exception as exc:
+        log.warning("signing key expiry not available: %s", exc)
+    return gauges
