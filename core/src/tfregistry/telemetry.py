@@ -136,6 +136,21 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def _install_record_factory() -> None:
+    """Stamp every log record, of any logger, with the request id current when it is made."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "tfregistry", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = _current_request_id.get()
+        return record
+
+    factory.tfregistry = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
     ``request_id``; request lines add ``http`` (method, route, status, duration_ms, token_id);
@@ -171,6 +186,7 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     Under gunicorn (whose own loggers are not the root logger) the handler is installed too, and
     :class:`GunicornLogger` formats gunicorn's lines the same way.
     """
+    _install_record_factory()
     logger = logging.getLogger("tfregistry")
     logger.setLevel(level)
     if logger.handlers or logging.getLogger().handlers:
@@ -223,8 +239,11 @@ class GunicornLogger(_GunicornBase):  # type: ignore[misc,valid-type]
         http = {"method": method, "route": route, "status": int(status) if status.isdigit() else None,
                 "duration_ms": ms, "token_id": environ.get(TOKEN_KEY), "bytes": getattr(resp, "sent", None),
                 "remote_addr": environ.get("REMOTE_ADDR")}
-        self.access_log.info("%s %s %s %sms", method, route, status, ms,
-                             extra={"http": http, "request_id": environ.get(REQUEST_ID_KEY)})
+        record = self.access_log.makeRecord(self.access_log.name, logging.INFO, __file__, 0,
+                                            "%s %s %s %sms", (method, route, status, ms), None,
+                                            extra={"http": http})
+        record.request_id = environ.get(REQUEST_ID_KEY)
+        self.access_log.handle(record)
 
 
 def observe_publish(observe: Observers, kind: str, namespace: list[str], publish: Callable[[], Any]) -> Any:
