@@ -99,3 +99,32 @@ def test_gauges_report_queue_depth_per_queue(app_factory):
     registry = app_factory().extensions["tfregistry"]
     depth = {labels["queue"]: v for name, v, labels in current_gauges(registry) if name == "job_queue_depth"}
     assert depth == {"default": 0, "mirror": 0, "scm": 0, "notify": 0}
+
+
+def test_gunicorn_access_log_in_the_same_json_shape(monkeypatch, capsys):
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from tfregistry.telemetry import GunicornLogger
+    from tfregistry.web import REQUEST_ID_KEY, ROUTE_KEY, TOKEN_KEY
+
+    monkeypatch.setenv("TFR_LOG__FORMAT", "json")
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    logger = GunicornLogger(cfg)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v1/modules/acme/net/aws/versions", "REMOTE_ADDR": "10.0.0.9",
+               REQUEST_ID_KEY: "rid-42", ROUTE_KEY: "/v1/modules/<ns>/<name>/<system>/versions", TOKEN_KEY: 7}
+    logger.access(SimpleNamespace(status="200 OK", sent=123, headers=[]), SimpleNamespace(), environ,
+                  timedelta(milliseconds=12.5))
+    logger.error("worker %s booted", 17)
+    out = capsys.readouterr()
+    lines = [json.loads(line) for line in (out.out + out.err).splitlines()]
+    access = next(line for line in lines if line["logger"] == "gunicorn.access")
+    assert access["request_id"] == "rid-42" and access["level"] == "INFO"
+    assert access["http"] == {"method": "GET", "route": "/v1/modules/<ns>/<name>/<system>/versions", "status": 200,
+                              "duration_ms": 12.5, "token_id": 7, "bytes": 123, "remote_addr": "10.0.0.9"}
+    assert "/acme/" not in json.dumps(access)  # the route template, not the path
+    error = next(line for line in lines if line["logger"] == "gunicorn.error")
+    assert error["message"] == "worker 17 booted" and error["request_id"] is None
