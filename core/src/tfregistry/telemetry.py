@@ -246,20 +246,27 @@ class GunicornLogger(_GunicornBase):  # type: ignore[misc,valid-type]
         self.access_log.handle(record)
 
 
-def observe_publish(observe: Observers, kind: str, namespace: list[str], publish: Callable[[], Any]) -> Any:
-    """Run ``publish`` and observe ``<kind>_publish`` with outcome ``published`` or ``refused``.
+def observed_publish(observe: Observers, session: Any, kind: str, namespace: str,
+                     publish: Callable[[Any], Any]) -> Any:
+    """Check the caller may publish a ``kind`` (``module``, ``provider``) in ``namespace``, run
+    ``publish(actor)``, and observe ``<kind>_publish`` with outcome ``published`` or ``refused``.
 
-    ``namespace`` is filled by the caller once the permission check has passed (so the namespace
-    exists); a refusal before that is labelled with an empty namespace, never with user input.
+    A refusal before the permission check has passed is labelled with an empty namespace (it may not
+    exist: never a label from user input); after it, with the namespace.
     """
+    from tfregistry import auth
+
+    checked = ""
     try:
-        result = publish()
+        _, actor = auth.require_in_namespace(session, f"{kind}s:write", namespace)
+        checked = namespace
+        result = publish(actor)
     except Exception:
         if observe.active:
-            observe(f"{kind}_publish", namespace=namespace[0] if namespace else "", outcome="refused")
+            observe(f"{kind}_publish", namespace=checked, outcome="refused")
         raise
     if observe.active:
-        observe(f"{kind}_publish", namespace=namespace[0] if namespace else "", outcome="published")
+        observe(f"{kind}_publish", namespace=checked, outcome="published")
     return result
 
 

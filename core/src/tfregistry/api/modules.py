@@ -32,7 +32,7 @@ from tfregistry.protocol import register_error_handlers
 from tfregistry.services import ServiceError
 from tfregistry.services import modules as svc
 from tfregistry.services import search as search_svc
-from tfregistry.telemetry import observe_publish
+from tfregistry.telemetry import observed_publish
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_modules", __name__, url_prefix="/api/v1/modules", description="Publish and manage modules")
@@ -161,18 +161,15 @@ def publish_upload(session: Session, form: dict[str, Any]) -> svc.PublishResult:
     if stream.tell() > max_bytes:
         raise ServiceError(f"archive is larger than the limit of {max_bytes} bytes", status=413)
     stream.seek(0)
-    checked: list[str] = []
 
-    def publish() -> svc.PublishResult:
-        _, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])
-        checked.append(form["namespace"])
+    def publish(actor: Any) -> svc.PublishResult:
         return svc.publish_module(
             session, registry.storage, actor,
             namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
             archive=stream, limits=svc.archive_limits(settings), description=form["description"],
         )
 
-    return observe_publish(registry.observe, "module", checked, publish)
+    return observed_publish(registry.observe, session, "module", form["namespace"], publish)
 
 
 def cap_upload(setting: str) -> None:
