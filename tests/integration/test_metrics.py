@@ -146,3 +146,24 @@ def test_hook_tfr_observers_is_resolved_once_and_a_failing_observer_is_harmless(
         assert client.get("/.well-known/terraform.json").status_code == 200
     assert Plugin.resolved == 1
     assert calls.count("http_request") == 3
+
+
+def test_metrics_port_serves_a_process_outside_gunicorn(app_factory):
+    """``metrics.port``: what a ``tfr worker`` on another host offers Prometheus (plain HTTP, no token)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = app_factory({"metrics.port": port}, plugins=(metrics_plugin,))
+    registry = app.extensions["tfregistry"]
+    registry.jobs.enqueue("tfregistry.jobs:storage_gc", queue="default")
+    registry.jobs.wait()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for family in text_string_to_metric_families(text) for s in family.samples}
+    assert value(found, "tfregistry_job_runs_total", queue="default", job="storage_gc", outcome="finished") >= 1
+    assert any(name == "tfregistry_build_info" for name, _ in found)
+    assert app.test_client().get("/metrics").status_code == 404  # the web path stays off (metrics.enabled)

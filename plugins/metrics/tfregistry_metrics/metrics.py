@@ -174,19 +174,33 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def exposition(registry: Any, version: str) -> tuple[bytes, str]:
-    """The metrics of every process (multiprocess mode) or of this one, in Prometheus text format."""
-    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+class _ThisProcess(Collector):
+    """prometheus-client's default registry (this process's metrics), as a collector of another registry."""
 
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import REGISTRY
+
+        yield from REGISTRY.collect()
+
+
+def scrape_registry(registry: Any, version: str) -> Any:
+    """What a scrape reads: every process's metrics (multiprocess mode) or this one's, and :class:`ScrapeCollector`."""
+    from prometheus_client import CollectorRegistry
+
+    collected = CollectorRegistry(auto_describe=False)
     if multiprocess_dir():
         from prometheus_client import multiprocess
 
-        processes = CollectorRegistry()
-        multiprocess.MultiProcessCollector(processes)
-        body = generate_latest(processes)
+        multiprocess.MultiProcessCollector(collected)
     else:
-        body = generate_latest(REGISTRY)
-    scrape = CollectorRegistry()
-    scrape.register(ScrapeCollector(registry, version))
-    return body + generate_latest(scrape), CONTENT_TYPE_LATEST
+        collected.register(_ThisProcess())
+    collected.register(ScrapeCollector(registry, version))
+    return collected
+
+
+def exposition(registry: Any, version: str) -> tuple[bytes, str]:
+    """The metrics in Prometheus text format, and their content type."""
+    from prometheus_client import generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    return generate_latest(scrape_registry(registry, version)), CONTENT_TYPE_LATEST

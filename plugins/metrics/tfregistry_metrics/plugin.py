@@ -73,20 +73,11 @@ def _count_pool_checkouts(engine: Any) -> None:
 
 def _serve_port(registry: Any, address: str, port: int) -> None:
     from prometheus_client import start_http_server
-    from prometheus_client.registry import CollectorRegistry
 
-    from tfregistry_metrics.metrics import ScrapeCollector, multiprocess_dir
+    from tfregistry_metrics.metrics import scrape_registry
 
-    if multiprocess_dir():
-        from prometheus_client import multiprocess
-
-        collected = CollectorRegistry()
-        multiprocess.MultiProcessCollector(collected)
-    else:
-        from prometheus_client import REGISTRY as collected
-    collected.register(ScrapeCollector(registry, __version__))
     try:
-        start_http_server(port, addr=address, registry=collected)
+        start_http_server(port, addr=address, registry=scrape_registry(registry, __version__))
     except OSError as exc:
         raise StartupError(f"metrics.port {port} on {address}: {exc.strerror}") from None
     log.info("metrics served on http://%s:%s/metrics", address, port)
