@@ -7,7 +7,6 @@ the audit entry it wrote."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.benchmarks._http import BIN, TERRAFORM_UA, publish_module, registry, seed_modules
+from tests.conftest import REDIS_URL
 from tests.e2e.conftest import Terraform
 from tfregistry.db import make_engine
 from tfregistry.testing.plugin import build_module_archive
@@ -78,7 +78,7 @@ def test_metrics_and_logs_under_a_four_worker_gunicorn(tmp_path: Path, database:
     assert promtool, "promtool is required (apt-get install prometheus; .ci/run installs it)"
     import redis
 
-    redis_url = os.environ.get("TFREGISTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    redis_url = REDIS_URL
     redis.Redis.from_url(redis_url).flushdb()
     tls = ensure_self_signed(tmp_path / "tls")
     multiproc = tmp_path / "prometheus"
