@@ -132,7 +132,11 @@ class Gunicorn:
         raise TimeoutError(f"gunicorn did not answer within {STARTUP_TIMEOUT:.0f} s:\n{self.output()}")
 
     def output(self) -> str:
-        return self._log.read_text(errors="replace")[-5000:] if self._log and self._log.exists() else ""
+        return self.log_text()[-5000:]
+
+    def log_text(self) -> str:
+        """Everything gunicorn (and the registry in it) wrote to stdout and stderr since the last start."""
+        return self._log.read_text(errors="replace") if self._log and self._log.exists() else ""
 
     def worker_pids(self) -> list[int]:
         """The gunicorn master's children (its workers)."""

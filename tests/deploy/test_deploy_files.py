@@ -69,11 +69,7 @@ def _validate(docs: list[dict[str, Any]], tmp_path: Path) -> None:
 
 
 def _values(path: Path) -> dict[str, Any]:
-    values = yaml.safe_load(path.read_text())
-    prometheus_rule = values.get("metrics", {}).get("prometheusRule", {})
-    if prometheus_rule.get("enabled") and not (CHART / "files" / "prometheus-rules.yaml").exists():
-        prometheus_rule["enabled"] = False  # the rules come from the metrics branch (see test_prometheus_rules_copy)
-    return values
+    return yaml.safe_load(path.read_text())
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=[p.name for p in VALUES_FILES])
@@ -190,8 +186,6 @@ def test_values_schema_rejects_an_unknown_storage_backend() -> None:
 
 def test_prometheus_rules_copy_equals_the_monitoring_rules() -> None:
     source = ROOT / "deploy" / "monitoring" / "prometheus-rules.yaml"
-    if "metrics" in SKIP_PLUGINS and not source.exists():
-        pytest.skip("deploy/monitoring/prometheus-rules.yaml comes with the metrics branch")
     assert (CHART / "files" / "prometheus-rules.yaml").read_text() == source.read_text()
 
 

@@ -8,13 +8,26 @@ from tests.conftest import bearer, new_token, post_module
 from tfregistry.models import AuditEntry
 
 
-def test_request_id_is_generated_or_propagated(client):
+def test_request_id_is_generated_or_taken_from_a_trusted_proxy(app_factory):
+    client = app_factory({"proxy.trusted": ["10.0.0.0/8"]}).test_client()
     generated = client.get("/.well-known/terraform.json").headers["X-Request-Id"]
     assert len(generated) == 32
-    given = client.get("/.well-known/terraform.json", headers={"X-Request-Id": "abc-123"})
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+    given = client.get("/.well-known/terraform.json", headers={"X-Request-Id": "abc-123"}, environ_base=proxy)
     assert given.headers["X-Request-Id"] == "abc-123"
-    odd = client.get("/.well-known/terraform.json", headers={"X-Request-Id": "<script>"})
+    odd = client.get("/.well-known/terraform.json", headers={"X-Request-Id": "<script>"}, environ_base=proxy)
     assert odd.headers["X-Request-Id"] != "<script>"
+    # a caller that is not a trusted proxy cannot choose its id (it would forge log and audit correlation)
+    direct = client.get("/.well-known/terraform.json", headers={"X-Request-Id": "abc-123"},
+                        environ_base={"REMOTE_ADDR": "198.51.100.1"})
+    assert direct.headers["X-Request-Id"] != "abc-123" and len(direct.headers["X-Request-Id"]) == 32
+
+
+def test_request_id_header_is_ignored_when_proxy_request_id_is_off(app_factory):
+    client = app_factory({"proxy.trusted": ["10.0.0.0/8"], "proxy.request_id": False}).test_client()
+    r = client.get("/.well-known/terraform.json", headers={"X-Request-Id": "abc-123"},
+                   environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert r.headers["X-Request-Id"] != "abc-123"
 
 
 def _download_location(app, **request_kwargs) -> str:

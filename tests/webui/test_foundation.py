@@ -67,7 +67,7 @@ def test_error_pages_are_in_the_layout(client):
 def test_500_page_shows_the_request_id(ui_factory):
     from tfregistry_webui import ui
 
-    app = ui_factory()
+    app = ui_factory({"proxy.trusted": ["127.0.0.1/32"]})  # the test client's address: a trusted proxy's id
     app.config["TESTING"] = False  # let the error handler answer instead of raising into the test
 
     def failing():

@@ -22,6 +22,7 @@ from tfregistry.plugins import BackendRegister, PluginManager, get_plugin_manage
 from tfregistry.registry import Registry
 from tfregistry.services.storage import RETRY_AFTER_SECONDS
 from tfregistry.settings import Settings, SettingsDeclarations, build_settings, load_raw
+from tfregistry.telemetry import RequestTelemetry, configure_logging
 from tfregistry.web import (
     EXTENSION_KEY,
     RegistryRequest,
@@ -125,18 +126,8 @@ def bootstrap(
         trace=early["plugins.trace"],
     )
     settings = build_settings(pm.collect("tfr_add_settings", SettingsDeclarations()), raw)
-    configure_logging(settings["log_level"])
+    configure_logging(settings["log_level"], settings["log.format"])
     return Bootstrap(settings, pm)
-
-
-def configure_logging(level: str) -> None:
-    """Send ``tfregistry`` logs to stderr unless the host (gunicorn, pytest...) already handles them."""
-    logger = logging.getLogger("tfregistry")
-    logger.setLevel(level)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
 
 
 def create_app(
@@ -188,8 +179,12 @@ def build_app(boot: Bootstrap) -> Flask:
             logging.getLogger("tfregistry.readcache").info(
                 "read cache off: a plugin implements tfr_authenticate or tfr_permission_allowed")
     app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, settings["proxy.trusted"])  # type: ignore[method-assign]
+    app.wsgi_app = RequestTelemetry(  # type: ignore[method-assign]
+        app.wsgi_app, registry.observe, settings["proxy.trusted"], settings["proxy.request_id"],
+        settings["log.requests"])
     app.before_request(assign_request_id)
     app.after_request(add_request_id_header)
+    app.after_request(http_caching)
 
     app.register_error_handler(413, upload_too_large)
     register_fault_handlers(app)
@@ -202,6 +197,23 @@ def build_app(boot: Bootstrap) -> Flask:
     if isinstance(registry.jobs, InProcessQueue) and settings["jobs.scheduler_in_process"]:
         registry.jobs.start_periodic(periodic_jobs(registry))
     return app
+
+
+def http_caching(response: Any) -> Any:
+    """``Cache-Control`` and ``ETag`` on the answers views marked :func:`~tfregistry.readcache.cacheable`
+    (the Terraform protocols' reads; ``If-None-Match`` gets 304); ``no-store`` on everything else that
+    sets no policy of its own, so nothing carrying a token, a session or a form is kept by a cache."""
+    from flask import g, request
+
+    if "Cache-Control" in response.headers:
+        return response
+    max_age = g.get("tfr_http_cache")
+    if max_age is None or response.status_code != 200 or response.direct_passthrough:
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    response.headers["Cache-Control"] = f"private, max-age={int(max_age)}" if max_age >= 1 else "private, no-cache"
+    response.add_etag()
+    return response.make_conditional(request)
 
 
 def upload_too_large(error: Exception) -> Any:

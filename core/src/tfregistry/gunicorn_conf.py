@@ -9,7 +9,10 @@ e.g. ``-w 4``.  Each worker writes its pending download counts when it stops cle
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from typing import Any
 
 #: Two processes per core is gunicorn's usual advice; threads carry the waiting on the database.
@@ -20,6 +23,55 @@ keepalive = 5
 #: Long uploads (provider releases) must not be cut off by the worker timeout.
 timeout = 300
 graceful_timeout = 30
+
+
+#: gunicorn's own error log and access log (``--access-logfile``) in the ``log.format`` of the registry.
+logger_class = "tfregistry.telemetry.GunicornLogger"
+
+
+def _multiprocess_metrics_dir() -> str | None:
+    """prometheus-client's multiprocess mode (tfregistry-metrics): each worker writes its metrics to files in
+    ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums them.  Without the variable, a fresh directory is made;
+    with it, files left by an earlier run are removed (they would add old counts).  ``None`` without
+    prometheus-client."""
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("prometheus_client") is None:
+            return None
+    except ValueError:
+        return None
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tfregistry-metrics-")
+        return path
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(path, name))
+    return path
+
+
+#: Set when this module is read, in the arbiter, before any worker (and any metric) exists.
+metrics_dir = _multiprocess_metrics_dir()
+_made_metrics_dir = metrics_dir is not None and metrics_dir.startswith(tempfile.gettempdir() + os.sep
+                                                                       + "tfregistry-metrics-")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker has gone: its live gauges (connections in use) stop counting; its counters are kept."""
+    if metrics_dir:
+        with contextlib.suppress(Exception):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory this configuration made for the run."""
+    if metrics_dir and _made_metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

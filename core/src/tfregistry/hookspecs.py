@@ -248,3 +248,26 @@ def tfr_webui_provider_tabs(
 
     Since plugin API 1.1.
     """
+
+
+# --- Observability -----------------------------------------------------------------
+
+
+@hookspec
+def tfr_observers(registry: Registry) -> Any:
+    """Offer an observer of the core's instrumentation points (metrics, say).
+
+    Called once per process, when the application (or ``tfr worker``) builds its registry;
+    return an object with a method ``observe(name: str, value: float, labels: dict[str, str])``,
+    or ``None``.  The core then calls ``observe`` directly at each point, with no hook call in
+    between, so it must be quick, thread-safe and must not raise (an exception is logged and
+    ignored).  ``name`` is one of :data:`tfregistry.telemetry.OBSERVATIONS`, which gives what
+    ``value`` measures and the label names; labels are bounded (route templates, namespaces,
+    never paths, module names or tokens).  Observations made by background jobs arrive in the
+    process that runs them.
+
+    :param registry: the application registry.
+    :return: an observer, or ``None``.
+
+    Since plugin API 1.2.
+    """

@@ -268,7 +268,7 @@ class RequestContext:
     #: direct peer in it, the first address of ``X-Forwarded-For`` (walking back from the nearest
     #: hop) that is not a trusted proxy; otherwise the direct peer.  ``None`` if the server gave none.
     client_address: str | None
-    #: The request id (the ``X-Request-Id`` a client or proxy sent when well formed, else a new one),
+    #: The request id (the ``X-Request-Id`` a trusted proxy sent when well formed, else a new one),
     #: as echoed in the response header and written to the audit log.
     request_id: str | None
     #: The HTTP method, upper case (``GET``, ``POST``...).

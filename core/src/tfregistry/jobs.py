@@ -81,6 +81,25 @@ def execute(path: str, *args: Any) -> Any:
     job = get_current_job()
     if job is None:
         return resolve(path)(_current, *args)
+    return _timed(_current, job.origin, path, lambda: _run_with_heartbeat(job, path, args))
+
+
+def _timed(registry: Registry, queue: str, path: str, run: Callable[[], Any]) -> Any:
+    """Run one attempt of job ``path`` and observe ``job_run`` (its duration, outcome ``finished``/``failed``)."""
+    start = time.perf_counter()
+    outcome = "failed"
+    try:
+        result = run()
+        outcome = "finished"
+        return result
+    finally:
+        if registry.observe.active:
+            registry.observe("job_run", time.perf_counter() - start, queue=queue, job=path.rpartition(":")[2],
+                             outcome=outcome)
+
+
+def _run_with_heartbeat(job: Any, path: str, args: tuple[Any, ...]) -> Any:
+    assert _current is not None
     interval = max(1, int(_current.settings["jobs.heartbeat_seconds"]))
     key, done = ALIVE_KEY.format(job.id), threading.Event()
 
@@ -157,7 +176,8 @@ class InProcessQueue:
             info.status, info.attempts = "started", info.attempts + 1
             _current = self.registry
             try:
-                info.result = resolve(info.func)(self.registry, *info.args)
+                info.result = _timed(self.registry, info.queue, info.func,
+                                     lambda: resolve(info.func)(self.registry, *info.args))
                 info.status, info.error = "finished", None
             except Exception:
                 info.error = traceback.format_exc(limit=5)
@@ -381,7 +401,12 @@ def mirror_sync(registry: Registry, config_id: int) -> dict[str, Any]:
         token = None
         if config is not None and config.upstream_token_encrypted:
             token = gpg.decrypt_secret(config.upstream_token_encrypted, encryption_key(registry), MIRROR_TOKEN)
+        start = time.perf_counter()
         run = sync(session, registry.storage, config_id, limits(registry), token)
+        if registry.observe.active:
+            registry.observe("mirror_sync", time.perf_counter() - start, outcome=run.status)
+            registry.observe("mirror_sync_bytes", run.bytes or 0)
+            registry.observe("mirror_sync_errors", len(run.errors or ()))
         return {"run": run.id, "status": run.status, "versions": run.versions, "packages": run.packages,
                 "skipped": run.skipped, "bytes": run.bytes, "errors": run.errors}
 

@@ -51,7 +51,7 @@ from sqlalchemy.engine import Engine
 
 from tfregistry.models import utcnow
 from tfregistry.protocol import files
-from tfregistry.web import request_id_for
+from tfregistry.web import ROUTE_KEY, TOKEN_KEY, current_registry, environ_request_id
 
 if TYPE_CHECKING:
     from tfregistry.db import Database
@@ -77,6 +77,8 @@ class CacheHint:
     #: Count a module download of this version each time the answer is replayed.
     download: int | None
     token_id: int | None
+    #: Observations (name, labels) made again each time the answer is replayed.
+    observations: tuple[tuple[str, dict[str, str]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,16 +90,30 @@ class Entry:
     body: bytes
     download: int | None
     token_id: int | None
+    route: str | None = None
+    etag: str | None = None
+    observations: tuple[tuple[str, dict[str, str]], ...] = ()
 
 
-def cacheable(ttl: float | None = None, *, download: int | None = None) -> None:
-    """Let the read cache replay the answer of the current request.
+def cacheable(ttl: float | None = None, *, download: int | None = None,
+              observe: tuple[tuple[str, dict[str, str]], ...] = ()) -> None:
+    """Let the read cache replay the answer of the current request, and HTTP caches keep it.
 
     Call it from a view once the answer is certain (after the permission check).  ``ttl``
     shortens the entry's life (answers with signed URLs pass half the URL lifetime);
-    ``download``, a module version id, makes every replay count a download of it.
-    Outside the cache (disabled, or a request it does not handle) this does nothing.
+    ``download``, a module version id, makes every replay count a download of it;
+    ``observe``, ``(name, labels)`` pairs, are made now and again on every replay
+    (``registry.observe``).  The answer gets ``Cache-Control`` (``http.cache_max_age``, at most
+    ``ttl``) and an ``ETag``.  Outside the cache (disabled, or a request it does not handle) only
+    the observations and headers apply.
     """
+    if observe:
+        registry = current_registry()
+        if registry.observe.active:
+            for name, labels in observe:
+                registry.observe(name, **labels)
+    max_age = current_registry().settings["http.cache_max_age"]
+    g.tfr_http_cache = max_age if ttl is None else min(max_age, ttl)
     environ = request.environ
     if _KEY not in environ:
         return
@@ -107,6 +123,7 @@ def cacheable(ttl: float | None = None, *, download: int | None = None) -> None:
         valid_until=getattr(identity, "valid_until", None),
         download=download,
         token_id=getattr(identity, "token_id", None),
+        observations=observe,
     )
 
 
@@ -311,6 +328,7 @@ class ReadCache:
     def __init__(self, wsgi_app: Callable[..., Any], registry: Registry) -> None:
         self.wsgi_app = wsgi_app
         self.registry = registry
+        self.observe = registry.observe
         self.generation = registry.generation
         self.max_entries = registry.settings["cache.max_entries"]
         self.max_ttl = float(registry.settings["cache.ttl"])
@@ -324,6 +342,7 @@ class ReadCache:
         if environ.get("REQUEST_METHOD") != "GET" or not path.startswith(("/v1/", "/.well-known/")):
             return self.wsgi_app(environ, start_response)
         if path.startswith(files.PREFIX):  # bytes are streamed, not replayed; only Flask is skipped
+            environ[ROUTE_KEY] = files.ROUTE
             served = files.serve_plain_get(self.registry, environ, start_response)
             return served if served is not None else self.wsgi_app(environ, start_response)
         credential = credential_key(environ)
@@ -346,7 +365,16 @@ class ReadCache:
         if entry.download is not None:
             self.registry.downloads.add(entry.download, entry.token_id, environ.get("REMOTE_ADDR"),
                                         environ.get("HTTP_USER_AGENT"))
-        request_id = request_id_for(environ.get("HTTP_X_REQUEST_ID"))
+        environ[ROUTE_KEY] = entry.route
+        environ[TOKEN_KEY] = entry.token_id
+        if entry.observations and self.observe.active:
+            for name, labels in entry.observations:
+                self.observe(name, **labels)
+        request_id = environ_request_id(environ)
+        if entry.etag is not None and _matches(environ.get("HTTP_IF_NONE_MATCH"), entry.etag):
+            start_response("304 NOT MODIFIED", [(k, v) for k, v in entry.headers if k.lower() in _KEPT_ON_304]
+                           + [("X-Request-Id", request_id)])
+            return []
         start_response(entry.status, [*entry.headers, ("X-Request-Id", request_id)])
         return [entry.body]
 
@@ -373,13 +401,29 @@ class ReadCache:
         now = time.time()
         expires = min(now + min(hint.ttl, self.max_ttl), hint.valid_until or float("inf"))
         headers = [(k, v) for k, v in captured[1] if k.lower() not in _PER_REQUEST_HEADERS]
-        entry = Entry(generation, expires, captured[0], headers, data, hint.download, hint.token_id)
+        etag = next((v for k, v in headers if k.lower() == "etag"), None)
+        entry = Entry(generation, expires, captured[0], headers, data, hint.download, hint.token_id,
+                      environ.get(ROUTE_KEY), etag, hint.observations)
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return [data]
+
+
+#: Headers a 304 repeats from the answer it stands for (RFC 9110, 15.4.5).
+_KEPT_ON_304 = {"etag", "cache-control", "vary", "expires", "content-location"}
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison, as RFC 9110 asks for it)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
 
 
 def replay_safe(registry: Registry) -> bool:

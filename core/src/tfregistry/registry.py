@@ -145,6 +145,15 @@ class Registry:
 
         #: Background jobs: ``registry.jobs.enqueue("module:function", *args, queue="default")``.
         self.jobs = make_queue(settings, self)
+        from tfregistry.telemetry import Observers
+
+        #: The instrumentation point: ``registry.observe(name, value, **labels)`` (see
+        #: :data:`tfregistry.telemetry.OBSERVATIONS`), passed to what ``tfr_observers`` returned.
+        self.observe = Observers(pm.hook.tfr_observers(registry=self))
+        if self.observe.active:
+            from tfregistry.telemetry import ObservedStorage
+
+            self.storage = ObservedStorage(storage, self.observe)
 
     def close(self) -> None:
         """Stop in-process scheduling, write pending download events, release the storage backend's clients
@@ -156,6 +165,13 @@ class Registry:
         self.generation.close()
         self.storage.close()
         self.db.dispose()
+
+    def gauges(self) -> list[tuple[str, float, dict[str, str]]]:
+        """State for a metrics scrape, read now: ``(name, value, labels)`` for each of
+        :data:`tfregistry.telemetry.GAUGES` (job queue depth, signing key expiry times)."""
+        from tfregistry.telemetry import current_gauges
+
+        return current_gauges(self)
 
     def absolute_url(self, path: str) -> str:
         """``path`` (starting with ``/``) under ``public_url``, or under the current request's host."""

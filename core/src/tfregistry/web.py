@@ -6,6 +6,7 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from flask import Request, current_app, g, has_request_context, request
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 
 EXTENSION_KEY = "tfregistry"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: WSGI environ keys the registry fills for each request (read by the access log and by gunicorn's).
+REQUEST_ID_KEY = "tfregistry.request_id"
+ROUTE_KEY = "tfregistry.route"
+TOKEN_KEY = "tfregistry.token_id"
+_current_request_id: ContextVar[str | None] = ContextVar("tfregistry_request_id", default=None)
 
 
 def current_registry() -> Registry:
@@ -26,13 +32,34 @@ def current_registry() -> Registry:
 
 
 def request_id_for(incoming: str | None) -> str:
-    """A well-formed ``X-Request-Id`` from the client or proxy, else a new one."""
+    """A well-formed ``X-Request-Id`` from a trusted proxy, else a new one."""
     return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
 
+def current_request_id() -> str | None:
+    """The id of the HTTP request this thread is serving, ``None`` outside one (a CLI command, a job).
+
+    The id is the ``X-Request-Id`` a trusted proxy sent (``proxy.trusted`` and
+    ``proxy.request_id``) when well formed, else a new one; it is returned in the response's
+    ``X-Request-Id`` header, carried by every log line written while the request is served, and
+    stored in the audit entries it writes.  Events and notifications carry it too.
+    """
+    return _current_request_id.get()
+
+
+def environ_request_id(environ: dict[str, Any]) -> str:
+    """The request id :class:`RequestTelemetry` gave this WSGI request (a new one outside it: bare tests)."""
+    rid = environ.get(REQUEST_ID_KEY)
+    if rid is None:
+        rid = environ[REQUEST_ID_KEY] = uuid.uuid4().hex
+    return rid
+
+
 def assign_request_id() -> None:
-    """Give the request its id (:func:`request_id_for`)."""
-    g.request_id = request_id_for(request.headers.get("X-Request-Id"))
+    """Give the request its id: the one the telemetry middleware chose (:func:`current_request_id`)."""
+    g.request_id = environ_request_id(request.environ)
+    rule = request.url_rule
+    request.environ[ROUTE_KEY] = rule.rule if rule is not None else None
 
 
 def request_context() -> RequestContext | None:
@@ -48,9 +75,22 @@ def request_context() -> RequestContext | None:
 
 
 def add_request_id_header(response: Any) -> Any:
+    """Return the request id; note the caller's token id for the access log."""
     if "request_id" in g:
         response.headers["X-Request-Id"] = g.request_id
+    identity = g.get("tfr_identity")
+    if identity is not None:
+        request.environ[TOKEN_KEY] = getattr(identity, "token_id", None)
     return response
+
+
+def is_trusted(addr: str | None, trusted: Iterable[Any]) -> bool:
+    """Whether ``addr`` lies in one of the ``trusted`` networks (``proxy.trusted``)."""
+    try:
+        ip = ipaddress.ip_address(addr or "")
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
 
 
 class TrustedProxyMiddleware:
@@ -65,11 +105,7 @@ class TrustedProxyMiddleware:
         self.trusted = list(trusted)
 
     def _is_trusted(self, addr: str | None) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr or "")
-        except ValueError:
-            return False
-        return any(ip in net for net in self.trusted)
+        return is_trusted(addr, self.trusted)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if self.trusted and self._is_trusted(environ.get("REMOTE_ADDR")):

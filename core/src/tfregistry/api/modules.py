@@ -32,6 +32,7 @@ from tfregistry.protocol import register_error_handlers
 from tfregistry.services import ServiceError
 from tfregistry.services import modules as svc
 from tfregistry.services import search as search_svc
+from tfregistry.telemetry import observed_publish
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_modules", __name__, url_prefix="/api/v1/modules", description="Publish and manage modules")
@@ -160,13 +161,16 @@ def publish_upload(session: Session, form: dict[str, Any]) -> svc.PublishResult:
     if stream.tell() > max_bytes:
         raise ServiceError(f"archive is larger than the limit of {max_bytes} bytes", status=413)
     stream.seek(0)
-    identity, actor = auth.require_in_namespace(session, "modules:write", form["namespace"])
-    auth.require_package(identity, "module", form["namespace"], f"{form['name']}/{form['system']}")
-    return svc.publish_module(
-        session, registry.storage, actor,
-        namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
-        archive=stream, limits=svc.archive_limits(settings), description=form["description"],
-    )
+
+    def publish(actor: Any) -> svc.PublishResult:
+        return svc.publish_module(
+            session, registry.storage, actor,
+            namespace=form["namespace"], name=form["name"], system=form["system"], version=form["version"],
+            archive=stream, limits=svc.archive_limits(settings), description=form["description"],
+        )
+
+    return observed_publish(registry.observe, session, "module", form["namespace"],
+                            f"{form['name']}/{form['system']}", publish)
 
 
 def cap_upload(setting: str) -> None:

@@ -31,6 +31,7 @@ from tfregistry.services import ServiceError
 from tfregistry.services import gpgkeys as keys_svc
 from tfregistry.services import provider_docs as docs_svc
 from tfregistry.services import providers as svc
+from tfregistry.telemetry import observed_publish
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_providers", __name__, url_prefix="/api/v1/providers", description="Publish and manage providers")
@@ -140,14 +141,16 @@ def publish_upload(session: Session, form: dict[str, Any], *, shasums: bytes | N
     registry = current_registry()
     uploads = [svc.Upload(f.filename or "", f.stream) for f in form["packages"]]
     protocols = [p.strip() for p in form["protocols"].split(",") if p.strip()]
-    identity, actor = auth.require_in_namespace(session, "providers:write", form["namespace"])
-    auth.require_package(identity, "provider", form["namespace"], form["type"])
-    return svc.publish_provider(
-        session, registry.storage, actor,
-        namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
-        limits=limits(registry), enc_key=encryption_key(registry), protocols=protocols or None,
-        shasums=shasums, signature=signature,
-    )
+
+    def publish(actor: Any) -> svc.PublishResult:
+        return svc.publish_provider(
+            session, registry.storage, actor,
+            namespace=form["namespace"], type_=form["type"], version=form["version"], packages=uploads,
+            limits=limits(registry), enc_key=encryption_key(registry), protocols=protocols or None,
+            shasums=shasums, signature=signature,
+        )
+
+    return observed_publish(registry.observe, session, "provider", form["namespace"], form["type"], publish)
 
 
 @blp.route("")

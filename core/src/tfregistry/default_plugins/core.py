@@ -50,6 +50,21 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add("secret_key", parse_secret, secret=True, help="Key for signing download URLs. Required when several replicas "
         "serve the registry; by default one is generated once and kept in <data_dir>/secret_key.")
     add("log_level", str, default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="Logging level.")
+    add("log.format", str, default="text", choices=("text", "json"),
+        help="`json`: one JSON object per line (time, level, logger, message, request_id; request lines add "
+        "http.method/route/status/duration_ms/token_id), for gunicorn's error and access logs too. `text`: "
+        "plain lines with the request id in brackets.")
+    add("log.requests", bool, default=True,
+        help="Write one line per HTTP request (logger tfregistry.access, INFO): method, route template, status, "
+        "duration, token id. Under gunicorn, leave gunicorn's --access-logfile off, or turn this off, to avoid "
+        "two lines per request.")
+    add("proxy.request_id", bool, default=True,
+        help="Take a request's id from the X-Request-Id header when the direct peer is a trusted proxy "
+        "(proxy.trusted); any other caller's header is ignored and a new id is made.")
+    add("http.cache_max_age", Duration, default="0s",
+        help="Cache-Control max-age of the Terraform protocols' read answers (they always carry an ETag and "
+        "answer If-None-Match with 304; `private`: answers depend on the caller's token). 0: `no-cache`, "
+        "revalidate every time. Answers with signed download URLs are never kept longer than half their life.")
     add("storage.backend", str, default="local", help="Name of the active storage backend (see `tfr plugins`).")
     add("auth.anonymous_read", bool, default=False,
         help="Let requests without a token read namespaces whose visibility is `inherit`.")

@@ -17,7 +17,7 @@ from werkzeug.wsgi import FileWrapper
 
 from tfregistry.interfaces import InvalidKey, ObjectNotFound
 from tfregistry.protocol import error, register_error_handlers
-from tfregistry.web import current_registry, request_id_for
+from tfregistry.web import current_registry, environ_request_id
 
 if TYPE_CHECKING:
     from tfregistry.registry import Registry
@@ -28,9 +28,11 @@ register_error_handlers(bp)
 #: Never let Werkzeug add ``Content-Encoding: gzip`` for these: Go would gunzip the
 #: body before go-getter sees it ("gzip: invalid header").
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".gz")
+#: The route template of :func:`download`, as metrics and the access log name it.
+ROUTE = "/v1/files/<path:key>"
 
 
-@bp.route("/v1/files/<path:key>", methods=["GET", "HEAD"])
+@bp.route(ROUTE, methods=["GET", "HEAD"])
 def download(key: str):
     registry = current_registry()
     if not registry.signer.verify(key, request.args.get("expires"), request.args.get("signature")):
@@ -88,7 +90,7 @@ def serve_plain_get(registry: Registry, environ: dict[str, Any],
         ("Cache-Control", "private, no-store"),
         ("Content-Length", str(size)),
         ("Accept-Ranges", "bytes"),
-        ("X-Request-Id", request_id_for(environ.get("HTTP_X_REQUEST_ID"))),
+        ("X-Request-Id", environ_request_id(environ)),
     ])
     return environ.get("wsgi.file_wrapper", FileWrapper)(fh, 64 * 1024)
 

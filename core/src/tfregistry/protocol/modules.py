@@ -178,11 +178,12 @@ def download(ns: str, name: str, system: str, version: str):
     registry = current_registry()
     with registry.db.session() as session:
         mv = svc.version_of(_readable_module(session, ns, name, system), version)
-        location = registry.hooks.tfr_module_download_location(registry=registry, module_version=svc.ref(mv))
+        ref = svc.ref(mv)
+        location = registry.hooks.tfr_module_download_location(registry=registry, module_version=ref)
         identity = auth.current_identity(session)
     # counted in memory and written in batches: a download never waits for a commit
     registry.downloads.add(mv.id, identity.token_id, request.remote_addr, request.user_agent.string)
-    cacheable(url_ttl() / 2, download=mv.id)
+    cacheable(url_ttl() / 2, download=mv.id, observe=(("module_download", {"namespace": ref.namespace}),))
     # Terraform reads only the header (204).  OpenTofu also accepts a 200 JSON body,
     # which other clients get too; Terraform would ignore it but 204 is the documented answer.
     if request.user_agent.string.startswith("Terraform/"):

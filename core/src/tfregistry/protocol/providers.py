@@ -122,7 +122,8 @@ def download(ns: str, type_: str, version: str, os: str, arch: str):
         else:
             offered = [{"key_id": k.key_id, "ascii_armor": k.ascii_armor, "source": k.source,
                         "source_url": k.source_url} for k in active_keys(session, provider.namespace)]
-        cacheable(url_ttl() / 2)
+        cacheable(url_ttl() / 2, observe=(("provider_download", {
+            "namespace": provider.namespace.name, "os": package.os, "arch": package.arch}),))
         return jsonify({
             "protocols": pv.protocols,
             "os": os,
@@ -238,10 +239,24 @@ def _pull_client_for(session: Session, origin: str, ns: str, type_: str) -> tupl
     return (None, refusal) if refusal else (client, None)
 
 
-def _upstream_failed(session: Session, origin: str, exc: Exception) -> None:
+def _pull_stats(session: Session, origin: str, *, hit: bool = False, miss: bool = False, saved: int = 0,
+                error: str | None = None) -> None:
+    """Record pull-through figures (kept in the database) and observe them (``pullthrough_hit``,
+    ``pullthrough_fetch`` with outcome ``fetched`` or ``failed``)."""
     from tfregistry.services import pullthrough
 
-    pullthrough.record_stats(session, origin, error=str(exc))
+    pullthrough.record_stats(session, origin, hit=hit, miss=miss, saved=saved, error=error)
+    observe = current_registry().observe
+    if observe.active:
+        if hit:
+            observe("pullthrough_hit")
+        if miss or error:
+            observe("pullthrough_fetch", outcome="failed" if error else "fetched")
+
+
+def _upstream_failed(session: Session, origin: str, exc: Exception) -> None:
+
+    _pull_stats(session, origin, error=str(exc))
     raise ServiceError(f"the upstream registry {origin} is unavailable: {exc}", status=502) from None
 
 
@@ -274,11 +289,11 @@ def mirror_index(hostname: str, ns: str, type_: str):
             versions = list(pullthrough.upstream_versions(client, ns, type_))
         except UpstreamError as exc:
             if held:  # the upstream is down: what is cached keeps being served
-                pullthrough.record_stats(session, origin, error=str(exc))
+                _pull_stats(session, origin, error=str(exc))
                 return jsonify(versions={v: {} for v in held})
             _upstream_failed(session, origin, exc)
         cache[(origin, ns, type_)] = (time.monotonic(), versions)
-        pullthrough.record_stats(session, origin, miss=not held, hit=bool(held))
+        _pull_stats(session, origin, miss=not held, hit=bool(held))
         return jsonify(versions={v: {} for v in {*held, *versions}})
 
 
@@ -304,10 +319,10 @@ def mirror_version(hostname: str, ns: str, type_: str, version_json: str):
                 pv = pullthrough.fetch_version(session, registry.storage, client, origin, ns, type_, version)
             except UpstreamError as exc:
                 _upstream_failed(session, origin, exc)
-            pullthrough.record_stats(session, origin, miss=True)
+            _pull_stats(session, origin, miss=True)
         elif pv is not None and client is not None and pv.packages:
             # answered from the cache: count the packages the client can now fetch locally as saved
-            pullthrough.record_stats(session, origin, hit=True, saved=sum(k.size for k in pv.packages))
+            _pull_stats(session, origin, hit=True, saved=sum(k.size for k in pv.packages))
         if pv is None or not (pv.packages or (client is not None and pv.shasums)):
             raise NotFound(f"the mirror has no archive index for {hostname}/{ns}/{type_} {version}")
         archives = {
@@ -362,5 +377,5 @@ def pull(hostname: str, ns: str, type_: str, version: str, platform_zip: str):
             package = pullthrough.fetch_package(session, registry.storage, client, pv, os_, arch, limits(registry))
         except UpstreamError as exc:
             _upstream_failed(session, hostname, exc)
-        pullthrough.record_stats(session, hostname, hit=had, miss=not had, saved=package.size if had else 0)
+        _pull_stats(session, hostname, hit=had, miss=not had, saved=package.size if had else 0)
         return redirect(registry.download_url(package.storage_key, package.filename), code=302)
