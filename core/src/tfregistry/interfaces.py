@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,8 @@ __all__ = [
     "WEBHOOK_EVENT_KINDS",
     "ZERO_SHA",
     "fetch_git_tree",
+    "git_environment",
+    "run_git",
 ]
 
 #: Read/write granularity used when streaming objects.
@@ -507,6 +510,50 @@ class WebhookEvent:
             raise ValueError(f"WebhookEvent.kind must be one of {WEBHOOK_EVENT_KINDS}, not {self.kind!r}")
 
 
+@contextmanager
+def git_environment(*, http_headers: Mapping[str, str] | None = None, ssh_private_key: str | None = None,
+                    allowed_protocols: str = "https:http:ssh:git") -> Iterator[dict[str, str]]:
+    """Environment for running ``git`` against a remote without leaking credentials.
+
+    No prompts, no system or user configuration, only ``allowed_protocols`` (``GIT_ALLOW_PROTOCOL``);
+    ``http_headers`` reach git through ``GIT_CONFIG_*`` variables (never the command line) and an SSH
+    key through a private temporary file, removed when the block ends.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": allowed_protocols, "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": os.devnull, "GCM_INTERACTIVE": "never"})
+    config = [("core.symlinks", "true"), ("advice.detachedHead", "false")]
+    config += [("http.extraHeader", f"{name}: {value}") for name, value in (http_headers or {}).items()]
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for i, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    with tempfile.TemporaryDirectory(prefix="tfr-git-env-") as tmp:
+        if ssh_private_key is not None:
+            key_path = Path(tmp) / "key"
+            key_path.touch(mode=0o600)
+            key_path.write_text(ssh_private_key if ssh_private_key.endswith("\n") else ssh_private_key + "\n")
+            env["GIT_SSH_COMMAND"] = (f"ssh -i {key_path} -o IdentitiesOnly=yes -o BatchMode=yes "
+                                      "-o StrictHostKeyChecking=accept-new "
+                                      f"-o UserKnownHostsFile={Path(tmp) / 'known_hosts'}")
+        yield env
+
+
+def run_git(env: Mapping[str, str], *args: str, timeout: float = 300.0) -> str:
+    """Run ``git args...`` with ``env`` (from :func:`git_environment`); its standard output.
+
+    :raises ScmError: git failed or timed out; the message carries git's error output with user
+        information removed from URLs.
+    """
+    try:
+        done = subprocess.run(["git", *args], env=dict(env), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise ScmError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        message = re.sub(r"://[^/@\s]*@", "://", done.stderr.strip())
+        raise ScmError(f"git {args[0]} failed: {message}")
+    return done.stdout
+
+
 def fetch_git_tree(
     clone_url: str,
     commit_sha: str,
@@ -522,57 +569,32 @@ def fetch_git_tree(
     Runs the real ``git`` command: a clone without checkout into a temporary directory, then a
     checkout of exactly that commit into ``dest`` (an empty or absent directory), without ``.git``.
     Symbolic links stay links, so the core's archive rules can refuse one that points outside the tree.
-    Credentials never appear on a command line: ``http_headers`` (``Authorization``...) reach git
-    through ``GIT_CONFIG_*`` environment variables, an SSH key through a private temporary file.
+    Credentials never appear on a command line (see :func:`git_environment`).
 
     :raises ScmError: git failed, or the commit is not in the repository; the message carries git's
         own error output with the URL's user information removed.
     """
     if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit_sha):
         raise ScmError(f"not a full commit SHA: {commit_sha!r}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": allowed_protocols, "GIT_CONFIG_NOSYSTEM": "1",
-                "GIT_CONFIG_GLOBAL": os.devnull, "GCM_INTERACTIVE": "never"})
-    config = [("core.symlinks", "true"), ("advice.detachedHead", "false")]
-    config += [("http.extraHeader", f"{name}: {value}") for name, value in (http_headers or {}).items()]
-    env["GIT_CONFIG_COUNT"] = str(len(config))
-    for i, (key, value) in enumerate(config):
-        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ScmError(f"{dest} is not empty")
-    with tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
-        if ssh_private_key is not None:
-            key_path = Path(tmp) / "key"
-            key_path.touch(mode=0o600)
-            key_path.write_text(ssh_private_key if ssh_private_key.endswith("\n") else ssh_private_key + "\n")
-            env["GIT_SSH_COMMAND"] = (f"ssh -i {key_path} -o IdentitiesOnly=yes -o BatchMode=yes "
-                                      "-o StrictHostKeyChecking=accept-new "
-                                      f"-o UserKnownHostsFile={Path(tmp) / 'known_hosts'}")
-        repo = Path(tmp) / "repo.git"
-
-        def git(*args: str) -> str:
-            try:
-                done = subprocess.run(["git", *args], env=env, capture_output=True, text=True, timeout=timeout)
-            except subprocess.TimeoutExpired as exc:
-                raise ScmError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
-            if done.returncode != 0:
-                message = re.sub(r"://[^/@\s]*@", "://", done.stderr.strip())
-                raise ScmError(f"git {args[0]} failed: {message}")
-            return done.stdout
-
-        git("clone", "--quiet", "--bare", "--no-tags", "--", clone_url, str(repo))
+    with git_environment(http_headers=http_headers, ssh_private_key=ssh_private_key,
+                         allowed_protocols=allowed_protocols) as env, \
+            tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
+        repo = str(Path(tmp) / "repo.git")
+        run_git(env, "clone", "--quiet", "--bare", "--no-tags", "--", clone_url, repo, timeout=timeout)
         try:
-            git("--git-dir", str(repo), "cat-file", "-e", f"{commit_sha}^{{commit}}")
+            run_git(env, "--git-dir", repo, "cat-file", "-e", f"{commit_sha}^{{commit}}")
         except ScmError:
             # Not reachable from the branches: fetch tags too (a tag on an orphan commit).
-            git("--git-dir", str(repo), "fetch", "--quiet", "--tags", "origin")
+            run_git(env, "--git-dir", repo, "fetch", "--quiet", "--tags", "origin", timeout=timeout)
             try:
-                git("--git-dir", str(repo), "cat-file", "-e", f"{commit_sha}^{{commit}}")
+                run_git(env, "--git-dir", repo, "cat-file", "-e", f"{commit_sha}^{{commit}}")
             except ScmError:
                 raise ScmError(f"commit {commit_sha} is not in {clone_url}") from None
-        git("--git-dir", str(repo), "--work-tree", str(dest), "checkout", "--force", commit_sha, "--", ".")
+        run_git(env, "--git-dir", repo, "--work-tree", str(dest), "checkout", "--force", commit_sha, "--", ".")
 
 
 class ScmProvider(ABC):

@@ -21,6 +21,7 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     from tfregistry.api import modules as api_modules
     from tfregistry.api import plugins as api_plugins
     from tfregistry.api import providers as api_providers
+    from tfregistry.api import scm as api_scm
     from tfregistry.protocol import discovery, files, health, login, modules, providers
 
     app.register_blueprint(health.bp)
@@ -38,6 +39,7 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     api.register_blueprint(api_plugins.blp)
     api.register_blueprint(api_jobs.blp)
     api.register_blueprint(api_mirrors.blp)
+    api.register_blueprint(api_scm.blp)
     api.register_blueprint(api_identity.blp)
     from tfregistry.ratelimit import configure_limits
 
