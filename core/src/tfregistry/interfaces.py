@@ -492,6 +492,9 @@ class WebhookEvent:
       ``UPDATE`` on a tag, Azure DevOps non-zero ``oldObjectId``).  The core never republishes.
     * ``tag_deleted``: ``tag`` is gone (``sha`` is ``None``); the core keeps the version.
     * ``push``: a branch moved to ``sha`` (used by branch mode; ``tag`` is ``None``).
+
+    For an annotated tag, ``sha`` may be the tag object's id rather than its commit's (GitHub's
+    ``after`` is): the core resolves the tag (:meth:`ScmProvider.resolve_tag`) before it compares.
     """
 
     kind: str

@@ -452,7 +452,7 @@ def receive_webhook(session: Session, scm: ScmProvider, link: ScmLink, enc_key: 
         if redelivery_of is None:  # a redelivery repeats a logged delivery that passed this check
             scm.verify_webhook(request, webhook_secret(link, enc_key))
         delivery_id = scm.delivery_id(request)
-        result = _act(session, scm, link, request, delivery_id, redelivery_of)
+        result = _act(session, scm, link, enc_key, request, delivery_id, redelivery_of)
     except WebhookRejected as exc:
         result = WebhookResult(401, f"rejected: {exc}")
     except (ValueError, KeyError, TypeError) as exc:
@@ -464,8 +464,8 @@ def receive_webhook(session: Session, scm: ScmProvider, link: ScmLink, enc_key: 
     return result
 
 
-def _act(session: Session, scm: ScmProvider, link: ScmLink, request: WebhookRequest, delivery_id: str | None,
-         redelivery_of: int | None) -> WebhookResult:
+def _act(session: Session, scm: ScmProvider, link: ScmLink, enc_key: bytes, request: WebhookRequest,
+         delivery_id: str | None, redelivery_of: int | None) -> WebhookResult:
     if delivery_id and redelivery_of is None:
         seen = session.scalar(select(ScmDelivery.id).where(
             ScmDelivery.link_id == link.id, ScmDelivery.delivery_id == delivery_id, ScmDelivery.status_code < 300,
@@ -491,10 +491,16 @@ def _act(session: Session, scm: ScmProvider, link: ScmLink, request: WebhookRequ
             elif prov is not None and prov.commit_sha == e.sha:
                 outcomes.append(f"tag {e.tag}: version {version} already published from {e.sha}")
             else:
+                # the event's sha may be an annotated tag's object: compare the commit the tag points at now
+                current = call(scm, "resolve the tag", scm.resolve_tag, credentials(link.connection, enc_key),
+                               link.repository, e.tag) or e.sha or ""
                 published = prov.commit_sha if prov is not None else "(uploaded, not from this repository)"
-                _tag_moved(session, link, mv, e.tag, published, e.sha or "", detected_by="webhook",
-                           delivery_id=delivery_id)
-                outcomes.append(f"tag {e.tag} moved: version {version} keeps {published}")
+                if current == published:
+                    outcomes.append(f"tag {e.tag}: version {version} already published from {current}")
+                else:
+                    _tag_moved(session, link, mv, e.tag, published, current, detected_by="webhook",
+                               delivery_id=delivery_id)
+                    outcomes.append(f"tag {e.tag} moved: version {version} keeps {published}")
         else:
             publish.append((e.tag, delivery_id))
             outcomes.append(f"tag {e.tag}: publish of {version} queued")
