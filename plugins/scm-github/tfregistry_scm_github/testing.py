@@ -115,7 +115,8 @@ class FakeGitHub:
         for line in out.splitlines():
             name, sha, *peeled = line.split(" ")
             commit = peeled[0] if peeled and peeled[0] else sha
-            tags.append({"name": name, "commit": {"sha": commit, "url": f"{self.api_url}/repos/{full}/commits/{commit}"},
+            commit_url = f"{self.api_url}/repos/{full}/commits/{commit}"
+            tags.append({"name": name, "commit": {"sha": commit, "url": commit_url},
                          "zipball_url": f"{self.api_url}/repos/{full}/zipball/refs/tags/{name}",
                          "tarball_url": f"{self.api_url}/repos/{full}/tarball/refs/tags/{name}",
                          "node_id": "REF_" + name})
