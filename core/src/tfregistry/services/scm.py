@@ -279,6 +279,22 @@ def provenance_json(p: ScmProvenance) -> dict[str, Any]:
             "link_id": p.link_id, "published_at": p.created_at}
 
 
+def provenance_html(data: dict[str, Any]) -> Any:
+    """The web UI's "Source" tab: :func:`provenance_json` as a definition list (escaped; no inline style)."""
+    from markupsafe import Markup, escape
+
+    url = str(data["repository_url"])
+    repo = (Markup('<a href="{0}" rel="noopener">{0}</a>').format(url) if url.startswith(("https://", "http://"))
+            else escape(url))
+    rows = [("Repository", repo), ("Commit", Markup("<code>{}</code>").format(data["commit_sha"])),
+            ("Tag", escape(data["tag"])), ("Subdirectory", escape(data["subdirectory"] or "(repository root)")),
+            ("Published by", escape(data["triggered_by"])),
+            ("Webhook delivery", escape(data["delivery_id"] or "(none: sync or reconcile)")),
+            ("Published at", escape(data["published_at"].strftime("%Y-%m-%d %H:%M UTC")))]
+    return Markup('<dl class="provenance">') + Markup("").join(
+        Markup("<dt>{}</dt><dd>{}</dd>").format(k, v) for k, v in rows) + Markup("</dl>")
+
+
 def _tag_moved(session: Session, link: ScmLink, mv: ModuleVersion, tag: str, published_sha: str, current_sha: str,
                *, detected_by: str, delivery_id: str | None = None) -> ScmViolation | None:
     """Record that ``tag`` moved after ``mv`` was published from ``published_sha``: a violation and an
