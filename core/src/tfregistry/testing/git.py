@@ -107,6 +107,11 @@ class GitHttpServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.credentials = credentials
         self.requests: list[str] = []
+        #: Set when a held request arrived (see :meth:`hold`).
+        self.held = threading.Event()
+        self._release = threading.Event()
+        self._hold_nth: int | None = None
+        self._fetches = 0
         backend = git_http_backend()
         server_self = self
 
@@ -127,6 +132,7 @@ class GitHttpServer:
                 path, _, query = self.path.partition("?")
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                server_self._maybe_hold(body, self.headers.get("Content-Encoding", ""))
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(server_self.root),
                        "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command, "PATH_INFO": path,
                        "QUERY_STRING": query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
@@ -157,6 +163,30 @@ class GitHttpServer:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def hold(self, nth: int) -> None:
+        """Hold the ``nth`` (1-based) pack download (a ``git clone``'s fetch, not ``ls-remote``) until
+        :meth:`release`; :attr:`held` is set when it arrives."""
+        self._hold_nth, self._fetches = nth, 0
+        self.held.clear()
+        self._release.clear()
+
+    def release(self) -> None:
+        self._hold_nth = None
+        self._release.set()
+
+    def _maybe_hold(self, body: bytes, encoding: str) -> None:
+        if self._hold_nth is None:
+            return
+        import gzip
+
+        text = gzip.decompress(body) if encoding == "gzip" and body else body
+        if b"command=fetch" not in text and b"want " not in text:
+            return
+        self._fetches += 1
+        if self._fetches == self._hold_nth:
+            self.held.set()
+            self._release.wait(120)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -172,5 +202,6 @@ class GitHttpServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
