@@ -54,6 +54,7 @@ __all__ = [
     "ZERO_SHA",
     "fetch_git_tree",
     "git_environment",
+    "ref_update_event",
     "run_git",
 ]
 
@@ -555,6 +556,26 @@ def run_git(env: Mapping[str, str], *args: str, timeout: float = 300.0) -> str:
         message = re.sub(r"://[^/@\s]*@", "://", done.stderr.strip())
         raise ScmError(f"git {args[0]} failed: {message}")
     return done.stdout
+
+
+def ref_update_event(repository: str, ref: str, before: str | None, after: str | None, *,
+                     delivery_id: str | None = None) -> WebhookEvent | None:
+    """The :class:`WebhookEvent` for one updated ref (``refs/tags/v1.0.0`` or ``refs/heads/main``) that moved
+    from ``before`` to ``after`` (:data:`ZERO_SHA` or empty for "none"), as most systems report a push:
+    a tag from nothing is ``tag_created``, to nothing ``tag_deleted``, otherwise ``tag_moved``; a branch is
+    ``push``.  ``None`` for other refs (notes, pull-request refs)."""
+    before, after = before or ZERO_SHA, after or ZERO_SHA
+    if ref.startswith("refs/heads/"):
+        return WebhookEvent("push", repository, branch=ref.removeprefix("refs/heads/"), sha=after, before_sha=before,
+                            delivery_id=delivery_id)
+    if not ref.startswith("refs/tags/"):
+        return None
+    tag = ref.removeprefix("refs/tags/")
+    if after.strip("0") == "":
+        return WebhookEvent("tag_deleted", repository, tag=tag, before_sha=before, delivery_id=delivery_id)
+    if before.strip("0") == "":
+        return WebhookEvent("tag_created", repository, tag=tag, sha=after, delivery_id=delivery_id)
+    return WebhookEvent("tag_moved", repository, tag=tag, sha=after, before_sha=before, delivery_id=delivery_id)
 
 
 def fetch_git_tree(

@@ -17,7 +17,6 @@ import subprocess
 from pathlib import Path
 
 from tfregistry.interfaces import (
-    ZERO_SHA,
     ScmCredentials,
     ScmError,
     ScmProvider,
@@ -27,6 +26,7 @@ from tfregistry.interfaces import (
     WebhookRejected,
     WebhookRequest,
     fetch_git_tree,
+    ref_update_event,
 )
 
 
@@ -89,16 +89,6 @@ class DirectoryScm(ScmProvider):
 
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
         payload = json.loads(request.body)
-        ref, before, after = payload["ref"], payload.get("before") or ZERO_SHA, payload.get("after") or ZERO_SHA
-        common = {"repository": payload["repository"], "delivery_id": self.delivery_id(request)}
-        if ref.startswith("refs/heads/"):
-            return [WebhookEvent("push", branch=ref.removeprefix("refs/heads/"), sha=after, before_sha=before,
-                                 **common)]
-        if not ref.startswith("refs/tags/"):
-            return []
-        tag = ref.removeprefix("refs/tags/")
-        if after == ZERO_SHA:
-            return [WebhookEvent("tag_deleted", tag=tag, before_sha=before, **common)]
-        if before == ZERO_SHA:
-            return [WebhookEvent("tag_created", tag=tag, sha=after, **common)]
-        return [WebhookEvent("tag_moved", tag=tag, sha=after, before_sha=before, **common)]
+        event = ref_update_event(payload["repository"], payload["ref"], payload.get("before"), payload.get("after"),
+                                 delivery_id=self.delivery_id(request))
+        return [event] if event is not None else []

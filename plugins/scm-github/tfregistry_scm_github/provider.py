@@ -38,6 +38,7 @@ from tfregistry.interfaces import (
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
+    ref_update_event,
 )
 
 #: github.com's API; a GitHub Enterprise Server connection sets ``base_url`` to ``https://HOST/api/v3``.
@@ -149,16 +150,11 @@ class GitHubScm(ScmProvider):
         if request.header("X-GitHub-Event") != "push":
             return []  # ping and anything else
         payload = json.loads(request.body)
-        ref, before, after = payload["ref"], payload.get("before") or ZERO_SHA, payload.get("after") or ZERO_SHA
-        common = {"repository": payload["repository"]["full_name"], "delivery_id": self.delivery_id(request)}
-        if ref.startswith("refs/heads/"):
-            return [WebhookEvent("push", branch=ref.removeprefix("refs/heads/"), sha=after, before_sha=before,
-                                 **common)]
-        if not ref.startswith("refs/tags/"):
-            return []
-        tag = ref.removeprefix("refs/tags/")
-        if payload.get("deleted") or after == ZERO_SHA:
-            return [WebhookEvent("tag_deleted", tag=tag, before_sha=before, **common)]
-        if payload.get("created") or before == ZERO_SHA:
-            return [WebhookEvent("tag_created", tag=tag, sha=after, **common)]
-        return [WebhookEvent("tag_moved", tag=tag, sha=after, before_sha=before, **common)]
+        before, after = payload.get("before") or ZERO_SHA, payload.get("after") or ZERO_SHA
+        if payload.get("deleted"):
+            after = ZERO_SHA
+        elif payload.get("created"):
+            before = ZERO_SHA
+        event = ref_update_event(payload["repository"]["full_name"], payload["ref"], before, after,
+                                 delivery_id=self.delivery_id(request))
+        return [event] if event is not None else []
