@@ -147,6 +147,22 @@ def test_archive_rules_refuse_a_symlink_outside_the_tree(site: Site, server: Git
     assert "points outside" in json.dumps(job.result)
 
 
+def test_archive_rules_refuse_an_oversize_module(app_factory: Any, server: GitHttpServer):
+    site = Site(app_factory({"scm.reconcile_interval": 0, "limits.module_uncompressed_max_bytes": "64KiB"},
+                            plugins=(git_plugin,)))
+    repo = server.create_repo("big")
+    repo.commit({"main.tf": "# ok\n", "blob.bin": bytes(range(256)) * 1024})  # 256 KiB
+    repo.tag("v1.0.0")
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+    link = site.link(conn, server.repo_url("big"), "big")
+    site.sync(link["id"])
+    assert site.versions("big") == []
+    job = [j for j in site.registry.jobs.jobs.values() if j.func == "tfregistry.jobs:scm_reconcile"][-1]
+    [error] = job.result["errors"]
+    assert error == ("v1.0.0: invalid module archive: archive is larger than 65536 bytes uncompressed "
+                     "(at member 'blob.bin')")
+
+
 def test_monorepo_publishes_each_module_alone(site: Site, server: GitHttpServer):
     repo = server.create_repo("mono")
     repo.commit({f"modules/{m}/main.tf": f"# {m}\n" for m in ("network", "compute", "storage")}
