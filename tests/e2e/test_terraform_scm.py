@@ -65,3 +65,45 @@ def test_terraform_installs_the_version_published_from_a_tag(server: RegistrySer
     applied = terraform.apply(work)
     assert_ok(applied)
     assert apply_outputs(applied) == {"module_version": "from git"}
+
+
+def test_terraform_installs_the_version_a_signed_github_webhook_published(
+        server: RegistryServer, terraform: Terraform, tmp_path: Path) -> None:
+    from tfregistry_scm_github.testing import FakeGitHub
+
+    from tfregistry.interfaces import ZERO_SHA
+
+    ns = unique("gh")
+    with FakeGitHub(tmp_path / "gh", token="ghp_e2e") as gh:
+        repo = gh.create_repo("terraform-hello")
+        sha = repo.commit({"version.tf": 'output "version" {\n  value = "from github"\n}\n'})
+        conn = _api(server, "POST", "/connections", {"name": unique("gh"), "provider": "github",
+                                                     "base_url": gh.api_url, "token": "ghp_e2e"}, 201)
+        link = _api(server, "POST", "/links", {"connection_id": conn["id"], "repository": "acme/terraform-hello",
+                                               "namespace": ns, "name": "hello", "system": SYSTEM}, 201)
+        [hook] = gh.hooks.values()
+        assert hook["url"] == f"{server.url}/api/v1/scm/links/{link['id']}/webhook"
+        repo.tag("v2.0.0")
+        headers, body = gh.push_delivery(link["webhook_secret"], "terraform-hello", "v2.0.0", ZERO_SHA,
+                                         repo.git("rev-parse", "refs/tags/v2.0.0"))
+        path = f"/api/v1/scm/links/{link['id']}/webhook"
+        forged = server.request("POST", path, body=body, headers={**headers, "X-Hub-Signature-256": "sha256=00"})
+        assert forged.status == 401
+        accepted = server.request("POST", path, body=body, headers=headers)
+        assert accepted.status == 202, accepted.body
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = server.get(f"/v1/modules/{ns}/hello/{SYSTEM}/2.0.0", token=server.admin_token)
+            if r.status == 200:
+                break
+            time.sleep(0.5)
+        assert r.status == 200, server.output()
+        assert _api(server, "GET", f"/provenance/{ns}/hello/{SYSTEM}/2.0.0")["commit_sha"] == sha
+
+    token = server.create_token("read", namespace=ns)
+    work = terraform.workdir(module_config(f"{server.host}/{ns}/hello/{SYSTEM}", "2.0.0",
+                                           {"module_version": "version"}))
+    assert_ok(terraform.init(work, token=token))
+    applied = terraform.apply(work)
+    assert_ok(applied)
+    assert apply_outputs(applied) == {"module_version": "from github"}
