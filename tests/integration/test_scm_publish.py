@@ -172,8 +172,9 @@ def test_monorepo_publishes_each_module_alone(site: Site, server: GitHttpServer)
     conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
     for m in ("network", "compute", "storage"):
         link = site.link(conn, server.repo_url("mono"), m, subdirectory=f"modules/{m}",
-                         tag_pattern="{name}-v{version}")
-        site.sync(link["id"])
+                         tag_pattern="{name}-v{version}", import_tags=True)  # no sync: linking imports
+        assert link["import_job"] == f"scm-reconcile-{link['id']}"
+    site.registry.jobs.wait_idle()
     assert [site.versions(m) for m in ("network", "compute", "storage")] == [["1.2.0"], ["1.0.0"], ["2.0.0"]]
     for m, v in (("network", "1.2.0"), ("compute", "1.0.0"), ("storage", "2.0.0")):
         assert site.files(m, v) == {"main.tf": f"# {m}\n".encode()}

@@ -1146,16 +1146,17 @@ def scm_repositories(connection: int, url: str, token: str) -> None:
 @click.option("--tag-pattern", default="v{version}", show_default=True,
               help="Also {name}-v{version}, {name}/v{version} for monorepos.")
 @click.option("--no-webhook", is_flag=True, help="Do not create the webhook in the system.")
+@click.option("--import-tags", is_flag=True, help="Publish every existing matching tag now.")
 @_scm_options
 def scm_link(address: str, connection_id: int, repository: str, subdirectory: str, tag_pattern: str,
-             no_webhook: bool, url: str, token: str) -> None:
+             no_webhook: bool, import_tags: bool, url: str, token: str) -> None:
     """Link module ADDRESS (NAMESPACE/NAME/SYSTEM) to a repository; prints the webhook URL and secret once."""
     parts = address.split("/")
     if len(parts) != 3:
         fail("ADDRESS is NAMESPACE/NAME/SYSTEM")
     body = {"connection_id": connection_id, "repository": repository, "namespace": parts[0], "name": parts[1],
             "system": parts[2], "subdirectory": subdirectory, "tag_pattern": tag_pattern,
-            "create_webhook": not no_webhook}
+            "create_webhook": not no_webhook, "import_tags": import_tags}
     _scm_call(url, token, "POST", "/links", body, ok=(201,))
 
 

@@ -90,6 +90,9 @@ class LinkArgs(ma.Schema):
     tag_pattern = text(200, load_default="v{version}",
                        metadata={"description": "v{version}, or {name}/v{version} or {name}-v{version} for "
                                  "monorepos"})
+    import_tags = ma.fields.Boolean(load_default=False,
+                                    metadata={"description": "Publish every existing matching tag now (a sync "
+                                              "job), instead of waiting for new tags or the reconcile"})
     create_webhook = ma.fields.Boolean(load_default=True,
                                        metadata={"description": "Create the webhook in the system (when it has "
                                                  "webhooks)"})
@@ -114,6 +117,7 @@ class LinkSchema(ma.Schema):
     last_reconciled_at = ma.fields.DateTime(allow_none=True)
     webhook_url = ma.fields.String()
     webhook_secret = ma.fields.String(metadata={"description": "Shown once, when the link is created"})
+    import_job = ma.fields.String(metadata={"description": "The sync job importing existing tags (import_tags)"})
 
 
 class DeliverySchema(ma.Schema):
@@ -320,7 +324,8 @@ class Links(MethodView):
     def post(self, args: dict[str, Any]) -> Any:
         """Link a module to a repository (``modules:write`` in the namespace; the connection must belong to the
         namespace's organization).  The answer carries the webhook URL and secret, shown this once; for a
-        system with webhooks the hook is created there unless ``create_webhook`` is false."""
+        system with webhooks the hook is created there unless ``create_webhook`` is false.  With
+        ``import_tags``, every existing matching tag is published by a sync job (``import_job``)."""
         registry = current_registry()
         with registry.db.session() as session:
             identity, actor = auth.require_in_namespace(session, "modules:write", args["namespace"])
@@ -334,7 +339,12 @@ class Links(MethodView):
                 subdirectory=args["subdirectory"], tag_pattern=args["tag_pattern"],
                 webhook_url=_webhook_url("{id}") if args["create_webhook"] else None)
             session.commit()
-            return _link_json(link, secret)
+            data = _link_json(link, secret)
+        if args["import_tags"]:
+            job = registry.jobs.enqueue("tfregistry.jobs:scm_reconcile", data["id"], queue="scm",
+                                        job_id=f"scm-reconcile-{data['id']}")
+            data["import_job"] = job.id
+        return data
 
 
 @blp.route("/links/<id:link_id>")
