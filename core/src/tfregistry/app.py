@@ -66,6 +66,11 @@ class Bootstrap:
             providers[name] = register.backends[name].factory(self.settings)
         return providers
 
+    def scm_providers(self) -> dict[str, Any]:
+        """Every offered source-control provider (:class:`tfregistry.interfaces.ScmProvider`), built, by name."""
+        register = self.pm.collect("tfr_register_scm_providers", BackendRegister("scm"))
+        return {name: backend.factory(self.settings) for name, backend in register.backends.items()}
+
     def active_storage_name(self, db: Database | None = None) -> str:
         """``storage.backend``, unless a completed ``tfr storage migrate`` switched to another backend."""
         from tfregistry.services.storage import switched_backend
@@ -169,6 +174,7 @@ def build_app(boot: Bootstrap) -> Flask:
     app.config["JSON_SORT_KEYS"] = False
     registry = Registry(settings, pm, db, storage, register.backends)
     registry.auth_providers = boot.auth_providers()
+    registry.scm_providers = boot.scm_providers()
     app.extensions[EXTENSION_KEY] = registry
     if settings["cache.enabled"]:
         from tfregistry.readcache import ReadCache, replay_safe

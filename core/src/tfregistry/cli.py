@@ -1182,6 +1182,171 @@ def storage_gc(ctx: Context, grace: str, dry_run: bool) -> None:
     click.echo(f"{len(removed)} orphaned object(s){' found' if dry_run else ' removed'}")
 
 
+# --- SCM publishing (a running registry's /api/v1/scm) ------------------------------------------------
+
+
+def _scm_options(fn: Any) -> Any:
+    fn = click.option("--token", envvar="TFR_TOKEN", required=True, help="Registry token (default: $TFR_TOKEN).")(fn)
+    return click.option("--url", envvar="TFR_URL", required=True, help="Registry base URL (default: $TFR_URL).")(fn)
+
+
+def _scm_call(url: str, token: str, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+    """Call ``/api/v1/scm`` + ``path`` and print the JSON answer; fail with the registry's message."""
+    import json
+
+    client = RegistryClient(url, token)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    try:
+        response = client.request(method, "/api/v1/scm" + path,
+                                  body=json.dumps(body).encode() if body is not None else None, headers=headers)
+    except ClientError as exc:
+        fail(str(exc))
+    if response.status not in ok:
+        fail(f"the registry answered {response.status}: {error_message(response)}")
+    if response.body is not None:
+        click.echo(json.dumps(response.body, indent=2, default=str))
+    return response.body
+
+
+@cli.group("scm")
+def scm_group() -> None:
+    """Publish modules from source control (see docs/scm.md); talks to a running registry."""
+
+
+@scm_group.command("providers")
+@_scm_options
+def scm_providers(url: str, token: str) -> None:
+    """List the installed SCM providers."""
+    _scm_call(url, token, "GET", "/providers")
+
+
+@scm_group.command("connections")
+@_scm_options
+def scm_connections(url: str, token: str) -> None:
+    """List connections (never their secrets)."""
+    _scm_call(url, token, "GET", "/connections")
+
+
+@scm_group.command("connect")
+@click.argument("name")
+@click.option("--provider", required=True, help="git, github... (tfr scm providers)")
+@click.option("--auth-method", default="token", show_default=True,
+              type=click.Choice(["token", "ssh_key", "none"]))
+@click.option("--organization", default=None, help="Owning organization (default: your only one).")
+@click.option("--base-url", default=None, help="GitHub Enterprise Server API URL, self-managed host...")
+@click.option("--username", default=None)
+@click.option("--secret-env", default="TFR_SCM_SECRET", show_default=True,
+              help="Environment variable holding the access token, or the SSH private key with --auth-method "
+              "ssh_key (never a command-line argument).")
+@_scm_options
+def scm_connect(name: str, provider: str, auth_method: str, organization: str | None, base_url: str | None,
+                username: str | None, secret_env: str, url: str, token: str) -> None:
+    """Create connection NAME; the secret is read from the environment ($TFR_SCM_SECRET by default)."""
+    secret = os.environ.get(secret_env) if auth_method != "none" else None
+    if auth_method != "none" and not secret:
+        fail(f"set {secret_env} to the {'SSH private key' if auth_method == 'ssh_key' else 'access token'}")
+    body = {"name": name, "provider": provider, "auth_method": auth_method, "organization": organization,
+            "base_url": base_url, "username": username,
+            ("ssh_private_key" if auth_method == "ssh_key" else "token"): secret}
+    _scm_call(url, token, "POST", "/connections", body, ok=(201,))
+
+
+@scm_group.command("repositories")
+@click.argument("connection", type=int)
+@_scm_options
+def scm_repositories(connection: int, url: str, token: str) -> None:
+    """List the repositories CONNECTION can read."""
+    _scm_call(url, token, "GET", f"/connections/{connection}/repositories")
+
+
+@scm_group.command("link")
+@click.argument("address")
+@click.option("--connection", "connection_id", type=int, required=True)
+@click.option("--repository", required=True, help="owner/name, or the git URL for plain git.")
+@click.option("--subdirectory", default="", help="The module's folder in the repository.")
+@click.option("--tag-pattern", default="v{version}", show_default=True,
+              help="Also {name}-v{version}, {name}/v{version} for monorepos.")
+@click.option("--no-webhook", is_flag=True, help="Do not create the webhook in the system.")
+@click.option("--import-tags", is_flag=True, help="Publish every existing matching tag now.")
+@_scm_options
+def scm_link(address: str, connection_id: int, repository: str, subdirectory: str, tag_pattern: str,
+             no_webhook: bool, import_tags: bool, url: str, token: str) -> None:
+    """Link module ADDRESS (NAMESPACE/NAME/SYSTEM) to a repository; prints the webhook URL and secret once."""
+    parts = address.split("/")
+    if len(parts) != 3:
+        fail("ADDRESS is NAMESPACE/NAME/SYSTEM")
+    body = {"connection_id": connection_id, "repository": repository, "namespace": parts[0], "name": parts[1],
+            "system": parts[2], "subdirectory": subdirectory, "tag_pattern": tag_pattern,
+            "create_webhook": not no_webhook, "import_tags": import_tags}
+    _scm_call(url, token, "POST", "/links", body, ok=(201,))
+
+
+@scm_group.command("links")
+@_scm_options
+def scm_links(url: str, token: str) -> None:
+    """List links."""
+    _scm_call(url, token, "GET", "/links")
+
+
+@scm_group.command("unlink")
+@click.argument("link", type=int)
+@_scm_options
+def scm_unlink(link: int, url: str, token: str) -> None:
+    """Remove LINK and its webhook; published versions stay."""
+    _scm_call(url, token, "DELETE", f"/links/{link}", ok=(204,))
+    click.echo(f"link {link} removed")
+
+
+@scm_group.command("tags")
+@click.argument("link", type=int)
+@_scm_options
+def scm_tags(link: int, url: str, token: str) -> None:
+    """Preview: the tags of LINK's repository that match its pattern, with their versions."""
+    _scm_call(url, token, "GET", f"/links/{link}/tags")
+
+
+@scm_group.command("sync")
+@click.argument("link", type=int)
+@_scm_options
+def scm_sync(link: int, url: str, token: str) -> None:
+    """Sync LINK now: publish missing matching tags, record moved ones (a background job)."""
+    _scm_call(url, token, "POST", f"/links/{link}/sync", ok=(202,))
+
+
+@scm_group.command("deliveries")
+@click.argument("link", type=int)
+@_scm_options
+def scm_deliveries(link: int, url: str, token: str) -> None:
+    """LINK's webhook delivery log, newest first."""
+    _scm_call(url, token, "GET", f"/links/{link}/deliveries")
+
+
+@scm_group.command("redeliver")
+@click.argument("link", type=int)
+@click.argument("delivery", type=int)
+@_scm_options
+def scm_redeliver(link: int, delivery: int, url: str, token: str) -> None:
+    """Process an accepted delivery of LINK again."""
+    _scm_call(url, token, "POST", f"/links/{link}/deliveries/{delivery}/redeliver", ok=(200, 202))
+
+
+@scm_group.command("violations")
+@_scm_options
+def scm_violations(url: str, token: str) -> None:
+    """Moved tags: versions whose tag now points at another commit."""
+    _scm_call(url, token, "GET", "/violations")
+
+
+@scm_group.command("provenance")
+@click.argument("address")
+@_scm_options
+def scm_provenance(address: str, url: str, token: str) -> None:
+    """Where version ADDRESS (NAMESPACE/NAME/SYSTEM/VERSION) came from."""
+    if len(address.split("/")) != 4:
+        fail("ADDRESS is NAMESPACE/NAME/SYSTEM/VERSION")
+    _scm_call(url, token, "GET", f"/provenance/{address}")
+
+
 __all__ = ["cli", "main"]
 
 

@@ -271,3 +271,24 @@ def tfr_observers(registry: Registry) -> Any:
 
     Since plugin API 1.2.
     """
+
+
+# --- Source control (SCM publishing) -------------------------------------------------
+
+
+@hookspec
+def tfr_register_scm_providers(register: BackendRegister) -> None:
+    """Offer source-control systems modules can be published from (GitHub, GitLab, plain git...).
+
+    ``register.add(name, factory, description=...)`` where ``factory(settings)`` returns a
+    :class:`tfregistry.interfaces.ScmProvider`.  Every offered provider is built at start-up; an
+    organization uses one by creating a connection of that kind.  A name offered twice stops
+    start-up.  The core owns connections (secrets encrypted at rest, OAuth refresh), links,
+    webhook endpoints, delivery de-duplication and the publish job; the provider lists
+    repositories and tags, fetches a commit's tree, manages webhooks and verifies and reads
+    deliveries.
+
+    :param register: the provider collector.
+
+    Since plugin API 1.2.
+    """

@@ -8,15 +8,20 @@ can adapt older plugins when an interface grows.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
+import os
 import re
+import subprocess
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
@@ -34,6 +39,23 @@ __all__ = [
     "StoredObject",
     "read_full",
     "validate_key",
+    # SCM publishing (since plugin API 1.2)
+    "OAuthEndpoints",
+    "ScmCredentials",
+    "ScmError",
+    "ScmNotSupported",
+    "ScmProvider",
+    "ScmRepository",
+    "ScmTag",
+    "WebhookEvent",
+    "WebhookRejected",
+    "WebhookRequest",
+    "WEBHOOK_EVENT_KINDS",
+    "ZERO_SHA",
+    "fetch_git_tree",
+    "git_environment",
+    "ref_update_event",
+    "run_git",
 ]
 
 #: Read/write granularity used when streaming objects.
@@ -359,3 +381,379 @@ class AuthProvider(ABC):
 from tfregistry.oidc import SAFE_ALGORITHMS, DiscoveryError, IssuerKeys, short_reason  # noqa: E402
 
 __all__ += ["SAFE_ALGORITHMS", "DiscoveryError", "IssuerKeys", "short_reason"]
+
+
+# --- Source control (SCM publishing) -----------------------------------------------------
+#
+# Registered through ``tfr_register_scm_providers``; since plugin API 1.2.  The core owns
+# connections (encrypted secrets, OAuth refresh), links, the webhook endpoint, delivery
+# de-duplication and the publish job; a provider only talks to its system.
+
+#: The all-zero object id git and the SCM systems use for "no commit" (a created or deleted ref).
+ZERO_SHA = "0" * 40
+
+
+class ScmError(Exception):
+    """The source-control system refused or failed a call (unreachable, 401/403, unknown
+    repository).  The message is shown to the operator: make it actionable, never include secrets."""
+
+
+class ScmNotSupported(ScmError):
+    """The provider does not offer this operation (plain git has no webhooks, no repository list)."""
+
+
+class WebhookRejected(Exception):
+    """An incoming webhook request is not authentic (missing, wrong, tampered or stale signature).
+
+    The core answers 401, queues nothing and records the delivery with this message as its
+    outcome, so the message must say what was wrong without echoing the secret or signature.
+    """
+
+
+@dataclass(frozen=True)
+class ScmCredentials:
+    """How a connection authenticates, as the core hands it to a provider (decrypted, refreshed).
+
+    ``method`` is one of the provider's :attr:`ScmProvider.auth_methods`: ``token`` (personal,
+    project or group access token, app password), ``ssh_key`` (a deploy key, for plain git) or
+    ``none`` (public repositories).  ``oauth`` (an OAuth 2.0 access token from the
+    authorization-code flow) is reserved: the core does not run OAuth flows yet and refuses
+    ``oauth`` connections, so a provider listing it still receives only the other methods.
+    """
+
+    method: str
+    #: The API (or, for plain git, host) base URL: GitHub Enterprise Server, GitLab self-managed,
+    #: Azure DevOps Server, Bitbucket Data Center; ``None`` for the vendor's public service.
+    base_url: str | None = None
+    #: A user name, where the system needs one beside the token (HTTP Basic for git, say).
+    username: str | None = None
+    #: The access token (``token`` and ``oauth``).  Never log it.
+    token: str | None = field(default=None, repr=False)
+    #: A private key in OpenSSH format (``ssh_key``).  Never log it.
+    ssh_private_key: str | None = field(default=None, repr=False)
+    #: When an OAuth access token expires (the core refreshes it before then), else ``None``.
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OAuthEndpoints:
+    """Where the OAuth 2.0 authorization-code flow of a system happens (see
+    :meth:`ScmProvider.oauth_endpoints`).  Reserved: the core does not run OAuth flows yet."""
+
+    authorize_url: str
+    token_url: str
+    #: The scopes to ask for (space-joined in the request).
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScmRepository:
+    """One repository a connection can reach."""
+
+    #: The provider's stable identifier of the repository, used in every other call and stored in
+    #: links: ``owner/name`` on GitHub, the project path on GitLab, the URL itself for plain git.
+    id: str
+    #: A human-readable name (``acme/terraform-aws-network``).
+    name: str
+    #: The URL ``git clone`` works with (https, or ssh for a deploy key).
+    clone_url: str
+    #: The repository's web page, shown as the provenance link and the registry API's ``source``;
+    #: ``None`` when there is none (plain git), the core then shows ``clone_url``.
+    web_url: str | None = None
+    default_branch: str | None = None
+
+
+@dataclass(frozen=True)
+class ScmTag:
+    """A tag and the commit it points at (annotated tags peeled to their commit)."""
+
+    name: str
+    commit_sha: str
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An incoming webhook request, as the core hands it to a provider."""
+
+    #: Header names lower-cased.
+    headers: Mapping[str, str]
+    #: The raw body, byte for byte (signatures are computed over it).
+    body: bytes
+    #: When the core received it (UTC), for timestamp windows.
+    received_at: datetime
+
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (any case), or ``None``."""
+        return self.headers.get(name.lower())
+
+
+#: :attr:`WebhookEvent.kind` values.
+WEBHOOK_EVENT_KINDS = ("tag_created", "tag_deleted", "tag_moved", "push")
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """What a delivery means, as :meth:`ScmProvider.parse_webhook` reports it.
+
+    * ``tag_created``: ``tag`` now points at ``sha``.
+    * ``tag_moved``: an existing tag was updated from ``before_sha`` to ``sha`` (GitHub
+      ``created: false`` with a non-zero ``before``, GitLab ``before`` not zero, Bitbucket
+      ``UPDATE`` on a tag, Azure DevOps non-zero ``oldObjectId``).  The core never republishes.
+    * ``tag_deleted``: ``tag`` is gone (``sha`` is ``None``); the core keeps the version.
+    * ``push``: a branch moved to ``sha`` (used by branch mode; ``tag`` is ``None``).
+
+    For an annotated tag, ``sha`` may be the tag object's id rather than its commit's (GitHub's
+    ``after`` is): the core resolves the tag (:meth:`ScmProvider.resolve_tag`) before it compares.
+    """
+
+    kind: str
+    #: :attr:`ScmRepository.id` of the repository the delivery is about.
+    repository: str
+    tag: str | None = None
+    sha: str | None = None
+    before_sha: str | None = None
+    #: The system's delivery id (``X-GitHub-Delivery``...), the same as :meth:`ScmProvider.delivery_id`.
+    delivery_id: str | None = None
+    #: The branch name for ``push`` events, else ``None``.
+    branch: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in WEBHOOK_EVENT_KINDS:
+            raise ValueError(f"WebhookEvent.kind must be one of {WEBHOOK_EVENT_KINDS}, not {self.kind!r}")
+
+
+@contextmanager
+def git_environment(*, http_headers: Mapping[str, str] | None = None, ssh_private_key: str | None = None,
+                    allowed_protocols: str = "https:http:ssh:git") -> Iterator[dict[str, str]]:
+    """Environment for running ``git`` against a remote without leaking credentials.
+
+    No prompts, no system or user configuration, only ``allowed_protocols`` (``GIT_ALLOW_PROTOCOL``);
+    ``http_headers`` reach git through ``GIT_CONFIG_*`` variables (never the command line) and an SSH
+    key through a private temporary file, removed when the block ends.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": allowed_protocols, "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": os.devnull, "GCM_INTERACTIVE": "never"})
+    config = [("core.symlinks", "true"), ("advice.detachedHead", "false")]
+    config += [("http.extraHeader", f"{name}: {value}") for name, value in (http_headers or {}).items()]
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for i, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    with tempfile.TemporaryDirectory(prefix="tfr-git-env-") as tmp:
+        if ssh_private_key is not None:
+            key_path = Path(tmp) / "key"
+            key_path.touch(mode=0o600)
+            key_path.write_text(ssh_private_key if ssh_private_key.endswith("\n") else ssh_private_key + "\n")
+            env["GIT_SSH_COMMAND"] = (f"ssh -i {key_path} -o IdentitiesOnly=yes -o BatchMode=yes "
+                                      "-o StrictHostKeyChecking=accept-new "
+                                      f"-o UserKnownHostsFile={Path(tmp) / 'known_hosts'}")
+        yield env
+
+
+def run_git(env: Mapping[str, str], *args: str, timeout: float = 300.0) -> str:
+    """Run ``git args...`` with ``env`` (from :func:`git_environment`); its standard output.
+
+    :raises ScmError: git failed or timed out; the message carries git's error output with user
+        information removed from URLs.
+    """
+    try:
+        done = subprocess.run(["git", *args], env=dict(env), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise ScmError(f"git {args[0]} timed out after {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        message = re.sub(r"://[^/@\s]*@", "://", done.stderr.strip())
+        raise ScmError(f"git {args[0]} failed: {message}")
+    return done.stdout
+
+
+def ref_update_event(repository: str, ref: str, before: str | None, after: str | None, *,
+                     delivery_id: str | None = None) -> WebhookEvent | None:
+    """The :class:`WebhookEvent` for one updated ref (``refs/tags/v1.0.0`` or ``refs/heads/main``) that moved
+    from ``before`` to ``after`` (:data:`ZERO_SHA` or empty for "none"), as most systems report a push:
+    a tag from nothing is ``tag_created``, to nothing ``tag_deleted``, otherwise ``tag_moved``; a branch is
+    ``push``.  ``None`` for other refs (notes, pull-request refs)."""
+    before, after = before or ZERO_SHA, after or ZERO_SHA
+    if ref.startswith("refs/heads/"):
+        return WebhookEvent("push", repository, branch=ref.removeprefix("refs/heads/"), sha=after, before_sha=before,
+                            delivery_id=delivery_id)
+    if not ref.startswith("refs/tags/"):
+        return None
+    tag = ref.removeprefix("refs/tags/")
+    if after.strip("0") == "":
+        return WebhookEvent("tag_deleted", repository, tag=tag, before_sha=before, delivery_id=delivery_id)
+    if before.strip("0") == "":
+        return WebhookEvent("tag_created", repository, tag=tag, sha=after, delivery_id=delivery_id)
+    return WebhookEvent("tag_moved", repository, tag=tag, sha=after, before_sha=before, delivery_id=delivery_id)
+
+
+def fetch_git_tree(
+    clone_url: str,
+    commit_sha: str,
+    dest: Path,
+    *,
+    http_headers: Mapping[str, str] | None = None,
+    ssh_private_key: str | None = None,
+    allowed_protocols: str = "https:http:ssh:git",
+    timeout: float = 300.0,
+) -> None:
+    """Write the files of commit ``commit_sha`` of the repository at ``clone_url`` into ``dest``.
+
+    Runs the real ``git`` command: a clone without checkout into a temporary directory, then a
+    checkout of exactly that commit into ``dest`` (an empty or absent directory), without ``.git``.
+    Symbolic links stay links, so the core's archive rules can refuse one that points outside the tree.
+    Credentials never appear on a command line (see :func:`git_environment`).
+
+    :raises ScmError: git failed, or the commit is not in the repository; the message carries git's
+        own error output with the URL's user information removed.
+    """
+    if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit_sha):
+        raise ScmError(f"not a full commit SHA: {commit_sha!r}")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise ScmError(f"{dest} is not empty")
+    with git_environment(http_headers=http_headers, ssh_private_key=ssh_private_key,
+                         allowed_protocols=allowed_protocols) as env, \
+            tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
+        repo = str(Path(tmp) / "repo.git")
+        run_git(env, "clone", "--quiet", "--bare", "--no-tags", "--", clone_url, repo, timeout=timeout)
+        try:
+            run_git(env, "--git-dir", repo, "cat-file", "-e", f"{commit_sha}^{{commit}}")
+        except ScmError:
+            # Not reachable from the branches: fetch tags too (a tag on an orphan commit).
+            run_git(env, "--git-dir", repo, "fetch", "--quiet", "--tags", "origin", timeout=timeout)
+            try:
+                run_git(env, "--git-dir", repo, "cat-file", "-e", f"{commit_sha}^{{commit}}")
+            except ScmError:
+                raise ScmError(f"commit {commit_sha} is not in {clone_url}") from None
+        run_git(env, "--git-dir", repo, "--work-tree", str(dest), "checkout", "--force", commit_sha, "--", ".")
+
+
+class ScmProvider(ABC):
+    """A source-control system the registry publishes modules from (GitHub, GitLab, plain git...).
+
+    Registered through ``tfr_register_scm_providers``: ``register.add(name, factory)`` where
+    ``factory(settings)`` returns an instance.  One instance serves every connection of that kind,
+    from several threads: keep no per-connection state; every call receives the connection's
+    :class:`ScmCredentials`.  Calls run in web requests and jobs; raise :class:`ScmError` on failure.
+
+    Implement :meth:`list_tags` and :meth:`clone_url`; the rest have working defaults or raise
+    :class:`ScmNotSupported`.  A system with webhooks also implements :meth:`create_webhook`,
+    :meth:`delete_webhook`, :meth:`verify_webhook`, :meth:`delivery_id` and :meth:`parse_webhook`.
+    """
+
+    #: Version of this interface the provider was written against.
+    api_version: int = 1
+    #: Registered name (``github``, ``git``...), stored with each connection.
+    name: str = ""
+    #: Shown to people (``GitHub``).
+    label: str = ""
+    #: The :attr:`ScmCredentials.method` values this provider accepts.
+    auth_methods: tuple[str, ...] = ("token",)
+    #: Whether the system sends webhooks (without them the core only polls, see ``scm.reconcile_interval``).
+    supports_webhooks: bool = False
+    #: Request headers that carry secrets (lower case), removed before a delivery is logged; the core
+    #: always removes ``authorization`` and ``cookie`` as well.
+    secret_headers: tuple[str, ...] = ()
+
+    def oauth_endpoints(self, base_url: str | None) -> OAuthEndpoints | None:
+        """The OAuth 2.0 endpoints for ``base_url`` (``None``: the public service), or ``None``
+        when the provider offers no OAuth (the default).  Reserved for OAuth connections, which the
+        core does not support yet."""
+        return None
+
+    def check_credentials(self, credentials: ScmCredentials) -> str:
+        """Check that ``credentials`` work; return who they act as (an account name) for display.
+
+        The default returns ``""`` without checking; raise :class:`ScmError` when they are refused.
+        """
+        return ""
+
+    def list_repositories(self, credentials: ScmCredentials) -> list[ScmRepository]:
+        """The repositories the connection can read (for the link wizard).
+
+        Raise :class:`ScmNotSupported` (the default) when the system cannot list them; the operator
+        then names the repository (:meth:`get_repository`).
+        """
+        raise ScmNotSupported(f"{self.label or self.name} cannot list repositories; name one")
+
+    def get_repository(self, credentials: ScmCredentials, repository: str) -> ScmRepository:
+        """One repository by :attr:`ScmRepository.id`; the default searches :meth:`list_repositories`."""
+        for repo in self.list_repositories(credentials):
+            if repo.id == repository:
+                return repo
+        raise ScmError(f"repository {repository!r} not found or not readable with this connection")
+
+    @abstractmethod
+    def list_tags(self, credentials: ScmCredentials, repository: str) -> list[ScmTag]:
+        """Every tag of ``repository`` with the commit it points at (annotated tags peeled)."""
+
+    def resolve_tag(self, credentials: ScmCredentials, repository: str, tag: str) -> str | None:
+        """The commit SHA ``tag`` points at now, or ``None`` if there is no such tag.
+
+        The default searches :meth:`list_tags`; override it with a cheaper call where there is one.
+        """
+        for t in self.list_tags(credentials, repository):
+            if t.name == tag:
+                return t.commit_sha
+        return None
+
+    @abstractmethod
+    def clone_url(self, credentials: ScmCredentials, repository: str) -> str:
+        """The URL :meth:`fetch_tree` clones ``repository`` from (without credentials in it)."""
+
+    def git_http_headers(self, credentials: ScmCredentials) -> dict[str, str]:
+        """HTTP headers git sends when cloning over https (``Authorization: Basic ...``).
+
+        The default sends HTTP Basic with :attr:`ScmCredentials.username` (or ``x-access-token``)
+        and the token when there is a token, else nothing.
+        """
+        if not credentials.token:
+            return {}
+        user = credentials.username or "x-access-token"
+        pair = base64.b64encode(f"{user}:{credentials.token}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+
+    def fetch_tree(self, credentials: ScmCredentials, repository: str, commit_sha: str, dest: Path) -> None:
+        """Write the files of exactly ``commit_sha`` into the empty directory ``dest``.
+
+        The default clones :meth:`clone_url` with the real ``git`` (:func:`fetch_git_tree`), sending
+        :meth:`git_http_headers` or the deploy key.  A replacement must produce the same tree (keep
+        symbolic links as links) and must not trust a tarball that is not pinned to the commit.
+        """
+        fetch_git_tree(self.clone_url(credentials, repository), commit_sha, dest,
+                       http_headers=self.git_http_headers(credentials),
+                       ssh_private_key=credentials.ssh_private_key if credentials.method == "ssh_key" else None)
+
+    def create_webhook(self, credentials: ScmCredentials, repository: str, url: str, secret: str) -> str:
+        """Create a webhook on ``repository`` that POSTs tag (and push) events to ``url``, signed or
+        authenticated with ``secret``; return the system's id of the hook (for :meth:`delete_webhook`)."""
+        raise ScmNotSupported(f"{self.label or self.name} has no webhooks; the registry polls it instead")
+
+    def delete_webhook(self, credentials: ScmCredentials, repository: str, hook_id: str) -> None:
+        """Delete the webhook :meth:`create_webhook` made; a hook already gone is not an error."""
+        raise ScmNotSupported(f"{self.label or self.name} has no webhooks")
+
+    def verify_webhook(self, request: WebhookRequest, secret: str) -> None:
+        """Check that ``request`` was sent by the system with ``secret`` (HMAC over the raw body,
+        a secret header, Basic auth; a timestamp window where the scheme has one, measured from
+        ``request.received_at``).  Compare in constant time (:func:`hmac.compare_digest`).
+
+        :raises WebhookRejected: the signature is missing, wrong, over a different body or stale.
+            The default rejects everything: a provider without verification accepts no webhook.
+        """
+        raise WebhookRejected(f"{self.label or self.name} does not accept webhooks")
+
+    def delivery_id(self, request: WebhookRequest) -> str | None:
+        """The system's unique id of this delivery (``X-GitHub-Delivery``, ``webhook-id``...), which
+        the core uses to ignore a repeat within 24 hours; ``None`` when there is none."""
+        return None
+
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
+        """What a verified delivery means: an empty list for anything that is not about tags or
+        branches (a ping, an issue comment).  Raise :class:`ValueError` for a body that cannot be read."""
+        return []
+
+    def check(self) -> list[str]:
+        """Problems an operator should fix (``git`` missing...); empty when fine."""
+        return []

@@ -453,6 +453,8 @@ def periodic_jobs(registry: Registry) -> list[tuple[str, tuple[Any, ...], int]]:
         jobs.append(("tfregistry.jobs:storage_gc", (), registry.settings["jobs.storage_gc_interval"]))
     if registry.settings["jobs.token_expiry_notice"]:
         jobs.append(("tfregistry.jobs:token_expiry_notices", (), 3600))
+    if registry.settings["scm.reconcile_interval"]:
+        jobs.append(("tfregistry.jobs:scm_reconcile_tick", (), registry.settings["scm.reconcile_interval"]))
     return jobs
 
 
@@ -481,3 +483,51 @@ def run_worker(registry: Registry, queues: list[str], burst: bool = False) -> bo
     _current = registry
     worker = SimpleWorker([queue.queue(name) for name in queues], connection=queue.connection)
     return worker.work(burst=burst, with_scheduler=True)
+
+
+# --- SCM publishing ------------------------------------------------------------------------------
+
+
+def _scm_context(registry: Registry) -> tuple[bytes, Any]:
+    from tfregistry.api.providers import encryption_key
+    from tfregistry.services.modules import archive_limits
+
+    return encryption_key(registry), archive_limits(registry.settings)
+
+
+def scm_publish(registry: Registry, link_id: int, tag: str, delivery_id: str | None = None,
+                triggered_by: str = "") -> dict[str, Any]:
+    """Job (queue ``scm``): publish ``tag`` of an SCM link, pinned to the commit it points at now."""
+    from tfregistry.services import scm
+
+    enc_key, limits = _scm_context(registry)
+    with registry.db.session() as session:
+        link = scm.get_link(session, link_id)
+        provider = scm.provider_for(registry.scm_providers, link.connection.provider)
+        outcome = scm.publish_tag(session, registry.storage, provider, link, enc_key, limits, tag,
+                                  delivery_id=delivery_id, triggered_by=triggered_by)
+        return outcome.as_dict()
+
+
+def scm_reconcile(registry: Registry, link_id: int) -> dict[str, Any]:
+    """Job (queue ``scm``): publish a link's missing matching tags and catch moved ones."""
+    from tfregistry.services import scm
+
+    enc_key, limits = _scm_context(registry)
+    with registry.db.session() as session:
+        link = scm.get_link(session, link_id)
+        provider = scm.provider_for(registry.scm_providers, link.connection.provider)
+        return scm.reconcile_link(session, registry.storage, provider, link, enc_key, limits)
+
+
+def scm_reconcile_tick(registry: Registry) -> list[int]:
+    """Periodic job: enqueue a reconcile of every enabled SCM link (``scm.reconcile_interval``)."""
+    from sqlalchemy import select
+
+    from tfregistry.models import ScmLink
+
+    with registry.db.session() as session:
+        ids = list(session.scalars(select(ScmLink.id).where(ScmLink.enabled.is_(True))))
+    for link_id in ids:
+        registry.jobs.enqueue("tfregistry.jobs:scm_reconcile", link_id, queue="scm", job_id=f"scm-reconcile-{link_id}")
+    return ids

@@ -131,6 +131,8 @@ class Registry:
         self.discovery: dict[str, Any] = {}
         #: Interactive sign-in methods (:class:`tfregistry.interfaces.AuthProvider`) by name.
         self.auth_providers: dict[str, Any] = {}
+        #: Source-control providers (:class:`tfregistry.interfaces.ScmProvider`) by name.
+        self.scm_providers: dict[str, Any] = {}
         #: Small process-local caches of this application, by name (``memo.setdefault(name, {})``):
         #: not shared between processes, gone on restart; never the only copy of anything.
         self.memo: dict[str, Any] = {}

@@ -11,12 +11,13 @@ from typing import Any
 
 from tfregistry import hookimpl
 from tfregistry_example.backend import MemoryStorage
+from tfregistry_example.scm import DirectoryScm
 
 #: The versions of tfregistry's plugin API (``tfregistry.PLUGIN_API``, "MAJOR.MINOR") this plugin works
 #: with, as a PEP 440 range.  Start at the version you wrote it against and stop before the next major
 #: one: ">=1.0,<2".  Raise the lower bound when you use something added later (a hook argument "since
 #: plugin API 1.x").  The core refuses to start with a plugin whose range excludes its version.
-TFR_PLUGIN_API = ">=1.0,<2"
+TFR_PLUGIN_API = ">=1.2,<2"
 
 #: Settings of a non-storage plugin live under ``plugins.<distribution name>.``.
 GREETING_SETTING = "plugins.tfregistry-example.greeting"
@@ -39,3 +40,9 @@ def tfr_register_storage_backends(register: Any) -> None:
     register.add(
         "example-memory", make_memory_storage, description="in-memory example backend (not persistent)"
     )
+
+
+@hookimpl
+def tfr_register_scm_providers(register: Any) -> None:
+    """Offer the ``example-dir`` source-control provider (bare git repositories in a directory)."""
+    register.add("example-dir", lambda settings: DirectoryScm(), description="bare git repositories in a directory")

@@ -196,6 +196,9 @@ def _render(session: Session, module: Module, mv: ModuleVersion, tab: str, kind:
         "page_title": f"{module.namespace.name}/{module.name}/{module.system}" + (f" · {sub_path}" if sub_path else ""),
     }
     values.update(_tab_values(session, module, mv, tab, kind, part, doc, analysis, extra_tabs, base))
+    from tfregistry.services.scm import violations_of_version
+
+    values["tag_moved"] = violations_of_version(session, mv.id)  # SCM: tags moved after publishing (banner)
     return render_page("module.html", **values)
 
 

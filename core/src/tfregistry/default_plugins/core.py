@@ -154,6 +154,9 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         help="Answer network-mirror requests for providers not held yet by fetching them from an allowed upstream.")
     add("mirror.upstreams", list, default=["registry.terraform.io"],
         help="Upstream hosts pull-through may fetch from; 'host=https://url' to reach a host at another URL.")
+    add("scm.reconcile_interval", Duration, default="1h",
+        help="How often every SCM link is reconciled: missing matching tags published, moved tags recorded "
+        "(0 disables).")
     add("plugins.load", list, help="Load only these plugin entry points (TFR_PLUGINS). Default: all installed.")
     add("plugins.disable", list, default=[], help="Never load these plugins (TFR_DISABLE_PLUGINS).")
     add("plugins.trace", bool, default=False, help="Log every plugin hook call (TFR_TRACE_PLUGINS).")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tfregistry import hookimpl
 
@@ -21,6 +21,7 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     from tfregistry.api import modules as api_modules
     from tfregistry.api import plugins as api_plugins
     from tfregistry.api import providers as api_providers
+    from tfregistry.api import scm as api_scm
     from tfregistry.protocol import discovery, files, health, login, modules, providers
 
     app.register_blueprint(health.bp)
@@ -38,6 +39,7 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     api.register_blueprint(api_plugins.blp)
     api.register_blueprint(api_jobs.blp)
     api.register_blueprint(api_mirrors.blp)
+    api.register_blueprint(api_scm.blp)
     api.register_blueprint(api_identity.blp)
     from tfregistry.api import trusted_publishing as api_trusted_publishing
 
@@ -45,3 +47,19 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     from tfregistry.ratelimit import configure_limits
 
     configure_limits(app, registry, login=[login.bp], uploads=[api_modules.blp, api_providers.blp])
+
+
+@hookimpl
+def tfr_webui_module_tabs(registry: Registry, module_version: Any) -> list[dict[str, Any]] | None:
+    """A "Source" tab on versions published from source control: repository, commit, tag, trigger."""
+    from tfregistry.services import modules as module_svc
+    from tfregistry.services import scm
+
+    with registry.db.session() as session:
+        mv = module_svc.find_module(session, module_version.namespace, module_version.name, module_version.system)
+        version = module_svc.version_of(mv, module_version.version) if mv is not None else None
+        provenance = scm.provenance_of(session, version.id) if version is not None else None
+        if provenance is None:
+            return None
+        data = scm.provenance_json(provenance)
+    return [{"id": "source", "label": "Source", "render": lambda: scm.provenance_html(data)}]

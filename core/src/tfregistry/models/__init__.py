@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -537,3 +538,104 @@ class UsedTokenId(Base):
     issuer: Mapped[str] = mapped_column(String(500), primary_key=True)
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+# --- SCM publishing ------------------------------------------------------------------------------
+
+
+class ScmConnection(Base):
+    """An organization's credentials for one source-control system (``provider``: a registered
+    :class:`tfregistry.interfaces.ScmProvider` name)."""
+
+    __tablename__ = "scm_connections"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(64))
+    auth_method: Mapped[str] = mapped_column(String(16))
+    base_url: Mapped[str | None] = mapped_column(String(500))
+    username: Mapped[str | None] = mapped_column(String(200))
+    #: JSON of the secrets (token, ssh_private_key), Fernet-encrypted like mirror upstream tokens.
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScmLink(Base):
+    """A module published from a repository: tags matching ``tag_pattern`` become versions."""
+
+    __tablename__ = "scm_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("scm_connections.id", ondelete="CASCADE"), index=True)
+    repository: Mapped[str] = mapped_column(String(500))
+    repository_url: Mapped[str] = mapped_column(String(500), default="")
+    namespace: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    system: Mapped[str] = mapped_column(String(64))
+    subdirectory: Mapped[str] = mapped_column(String(500), default="")
+    tag_pattern: Mapped[str] = mapped_column(String(200), default="v{version}")
+    webhook_secret_encrypted: Mapped[str] = mapped_column(Text)
+    hook_id: Mapped[str | None] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    connection: Mapped[ScmConnection] = relationship(lazy="joined")
+
+
+class ScmDelivery(Base):
+    """One webhook request received for a link: headers (secrets removed), outcome and latency."""
+
+    __tablename__ = "scm_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    link_id: Mapped[int] = mapped_column(ForeignKey("scm_links.id", ondelete="CASCADE"), index=True)
+    delivery_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    status_code: Mapped[int] = mapped_column(Integer)
+    #: ``rejected: <reason>``, ``duplicate``, ``ignored``, ``queued: ...``, ``tag moved: ...``.
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    redelivery_of: Mapped[int | None] = mapped_column(Integer)
+
+
+class ScmViolation(Base):
+    """A tag that moved after its version was published: the version keeps the original commit."""
+
+    __tablename__ = "scm_violations"
+    __table_args__ = (UniqueConstraint("module_version_id", "current_sha"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    link_id: Mapped[int | None] = mapped_column(ForeignKey("scm_links.id", ondelete="SET NULL"), index=True)
+    module_version_id: Mapped[int] = mapped_column(ForeignKey("module_versions.id", ondelete="CASCADE"), index=True)
+    tag: Mapped[str] = mapped_column(String(200))
+    published_sha: Mapped[str] = mapped_column(String(64))
+    current_sha: Mapped[str] = mapped_column(String(64))
+    #: ``webhook`` or ``reconcile``.
+    detected_by: Mapped[str] = mapped_column(String(16))
+    delivery_id: Mapped[str | None] = mapped_column(String(200))
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScmProvenance(Base):
+    """Where an SCM-published version came from."""
+
+    __tablename__ = "scm_provenance"
+
+    module_version_id: Mapped[int] = mapped_column(ForeignKey("module_versions.id", ondelete="CASCADE"),
+                                                   primary_key=True)
+    link_id: Mapped[int | None] = mapped_column(ForeignKey("scm_links.id", ondelete="SET NULL"), index=True)
+    repository_url: Mapped[str] = mapped_column(String(500))
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    tag: Mapped[str] = mapped_column(String(200))
+    subdirectory: Mapped[str] = mapped_column(String(500), default="")
+    delivery_id: Mapped[str | None] = mapped_column(String(200))
+    triggered_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

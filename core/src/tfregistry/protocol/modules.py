@@ -32,6 +32,17 @@ def _readable_module(session: Session, ns: str, name: str, system: str) -> Modul
     return svc.get_module(session, ns, name, system)
 
 
+def scm_source(mv: ModuleVersion) -> str:
+    """The repository URL of a version published from source control, else ``""``."""
+    from sqlalchemy.orm import object_session
+
+    from tfregistry.models import ScmProvenance
+
+    session = object_session(mv)
+    provenance = session.get(ScmProvenance, mv.id) if session is not None and mv.id is not None else None
+    return provenance.repository_url if provenance is not None else ""
+
+
 def module_json(mv: ModuleVersion, downloads: int = 0) -> dict[str, Any]:
     m = mv.module
     return {
@@ -42,7 +53,7 @@ def module_json(mv: ModuleVersion, downloads: int = 0) -> dict[str, Any]:
         "version": mv.version,
         "provider": m.system,
         "description": mv.description or m.description,
-        "source": "",
+        "source": scm_source(mv),
         "published_at": mv.published_at.isoformat(),
         "downloads": downloads,
         "verified": False,

@@ -1,0 +1,496 @@
+"""``/api/v1/scm``: publishing modules from source control (connections, links, webhooks, violations)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tfregistry import auth
+from tfregistry.api import MODULE_SYSTEM as SYSTEM
+from tfregistry.api import PUBLIC, api_error, errors, module_name, pattern, text
+from tfregistry.api.providers import encryption_key
+from tfregistry.auth import Identity
+from tfregistry.models import ModuleVersion, Namespace, Organization, ScmConnection, ScmDelivery, ScmLink, ScmViolation
+from tfregistry.protocol import register_error_handlers
+from tfregistry.services import NotFound, ServiceError, scm
+from tfregistry.services import modules as modules_svc
+from tfregistry.services.identity import get_organization
+from tfregistry.web import current_registry
+
+blp = Blueprint("api_scm", __name__, url_prefix="/api/v1/scm", description="Publishing modules from source control")
+register_error_handlers(blp, api_error)
+
+#: Largest webhook body accepted (GitHub caps payloads at 25 MB; tag events are a few KB).
+MAX_WEBHOOK_BODY = 1024 * 1024
+
+
+class ConnectionArgs(ma.Schema):
+    organization = text(64, load_default=None, allow_none=True,
+                        metadata={"description": "Owning organization (default: the caller's only one)"})
+    name = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64), pattern(r"^[A-Za-z0-9._-]+$")],
+                            metadata={"example": "github"})
+    provider = ma.fields.String(required=True, validate=ma.validate.Length(1, 64),
+                                metadata={"description": "An installed SCM provider: see GET /api/v1/scm/providers",
+                                          "example": "github"})
+    auth_method = ma.fields.String(load_default="token", validate=ma.validate.OneOf(scm.AUTH_METHODS))
+    base_url = text(500, load_default=None, allow_none=True,
+                    metadata={"description": "GitHub Enterprise Server, GitLab self-managed... (default: the "
+                              "public service)"})
+    username = text(200, load_default=None, allow_none=True)
+    token = text(4096, load_default=None, allow_none=True, load_only=True)
+    ssh_private_key = text(16384, load_default=None, allow_none=True, load_only=True)
+    verify = ma.fields.Boolean(load_default=True, metadata={"description": "Check the credentials first"})
+
+
+class ConnectionSchema(ma.Schema):
+    id = ma.fields.Integer()
+    organization_id = ma.fields.Integer()
+    name = ma.fields.String()
+    provider = ma.fields.String()
+    auth_method = ma.fields.String()
+    base_url = ma.fields.String(allow_none=True)
+    username = ma.fields.String(allow_none=True)
+    has_secret = ma.fields.Boolean()
+    created_by = ma.fields.String()
+    created_at = ma.fields.DateTime()
+
+
+class RepositorySchema(ma.Schema):
+    id = ma.fields.String()
+    name = ma.fields.String()
+    clone_url = ma.fields.String()
+    web_url = ma.fields.String(allow_none=True)
+    default_branch = ma.fields.String(allow_none=True)
+
+
+class TagSchema(ma.Schema):
+    name = ma.fields.String()
+    commit_sha = ma.fields.String()
+    version = ma.fields.String(allow_none=True, metadata={"description": "The version it publishes (links only)"})
+
+
+class TagsArgs(ma.Schema):
+    repository = text(500, required=True, min_length=1)
+
+
+class LinkArgs(ma.Schema):
+    connection_id = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
+    repository = text(500, required=True, min_length=1,
+                      metadata={"description": "The repository id the connection lists (owner/name, or a git URL)"})
+    namespace = module_name("namespace", required=True)
+    name = module_name("name", required=True)
+    system = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64), pattern(SYSTEM)])
+    subdirectory = text(500, load_default="")
+    tag_pattern = text(200, load_default="v{version}",
+                       metadata={"description": "v{version}, or {name}/v{version} or {name}-v{version} for "
+                                 "monorepos"})
+    import_tags = ma.fields.Boolean(load_default=False,
+                                    metadata={"description": "Publish every existing matching tag now (a sync "
+                                              "job), instead of waiting for new tags or the reconcile"})
+    create_webhook = ma.fields.Boolean(load_default=True,
+                                       metadata={"description": "Create the webhook in the system (when it has "
+                                                 "webhooks)"})
+
+
+class LinkSchema(ma.Schema):
+    id = ma.fields.Integer()
+    connection_id = ma.fields.Integer()
+    provider = ma.fields.String()
+    repository = ma.fields.String()
+    repository_url = ma.fields.String()
+    module = ma.fields.String()
+    namespace = ma.fields.String()
+    name = ma.fields.String()
+    system = ma.fields.String()
+    subdirectory = ma.fields.String()
+    tag_pattern = ma.fields.String()
+    hook_id = ma.fields.String(allow_none=True)
+    enabled = ma.fields.Boolean()
+    created_by = ma.fields.String()
+    created_at = ma.fields.DateTime()
+    last_reconciled_at = ma.fields.DateTime(allow_none=True)
+    webhook_url = ma.fields.String()
+    webhook_secret = ma.fields.String(metadata={"description": "Shown once, when the link is created"})
+    import_job = ma.fields.String(metadata={"description": "The sync job importing existing tags (import_tags)"})
+
+
+class DeliverySchema(ma.Schema):
+    id = ma.fields.Integer()
+    link_id = ma.fields.Integer()
+    delivery_id = ma.fields.String(allow_none=True)
+    received_at = ma.fields.DateTime()
+    headers = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.String())
+    status_code = ma.fields.Integer()
+    outcome = ma.fields.String()
+    latency_ms = ma.fields.Integer()
+    redelivery_of = ma.fields.Integer(allow_none=True)
+
+
+class ViolationSchema(ma.Schema):
+    id = ma.fields.Integer()
+    link_id = ma.fields.Integer(allow_none=True)
+    module_version = ma.fields.String(allow_none=True)
+    tag = ma.fields.String()
+    published_sha = ma.fields.String()
+    current_sha = ma.fields.String()
+    detected_by = ma.fields.String(metadata={"description": "webhook or reconcile"})
+    delivery_id = ma.fields.String(allow_none=True)
+    detected_at = ma.fields.DateTime()
+
+
+class ProvenanceSchema(ma.Schema):
+    repository_url = ma.fields.String()
+    commit_sha = ma.fields.String()
+    tag = ma.fields.String()
+    subdirectory = ma.fields.String()
+    delivery_id = ma.fields.String(allow_none=True)
+    triggered_by = ma.fields.String()
+    link_id = ma.fields.Integer(allow_none=True)
+    published_at = ma.fields.DateTime()
+    violations = ma.fields.List(ma.fields.Nested(ViolationSchema))
+
+
+class ScmJobSchema(ma.Schema):
+    job = ma.fields.String()
+    status = ma.fields.String()
+
+
+# --- permissions -------------------------------------------------------------------------------------
+
+
+def _organization(session: Session, identity: Identity, name: str | None) -> Organization:
+    """The organization a connection belongs to, if the caller may publish modules there."""
+    if name is not None:
+        org = get_organization(session, name)
+    else:
+        org_id = auth.home_organization(session, identity)
+        if org_id is None:
+            raise ServiceError("name the organization: you may publish modules in several, or none")
+        org = session.get(Organization, org_id)
+        assert org is not None
+    auth.require_scope(identity, "modules:write", org)
+    return org
+
+
+def _connection(session: Session, identity: Identity, connection_id: int) -> ScmConnection:
+    conn = scm.get_connection(session, connection_id)
+    if "modules:write" not in identity.scopes_in(conn.organization_id):
+        raise NotFound(f"SCM connection {connection_id} not found")
+    return conn
+
+
+def _link(session: Session, link_id: int) -> tuple[ScmLink, Identity]:
+    link = scm.get_link(session, link_id)
+    identity, _ = auth.require_in_namespace(session, "modules:write", link.namespace, create=False)
+    return link, identity
+
+
+def _signed_in(session: Session | None = None) -> Identity:
+    """The caller, who must have credentials (401 otherwise)."""
+    if session is None:
+        with current_registry().db.session() as own:
+            return _signed_in(own)
+    identity = auth.current_identity(session)
+    if identity.anonymous:
+        raise auth.Unauthenticated("authentication required: send a registry token as 'Authorization: Bearer <token>'")
+    return identity
+
+
+def _webhook_url(link_id: int | str) -> str:
+    return current_registry().absolute_url(f"/api/v1/scm/links/{link_id}/webhook")
+
+
+def _link_json(link: ScmLink, secret: str | None = None) -> dict[str, Any]:
+    data = scm.link_json(link) | {"webhook_url": _webhook_url(link.id)}
+    if secret is not None:
+        data["webhook_secret"] = secret
+    return data
+
+
+def _provider(name: str) -> Any:
+    return scm.provider_for(current_registry().scm_providers, name)
+
+
+# --- routes ------------------------------------------------------------------------------------------
+
+
+@blp.route("/providers")
+class Providers(MethodView):
+    @blp.response(200)
+    def get(self) -> Any:
+        """The installed SCM providers and what each supports."""
+        _signed_in()
+        return [{"name": p.name, "label": p.label, "auth_methods": list(p.auth_methods),
+                 "supports_webhooks": p.supports_webhooks}
+                for p in current_registry().scm_providers.values()]
+
+
+@blp.route("/connections")
+class Connections(MethodView):
+    @blp.response(200, ConnectionSchema(many=True))
+    def get(self) -> Any:
+        """Connections in the organizations where the caller may publish modules (never their secrets)."""
+        with current_registry().db.session() as session:
+            identity = _signed_in(session)
+            rows = session.scalars(select(ScmConnection).order_by(ScmConnection.id))
+            return [scm.connection_json(c) for c in rows if "modules:write" in identity.scopes_in(c.organization_id)]
+
+    @blp.arguments(ConnectionArgs)
+    @blp.response(201, ConnectionSchema)
+    @errors(blp, 409, 502)
+    def post(self, args: dict[str, Any]) -> Any:
+        """Create a connection (``modules:write`` in its organization); its secrets are stored encrypted.
+        With ``verify`` (the default) the provider checks the credentials first."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            identity = _signed_in(session)
+            org = _organization(session, identity, args.pop("organization"))
+            conn = scm.create_connection(session, auth.request_actor(identity, org.id), registry.scm_providers,
+                                         encryption_key(registry), organization_id=org.id, **args)
+            session.commit()
+            return scm.connection_json(conn)
+
+
+@blp.route("/connections/<id:connection_id>")
+class Connection(MethodView):
+    @blp.response(200, ConnectionSchema)
+    def get(self, connection_id: int) -> Any:
+        with current_registry().db.session() as session:
+            return scm.connection_json(_connection(session, auth.current_identity(session), connection_id))
+
+    @blp.response(204)
+    def delete(self, connection_id: int) -> None:
+        """Delete a connection and its links (published versions stay)."""
+        with current_registry().db.session() as session:
+            identity = auth.current_identity(session)
+            conn = _connection(session, identity, connection_id)
+            scm.delete_connection(session, auth.request_actor(identity, conn.organization_id), conn)
+            session.commit()
+
+
+@blp.route("/connections/<id:connection_id>/repositories")
+class Repositories(MethodView):
+    @blp.response(200, RepositorySchema(many=True))
+    @errors(blp, 502)
+    def get(self, connection_id: int) -> Any:
+        """The repositories the connection can read (400 when the system cannot list them: plain git)."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            conn = _connection(session, auth.current_identity(session), connection_id)
+            provider = _provider(conn.provider)
+            creds = scm.credentials(conn, encryption_key(registry))
+        return [vars(r) for r in scm.call(provider, "list repositories", provider.list_repositories, creds)]
+
+
+@blp.route("/connections/<id:connection_id>/tags")
+class RepositoryTags(MethodView):
+    @blp.arguments(TagsArgs, location="query")
+    @blp.response(200, TagSchema(many=True))
+    @errors(blp, 502)
+    def get(self, args: dict[str, Any], connection_id: int) -> Any:
+        """Every tag of a repository with its commit."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            conn = _connection(session, auth.current_identity(session), connection_id)
+            provider = _provider(conn.provider)
+            creds = scm.credentials(conn, encryption_key(registry))
+        tags = scm.call(provider, "list tags", provider.list_tags, creds, args["repository"])
+        return [{"name": t.name, "commit_sha": t.commit_sha, "version": None} for t in tags]
+
+
+@blp.route("/links")
+class Links(MethodView):
+    @blp.response(200, LinkSchema(many=True))
+    def get(self) -> Any:
+        """Links of the modules the caller may publish."""
+        with current_registry().db.session() as session:
+            identity = _signed_in(session)
+            out = []
+            for link in session.scalars(select(ScmLink).order_by(ScmLink.id)):
+                namespace = auth.namespace_for(session, link.namespace)
+                if auth.allowed(identity, "modules:write", namespace, session):
+                    out.append(_link_json(link))
+            return out
+
+    @blp.arguments(LinkArgs)
+    @blp.response(201, LinkSchema)
+    @errors(blp, 502)
+    def post(self, args: dict[str, Any]) -> Any:
+        """Link a module to a repository (``modules:write`` in the namespace; the connection must belong to the
+        namespace's organization).  The answer carries the webhook URL and secret, shown this once; for a
+        system with webhooks the hook is created there unless ``create_webhook`` is false.  With
+        ``import_tags``, every existing matching tag is published by a sync job (``import_job``)."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            identity, actor = auth.require_in_namespace(session, "modules:write", args["namespace"])
+            conn = _connection(session, identity, args["connection_id"])
+            namespace = auth.namespace_for(session, args["namespace"])
+            if auth.organization_of(session, namespace) != conn.organization_id:
+                raise ServiceError("the connection belongs to another organization than the namespace")
+            link, secret = scm.create_link(
+                session, actor, _provider(conn.provider), conn, encryption_key(registry),
+                repository=args["repository"], namespace=args["namespace"], name=args["name"], system=args["system"],
+                subdirectory=args["subdirectory"], tag_pattern=args["tag_pattern"],
+                webhook_url=_webhook_url("{id}") if args["create_webhook"] else None)
+            session.commit()
+            data = _link_json(link, secret)
+        if args["import_tags"]:
+            job = registry.jobs.enqueue("tfregistry.jobs:scm_reconcile", data["id"], queue="scm",
+                                        job_id=f"scm-reconcile-{data['id']}")
+            data["import_job"] = job.id
+        return data
+
+
+@blp.route("/links/<id:link_id>")
+class Link(MethodView):
+    @blp.response(200, LinkSchema)
+    def get(self, link_id: int) -> Any:
+        with current_registry().db.session() as session:
+            link, _ = _link(session, link_id)
+            return _link_json(link)
+
+    @blp.response(204)
+    @errors(blp, 502)
+    def delete(self, link_id: int) -> None:
+        """Remove a link and its webhook; versions already published stay."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            link, identity = _link(session, link_id)
+            scm.delete_link(session, auth.request_actor(identity), _provider(link.connection.provider), link,
+                            encryption_key(registry))
+            session.commit()
+
+
+@blp.route("/links/<id:link_id>/tags")
+class LinkTags(MethodView):
+    @blp.response(200, TagSchema(many=True))
+    @errors(blp, 502)
+    def get(self, link_id: int) -> Any:
+        """The repository's tags matching the link's pattern, with the versions they publish (a preview)."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            link, _ = _link(session, link_id)
+            provider = _provider(link.connection.provider)
+            found = scm.matching_tags(provider, scm.credentials(link.connection, encryption_key(registry)), link)
+        return [{"name": m.tag, "commit_sha": m.commit_sha, "version": m.version} for m in found]
+
+
+@blp.route("/links/<id:link_id>/sync")
+class LinkSync(MethodView):
+    @blp.response(202, ScmJobSchema)
+    def post(self, link_id: int) -> Any:
+        """Sync now: a reconcile job on the ``scm`` queue publishes every matching tag not published yet
+        and records moved tags."""
+        with current_registry().db.session() as session:
+            _link(session, link_id)
+        job = current_registry().jobs.enqueue("tfregistry.jobs:scm_reconcile", link_id, queue="scm",
+                                              job_id=f"scm-reconcile-{link_id}")
+        return {"job": job.id, "status": job.status}
+
+
+@blp.route("/links/<id:link_id>/webhook")
+class Webhook(MethodView):
+    @blp.doc(security=PUBLIC)
+    @blp.response(202)
+    @errors(blp, 413, 502)
+    def post(self, link_id: int) -> Any:
+        """Receive a webhook delivery from the source-control system.  Authenticated by the link's secret
+        as the system sends it (a signature, a secret header): missing, wrong, tampered or stale is 401 and
+        nothing is queued.  A delivery id already seen within 24 hours is answered 200 and ignored.
+        A created tag matching the pattern queues a publish job (202); a moved tag is recorded as a
+        violation and never republished."""
+        registry = current_registry()
+        if (request.content_length or 0) > MAX_WEBHOOK_BODY:
+            raise ServiceError("webhook body too large", status=413)
+        body = request.get_data(cache=False)[:MAX_WEBHOOK_BODY + 1]
+        if len(body) > MAX_WEBHOOK_BODY:
+            raise ServiceError("webhook body too large", status=413)
+        return _receive(registry, link_id, dict(request.headers), body)
+
+
+def _receive(registry: Any, link_id: int, headers: dict[str, str], body: bytes,
+             redelivery_of: int | None = None) -> Any:
+    with registry.db.session() as session:
+        link = session.get(ScmLink, link_id)
+        if link is None:
+            raise NotFound(f"SCM link {link_id} not found")
+        provider = _provider(link.connection.provider)
+        result = scm.receive_webhook(session, provider, link, encryption_key(registry), headers, body,
+                                     redelivery_of=redelivery_of)
+        session.commit()
+    for tag, delivery_id in result.publish:
+        registry.jobs.enqueue("tfregistry.jobs:scm_publish", link_id, tag, delivery_id, "", queue="scm",
+                              job_id=scm.publish_job_id(link_id, tag))
+    if result.status_code >= 400:
+        return api_error(result.status_code, result.outcome)
+    return {"outcome": result.outcome}, result.status_code
+
+
+@blp.route("/links/<id:link_id>/deliveries")
+class Deliveries(MethodView):
+    @blp.response(200, DeliverySchema(many=True))
+    def get(self, link_id: int) -> Any:
+        """The link's last 100 webhook deliveries, newest first: headers (secrets removed), outcome, latency."""
+        with current_registry().db.session() as session:
+            _link(session, link_id)
+            return [scm.delivery_json(d) for d in scm.deliveries(session, link_id)]
+
+
+@blp.route("/links/<id:link_id>/deliveries/<id:delivery>/redeliver")
+class Redeliver(MethodView):
+    @blp.response(202)
+    @errors(blp, 409)
+    def post(self, link_id: int, delivery: int) -> Any:
+        """Process an accepted delivery again from the log (it was verified when it arrived; the 24-hour
+        de-duplication does not apply), e.g. after a publish failed.  The new outcome is logged as a
+        delivery of its own.  A rejected delivery cannot be redelivered (409)."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            _link(session, link_id)
+            row = session.get(ScmDelivery, delivery)
+            if row is None or row.link_id != link_id:
+                raise NotFound(f"delivery {delivery} not found")
+            if row.status_code in (400, 401) or row.redelivery_of is not None:
+                raise ServiceError("only an accepted original delivery can be redelivered; ask the source-control "
+                                   "system to send a rejected one again", status=409)
+            headers, body = dict(row.headers), row.body
+        return _receive(registry, link_id, headers, body, redelivery_of=delivery)
+
+
+@blp.route("/violations")
+class Violations(MethodView):
+    @blp.response(200, ViolationSchema(many=True))
+    def get(self) -> Any:
+        """Tags that moved after their version was published, in modules the caller may read."""
+        with current_registry().db.session() as session:
+            readable = auth.readable_namespace_ids(session)
+            out = []
+            for v in session.scalars(select(ScmViolation).order_by(ScmViolation.id.desc()).limit(500)):
+                mv = session.get(ModuleVersion, v.module_version_id)
+                if mv is not None and session.scalar(readable.where(
+                        Namespace.id == mv.module.namespace_id)) is not None:
+                    out.append(scm.violation_json(v, session))
+            return out
+
+
+@blp.route("/provenance/<ns>/<name>/<system>/<version>")
+class Provenance(MethodView):
+    @blp.doc(security=PUBLIC)
+    @blp.response(200, ProvenanceSchema)
+    def get(self, ns: str, name: str, system: str, version: str) -> Any:
+        """Where a module version came from: repository, commit, tag, delivery or user, and any tag-moved
+        violations (404 for a version not published from source control)."""
+        with current_registry().db.session() as session:
+            auth.require(session, "modules:read", auth.namespace_for(session, ns))
+            mv = modules_svc.get_version(session, ns, name, system, version)
+            prov = scm.provenance_of(session, mv.id)
+            if prov is None:
+                raise NotFound(f"{ns}/{name}/{system} {version} was not published from source control")
+            return scm.provenance_json(prov) | {
+                "violations": [scm.violation_json(v, session) for v in scm.violations_of_version(session, mv.id)]}

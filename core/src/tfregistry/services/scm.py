@@ -1,0 +1,571 @@
+"""SCM publishing: connections, links, webhook deliveries, the publish job, reconcile, violations.
+
+Tags are how versions are found; commits are what is published.  A tag is resolved to a commit
+SHA at once; a version that already exists with a different SHA is never republished: the move is
+recorded as a violation (:func:`_tag_moved`).  No Flask imports: the API and the jobs call these.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tfregistry import gpg
+from tfregistry.interfaces import (
+    ScmCredentials,
+    ScmError,
+    ScmNotSupported,
+    ScmProvider,
+    WebhookRejected,
+    WebhookRequest,
+)
+from tfregistry.models import (
+    ModuleVersion,
+    ScmConnection,
+    ScmDelivery,
+    ScmLink,
+    ScmProvenance,
+    ScmViolation,
+    utcnow,
+)
+from tfregistry.packing import pack_module
+from tfregistry.services import Conflict, NotFound, ServiceError
+from tfregistry.services import modules as modules_svc
+from tfregistry.services.audit import Actor, record
+
+#: Encryption purposes (HKDF info) of stored connection secrets and link webhook secrets.
+SCM_SECRETS = b"tfregistry scm connection secrets"
+SCM_WEBHOOK_SECRET = b"tfregistry scm webhook secret"
+#: A delivery id seen within this window is acknowledged and ignored.
+DEDUP_WINDOW = timedelta(hours=24)
+#: Headers never kept in the delivery log, whatever the provider says.
+ALWAYS_SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
+AUTH_METHODS = ("token", "oauth", "ssh_key", "none")
+
+_SEMVER = r"(?P<version>(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?)"
+
+
+class ScmServiceError(ServiceError):
+    """The source-control system failed a call the operator asked for (502: the far side failed)."""
+
+    status = 502
+
+
+# --- tag patterns ---------------------------------------------------------------------------------
+
+
+def check_tag_pattern(pattern: str) -> str:
+    """``pattern`` if it holds ``{version}`` exactly once and only the ``{name}`` placeholder besides."""
+    if pattern.count("{version}") != 1:
+        raise ServiceError(f"tag pattern {pattern!r} must contain {{version}} exactly once (e.g. v{{version}})")
+    rest = pattern.replace("{version}", "").replace("{name}", "")
+    if "{" in rest or "}" in rest or not re.fullmatch(r"[A-Za-z0-9._/+-]*", rest):
+        raise ServiceError(f"tag pattern {pattern!r} may hold letters, digits, . _ / + - and the placeholders "
+                           "{version} and {name}")
+    return pattern
+
+
+def tag_regex(pattern: str, name: str) -> re.Pattern[str]:
+    """The regular expression of the tags ``pattern`` matches for module ``name``."""
+    parts = re.split(r"(\{version\}|\{name\})", pattern)
+    out = [_SEMVER if p == "{version}" else re.escape(name) if p == "{name}" else re.escape(p) for p in parts]
+    return re.compile("^" + "".join(out) + "$")
+
+
+def version_of_tag(link: ScmLink, tag: str) -> str | None:
+    """The module version ``tag`` publishes for ``link``, or ``None`` when it does not match."""
+    found = tag_regex(link.tag_pattern, link.name).match(tag)
+    return found.group("version") if found else None
+
+
+def check_subdirectory(subdirectory: str) -> str:
+    """A relative POSIX path inside the repository (no ``..``), normalised; ``""`` for the root."""
+    sub = subdirectory.strip().strip("/")
+    if not sub:
+        return ""
+    path = PurePosixPath(sub)
+    if path.is_absolute() or any(part in ("..", ".", "") for part in path.parts) or "\\" in sub:
+        raise ServiceError(f"subdirectory {subdirectory!r} must be a relative path inside the repository")
+    return str(path)
+
+
+# --- connections ----------------------------------------------------------------------------------
+
+
+def provider_for(providers: Mapping[str, ScmProvider], name: str) -> ScmProvider:
+    if name not in providers:
+        offered = ", ".join(sorted(providers)) or "none: install an SCM plugin such as tfregistry-scm-git"
+        raise ServiceError(f"unknown SCM provider {name!r} (installed: {offered})")
+    return providers[name]
+
+
+def create_connection(session: Session, actor: Actor, providers: Mapping[str, ScmProvider], enc_key: bytes, *,
+                      organization_id: int, name: str, provider: str, auth_method: str,
+                      base_url: str | None = None, username: str | None = None, token: str | None = None,
+                      ssh_private_key: str | None = None, verify: bool = True) -> ScmConnection:
+    """Store a connection, its secrets encrypted; with ``verify``, the provider checks them first."""
+    scm = provider_for(providers, provider)
+    if auth_method not in scm.auth_methods:
+        raise ServiceError(f"{scm.label or scm.name} connections accept {', '.join(scm.auth_methods)}, "
+                           f"not {auth_method!r}")
+    if auth_method == "oauth":
+        raise ServiceError("OAuth connections are not supported yet: use a token")
+    if auth_method == "token" and not token:
+        raise ServiceError("a token connection needs a token")
+    if auth_method == "ssh_key" and not ssh_private_key:
+        raise ServiceError("an ssh_key connection needs ssh_private_key")
+    conn = ScmConnection(organization_id=organization_id, name=name, provider=provider, auth_method=auth_method,
+                         base_url=base_url or None, username=username or None, created_by=actor.name)
+    secrets_doc = {k: v for k, v in {"token": token, "ssh_private_key": ssh_private_key}.items() if v}
+    conn.secrets_encrypted = gpg.encrypt_secret(json.dumps(secrets_doc), enc_key, SCM_SECRETS) if secrets_doc else None
+    if verify:
+        try:
+            scm.check_credentials(credentials(conn, enc_key))
+        except ScmError as exc:
+            raise ScmServiceError(f"{scm.label or scm.name} refused the credentials: {exc}") from None
+    session.add(conn)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"a connection named {name!r} already exists in this organization") from None
+    record(session, actor, "scm.connection.create", name, provider=provider, auth_method=auth_method,
+           base_url=conn.base_url)
+    return conn
+
+
+def credentials(conn: ScmConnection, enc_key: bytes) -> ScmCredentials:
+    """The connection's decrypted :class:`ScmCredentials`."""
+    doc = json.loads(gpg.decrypt_secret(conn.secrets_encrypted, enc_key, SCM_SECRETS)) if conn.secrets_encrypted else {}
+    return ScmCredentials(conn.auth_method, base_url=conn.base_url, username=conn.username, token=doc.get("token"),
+                          ssh_private_key=doc.get("ssh_private_key"), expires_at=conn.expires_at)
+
+
+def get_connection(session: Session, connection_id: int) -> ScmConnection:
+    conn = session.get(ScmConnection, connection_id)
+    if conn is None:
+        raise NotFound(f"SCM connection {connection_id} not found")
+    return conn
+
+
+def delete_connection(session: Session, actor: Actor, conn: ScmConnection) -> None:
+    record(session, actor, "scm.connection.delete", conn.name, provider=conn.provider)
+    session.delete(conn)
+
+
+def connection_json(conn: ScmConnection) -> dict[str, Any]:
+    """What the API shows of a connection: never its secrets."""
+    return {"id": conn.id, "organization_id": conn.organization_id, "name": conn.name, "provider": conn.provider,
+            "auth_method": conn.auth_method, "base_url": conn.base_url, "username": conn.username,
+            "has_secret": conn.secrets_encrypted is not None, "created_by": conn.created_by,
+            "created_at": conn.created_at}
+
+
+def call(scm: ScmProvider, what: str, fn: Any, *args: Any) -> Any:
+    """Call a provider method; its :class:`ScmError` becomes a 502 (400 for "not supported")."""
+    try:
+        return fn(*args)
+    except ScmNotSupported as exc:
+        raise ServiceError(str(exc)) from None
+    except ScmError as exc:
+        raise ScmServiceError(f"{scm.label or scm.name}: cannot {what}: {exc}") from None
+
+
+# --- links ----------------------------------------------------------------------------------------
+
+
+def webhook_secret(link: ScmLink, enc_key: bytes) -> str:
+    return gpg.decrypt_secret(link.webhook_secret_encrypted, enc_key, SCM_WEBHOOK_SECRET)
+
+
+def create_link(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConnection, enc_key: bytes, *,
+                repository: str, namespace: str, name: str, system: str, subdirectory: str = "",
+                tag_pattern: str = "v{version}", webhook_url: str | None = None) -> tuple[ScmLink, str]:
+    """Link module ``namespace/name/system`` to ``repository``; returns the link and its webhook secret
+    (shown once).  With ``webhook_url`` (a system that sends webhooks), the hook is created there."""
+    modules_svc.validate_address(namespace, name, system)
+    creds = credentials(conn, enc_key)
+    try:
+        repo = scm.get_repository(creds, repository)
+        repo_url = repo.web_url or repo.clone_url
+    except ScmNotSupported:
+        repo_url = call(scm, "build the clone URL", scm.clone_url, creds, repository)
+    except ScmError as exc:
+        raise ScmServiceError(f"{scm.label or scm.name}: {exc}") from None
+    secret = secrets.token_urlsafe(32)
+    link = ScmLink(connection_id=conn.id, repository=repository, repository_url=repo_url, namespace=namespace,
+                   name=name, system=system, subdirectory=check_subdirectory(subdirectory),
+                   tag_pattern=check_tag_pattern(tag_pattern), created_by=actor.name,
+                   webhook_secret_encrypted=gpg.encrypt_secret(secret, enc_key, SCM_WEBHOOK_SECRET))
+    session.add(link)
+    session.flush()
+    if webhook_url and scm.supports_webhooks:
+        try:
+            link.hook_id = scm.create_webhook(creds, repository, webhook_url.replace("{id}", str(link.id)), secret)
+        except ScmNotSupported:
+            pass  # the system sends webhooks but cannot create them: the operator adds the hook by hand
+        except ScmError as exc:
+            raise ScmServiceError(f"{scm.label or scm.name}: cannot create the webhook: {exc}") from None
+    record(session, actor, "scm.link.create", f"{namespace}/{name}/{system}", link=link.id, repository=repository,
+           subdirectory=link.subdirectory or None, tag_pattern=link.tag_pattern, hook_id=link.hook_id)
+    return link, secret
+
+
+def get_link(session: Session, link_id: int) -> ScmLink:
+    link = session.get(ScmLink, link_id)
+    if link is None:
+        raise NotFound(f"SCM link {link_id} not found")
+    return link
+
+
+def delete_link(session: Session, actor: Actor, scm: ScmProvider, link: ScmLink, enc_key: bytes) -> None:
+    """Remove a link (and its webhook); published versions stay."""
+    if link.hook_id:
+        call(scm, "delete the webhook", scm.delete_webhook, credentials(link.connection, enc_key), link.repository,
+             link.hook_id)
+    record(session, actor, "scm.link.delete", f"{link.namespace}/{link.name}/{link.system}", link=link.id)
+    session.delete(link)
+
+
+def link_json(link: ScmLink) -> dict[str, Any]:
+    return {"id": link.id, "connection_id": link.connection_id, "provider": link.connection.provider,
+            "repository": link.repository, "repository_url": link.repository_url,
+            "module": f"{link.namespace}/{link.name}/{link.system}", "namespace": link.namespace, "name": link.name,
+            "system": link.system, "subdirectory": link.subdirectory, "tag_pattern": link.tag_pattern,
+            "hook_id": link.hook_id, "enabled": link.enabled, "created_by": link.created_by,
+            "created_at": link.created_at, "last_reconciled_at": link.last_reconciled_at}
+
+
+@dataclass(frozen=True)
+class MatchingTag:
+    tag: str
+    version: str
+    commit_sha: str
+
+
+def matching_tags(scm: ScmProvider, creds: ScmCredentials, link: ScmLink) -> list[MatchingTag]:
+    """The repository's tags that match the link's pattern, with their versions and commits."""
+    tags = call(scm, "list tags", scm.list_tags, creds, link.repository)
+    found = []
+    for t in tags:
+        version = version_of_tag(link, t.name)
+        if version is not None:
+            found.append(MatchingTag(t.name, version, t.commit_sha))
+    return sorted(found, key=lambda m: modules_svc.parse_version(m.version))
+
+
+# --- provenance and violations -----------------------------------------------------------------------
+
+
+def provenance_of(session: Session, module_version_id: int) -> ScmProvenance | None:
+    return session.get(ScmProvenance, module_version_id)
+
+
+def provenance_json(p: ScmProvenance) -> dict[str, Any]:
+    return {"repository_url": p.repository_url, "commit_sha": p.commit_sha, "tag": p.tag,
+            "subdirectory": p.subdirectory, "delivery_id": p.delivery_id, "triggered_by": p.triggered_by,
+            "link_id": p.link_id, "published_at": p.created_at}
+
+
+def provenance_html(data: dict[str, Any]) -> Any:
+    """The web UI's "Source" tab: :func:`provenance_json` as a definition list (escaped; no inline style)."""
+    from markupsafe import Markup, escape
+
+    url = str(data["repository_url"])
+    repo = (Markup('<a href="{0}" rel="noopener">{0}</a>').format(url) if url.startswith(("https://", "http://"))
+            else escape(url))
+    rows = [("Repository", repo), ("Commit", Markup("<code>{}</code>").format(data["commit_sha"])),
+            ("Tag", escape(data["tag"])), ("Subdirectory", escape(data["subdirectory"] or "(repository root)")),
+            ("Published by", escape(data["triggered_by"])),
+            ("Webhook delivery", escape(data["delivery_id"] or "(none: sync or reconcile)")),
+            ("Published at", escape(data["published_at"].strftime("%Y-%m-%d %H:%M UTC")))]
+    return Markup('<dl class="provenance">') + Markup("").join(
+        Markup("<dt>{}</dt><dd>{}</dd>").format(k, v) for k, v in rows) + Markup("</dl>")
+
+
+def _tag_moved(session: Session, link: ScmLink, mv: ModuleVersion, tag: str, published_sha: str, current_sha: str,
+               *, detected_by: str, delivery_id: str | None = None) -> ScmViolation | None:
+    """Record that ``tag`` moved after ``mv`` was published from ``published_sha``: a violation and an
+    audit entry (once per version and new SHA).  The version is never touched.  Returns the new
+    violation, or ``None`` when this move was already recorded."""
+    existing = session.scalar(select(ScmViolation).where(ScmViolation.module_version_id == mv.id,
+                                                         ScmViolation.current_sha == current_sha))
+    if existing is not None:
+        return None
+    violation = ScmViolation(link_id=link.id, module_version_id=mv.id, tag=tag, published_sha=published_sha,
+                             current_sha=current_sha, detected_by=detected_by, delivery_id=delivery_id)
+    session.add(violation)
+    session.flush()
+    address = f"{link.namespace}/{link.name}/{link.system}/{mv.version}"
+    record(session, Actor(name=f"scm:{detected_by}"), "scm.tag_moved", address, tag=tag, published_sha=published_sha,
+           current_sha=current_sha, repository=link.repository_url, delivery_id=delivery_id, violation=violation.id)
+    # EVENT: scm.tag_moved (emitted here at merge, with the fields of the audit entry above)
+    return violation
+
+
+def violation_json(v: ScmViolation, session: Session) -> dict[str, Any]:
+    mv = session.get(ModuleVersion, v.module_version_id)
+    module = mv.module if mv is not None else None
+    return {"id": v.id, "link_id": v.link_id, "tag": v.tag, "published_sha": v.published_sha,
+            "current_sha": v.current_sha, "detected_by": v.detected_by, "delivery_id": v.delivery_id,
+            "detected_at": v.detected_at,
+            "module_version": (f"{module.namespace.name}/{module.name}/{module.system}/{mv.version}"
+                               if module is not None and mv is not None else None)}
+
+
+def violations_of_version(session: Session, module_version_id: int) -> list[ScmViolation]:
+    return list(session.scalars(select(ScmViolation).where(ScmViolation.module_version_id == module_version_id)
+                                .order_by(ScmViolation.id)))
+
+
+def existing_version(session: Session, link: ScmLink, version: str) -> ModuleVersion | None:
+    module = modules_svc.find_module(session, link.namespace, link.name, link.system)
+    if module is None:
+        return None
+    for mv in module.versions:
+        if mv.version == version:
+            return mv
+    return None
+
+
+# --- publishing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    #: ``published``, ``unchanged`` (same commit already published), ``tag_moved``, ``gone`` (no such
+    #: tag any more), ``ignored`` (tag does not match).
+    status: str
+    version: str | None = None
+    commit_sha: str | None = None
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "version": self.version, "commit_sha": self.commit_sha,
+                "message": self.message}
+
+
+def publish_tag(session: Session, storage: Any, scm: ScmProvider, link: ScmLink, enc_key: bytes,
+                limits: modules_svc.ArchiveLimits, tag: str, *, delivery_id: str | None = None,
+                triggered_by: str = "", detected_by: str = "webhook") -> PublishOutcome:
+    """Publish ``tag`` of ``link``'s repository as a module version, pinned to the commit it points at now.
+
+    The tree of exactly that commit is fetched with git, the link's subdirectory packed with the
+    same packer as ``tfr publish module`` (honouring ``.terraformignore``) and published through the
+    module publish service, with the provenance in the same transaction.  A version that exists with
+    the same commit is left alone; with another commit, the tag moved: :func:`_tag_moved`.
+    """
+    version = version_of_tag(link, tag)
+    if version is None:
+        return PublishOutcome("ignored", message=f"tag {tag!r} does not match {link.tag_pattern!r}")
+    creds = credentials(link.connection, enc_key)
+    sha = call(scm, "resolve the tag", scm.resolve_tag, creds, link.repository, tag)
+    if sha is None:
+        return PublishOutcome("gone", version, message=f"tag {tag!r} no longer exists")
+    mv = existing_version(session, link, version)
+    if mv is not None:
+        prov = provenance_of(session, mv.id)
+        if prov is not None and prov.commit_sha == sha:
+            return PublishOutcome("unchanged", version, sha)
+        published = prov.commit_sha if prov is not None else "(uploaded, not from this repository)"
+        _tag_moved(session, link, mv, tag, published, sha, detected_by=detected_by, delivery_id=delivery_id)
+        session.commit()
+        return PublishOutcome("tag_moved", version, sha, f"version {version} was published from {published}; "
+                              f"tag {tag!r} now points at {sha}: not republished")
+    with tempfile.TemporaryDirectory(prefix="tfr-scm-") as tmp:
+        tree = Path(tmp) / "tree"
+        call(scm, "fetch the tree", scm.fetch_tree, creds, link.repository, sha, tree)
+        root = tree / link.subdirectory if link.subdirectory else tree
+        if not root.is_dir() or root.is_symlink():
+            raise ServiceError(f"commit {sha} has no directory {link.subdirectory!r}")
+        archive_path = Path(tmp) / "module.tar.gz"
+        with open(archive_path, "w+b") as archive:
+            try:
+                pack_module(root, archive)
+            except ValueError as exc:
+                raise ServiceError(f"cannot pack {tag} ({sha}): {exc}") from None
+            archive.seek(0)
+            actor = Actor(name=triggered_by or f"scm:{link.connection.provider}")
+            result = publish_with_provenance(session, storage, actor, link, archive, limits, version=version,
+                                             tag=tag, sha=sha, delivery_id=delivery_id)
+    return PublishOutcome("published" if result else "unchanged", version, sha)
+
+
+def publish_with_provenance(session: Session, storage: Any, actor: Actor, link: ScmLink, archive: Any,
+                            limits: modules_svc.ArchiveLimits, *, version: str, tag: str, sha: str,
+                            delivery_id: str | None) -> bool:
+    """Publish through :func:`tfregistry.services.modules.publish_module`, whose commit also writes the
+    provenance row (added to the session first), so a version never exists without its provenance."""
+    from sqlalchemy import event
+
+    created: list[int] = []
+
+    def note_version(sess: Session, _ctx: Any) -> None:
+        created.extend(obj.id for obj in sess.new if isinstance(obj, ModuleVersion) and obj.version == version)
+
+    def add_provenance(sess: Session, _ctx: Any) -> None:
+        while created:  # flushed by the commit's next flush, in the same transaction as the version
+            sess.add(ScmProvenance(module_version_id=created.pop(), link_id=link.id, commit_sha=sha, tag=tag,
+                                   repository_url=link.repository_url, subdirectory=link.subdirectory,
+                                   delivery_id=delivery_id, triggered_by=actor.name))
+
+    event.listen(session, "after_flush", note_version)
+    event.listen(session, "after_flush_postexec", add_provenance)
+    try:
+        result = modules_svc.publish_module(session, storage, actor, namespace=link.namespace, name=link.name,
+                                            system=link.system, version=version, archive=archive, limits=limits,
+                                            description=f"published from {link.repository_url} {tag}")
+    finally:
+        event.remove(session, "after_flush", note_version)
+        event.remove(session, "after_flush_postexec", add_provenance)
+    return result.created
+
+
+# --- webhooks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    status_code: int
+    outcome: str
+    #: ``(tag, delivery_id)`` publish jobs to enqueue once the delivery is committed.
+    publish: tuple[tuple[str, str | None], ...] = ()
+
+
+def logged_headers(headers: Mapping[str, str], scm: ScmProvider) -> dict[str, str]:
+    secret = {*ALWAYS_SECRET_HEADERS, *(h.lower() for h in scm.secret_headers)}
+    return {k.lower(): v for k, v in headers.items() if k.lower() not in secret}
+
+
+def receive_webhook(session: Session, scm: ScmProvider, link: ScmLink, enc_key: bytes, headers: Mapping[str, str],
+                    body: bytes, *, received_at: datetime | None = None, redelivery_of: int | None = None
+                    ) -> WebhookResult:
+    """Verify, de-duplicate, log and act on one delivery for ``link``.
+
+    Rejected (401): nothing else happens.  ``redelivery_of`` (the id of a logged delivery that was
+    accepted) processes that delivery again without the signature check, which its logged headers no
+    longer allow, and without de-duplication.  A delivery id seen within :data:`DEDUP_WINDOW`: 200 and
+    ignored.  A moved tag: a violation at once (:func:`_tag_moved`), nothing published.  A created tag
+    matching the pattern: a publish job (the caller enqueues :attr:`WebhookResult.publish`).
+    """
+    started = time.monotonic()
+    received_at = received_at or utcnow()
+    request = WebhookRequest({k.lower(): v for k, v in headers.items()}, body, received_at)
+    delivery_id = None
+    try:
+        if redelivery_of is None:  # a redelivery repeats a logged delivery that passed this check
+            scm.verify_webhook(request, webhook_secret(link, enc_key))
+        delivery_id = scm.delivery_id(request)
+        result = _act(session, scm, link, enc_key, request, delivery_id, redelivery_of)
+    except WebhookRejected as exc:
+        result = WebhookResult(401, f"rejected: {exc}")
+    except (ValueError, KeyError, TypeError) as exc:
+        result = WebhookResult(400, f"unreadable payload: {type(exc).__name__}")
+    except ServiceError as exc:  # the system could not be asked (resolving a moved tag): logged, retry later
+        result = WebhookResult(exc.status, f"failed: {exc.message}")
+    session.add(ScmDelivery(link_id=link.id, delivery_id=delivery_id, received_at=received_at, body=body,
+                            headers=logged_headers(headers, scm), status_code=result.status_code,
+                            outcome=result.outcome, latency_ms=int((time.monotonic() - started) * 1000),
+                            redelivery_of=redelivery_of))
+    return result
+
+
+def _act(session: Session, scm: ScmProvider, link: ScmLink, enc_key: bytes, request: WebhookRequest,
+         delivery_id: str | None, redelivery_of: int | None) -> WebhookResult:
+    if delivery_id and redelivery_of is None:
+        seen = session.scalar(select(ScmDelivery.id).where(
+            ScmDelivery.link_id == link.id, ScmDelivery.delivery_id == delivery_id, ScmDelivery.status_code < 300,
+            ScmDelivery.received_at >= request.received_at - DEDUP_WINDOW).limit(1))
+        if seen is not None:
+            return WebhookResult(200, f"duplicate of delivery {seen}: ignored")
+    if not link.enabled:
+        return WebhookResult(200, "link disabled: ignored")
+    events = [e for e in scm.parse_webhook(request) if e.repository == link.repository]
+    outcomes, publish = [], []
+    for e in events:
+        version = version_of_tag(link, e.tag) if e.tag else None
+        if e.tag is None or version is None:
+            outcomes.append(f"{e.kind} {e.tag or e.branch}: not a matching tag")
+        elif e.kind == "tag_deleted":
+            outcomes.append(f"tag {e.tag} deleted: version {version} kept")
+        elif e.kind == "tag_moved" or (e.kind == "tag_created" and existing_version(session, link, version)):
+            mv = existing_version(session, link, version)
+            prov = provenance_of(session, mv.id) if mv is not None else None
+            if mv is None:  # moved before it was ever published: publish what it points at now
+                publish.append((e.tag, delivery_id))
+                outcomes.append(f"tag {e.tag} (moved, never published): publish queued")
+            elif prov is not None and prov.commit_sha == e.sha:
+                outcomes.append(f"tag {e.tag}: version {version} already published from {e.sha}")
+            else:
+                # the event's sha may be an annotated tag's object: compare the commit the tag points at now
+                current = call(scm, "resolve the tag", scm.resolve_tag, credentials(link.connection, enc_key),
+                               link.repository, e.tag) or e.sha or ""
+                published = prov.commit_sha if prov is not None else "(uploaded, not from this repository)"
+                if current == published:
+                    outcomes.append(f"tag {e.tag}: version {version} already published from {current}")
+                else:
+                    _tag_moved(session, link, mv, e.tag, published, current, detected_by="webhook",
+                               delivery_id=delivery_id)
+                    outcomes.append(f"tag {e.tag} moved: version {version} keeps {published}")
+        else:
+            publish.append((e.tag, delivery_id))
+            outcomes.append(f"tag {e.tag}: publish of {version} queued")
+    if not events:
+        return WebhookResult(200, "no tag events for this repository: ignored")
+    return WebhookResult(202 if publish else 200, "; ".join(outcomes), tuple(publish))
+
+
+def deliveries(session: Session, link_id: int, limit: int = 100) -> list[ScmDelivery]:
+    return list(session.scalars(select(ScmDelivery).where(ScmDelivery.link_id == link_id)
+                                .order_by(ScmDelivery.id.desc()).limit(limit)))
+
+
+def delivery_json(d: ScmDelivery) -> dict[str, Any]:
+    return {"id": d.id, "link_id": d.link_id, "delivery_id": d.delivery_id, "received_at": d.received_at,
+            "headers": d.headers, "status_code": d.status_code, "outcome": d.outcome, "latency_ms": d.latency_ms,
+            "redelivery_of": d.redelivery_of}
+
+
+def publish_job_id(link_id: int, tag: str) -> str:
+    """One pending publish per link and tag: a repeated webhook does not queue a second one."""
+    return "scm-publish-" + str(link_id) + "-" + re.sub(r"[^A-Za-z0-9._-]", "_", tag)
+
+
+def reconcile_link(session: Session, storage: Any, scm: ScmProvider, link: ScmLink, enc_key: bytes,
+                   limits: modules_svc.ArchiveLimits, *, triggered_by: str = "scm:reconcile") -> dict[str, Any]:
+    """List the repository's tags: publish every matching version that is missing, and record a
+    violation for every published version whose tag now points at another commit."""
+    creds = credentials(link.connection, enc_key)
+    published, moved, errors = [], [], []
+    for m in matching_tags(scm, creds, link):
+        mv = existing_version(session, link, m.version)
+        if mv is None:
+            try:
+                outcome = publish_tag(session, storage, scm, link, enc_key, limits, m.tag,
+                                      triggered_by=triggered_by, detected_by="reconcile")
+            except ServiceError as exc:
+                session.rollback()
+                errors.append(f"{m.tag}: {exc.message}")
+                continue
+            if outcome.status == "published":
+                published.append(m.version)
+            continue
+        prov = provenance_of(session, mv.id)
+        if (prov is not None and prov.link_id == link.id and prov.commit_sha != m.commit_sha
+                and _tag_moved(session, link, mv, m.tag, prov.commit_sha, m.commit_sha, detected_by="reconcile")):
+            moved.append(m.version)
+    link.last_reconciled_at = utcnow()
+    session.commit()
+    return {"link": link.id, "published": published, "moved": moved, "errors": errors}

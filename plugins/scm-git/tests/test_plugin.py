@@ -1,0 +1,53 @@
+"""tfregistry-scm-git against a real repository served by ``git http-backend`` with Basic authentication."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tfregistry_scm_git import GitScm, check_url, plugin
+
+from tfregistry.interfaces import ScmCredentials, ScmError, ScmTag
+from tfregistry.testing.git import GitHttpServer
+from tfregistry.testing.plugin import BackendCollector, plugin_manager
+
+
+def test_plugin_registers_the_git_provider() -> None:
+    register = BackendCollector()
+    plugin_manager(plugin).hook.tfr_register_scm_providers(register=register)
+    factory, description = register.added["git"]
+    assert isinstance(factory({}), GitScm) and description
+
+
+@pytest.mark.parametrize("url", ["file:///srv/x.git", "/srv/x.git", "ext::sh -c id", "https://u:pw@h/x.git",
+                                 "https:///x.git"])
+def test_local_and_odd_urls_are_refused(url: str) -> None:
+    with pytest.raises(ScmError):
+        check_url(url)
+
+
+def test_ssh_and_scp_like_urls_are_accepted() -> None:
+    assert check_url("git@example.com:acme/net.git") == "git@example.com:acme/net.git"
+    assert check_url("ssh://git@example.com/acme/net.git")
+
+
+def test_tags_and_tree_over_http_with_a_token(tmp_path: Path) -> None:
+    with GitHttpServer(tmp_path / "srv", credentials=("bot", "tok")) as server:
+        repo = server.create_repo("net")
+        first = repo.commit({"main.tf": "# one\n"})
+        repo.tag("v1.0.0")  # annotated: ls-remote's peeled ^{} line gives the commit
+        second = repo.commit({"main.tf": "# two\n"})
+        repo.tag("v1.1.0", annotated=False)
+        scm = GitScm()
+        url = server.repo_url("net")
+        creds = ScmCredentials("token", username="bot", token="tok")
+        assert scm.list_tags(creds, url) == [ScmTag("v1.0.0", first), ScmTag("v1.1.0", second)]
+        assert scm.resolve_tag(creds, url, "v1.0.0") == first
+        assert scm.get_repository(creds, url).web_url == url
+        scm.fetch_tree(creds, url, first, tmp_path / "tree")
+        assert (tmp_path / "tree" / "main.tf").read_text() == "# one\n"
+        with pytest.raises(ScmError, match="git ls-remote failed") as refused:
+            scm.list_tags(ScmCredentials("token", username="bot", token="wrong"), url)
+        assert "wrong" not in str(refused.value)
+        with pytest.raises(ScmError):
+            scm.list_tags(ScmCredentials("none"), url)

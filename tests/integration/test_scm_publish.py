@@ -1,0 +1,249 @@
+"""SCM publishing end to end in the application: real git repositories served by ``git http-backend``,
+the ``git`` provider (tfregistry-scm-git) and the skeleton's signed-webhook provider (``example-dir``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import tfregistry_scm_git.plugin as git_plugin
+from sqlalchemy import select
+
+import tfregistry_example.plugin as example_plugin
+from tests.conftest import bearer, new_token
+from tfregistry.models import AuditEntry, ScmConnection, ScmDelivery, ScmLink
+from tfregistry.testing.git import GitHttpServer, GitRepo
+
+
+class Site:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.registry = app.extensions["tfregistry"]
+        self.client = app.test_client()
+        self.token = new_token(app, "admin", name="admin")
+
+    def call(self, method: str, path: str, expect: int | None = None, **kw: Any) -> Any:
+        r = self.client.open(path, method=method, headers=bearer(self.token), **kw)
+        if expect is not None:
+            assert r.status_code == expect, (r.status_code, r.get_json())
+        return r
+
+    def connection(self, **fields: Any) -> int:
+        return self.call("POST", "/api/v1/scm/connections", 201, json={"name": "c" + uuid.uuid4().hex[:6],
+                                                                       **fields}).get_json()["id"]
+
+    def link(self, connection_id: int, repository: str, name: str, **fields: Any) -> dict[str, Any]:
+        return self.call("POST", "/api/v1/scm/links", 201, json={
+            "connection_id": connection_id, "repository": repository, "namespace": "acme", "name": name,
+            "system": "generic", **fields}).get_json()
+
+    def sync(self, link_id: int) -> None:
+        self.call("POST", f"/api/v1/scm/links/{link_id}/sync", 202)
+        self.registry.jobs.wait_idle()
+
+    def archive(self, name: str, version: str) -> bytes:
+        r = self.client.get(f"/v1/modules/acme/{name}/generic/{version}/download",
+                            headers={**bearer(self.token), "User-Agent": "Terraform/1.15.5"})
+        assert r.status_code == 204, r.status_code
+        parts = urlsplit(r.headers["X-Terraform-Get"])
+        got = self.client.get(parts.path + "?" + parts.query)
+        assert got.status_code == 200
+        return got.data
+
+    def files(self, name: str, version: str) -> dict[str, bytes]:
+        with tarfile.open(fileobj=io.BytesIO(self.archive(name, version)), mode="r:gz") as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+    def versions(self, name: str) -> list[str]:
+        r = self.client.get(f"/v1/modules/acme/{name}/generic/versions", headers=bearer(self.token))
+        return [] if r.status_code == 404 else sorted(v["version"] for v in r.get_json()["modules"][0]["versions"])
+
+    def audit(self, action: str) -> list[AuditEntry]:
+        with self.registry.db.session() as s:
+            return list(s.scalars(select(AuditEntry).where(AuditEntry.action == action)))
+
+
+@pytest.fixture
+def site(app_factory: Any) -> Site:
+    return Site(app_factory({"scm.reconcile_interval": 0}, plugins=(git_plugin, example_plugin)))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Any:
+    with GitHttpServer(tmp_path / "served", credentials=("bot", "s3cret-token")) as srv:
+        yield srv
+
+
+def test_publish_from_a_git_url_pinned_to_the_commit(site: Site, server: GitHttpServer):
+    repo = server.create_repo("net")
+    first = repo.commit({"main.tf": 'variable "cidr" {}\n', "README.md": "# net\n", "notes/secret.txt": "x\n",
+                         ".terraformignore": "notes/\n"})
+    repo.tag("v1.0.0")
+    repo.tag("latest-build", annotated=False)  # does not match v{version}: ignored
+    url = server.repo_url("net")
+
+    bad = site.connection(provider="git", auth_method="token", username="bot", token="wrong")
+    refused = site.call("POST", "/api/v1/scm/links", json={"connection_id": bad, "repository": url,
+                                                           "namespace": "acme", "name": "net", "system": "generic"})
+    assert refused.status_code == 502 and "wrong" not in refused.get_data(as_text=True)
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+    shown = site.call("GET", f"/api/v1/scm/connections/{conn}", 200).get_json()
+    assert shown["has_secret"] is True and "token" not in shown
+    with site.registry.db.session() as s:
+        assert "s3cret-token" not in (s.get(ScmConnection, conn).secrets_encrypted or "")  # encrypted at rest
+    for path in ("file:///etc", "/srv/repo.git", "https://bot:pw@example.com/x.git"):
+        r = site.call("POST", "/api/v1/scm/links", json={"connection_id": conn, "repository": path,
+                                                         "namespace": "acme", "name": "net", "system": "generic"})
+        assert r.status_code in (400, 502), path
+
+    link = site.link(conn, url, "net")
+    assert link["webhook_secret"] and link["hook_id"] is None  # plain git: no webhook, polled
+    preview = site.call("GET", f"/api/v1/scm/links/{link['id']}/tags", 200).get_json()
+    assert preview == [{"name": "v1.0.0", "commit_sha": first, "version": "1.0.0"}]
+
+    site.sync(link["id"])
+    assert site.versions("net") == ["1.0.0"]
+    assert site.files("net", "1.0.0") == {"main.tf": b'variable "cidr" {}\n', "README.md": b"# net\n",
+                                          ".terraformignore": b"notes/\n"}
+    details = site.call("GET", "/v1/modules/acme/net/generic/1.0.0", 200).get_json()
+    assert details["source"] == url
+    prov = site.call("GET", "/api/v1/scm/provenance/acme/net/generic/1.0.0", 200).get_json()
+    assert (prov["commit_sha"], prov["tag"], prov["repository_url"]) == (first, "v1.0.0", url)
+    original = hashlib.sha256(site.archive("net", "1.0.0")).hexdigest()
+
+    # The tag is moved: the reconcile records a violation, never republishes.
+    moved_to = repo.commit({"main.tf": 'variable "evil" {}\n'})
+    repo.tag("v1.0.0", force=True)
+    # A tag pushed while nobody was told: the same reconcile publishes it.
+    repo.tag("v1.1.0")
+    site.sync(link["id"])
+    assert site.versions("net") == ["1.0.0", "1.1.0"]
+    assert hashlib.sha256(site.archive("net", "1.0.0")).hexdigest() == original
+    violations = site.call("GET", "/api/v1/scm/violations", 200).get_json()
+    assert [(v["module_version"], v["published_sha"], v["current_sha"], v["detected_by"]) for v in violations] == [
+        ("acme/net/generic/1.0.0", first, moved_to, "reconcile")]
+    assert [e.details["current_sha"] for e in site.audit("scm.tag_moved")] == [moved_to]
+    site.sync(link["id"])  # seen again: recorded once
+    assert len(site.call("GET", "/api/v1/scm/violations", 200).get_json()) == 1
+
+
+def test_archive_rules_refuse_a_symlink_outside_the_tree(site: Site, server: GitHttpServer):
+    repo = server.create_repo("sneaky")
+    repo.commit({"main.tf": "# ok\n", "passwd": "->/etc/passwd"})
+    repo.tag("v1.0.0")
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+    link = site.link(conn, server.repo_url("sneaky"), "sneaky")
+    site.sync(link["id"])
+    assert site.versions("sneaky") == []
+    job = [j for j in site.registry.jobs.jobs.values() if j.func == "tfregistry.jobs:scm_reconcile"][-1]
+    assert "points outside" in json.dumps(job.result)
+
+
+def test_archive_rules_refuse_an_oversize_module(app_factory: Any, server: GitHttpServer):
+    site = Site(app_factory({"scm.reconcile_interval": 0, "limits.module_uncompressed_max_bytes": "64KiB"},
+                            plugins=(git_plugin,)))
+    repo = server.create_repo("big")
+    repo.commit({"main.tf": "# ok\n", "blob.bin": bytes(range(256)) * 1024})  # 256 KiB
+    repo.tag("v1.0.0")
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+    link = site.link(conn, server.repo_url("big"), "big")
+    site.sync(link["id"])
+    assert site.versions("big") == []
+    job = [j for j in site.registry.jobs.jobs.values() if j.func == "tfregistry.jobs:scm_reconcile"][-1]
+    [error] = job.result["errors"]
+    assert error == ("v1.0.0: invalid module archive: archive is larger than 65536 bytes uncompressed "
+                     "(at member 'blob.bin')")
+
+
+def test_monorepo_publishes_each_module_alone(site: Site, server: GitHttpServer):
+    repo = server.create_repo("mono")
+    repo.commit({f"modules/{m}/main.tf": f"# {m}\n" for m in ("network", "compute", "storage")}
+                | {"README.md": "# all\n"})
+    for tag in ("network-v1.2.0", "compute-v1.0.0", "storage-v2.0.0", "v9.9.9"):
+        repo.tag(tag)
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+    for m in ("network", "compute", "storage"):
+        link = site.link(conn, server.repo_url("mono"), m, subdirectory=f"modules/{m}",
+                         tag_pattern="{name}-v{version}", import_tags=True)  # no sync: linking imports
+        assert link["import_job"] == f"scm-reconcile-{link['id']}"
+    site.registry.jobs.wait_idle()
+    assert [site.versions(m) for m in ("network", "compute", "storage")] == [["1.2.0"], ["1.0.0"], ["2.0.0"]]
+    for m, v in (("network", "1.2.0"), ("compute", "1.0.0"), ("storage", "2.0.0")):
+        assert site.files(m, v) == {"main.tf": f"# {m}\n".encode()}
+
+
+def _signed(secret: str, payload: dict[str, Any], delivery: str) -> dict[str, Any]:
+    body = json.dumps(payload).encode()
+    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"data": body, "headers": {"X-Example-Signature": sig, "X-Example-Delivery": delivery,
+                                      "Content-Type": "application/json"}}
+
+
+def test_webhook_signature_matrix_dedup_and_moved_tag(site: Site, tmp_path: Path):
+    repo = GitRepo(tmp_path / "dir", "app")
+    sha = repo.commit({"main.tf": "# app\n"})
+    repo.tag("v1.0.0")
+    conn = site.connection(provider="example-dir", auth_method="none", base_url=str(tmp_path / "dir"))
+    link = site.link(conn, "app.git", "app")
+    hook = f"/api/v1/scm/links/{link['id']}/webhook"
+    secret = link["webhook_secret"]
+    event = {"repository": "app.git", "ref": "refs/tags/v1.0.0", "before": "0" * 40, "after": sha}
+    good = _signed(secret, event, "d-1")
+
+    def unsent(**override: Any) -> Any:
+        return site.client.post(hook, **(good | override))
+
+    tampered = good["data"].replace(b"v1.0.0", b"v1.0.1")
+    cases = {"missing": {"headers": {"X-Example-Delivery": "d-1"}},
+             "wrong": {"headers": good["headers"] | {"X-Example-Signature": "sha256=" + "0" * 64}},
+             "tampered": {"data": tampered}}
+    for label, override in cases.items():
+        r = unsent(**override)
+        assert r.status_code == 401, label
+        assert "s3cret" not in r.get_data(as_text=True)
+    assert site.registry.jobs.jobs == {} and site.versions("app") == []  # nothing queued
+
+    r = site.client.post(hook, **good)
+    assert r.status_code == 202, r.get_json()
+    site.registry.jobs.wait_idle()
+    assert site.versions("app") == ["1.0.0"]
+    again = site.client.post(hook, **good)  # the same delivery again
+    assert again.status_code == 200 and "duplicate" in again.get_json()["outcome"]
+    site.registry.jobs.wait_idle()
+    assert site.versions("app") == ["1.0.0"]
+    prov = site.call("GET", "/api/v1/scm/provenance/acme/app/generic/1.0.0", 200).get_json()
+    assert (prov["delivery_id"], prov["commit_sha"]) == ("d-1", sha)
+    original = hashlib.sha256(site.archive("app", "1.0.0")).hexdigest()
+
+    # moved at webhook time: a violation at once, nothing queued, the stored archive unchanged
+    new_sha = repo.commit({"main.tf": "# changed\n"})
+    repo.tag("v1.0.0", force=True)
+    moved = site.client.post(hook, **_signed(secret, event | {"before": sha, "after": new_sha}, "d-2"))
+    assert moved.status_code == 200 and "moved" in moved.get_json()["outcome"]
+    violations = site.call("GET", "/api/v1/scm/violations", 200).get_json()
+    assert [(v["detected_by"], v["delivery_id"], v["current_sha"]) for v in violations] == [
+        ("webhook", "d-2", new_sha)]
+    assert hashlib.sha256(site.archive("app", "1.0.0")).hexdigest() == original
+
+    log = site.call("GET", f"/api/v1/scm/links/{link['id']}/deliveries", 200).get_json()
+    assert [d["status_code"] for d in log] == [200, 200, 202, 401, 401, 401]
+    assert all("x-example-signature" not in d["headers"] for d in log)  # secrets never logged
+    assert log[-1]["outcome"] == "rejected: X-Example-Signature header missing"
+    refused = site.call("POST", f"/api/v1/scm/links/{link['id']}/deliveries/{log[-1]['id']}/redeliver")
+    assert refused.status_code == 409  # a rejected delivery is never processed
+    redone = site.call("POST", f"/api/v1/scm/links/{link['id']}/deliveries/{log[2]['id']}/redeliver")
+    assert redone.status_code == 200 and "already published" in redone.get_json()["outcome"]
+    with site.registry.db.session() as s:
+        assert s.scalar(select(ScmDelivery).where(ScmDelivery.redelivery_of == log[2]["id"])) is not None
+        assert secret not in s.get(ScmLink, link["id"]).webhook_secret_encrypted
+
+    unlinked = site.client.post("/api/v1/scm/links/999999/webhook", **good)
+    assert unlinked.status_code == 404
