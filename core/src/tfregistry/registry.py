@@ -131,6 +131,8 @@ class Registry:
         self.discovery: dict[str, Any] = {}
         #: Interactive sign-in methods (:class:`tfregistry.interfaces.AuthProvider`) by name.
         self.auth_providers: dict[str, Any] = {}
+        #: Notification channels (:class:`tfregistry.interfaces.Notifier` factories) by name.
+        self.notifiers: dict[str, Any] = {}
         #: Small process-local caches of this application, by name (``memo.setdefault(name, {})``):
         #: not shared between processes, gone on restart; never the only copy of anything.
         self.memo: dict[str, Any] = {}
@@ -145,6 +147,10 @@ class Registry:
 
         #: Background jobs: ``registry.jobs.enqueue("module:function", *args, queue="default")``.
         self.jobs = make_queue(settings, self)
+        from tfregistry.events import install
+
+        #: Sessions know their registry, so events raised in a unit of work reach it after the commit.
+        install(self)
 
     def close(self) -> None:
         """Stop in-process scheduling, write pending download events, release the storage backend's clients
