@@ -384,6 +384,29 @@ class Event:
                 "namespace": self.namespace, "actor": self.actor, "request_id": self.request_id,
                 "data": self.data}
 
+    def subject(self) -> str:
+        """One line saying what happened, for mail subjects and chat messages."""
+        d = self.data
+        if self.type.startswith("module."):
+            what = f"module {d['namespace']}/{d['name']}/{d['system']} {d['version']}"
+        elif self.type.startswith("provider."):
+            what = f"provider {d['namespace']}/{d['type']} {d['version']}"
+        elif self.type.startswith("mirror."):
+            what = f"mirror of {d['upstream_host']}/{d['namespace']}/{d['type']}"
+        elif self.type == "token.expiring":
+            what = f"token {d['name']!r} expires in {d['days']} day(s), at {d['expires_at']}"
+        elif self.type == "gpg_key.expiring":
+            what = f"signing key {d['key_id']} of {self.namespace} expires in {d['days']} day(s), at {d['expires_at']}"
+        elif self.type == "job.failed":
+            what = f"job {d['job']} on queue {d['queue']}"
+        elif self.type == "user.disabled":
+            what = f"user {d['email'] or d['name']}"
+        elif self.type == "scm.tag_moved":
+            what = f"tag {d['tag']} of {d['repository']}"
+        else:
+            what = str(d.get("message", ""))
+        return f"[{self.type}] {what}"
+
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> Event:
         return cls(value["id"], value["type"], datetime.fromisoformat(value["time"]), value.get("organization"),

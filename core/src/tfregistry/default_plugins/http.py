@@ -39,6 +39,9 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     api.register_blueprint(api_jobs.blp)
     api.register_blueprint(api_mirrors.blp)
     api.register_blueprint(api_identity.blp)
+    from tfregistry.api import notifications as api_notifications
+
+    api.register_blueprint(api_notifications.blp)
     from tfregistry.ratelimit import configure_limits
 
     configure_limits(app, registry, login=[login.bp], uploads=[api_modules.blp, api_providers.blp])
