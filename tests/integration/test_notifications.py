@@ -49,8 +49,11 @@ def verify_standard_webhook(secret: str, headers: Any, body: bytes, tolerance: i
 class Receiver:
     """A local HTTP server: answers ``statuses`` in turn (then 200), records what it got."""
 
-    def __init__(self, secret: str | None = None, statuses: list[int] | None = None) -> None:
+    def __init__(self, secret: str | None = None, statuses: list[int] | None = None, hang_first: bool = False) -> None:
         self.secret, self.statuses, self.requests = secret, list(statuses or []), []
+        #: with ``hang_first``, the first request is held (never answered) until this is set
+        self.release = threading.Event()
+        self.hang_first = hang_first
         self.seen_ids: set[str] = set()
         self.verified: list[dict[str, Any]] = []
         outer = self
@@ -59,6 +62,9 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append((dict(self.headers), body))
+                if outer.hang_first and len(outer.requests) == 1:
+                    outer.release.wait(60)  # the sender dies meanwhile
+                    return
                 status = outer.statuses.pop(0) if outer.statuses else 200
                 if status == 200 and outer.secret:
                     try:
@@ -81,6 +87,7 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -443,3 +450,101 @@ def test_delivery_log_survives_a_restart_and_pending_ones_are_requeued(notify_ap
     app2.extensions["tfregistry"].jobs.wait()
     assert [d.id for d in recorder.sent] == ["msg_left_behind"] and recorder.sent[0].attempt == 2
     assert requeue_pending(app2.extensions["tfregistry"], timedelta(minutes=5)) == []
+
+
+# --- e-mail: the whole way, through a real SMTP server with STARTTLS and a throwaway CA -------------------
+
+
+def test_mail_for_module_published_and_token_expiring_through_starttls(notify_app, publish_with, tmp_path):
+    import tfregistry_notify_smtp.plugin as smtp_plugin
+    from tfregistry_notify_smtp.testing import SmtpServer, make_ca_and_server_cert
+
+    from tfregistry.services.notifications import expiry_notices
+
+    ca, cert, key = make_ca_and_server_cert(tmp_path / "pki")
+    server = SmtpServer(cert, key, mode="starttls")
+    try:
+        settings = {f"plugins.tfregistry-notify-smtp.{k}": v for k, v in {
+            "host": "127.0.0.1", "port": server.port, "security": "starttls", "sender": "registry@example.com",
+            "ca_file": str(ca), "timeout": 5}.items()}
+        app = notify_app(settings, plugins=(smtp_plugin,))
+        registry = app.extensions["tfregistry"]
+        client, admin = app.test_client(), new_token(app, "admin")
+        sub = subscribe(client, admin, notifier="smtp", events=["module.published", "token.expiring"],
+                        target={"to": ["ops@example.com"]})
+        assert sub.status_code == 201, sub.get_json()
+        assert publish_with(client, admin, version="3.1.0").status_code == 201
+        new_token(app, "read", name="deploy-bot", expires_in=timedelta(hours=20))
+        assert len(expiry_notices(registry)) == 1
+        registry.jobs.wait()
+
+        mails = {m["X-Tfregistry-Event"]: m for _, _, m in server.received.messages}
+        assert set(mails) == {"module.published", "token.expiring"}
+        assert mails["module.published"]["Subject"] == "[module.published] module acme/network/aws 3.1.0"
+        expiring = mails["token.expiring"]
+        text = next(p for p in expiring.walk() if p.get_content_type() == "text/plain").get_payload(decode=True)
+        assert b'"deploy-bot"' in text and b"in 1 day(s)" in text and b"tfr token rotate" in text
+        assert all(m["To"] == "ops@example.com" for m in mails.values())
+        assert [d["status"] for d in deliveries(client, admin)] == ["delivered", "delivered"]
+        # across a restart the notice is not sent again
+        app2 = notify_app(settings, plugins=(smtp_plugin,))
+        assert expiry_notices(app2.extensions["tfregistry"]) == []
+        app2.extensions["tfregistry"].jobs.wait()
+        assert len(server.received.messages) == 2
+    finally:
+        server.stop()
+
+
+# --- a worker killed in the middle of a delivery (RQ, a real `tfr worker` process) ---------------------------
+
+
+def test_worker_killed_mid_delivery_redelivers_with_the_same_webhook_id(
+        notify_app, receiver_factory, publish_with, redis_db, tmp_path, database_url):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REDIS_URL
+    from tfregistry.jobs import notify_tick
+
+    app = notify_app({"redis_url": REDIS_URL, "jobs.heartbeat_seconds": 1, "notify.requeue_after": 1})
+    registry = app.extensions["tfregistry"]
+    client, admin = app.test_client(), new_token(app, "admin")
+    secret = new_secret()
+    receiver = receiver_factory(secret=secret, hang_first=True)
+    assert subscribe(client, admin, target={"url": receiver.url, "secret": secret}).status_code == 201
+    assert publish_with(client, admin).status_code == 201
+    [queued] = deliveries(client, admin)
+    assert queued["status"] == "pending"
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TFR_")},
+           "TFR_DATA_DIR": str(tmp_path / "data"), "TFR_DATABASE_URL": database_url, "TFR_REDIS_URL": REDIS_URL,
+           "TFR_JOBS__HEARTBEAT_SECONDS": "1", "TFR_NOTIFY__BACKOFF_SECONDS": "0",
+           "TFR_PLUGINS": "tfregistry-storage-local,tfregistry-notify-webhook", "PYTHONPATH": os.getcwd()}
+    worker = [sys.executable, "-m", "tfregistry", "worker", "--queues", "notify"]
+    first = subprocess.Popen(worker, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.requests, "the worker never started the delivery"
+        os.killpg(first.pid, signal.SIGKILL)  # dies while the receiver holds the request
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    [cut] = deliveries(client, admin)
+    assert (cut["status"], cut["attempts"]) == ("pending", 1)
+
+    # the periodic tick requeues it once the dead worker's heartbeat is gone (RQ: 10 s after the start)
+    time.sleep(11)
+    notify_tick(registry)
+    second = subprocess.run([*worker, "--burst"], env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    [done] = deliveries(client, admin)
+    assert (done["status"], done["attempts"]) == ("delivered", 2)
+    ids = [headers["webhook-id"] for headers, _ in receiver.requests]
+    assert ids == [done["id"], done["id"]]  # the same webhook-id both times
+    assert len(receiver.verified) == 1  # so the receiver, deduplicating, saw one event
