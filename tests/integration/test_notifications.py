@@ -606,3 +606,42 @@ def test_docs_events_md_shows_every_event_with_its_example():
         assert json.loads(block) == example(name), f"docs/events.md: the example of {name} is out of date"
         for key in EVENTS[name][1]:
             assert f"| `{key}` |" in section, f"docs/events.md: {name} does not list {key}"
+
+
+def test_provider_user_and_mirror_flows_raise_events_that_validate(notify_app, signer):
+    from tests.integration.test_providers import add_key, publish_provider
+
+    recorder = Recorder()
+    app = notify_app({"mirror.require_approval": True}, plugins=(recorder,))
+    client, admin = app.test_client(), new_token(app, "admin")
+    assert add_key(client, admin, "acme", signer.public_armor).status_code == 201
+    assert publish_provider(client, admin, key=signer).status_code == 201
+    url = "/api/v1/providers/acme/foo/1.0.0"
+    assert client.patch(url, json={"deprecated": True, "reason": "use 1.1"}, headers=bearer(admin)).status_code == 200
+    assert client.delete(url, headers=bearer(admin)).status_code == 204
+    user = client.post("/api/v1/users", json={"email": "bob@example.com", "name": "Bob"}, headers=bearer(admin))
+    assert user.status_code == 201, user.get_json()
+    assert client.patch(f"/api/v1/users/{user.get_json()['id']}", json={"disabled": True},
+                        headers=bearer(admin)).status_code == 200
+    # a mirror requested by someone who may not manage mirrors waits for approval
+    requester = new_token(app, "mirrors:read", name="requester")
+    asked = client.post("/api/v1/mirrors", json={"upstream_host": "registry.example.com", "namespace": "hashicorp",
+                                                 "type": "random"}, headers=bearer(requester))
+    assert asked.status_code == 201, asked.get_json()
+    # and a sync of an upstream that is not there fails
+    made = client.post("/api/v1/mirrors", json={"upstream_host": "127.0.0.1:1", "namespace": "hashicorp",
+                                                "type": "random", "upstream_url": "http://127.0.0.1:1"},
+                       headers=bearer(admin))
+    assert made.status_code == 201, made.get_json()
+    assert client.post(f"/api/v1/mirrors/{made.get_json()['id']}/sync", headers=bearer(admin)).status_code == 202
+    app.extensions["tfregistry"].jobs.wait()
+
+    types = [e.type for e in recorder.events]
+    assert types == ["provider.published", "provider.deprecated", "provider.deleted", "user.disabled",
+                     "mirror.request_pending", "mirror.sync_failed"]
+    for event in recorder.events:
+        jsonschema.validate(event.to_dict(), schema(event.type))
+    assert recorder.events[0].data["platforms"] == ["darwin_arm64", "linux_amd64"]
+    assert recorder.events[3].data["email"] == "bob@example.com"
+    assert recorder.events[4].data["requested_by"] and recorder.events[4].organization is None
+    assert recorder.events[5].data["errors"]
