@@ -1,7 +1,8 @@
 """Publishing while a notification target is dead: prints publish times, never fails on time.
 
 Three runs of ``TFR_BENCH_PUBLISHES`` (default 20) module publishes through the API, each on a fresh
-app on the same database (the ``app_factory`` fixture: SQLite and PostgreSQL, jobs in-process as in the embedded default):
+app on the same database (the ``app_factory`` fixture: SQLite and PostgreSQL, jobs in-process as in
+the embedded default):
 
 * no subscription;
 * a webhook subscription whose receiver accepts connections and never answers (the notifier waits
