@@ -102,8 +102,8 @@ def _facts(event: Event) -> list[tuple[str, str]]:
     return facts
 
 
-class SlackNotifier(Notifier):
-    """A Slack incoming webhook (https://api.slack.com/messaging/webhooks): ``text`` plus Block Kit blocks."""
+class ChatNotifier(Notifier):
+    """A chat service's incoming webhook: its URL is the credential; :meth:`message` makes the body."""
 
     secret_fields = ("url",)
 
@@ -116,6 +116,18 @@ class SlackNotifier(Notifier):
 
     @staticmethod
     def message(event: Event) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def send(self, delivery: Delivery) -> None:
+        body = json.dumps(self.message(delivery.event)).encode()
+        post(delivery.target["url"], body, {}, self.timeout, show_url=False)
+
+
+class SlackNotifier(ChatNotifier):
+    """A Slack incoming webhook (https://api.slack.com/messaging/webhooks): ``text`` plus Block Kit blocks."""
+
+    @staticmethod
+    def message(event: Event) -> dict[str, Any]:
         """The Slack message for ``event``."""
         subject = event.subject()
         return {"text": subject, "blocks": [
@@ -124,23 +136,10 @@ class SlackNotifier(Notifier):
             {"type": "context", "elements": [{"type": "mrkdwn", "text": f"tfregistry event {event.id}"}]},
         ]}
 
-    def send(self, delivery: Delivery) -> None:
-        body = json.dumps(self.message(delivery.event)).encode()
-        post(delivery.target["url"], body, {}, self.timeout, show_url=False)
 
-
-class TeamsNotifier(Notifier):
+class TeamsNotifier(ChatNotifier):
     """A Microsoft Teams Workflows webhook ("Post to a channel when a webhook request is received")
     with an Adaptive Card (https://learn.microsoft.com/en-us/connectors/teams/#microsoft-teams-webhook)."""
-
-    secret_fields = ("url",)
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-
-    def validate(self, target: dict[str, Any]) -> dict[str, Any]:
-        _only(target, {"url"})
-        return {"url": _check_url(target.get("url"))}
 
     @staticmethod
     def message(event: Event) -> dict[str, Any]:
@@ -155,7 +154,3 @@ class TeamsNotifier(Notifier):
         }
         return {"type": "message", "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
-
-    def send(self, delivery: Delivery) -> None:
-        body = json.dumps(self.message(delivery.event)).encode()
-        post(delivery.target["url"], body, {}, self.timeout, show_url=False)
