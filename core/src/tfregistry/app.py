@@ -54,6 +54,11 @@ class Bootstrap:
     def storage_backends(self) -> BackendRegister:
         return self.pm.collect("tfr_register_storage_backends", BackendRegister("storage"))
 
+    def notifiers(self) -> dict[str, Any]:
+        """Every offered notification channel (:class:`tfregistry.interfaces.Notifier`), built, by name."""
+        register = self.pm.collect("tfr_register_notifiers", BackendRegister("notifier"))
+        return {name: backend.factory(self.settings) for name, backend in register.backends.items()}
+
     def auth_providers(self) -> dict[str, Any]:
         """The sign-in methods named in ``auth.providers``, built (an unconfigured one stops start-up)."""
         register = self.pm.collect("tfr_register_auth_providers", BackendRegister("auth"))
@@ -175,6 +180,7 @@ def build_app(boot: Bootstrap) -> Flask:
     registry = Registry(settings, pm, db, storage, register.backends)
     registry.auth_providers = boot.auth_providers()
     registry.scm_providers = boot.scm_providers()
+    registry.notifiers = boot.notifiers()
     app.extensions[EXTENSION_KEY] = registry
     if settings["cache.enabled"]:
         from tfregistry.readcache import ReadCache, replay_safe

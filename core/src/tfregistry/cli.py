@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -1370,3 +1372,153 @@ def web(ctx: Context, bind: str, gunicorn_args: tuple[str, ...]) -> None:
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:tfregistry.gunicorn_conf", "--bind", bind,
             *gunicorn_args, "tfregistry.app:create_app()"]
     os.execv(sys.executable, argv)
+
+
+# --- notifications ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def notify() -> None:
+    """Notification subscriptions, test notifications, the delivery log and its dead letters."""
+
+
+@contextmanager
+def _notify_registry(ctx: Context) -> Iterator[Any]:
+    """The whole application (notifiers, job queue) for a ``tfr notify`` command; without Redis, jobs it
+    queues run in this process before the command exits."""
+    from tfregistry.jobs import InProcessQueue
+
+    app = build_app(ctx.boot)
+    registry = app.extensions["tfregistry"]
+    try:
+        with app.app_context():
+            yield registry
+        if isinstance(registry.jobs, InProcessQueue):
+            registry.jobs.wait(timeout=600)
+    except ServiceError as exc:
+        fail(exc.message)
+    finally:
+        registry.close()
+
+
+def _parse_target(pairs: tuple[str, ...]) -> dict[str, Any]:
+    target: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--target {pair!r}: use KEY=VALUE (repeat a key for a list)")
+        if key in target:
+            target[key] = [*(target[key] if isinstance(target[key], list) else [target[key]]), value]
+        else:
+            target[key] = value
+    return target
+
+
+@notify.command("list")
+@pass_ctx
+def notify_list(ctx: Context) -> None:
+    """List subscriptions (secret target settings masked)."""
+    from tfregistry.services import notifications as svc
+
+    with _notify_registry(ctx) as registry, registry.db.session() as session:
+        for sub in svc.list_subscriptions(session, None):
+            org = sub.organization.name if sub.organization else "(site)"
+            state = "enabled" if sub.enabled else "disabled"
+            click.echo(f"{sub.id}\t{sub.name}\t{org}\t{sub.namespace or '*'}\t{','.join(sub.events)}\t"
+                       f"{sub.notifier}\t{json.dumps(svc.shown_target(registry, sub))}\t{state}")
+
+
+@notify.command("create")
+@click.option("--name", required=True, help="A name people recognise.")
+@click.option("--org", help="The organization whose events to send; default: site-wide (every organization's).")
+@click.option("--event", "events", multiple=True, required=True, help="An event type, or '*' (repeatable).")
+@click.option("--namespace", help="Only this namespace's events.")
+@click.option("--notifier", required=True, help="webhook, slack, teams, smtp... (tfr plugins lists them).")
+@click.option("--target", "pairs", multiple=True, help="Target setting KEY=VALUE (repeatable: to=a@x to=b@x). "
+              "Prefer --target-file for secrets: command lines are visible to other users.")
+@click.option("--target-file", type=click.File("r"), help="A JSON object of target settings ('-': stdin).")
+@pass_ctx
+def notify_create(ctx: Context, name: str, org: str | None, events: tuple[str, ...], namespace: str | None,
+                  notifier: str, pairs: tuple[str, ...], target_file: Any) -> None:
+    """Subscribe an organization (or the whole site) to events (audited as notify.subscribe by cli)."""
+    from tfregistry.models import Organization
+    from tfregistry.services import notifications as svc
+
+    target = _parse_target(pairs)
+    if target_file is not None:
+        try:
+            loaded = json.load(target_file)
+        except json.JSONDecodeError as exc:
+            fail(f"--target-file is not JSON: {exc.msg} (line {exc.lineno})")
+        if not isinstance(loaded, dict):
+            fail("--target-file must hold a JSON object")
+        target.update(loaded)
+    with _notify_registry(ctx) as registry, registry.db.session() as session:
+        organization = None
+        if org:
+            organization = session.scalar(select(Organization).where(Organization.name == org))
+            if organization is None:
+                fail(f"no organization {org!r}")
+        sub = svc.create_subscription(session, registry, CLI_ACTOR, name=name, organization=organization,
+                                      events=list(events), notifier=notifier, target=target, namespace=namespace)
+        session.commit()
+        click.echo(f"subscription {sub.id} created")
+
+
+@notify.command("delete")
+@click.argument("subscription_id", type=int)
+@pass_ctx
+def notify_delete(ctx: Context, subscription_id: int) -> None:
+    """Delete a subscription and its delivery log."""
+    from tfregistry.services import notifications as svc
+
+    with _notify_registry(ctx) as registry, registry.db.session() as session:
+        svc.delete_subscription(session, CLI_ACTOR, svc.get_subscription(session, subscription_id, None))
+        session.commit()
+        click.echo(f"subscription {subscription_id} deleted")
+
+
+@notify.command("test")
+@click.argument("subscription_id", type=int)
+@pass_ctx
+def notify_test(ctx: Context, subscription_id: int) -> None:
+    """Send a notification.test event to a subscription's target now; exit 1 if it was not delivered."""
+    from tfregistry.services import notifications as svc
+
+    with _notify_registry(ctx) as registry, registry.db.session() as session:
+        error = svc.send_test(registry, svc.get_subscription(session, subscription_id, None), CLI_ACTOR)
+    if error:
+        fail(f"not delivered: {error}")
+    click.echo("delivered")
+
+
+@notify.command("deliveries")
+@click.option("--status", type=click.Choice(["pending", "delivered", "dead"]), help="'dead': the dead letters.")
+@click.option("--subscription", type=int, help="Only this subscription's deliveries.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@pass_ctx
+def notify_deliveries(ctx: Context, status: str | None, subscription: int | None, limit: int) -> None:
+    """The delivery log, newest first: id, subscription, event, status, attempts, last error."""
+    from tfregistry.services import notifications as svc
+
+    with _notify_registry(ctx) as registry, registry.db.session() as session:
+        for d in svc.list_deliveries(session, None, status=status, subscription_id=subscription, limit=limit):
+            click.echo(f"{d.id}\t{d.subscription_id}\t{d.event_type}\t{d.status}\t{d.attempts}\t"
+                       f"{d.created_at.isoformat(timespec='seconds')}\t{d.last_error or ''}")
+
+
+@notify.command("redeliver")
+@click.argument("delivery_ids", nargs=-1, required=True)
+@pass_ctx
+def notify_redeliver(ctx: Context, delivery_ids: tuple[str, ...]) -> None:
+    """Queue dead deliveries again, with the same ids (audited as notify.redeliver by cli)."""
+    from tfregistry.models import NotificationDelivery
+    from tfregistry.services import notifications as svc
+
+    with _notify_registry(ctx) as registry, registry.db.session() as session:
+        for delivery_id in delivery_ids:
+            delivery = session.get(NotificationDelivery, delivery_id)
+            if delivery is None:
+                fail(f"no delivery {delivery_id}")
+            svc.redeliver(registry, session, CLI_ACTOR, delivery)
+            click.echo(f"delivery {delivery_id} queued")

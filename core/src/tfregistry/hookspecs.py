@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from flask_smorest import Api
 
     from tfregistry.auth import Identity, Resource
-    from tfregistry.interfaces import RequestContext
+    from tfregistry.interfaces import Event, RequestContext
     from tfregistry.plugins import BackendRegister
     from tfregistry.registry import ModuleVersionRef, ProviderVersionRef, Registry
     from tfregistry.settings import SettingsDeclarations
@@ -289,6 +289,40 @@ def tfr_register_scm_providers(register: BackendRegister) -> None:
     deliveries.
 
     :param register: the provider collector.
+
+    Since plugin API 1.2.
+    """
+
+
+# --- Events and notifications ----------------------------------------------------------
+
+
+@hookspec
+def tfr_register_notifiers(register: BackendRegister) -> None:
+    """Offer notification channels that subscriptions can name as their target.
+
+    ``register.add(name, factory, description=...)`` where ``factory(settings)`` returns a
+    :class:`tfregistry.interfaces.Notifier`.  Every offered notifier is built at start-up; a name offered
+    twice stops start-up.  The core delivers from background jobs on the ``notify`` queue, with retries.
+
+    :param register: the notifier collector.
+
+    Since plugin API 1.2.
+    """
+
+
+@hookspec
+def tfr_event(registry: Registry, event: Event) -> None:
+    """Listen to every event the registry raises (see ``docs/events.md`` for the vocabulary).
+
+    Called after the change the event describes has been committed, in the process that made it (a
+    web request or a job); keep it quick and do not raise (an exception is logged and ignored).  To
+    send something slow, queue a job.  Subscriptions and notifiers need no listener: the core queues
+    their deliveries itself.
+
+    :param registry: the application registry.
+    :param event: the :class:`tfregistry.interfaces.Event` (``type``, ``organization``, ``namespace``,
+        ``actor``, ``time``, ``request_id``, ``data``).
 
     Since plugin API 1.2.
     """

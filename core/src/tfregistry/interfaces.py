@@ -26,9 +26,13 @@ from typing import Any, BinaryIO
 
 __all__ = [
     "AuthProvider",
+    "Delivery",
+    "DeliveryError",
+    "Event",
     "ExternalIdentity",
     "HashingReader",
     "LoginError",
+    "Notifier",
     "InvalidKey",
     "ObjectInfo",
     "ObjectNotFound",
@@ -757,3 +761,108 @@ class ScmProvider(ABC):
     def check(self) -> list[str]:
         """Problems an operator should fix (``git`` missing...); empty when fine."""
         return []
+
+
+# --- notifications ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened in the registry (see :mod:`tfregistry.events` for the vocabulary).
+
+    ``organization`` and ``namespace`` are names (``None`` for site-wide events), ``actor`` who caused it
+    (a user's e-mail, ``token:ID``, ``scheduler``...), ``request_id`` the HTTP request it came from.
+    """
+
+    id: str
+    type: str
+    time: datetime
+    organization: str | None
+    namespace: str | None
+    actor: str
+    request_id: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as JSON (the shape documented in docs/events.md, and what webhooks carry)."""
+        return {"id": self.id, "type": self.type, "time": self.time.isoformat(), "organization": self.organization,
+                "namespace": self.namespace, "actor": self.actor, "request_id": self.request_id,
+                "data": self.data}
+
+    def subject(self) -> str:
+        """One line saying what happened, for mail subjects and chat messages."""
+        d = self.data
+        if self.type.startswith("module."):
+            what = f"module {d['namespace']}/{d['name']}/{d['system']} {d['version']}"
+        elif self.type.startswith("provider."):
+            what = f"provider {d['namespace']}/{d['type']} {d['version']}"
+        elif self.type.startswith("mirror."):
+            what = f"mirror of {d['upstream_host']}/{d['namespace']}/{d['type']}"
+        elif self.type == "token.expiring":
+            what = f"token {d['name']!r} expires in {d['days']} day(s), at {d['expires_at']}"
+        elif self.type == "gpg_key.expiring":
+            what = f"signing key {d['key_id']} of {self.namespace} expires in {d['days']} day(s), at {d['expires_at']}"
+        elif self.type == "job.failed":
+            what = f"job {d['job']} on queue {d['queue']}"
+        elif self.type == "user.disabled":
+            what = f"user {d['email'] or d['name']}"
+        elif self.type == "scm.tag_moved":
+            what = f"tag {d['tag']} of {d['repository']}"
+        else:
+            what = str(d.get("message", ""))
+        return f"[{self.type}] {what}"
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Event:
+        return cls(value["id"], value["type"], datetime.fromisoformat(value["time"]), value.get("organization"),
+                   value.get("namespace"), value["actor"], value.get("request_id"), dict(value.get("data") or {}))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt at telling one subscription about one event.
+
+    ``id`` stays the same across retries, restarts and redeliveries of the same (event, subscription),
+    so receivers can deduplicate (it is the Standard Webhooks ``webhook-id``); ``attempt`` counts from 1.
+    ``target`` is the subscription's target settings with secrets decrypted: never log it.
+    ``site_url`` is the registry's ``public_url`` (or ``None``), for links.
+    """
+
+    id: str
+    attempt: int
+    event: Event
+    target: dict[str, Any]
+    site_url: str | None = None
+
+
+class DeliveryError(Exception):
+    """A notification could not be delivered; it is retried (the message goes to the delivery log, so
+    it must not contain secrets).  ``permanent=True``: retrying cannot help (a 4xx answer other than
+    408/429), the delivery goes to the dead-letter list at once."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Notifier(ABC):
+    """A notification channel (e-mail, a webhook...), offered by ``tfr_register_notifiers``.
+
+    A subscription names a notifier and gives it *target settings* (a URL, addresses...).  The core
+    stores target settings as JSON and encrypts the fields listed in :attr:`secret_fields` at rest;
+    they are never shown again through the API or the CLI.
+    """
+
+    api_version = 1
+    #: Target setting names whose values are secrets (encrypted at rest, masked when shown).
+    secret_fields: tuple[str, ...] = ()
+
+    @abstractmethod
+    def validate(self, target: dict[str, Any]) -> dict[str, Any]:
+        """Check a subscription's target settings; return them normalised, or raise ``ValueError`` with a
+        message for the person who wrote them (never echoing a secret)."""
+
+    @abstractmethod
+    def send(self, delivery: Delivery) -> None:
+        """Deliver one event; return on success, raise :class:`DeliveryError` on failure.  Called from a
+        background job; must time out rather than hang (a few seconds per network step)."""

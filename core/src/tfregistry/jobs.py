@@ -116,10 +116,26 @@ def _run_with_heartbeat(job: Any, path: str, args: tuple[Any, ...]) -> Any:
     thread.start()
     try:
         return resolve(path)(_current, *args)
+    except Exception:
+        if not job.retries_left:  # no retry follows: this failure is final
+            job_failed(_current, job.id, path, job.origin, traceback.format_exc(limit=5))
+        raise
     finally:
         done.set()
         thread.join(timeout=5)
         job.connection.delete(key)
+
+
+def job_failed(registry: Registry, job_id: str, path: str, queue: str, error: str | None) -> None:
+    """Raise ``job.failed`` for a job that failed for good (never raises itself)."""
+    from tfregistry.events import emit
+
+    try:
+        last = (error or "").strip().splitlines()[-1:] or ["unknown error"]
+        emit(registry, "job.failed", actor="worker",
+             data={"job_id": job_id, "job": path, "queue": queue, "error": last[0][:500]})
+    except Exception:
+        log.exception("could not raise job.failed for job %s", job_id)
 
 
 def backoff(retries: int, base: int) -> list[int]:
@@ -138,6 +154,8 @@ class InProcessQueue:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfr-job")
         self._stopped = threading.Event()
+        #: Each job's retry delays (its own retries and backoff, or the settings').
+        self._backoff: dict[str, list[int]] = {}
 
     def start_periodic(self, periodic: list[tuple[str, tuple[Any, ...], int]]) -> None:
         """Enqueue each periodic job every ``interval`` seconds from a daemon thread (no Redis, no scheduler)."""
@@ -156,12 +174,16 @@ class InProcessQueue:
         """Stop periodic scheduling (running jobs finish on their own)."""
         self._stopped.set()
 
-    def enqueue(self, path: str, *args: Any, queue: str = "default", job_id: str | None = None) -> JobInfo:
+    def enqueue(self, path: str, *args: Any, queue: str = "default", job_id: str | None = None,
+                retries: int | None = None, backoff_base: int | None = None) -> JobInfo:
+        """Run ``path(registry, *args)`` soon; ``retries``/``backoff_base`` override the settings for this job."""
         resolve(path)  # fail now, in the caller, if the job does not exist
         info = JobInfo(job_id or uuid.uuid4().hex, path, list(args), queue, "queued", utcnow(),
-                       retries_left=self.retries)
+                       retries_left=self.retries if retries is None else retries)
+        self._backoff[info.id] = backoff(info.retries_left, self.backoff_base if backoff_base is None
+                                         else backoff_base)
         with self._lock:
-            if job_id and job_id in self.jobs and self.jobs[job_id].status in ("queued", "started"):
+            if job_id and job_id in self.jobs and self.jobs[job_id].status in ("queued", "started", "scheduled"):
                 return self.jobs[job_id]  # the same job is already pending: enqueue is idempotent
             self.jobs[info.id] = info
         self._pool.submit(self._run, info)
@@ -169,7 +191,10 @@ class InProcessQueue:
 
     def _run(self, info: JobInfo) -> None:
         global _current
-        delays = backoff(self.retries, self.backoff_base)
+        delays = self._backoff.get(info.id)
+        if delays is None:
+            delays = backoff(self.retries, self.backoff_base)
+        total = len(delays)
         while True:
             if info.status == "canceled":
                 return
@@ -182,7 +207,7 @@ class InProcessQueue:
             except Exception:
                 info.error = traceback.format_exc(limit=5)
                 if info.retries_left > 0:
-                    delay = delays[self.retries - info.retries_left]
+                    delay = delays[total - info.retries_left]
                     info.retries_left -= 1
                     info.status = "scheduled"
                     log.warning("job %s (%s) failed; retrying in %ss", info.id, info.func, delay)
@@ -190,6 +215,7 @@ class InProcessQueue:
                     continue
                 info.status = "failed"
                 log.error("job %s (%s) failed for good:\n%s", info.id, info.func, info.error)
+                job_failed(self.registry, info.id, info.func, info.queue, info.error)
             info.ended_at = utcnow()
             return
 
@@ -212,7 +238,9 @@ class InProcessQueue:
         info = self.get(job_id)
         if info.status not in ("failed", "canceled"):
             raise JobError(f"job {job_id} is {info.status}; only failed or canceled jobs can be retried")
-        info.status, info.retries_left, info.error = "queued", self.retries, None
+        delays = self._backoff.get(info.id)
+        info.status, info.error = "queued", None
+        info.retries_left = self.retries if delays is None else len(delays)
         self._pool.submit(self._run, info)
         return info
 
@@ -253,7 +281,9 @@ class RQQueue:
             raise JobError(f"unknown queue {name!r} (queues: {', '.join(QUEUES)})")
         return Queue(name, connection=self.connection)
 
-    def enqueue(self, path: str, *args: Any, queue: str = "default", job_id: str | None = None) -> JobInfo:
+    def enqueue(self, path: str, *args: Any, queue: str = "default", job_id: str | None = None,
+                retries: int | None = None, backoff_base: int | None = None) -> JobInfo:
+        """Queue ``path(registry, *args)``; ``retries``/``backoff_base`` override the settings for this job."""
         from rq import Retry
         from rq.job import Job, JobStatus
 
@@ -272,11 +302,13 @@ class RQQueue:
                     return self._info(existing)
             except Exception:
                 pass
-        retry = Retry(max=self.retries, interval=backoff(self.retries, self.backoff_base)) if self.retries else None
+        retries = self.retries if retries is None else retries
+        base = self.backoff_base if backoff_base is None else backoff_base
+        retry = Retry(max=retries, interval=backoff(retries, base)) if retries else None
         job = self.queue(queue).enqueue_call(
             execute, args=(path, *args), job_id=job_id, retry=retry, result_ttl=self.result_ttl,
             failure_ttl=self.failure_ttl, timeout=self.job_timeout, description=f"{path}{tuple(args)!r}",
-            meta={"func": path, "args": list(args)},
+            meta={"func": path, "args": list(args), "retries": retries},
         )
         return self._info(job)
 
@@ -299,7 +331,8 @@ class RQQueue:
             error = getattr(latest, "exc_string", None) or job.exc_info
         meta = job.meta or {}
         return JobInfo(job.id, meta.get("func", job.func_name), meta.get("args", []), job.origin, status,
-                       job.enqueued_at, job.ended_at, attempts=(self.retries - (job.retries_left or 0)) + 1
+                       job.enqueued_at, job.ended_at, attempts=(meta.get("retries", self.retries)
+                                                                - (job.retries_left or 0)) + 1
                        if job.retries_left is not None else 1, retries_left=job.retries_left or 0,
                        result=result, error=error)
 
@@ -419,6 +452,24 @@ def reanalyse_modules(registry: Registry, version_ids: list[int]) -> int:
         return reanalyse_versions(session, registry.storage, archive_limits(registry.settings), version_ids)
 
 
+def deliver_notification(registry: Registry, delivery_id: str) -> str:
+    """Job: one attempt at one notification delivery (see :mod:`tfregistry.services.notifications`)."""
+    from tfregistry.services.notifications import deliver
+
+    return deliver(registry, delivery_id)
+
+
+def notify_tick(registry: Registry) -> list[str]:
+    """Periodic job: queue again pending deliveries whose worker died (not attempted for 5 minutes) and
+    raise the expiry notices due (``token.expiring``, ``gpg_key.expiring``)."""
+    from datetime import timedelta
+
+    from tfregistry.services.notifications import expiry_notices, requeue_pending
+
+    requeue_pending(registry, timedelta(seconds=registry.settings["notify.requeue_after"]))
+    return expiry_notices(registry)
+
+
 #: Encryption purpose of stored upstream tokens.
 MIRROR_TOKEN = b"tfregistry mirror upstream token"
 
@@ -451,6 +502,8 @@ def periodic_jobs(registry: Registry) -> list[tuple[str, tuple[Any, ...], int]]:
         ("tfregistry.jobs:mirror_tick", (), registry.settings["jobs.mirror_tick_seconds"])]
     if registry.settings["jobs.storage_gc_interval"]:
         jobs.append(("tfregistry.jobs:storage_gc", (), registry.settings["jobs.storage_gc_interval"]))
+    if registry.settings["notify.tick_seconds"]:
+        jobs.append(("tfregistry.jobs:notify_tick", (), registry.settings["notify.tick_seconds"]))
     if registry.settings["jobs.token_expiry_notice"]:
         jobs.append(("tfregistry.jobs:token_expiry_notices", (), 3600))
     if registry.settings["scm.reconcile_interval"]:

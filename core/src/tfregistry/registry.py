@@ -133,6 +133,8 @@ class Registry:
         self.auth_providers: dict[str, Any] = {}
         #: Source-control providers (:class:`tfregistry.interfaces.ScmProvider`) by name.
         self.scm_providers: dict[str, Any] = {}
+        #: Notification channels (:class:`tfregistry.interfaces.Notifier` factories) by name.
+        self.notifiers: dict[str, Any] = {}
         #: Small process-local caches of this application, by name (``memo.setdefault(name, {})``):
         #: not shared between processes, gone on restart; never the only copy of anything.
         self.memo: dict[str, Any] = {}
@@ -156,6 +158,10 @@ class Registry:
             from tfregistry.telemetry import ObservedStorage
 
             self.storage = ObservedStorage(storage, self.observe)
+        from tfregistry.events import install
+
+        #: Sessions know their registry, so events raised in a unit of work reach it after the commit.
+        install(self)
 
     def close(self) -> None:
         """Stop in-process scheduling, write pending download events, release the storage backend's clients

@@ -131,3 +131,26 @@ def test_plugin_registers_its_scm_provider(pm: pluggy.PluginManager, tmp_path: P
     moved = json.dumps({"repository": "net.git", "ref": "refs/tags/v1.0.0", "before": "1" * 40,
                         "after": sha}).encode()
     assert scm.parse_webhook(WebhookRequest({}, moved, datetime.now(UTC)))[0].kind == "tag_moved"
+
+
+def test_plugin_offers_a_notifier_that_appends_events(pm: pluggy.PluginManager, tmp_path) -> None:
+    from datetime import UTC, datetime
+
+    from tfregistry.interfaces import Delivery, DeliveryError, Event
+
+    register = BackendCollector()
+    pm.hook.tfr_register_notifiers(register=register)
+    notifier = register.added["example-file"][0]({})
+    with pytest.raises(ValueError, match="absolute"):
+        notifier.validate({"path": "relative.log"})
+    target = notifier.validate({"path": str(tmp_path / "events.log"), "token": "s3cret"})
+    assert notifier.secret_fields == ("token",)
+    event = Event("evt_1", "module.published", datetime(2026, 1, 1, tzinfo=UTC), None, "acme", "alice", None,
+                  {"namespace": "acme", "name": "vpc", "system": "aws", "version": "1.0.0", "sha256": "0" * 64,
+                   "size": 1})
+    notifier.send(Delivery("msg_1", 1, event, target))
+    assert '"delivery": "msg_1"' in (tmp_path / "events.log").read_text()
+    with pytest.raises(DeliveryError, match="cannot write"):
+        notifier.send(Delivery("msg_2", 1, event, {"path": str(tmp_path / "missing" / "x.log")}))
+    pm.hook.tfr_event(registry=None, event=event)
+    assert plugin.SEEN[-1] == "module.published"

@@ -11,13 +11,14 @@ from typing import Any
 
 from tfregistry import hookimpl
 from tfregistry_example.backend import MemoryStorage
+from tfregistry_example.notifier import FileNotifier
 from tfregistry_example.scm import DirectoryScm
 
 #: The versions of tfregistry's plugin API (``tfregistry.PLUGIN_API``, "MAJOR.MINOR") this plugin works
 #: with, as a PEP 440 range.  Start at the version you wrote it against and stop before the next major
 #: one: ">=1.0,<2".  Raise the lower bound when you use something added later (a hook argument "since
 #: plugin API 1.x").  The core refuses to start with a plugin whose range excludes its version.
-TFR_PLUGIN_API = ">=1.2,<2"
+TFR_PLUGIN_API = ">=1.2,<2"  # 1.2: tfr_register_scm_providers, tfr_register_notifiers, tfr_event
 
 #: Settings of a non-storage plugin live under ``plugins.<distribution name>.``.
 GREETING_SETTING = "plugins.tfregistry-example.greeting"
@@ -46,3 +47,18 @@ def tfr_register_storage_backends(register: Any) -> None:
 def tfr_register_scm_providers(register: Any) -> None:
     """Offer the ``example-dir`` source-control provider (bare git repositories in a directory)."""
     register.add("example-dir", lambda settings: DirectoryScm(), description="bare git repositories in a directory")
+
+
+def tfr_register_notifiers(register: Any) -> None:
+    """Offer the ``example-file`` notifier (subscriptions name it with a target ``{"path": ...}``)."""
+    register.add("example-file", lambda settings: FileNotifier(), description="appends events to a file")
+
+
+#: Events this process has seen (the example listener's memory; a real one would queue a job).
+SEEN: list[str] = []
+
+
+@hookimpl
+def tfr_event(event: Any) -> None:
+    """Listen to every event: called after the change is committed; keep it quick, never raise."""
+    SEEN.append(event.type)

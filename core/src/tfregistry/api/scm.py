@@ -423,7 +423,11 @@ def _receive(registry: Any, link_id: int, headers: dict[str, str], body: bytes,
         provider = _provider(link.connection.provider)
         result = scm.receive_webhook(session, provider, link, encryption_key(registry), headers, body,
                                      redelivery_of=redelivery_of)
+        provider_name = link.connection.provider
         session.commit()
+    if result.status_code in (400, 401) and registry.observe.active:
+        registry.observe("scm_webhook_rejected", provider=provider_name,
+                         reason="signature" if result.status_code == 401 else "unreadable")
     for tag, delivery_id in result.publish:
         registry.jobs.enqueue("tfregistry.jobs:scm_publish", link_id, tag, delivery_id, "", queue="scm",
                               job_id=scm.publish_job_id(link_id, tag))

@@ -31,6 +31,18 @@ def parse_token_ttl(value: Any) -> Duration:
     return ttl
 
 
+def parse_expiry_days(value: Any) -> list[int]:
+    """A list of positive whole numbers of days (``[30, 7, 1]`` or ``"30,7,1"``)."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    try:
+        days = sorted({int(str(item).strip()) for item in items if str(item).strip()}, reverse=True)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a list of whole numbers of days") from None
+    if any(d <= 0 for d in days):
+        raise ValueError(f"{value!r}: days must be positive")
+    return days
+
+
 @hookimpl
 def tfr_add_settings(settings: SettingsDeclarations) -> None:
     add = settings.add
@@ -150,6 +162,17 @@ def tfr_add_settings(settings: SettingsDeclarations) -> None:
         help="How often the scheduler looks for mirror configurations whose sync interval has elapsed.")
     add("jobs.scheduler_in_process", bool, default=True,
         help="Without redis_url, run periodic jobs (mirror syncs, storage gc) from a thread of each web process.")
+    add("notify.max_attempts", int, default=5,
+        help="Attempts at one notification delivery before it goes to the dead-letter list.")
+    add("notify.backoff_seconds", int, default=30,
+        help="Delay before a failed delivery's second attempt; each later one doubles.")
+    add("notify.expiry_days", parse_expiry_days, default=[30, 7, 1],
+        help="Days before expiry at which token.expiring and gpg_key.expiring are raised, once per item and window.")
+    add("notify.tick_seconds", int, default=300,
+        help="How often the scheduler raises due expiry notices and requeues deliveries whose worker died "
+        "(0 disables both).")
+    add("notify.requeue_after", Duration, default="5m",
+        help="A pending delivery not attempted for this long is queued again (its worker died).")
     add("mirror.pull_through", bool, default=False,
         help="Answer network-mirror requests for providers not held yet by fetching them from an allowed upstream.")
     add("mirror.upstreams", list, default=["registry.terraform.io"],

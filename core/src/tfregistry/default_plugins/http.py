@@ -44,6 +44,9 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     from tfregistry.api import trusted_publishing as api_trusted_publishing
 
     api.register_blueprint(api_trusted_publishing.blp)
+    from tfregistry.api import notifications as api_notifications
+
+    api.register_blueprint(api_notifications.blp)
     from tfregistry.ratelimit import configure_limits
 
     configure_limits(app, registry, login=[login.bp], uploads=[api_modules.blp, api_providers.blp])

@@ -478,12 +478,72 @@ class AuditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
 
 
+class NotificationSubscription(Base):
+    """Who is told about which events, and how: ``organization_id`` ``None`` is a site-wide subscription
+    (site administrators'); ``namespace`` narrows it to one namespace; ``notifier`` names a
+    :class:`tfregistry.interfaces.Notifier` and ``target`` its settings without the secret ones, which
+    are kept encrypted in ``secrets_encrypted`` (a JSON object, Fernet as mirror upstream tokens)."""
+
+    __tablename__ = "notification_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"),
+                                                        index=True)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    namespace: Mapped[str | None] = mapped_column(String(64))
+    notifier: Mapped[str] = mapped_column(String(64))
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    organization: Mapped[Organization | None] = relationship(lazy="joined")
+
+
+class NotificationDelivery(Base):
+    """One event for one subscription: the delivery log.  ``id`` is the stable delivery id (the
+    ``webhook-id``); ``status`` is ``pending``, ``delivered`` or ``dead`` (the dead-letter list)."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "subscription_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_subscriptions.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(64))
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ExpiryNotice(Base):
+    """An expiry notice raised: ``item`` (``token:12``, ``gpg_key:FINGERPRINT``) in the ``window_days``
+    window before ``expires_at``.  The unique key makes each notice happen once, across restarts."""
+
+    __tablename__ = "expiry_notices"
+    __table_args__ = (UniqueConstraint("item", "window_days", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item: Mapped[str] = mapped_column(String(80))
+    window_days: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
     "CatalogState",
     "DownloadEvent",
+    "ExpiryNotice",
     "GpgKey",
     "Membership",
     "MirrorConfig",
@@ -492,6 +552,8 @@ __all__ = [
     "Module",
     "ModuleVersion",
     "Namespace",
+    "NotificationDelivery",
+    "NotificationSubscription",
     "OAuthCode",
     "Organization",
     "Provider",

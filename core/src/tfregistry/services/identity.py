@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tfregistry.events import emit
 from tfregistry.models import Membership, Namespace, Organization, RoleTemplate, User, UserIdentity, utcnow
 from tfregistry.services import Conflict, Forbidden, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
@@ -270,6 +271,9 @@ def disable_user(session: Session, actor: Actor, user: User, disabled: bool = Tr
         user.session_epoch = (user.session_epoch or 0) + 1  # sessions from before never come back
     user.disabled = disabled
     record(session, actor, "user.disable" if disabled else "user.enable", f"user:{user.id}")
+    if disabled:
+        emit(session, "user.disabled", actor=actor,
+             data={"user_id": user.id, "email": user.email, "name": user.name})
 
 
 def set_site_admin(session: Session, actor: Actor, user: User, site_admin: bool) -> None:

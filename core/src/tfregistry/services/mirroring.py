@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from tfregistry import gpg, semver
 from tfregistry import provider_packages as pkg
+from tfregistry.events import emit
 from tfregistry.interfaces import CHUNK_SIZE, StorageBackend
 from tfregistry.models import (
     MirrorConfig,
@@ -296,6 +297,7 @@ def sync(session: Session, storage: StorageBackend, config_id: int, limits: Prov
     refusal = sync_refusal(session, config)
     if refusal:
         run.status, run.errors, run.finished_at = "failed", [refusal], utcnow()
+        _emit_run(session, config, run)
         session.commit()
         return run
     stats, errors = SyncStats(), []
@@ -319,8 +321,21 @@ def sync(session: Session, storage: StorageBackend, config_id: int, limits: Prov
     run.errors = errors
     run.status = "succeeded" if not errors else ("partial" if stats.packages or stats.skipped else "failed")
     run.finished_at = utcnow()
+    _emit_run(session, config, run)
     session.commit()
     return run
+
+
+def _emit_run(session: Session, config: MirrorConfig, run: MirrorRun) -> None:
+    """``mirror.sync_succeeded`` or ``mirror.sync_failed`` (errors, a partial run included), site-wide."""
+    where = {"mirror_id": config.id, "run_id": run.id, "upstream_host": config.upstream_host,
+             "namespace": config.namespace, "type": config.type}
+    if run.errors:
+        emit(session, "mirror.sync_failed", actor=f"mirror:{config.id}",
+             data={**where, "status": run.status, "errors": list(run.errors)})
+    else:
+        emit(session, "mirror.sync_succeeded", actor=f"mirror:{config.id}",
+             data={**where, "versions": run.versions, "packages": run.packages, "bytes": run.bytes})
 
 
 def due_configs(session: Session) -> list[MirrorConfig]:
@@ -457,6 +472,10 @@ def create_config(session: Session, actor: Actor, args: dict[str, Any], enc_key:
     session.flush()
     record(session, actor, "mirror.create" if manager else "mirror.request",
            f"{config.upstream_host}/{config.namespace}/{config.type}", id=config.id)
+    if not manager:
+        emit(session, "mirror.request_pending", actor=actor,
+             data={"mirror_id": config.id, "upstream_host": config.upstream_host, "namespace": config.namespace,
+                   "type": config.type, "requested_by": actor.name})
     return config
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from tfregistry import semver
 from tfregistry.analysis import analyse_module_archive, failed_analysis
 from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive, iter_tar_gz, path_problem
+from tfregistry.events import emit
 from tfregistry.interfaces import CHUNK_SIZE, HashingReader, StorageBackend
 from tfregistry.models import DownloadEvent, DownloadTotal, Module, ModuleVersion, Namespace
 from tfregistry.registry import ModuleVersionRef
@@ -260,6 +261,9 @@ def publish_module(
         session.flush()
         reindex_module(session, module.id)
         record(session, actor, "module.publish", f"{namespace}/{name}/{system}/{version}", sha256=sha256, size=size)
+        emit(session, "module.published", actor=actor, namespace=namespace,
+             data={"namespace": namespace, "name": name, "system": system, "version": version, "sha256": sha256,
+                   "size": size})
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -291,6 +295,10 @@ def set_deprecated(session: Session, actor: Actor, mv: ModuleVersion, deprecated
     m = mv.module
     action = "module.deprecate" if deprecated else "module.undeprecate"
     record(session, actor, action, f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}", reason=reason)
+    if deprecated:
+        emit(session, "module.deprecated", actor=actor, namespace=m.namespace.name,
+             data={"namespace": m.namespace.name, "name": m.name, "system": m.system, "version": mv.version,
+                   "reason": reason})
     session.commit()
 
 
@@ -301,6 +309,8 @@ def delete_version(session: Session, storage: StorageBackend, actor: Actor, mv: 
     target = f"{m.namespace.name}/{m.name}/{m.system}/{mv.version}"
     key = mv.storage_key
     record(session, actor, "module.delete", target, sha256=mv.sha256)
+    emit(session, "module.deleted", actor=actor, namespace=m.namespace.name,
+         data={"namespace": m.namespace.name, "name": m.name, "system": m.system, "version": mv.version})
     session.delete(mv)
     session.flush()
     if not session.scalar(select(func.count()).select_from(ModuleVersion).where(ModuleVersion.module_id == m.id)):

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from tfregistry import gpg, semver
 from tfregistry import provider_packages as pkg
+from tfregistry.events import emit
 from tfregistry.interfaces import StorageBackend
 from tfregistry.models import GpgKey, Namespace, Provider, ProviderPackage, ProviderVersion
 from tfregistry.services import Conflict, NotFound, ServiceError
@@ -237,6 +238,9 @@ def publish_provider(
         session.flush()
         record(session, actor, "provider.publish", f"{namespace}/{type_}/{version}",
                platforms=sorted(c.platform for c in checked), key_id=key.key_id, managed_key=key.managed)
+        emit(session, "provider.published", actor=actor, namespace=namespace,
+             data={"namespace": namespace, "type": type_, "version": version, "hostname": "",
+                   "platforms": sorted(c.platform for c in checked)})
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -325,6 +329,10 @@ def set_deprecated(session: Session, actor: Actor, pv: ProviderVersion, deprecat
     p = pv.provider
     record(session, actor, "provider.deprecate" if deprecated else "provider.undeprecate",
            f"{p.namespace.name}/{p.type}/{pv.version}", reason=reason)
+    if deprecated:
+        emit(session, "provider.deprecated", actor=actor, namespace=p.namespace.name,
+             data={"namespace": p.namespace.name, "type": p.type, "version": pv.version, "hostname": p.hostname,
+                   "reason": reason})
     session.commit()
 
 
@@ -334,6 +342,8 @@ def delete_version(session: Session, storage: StorageBackend, actor: Actor, pv: 
     keys = [k.storage_key for k in pv.packages] + [k for k in (pv.shasums_key, pv.signature_key) if k]
     record(session, actor, "provider.delete", f"{p.hostname + '/' if p.hostname else ''}{p.namespace.name}/"
            f"{p.type}/{pv.version}")
+    emit(session, "provider.deleted", actor=actor, namespace=p.namespace.name,
+         data={"namespace": p.namespace.name, "type": p.type, "version": pv.version, "hostname": p.hostname})
     session.delete(pv)
     session.flush()
     session.refresh(p)

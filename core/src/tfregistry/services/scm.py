@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tfregistry import gpg
+from tfregistry.events import emit
 from tfregistry.interfaces import (
     ScmCredentials,
     ScmError,
@@ -309,9 +310,16 @@ def _tag_moved(session: Session, link: ScmLink, mv: ModuleVersion, tag: str, pub
     session.add(violation)
     session.flush()
     address = f"{link.namespace}/{link.name}/{link.system}/{mv.version}"
-    record(session, Actor(name=f"scm:{detected_by}"), "scm.tag_moved", address, tag=tag, published_sha=published_sha,
+    actor = Actor(name=f"scm:{detected_by}")
+    record(session, actor, "scm.tag_moved", address, tag=tag, published_sha=published_sha,
            current_sha=current_sha, repository=link.repository_url, delivery_id=delivery_id, violation=violation.id)
-    # EVENT: scm.tag_moved (emitted here at merge, with the fields of the audit entry above)
+    emit(session, "scm.tag_moved", actor=actor, namespace=link.namespace,
+         data={"namespace": link.namespace, "name": link.name, "system": link.system, "version": mv.version,
+               "repository": link.repository_url, "tag": tag, "old_commit": published_sha,
+               "new_commit": current_sha})
+    registry = session.info.get("tfr_registry")
+    if registry is not None and registry.observe.active:
+        registry.observe("scm_tag_moved", provider=link.connection.provider)
     return violation
 
 
