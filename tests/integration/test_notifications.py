@@ -159,7 +159,7 @@ def deliveries(client: Any, token: str, **query: Any) -> list[dict[str, Any]]:
 
 
 def test_published_module_reaches_a_verifying_webhook_receiver(notify_app, receiver_factory, publish_with):
-    app = notify_app()
+    app = notify_app({"proxy.trusted": ["127.0.0.1/32"]})  # the test client: a proxy whose X-Request-ID is kept
     client, admin = app.test_client(), new_token(app, "admin")
     secret = new_secret()
     receiver = receiver_factory(secret=secret)

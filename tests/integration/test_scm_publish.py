@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 import tfregistry_example.plugin as example_plugin
 from tests.conftest import bearer, new_token
+from tfregistry import hookimpl
 from tfregistry.models import AuditEntry, ScmConnection, ScmDelivery, ScmLink
 from tfregistry.testing.git import GitHttpServer, GitRepo
 
@@ -71,9 +72,32 @@ class Site:
             return list(s.scalars(select(AuditEntry).where(AuditEntry.action == action)))
 
 
+class Observed:
+    """A ``tfr_observers`` plugin keeping what the core observes (as the metrics plugin would count it)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def observe(self, name: str, value: float, labels: dict[str, str]) -> None:
+        self.seen.append((name, dict(labels)))
+
+    @hookimpl
+    def tfr_observers(self, registry: Any) -> Any:
+        return self
+
+    @hookimpl
+    def tfr_event(self, event: Any) -> None:
+        self.seen.append(("event:" + event.type, dict(event.data)))
+
+
 @pytest.fixture
-def site(app_factory: Any) -> Site:
-    return Site(app_factory({"scm.reconcile_interval": 0}, plugins=(git_plugin, example_plugin)))
+def observed() -> Observed:
+    return Observed()
+
+
+@pytest.fixture
+def site(app_factory: Any, observed: Observed) -> Site:
+    return Site(app_factory({"scm.reconcile_interval": 0}, plugins=(git_plugin, example_plugin, observed)))
 
 
 @pytest.fixture
@@ -187,7 +211,7 @@ def _signed(secret: str, payload: dict[str, Any], delivery: str) -> dict[str, An
                                       "Content-Type": "application/json"}}
 
 
-def test_webhook_signature_matrix_dedup_and_moved_tag(site: Site, tmp_path: Path):
+def test_webhook_signature_matrix_dedup_and_moved_tag(site: Site, tmp_path: Path, observed: Observed):
     repo = GitRepo(tmp_path / "dir", "app")
     sha = repo.commit({"main.tf": "# app\n"})
     repo.tag("v1.0.0")
@@ -210,6 +234,8 @@ def test_webhook_signature_matrix_dedup_and_moved_tag(site: Site, tmp_path: Path
         assert r.status_code == 401, label
         assert "s3cret" not in r.get_data(as_text=True)
     assert site.registry.jobs.jobs == {} and site.versions("app") == []  # nothing queued
+    assert [labels for name, labels in observed.seen if name == "scm_webhook_rejected"] == [
+        {"provider": "example-dir", "reason": "signature"}] * 3
 
     r = site.client.post(hook, **good)
     assert r.status_code == 202, r.get_json()
@@ -232,6 +258,11 @@ def test_webhook_signature_matrix_dedup_and_moved_tag(site: Site, tmp_path: Path
     assert [(v["detected_by"], v["delivery_id"], v["current_sha"]) for v in violations] == [
         ("webhook", "d-2", new_sha)]
     assert hashlib.sha256(site.archive("app", "1.0.0")).hexdigest() == original
+    # ...raised as the event scm.tag_moved (for notifications) and counted
+    assert [labels for name, labels in observed.seen if name == "event:scm.tag_moved"] == [
+        {"namespace": "acme", "name": "app", "system": "generic", "version": "1.0.0",
+         "repository": link["repository_url"], "tag": "v1.0.0", "old_commit": sha, "new_commit": new_sha}]
+    assert [labels for name, labels in observed.seen if name == "scm_tag_moved"] == [{"provider": "example-dir"}]
 
     log = site.call("GET", f"/api/v1/scm/links/{link['id']}/deliveries", 200).get_json()
     assert [d["status_code"] for d in log] == [200, 200, 202, 401, 401, 401]

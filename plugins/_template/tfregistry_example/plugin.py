@@ -49,6 +49,7 @@ def tfr_register_scm_providers(register: Any) -> None:
     register.add("example-dir", lambda settings: DirectoryScm(), description="bare git repositories in a directory")
 
 
+@hookimpl
 def tfr_register_notifiers(register: Any) -> None:
     """Offer the ``example-file`` notifier (subscriptions name it with a target ``{"path": ...}``)."""
     register.add("example-file", lambda settings: FileNotifier(), description="appends events to a file")

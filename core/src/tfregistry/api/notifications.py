@@ -71,7 +71,7 @@ class SubscriptionSchema(ma.Schema):
     created_at = ma.fields.DateTime()
 
 
-class DeliverySchema(ma.Schema):
+class NotificationDeliverySchema(ma.Schema):
     id = ma.fields.String(metadata={"description": "Stable across retries: the webhook-id"})
     subscription_id = ma.fields.Integer()
     event_id = ma.fields.String()
@@ -214,7 +214,7 @@ class SubscriptionTest(MethodView):
 @blp.route("/deliveries")
 class Deliveries(MethodView):
     @blp.arguments(DeliveryQuery, location="query")
-    @blp.response(200, DeliverySchema(many=True))
+    @blp.response(200, NotificationDeliverySchema(many=True))
     def get(self, query: dict[str, Any]) -> Any:
         """The delivery log, newest first; ``?status=dead`` for the dead-letter list."""
         with current_registry().db.session() as session:
@@ -226,7 +226,7 @@ class Deliveries(MethodView):
 
 @blp.route("/deliveries/<delivery_id>/redeliver")
 class Redeliver(MethodView):
-    @blp.response(202, DeliverySchema)
+    @blp.response(202, NotificationDeliverySchema)
     @errors(blp, 409)
     def post(self, delivery_id: str) -> Any:
         """Queue a dead delivery again, with the same id (its attempts start again from zero)."""

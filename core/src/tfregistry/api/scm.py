@@ -120,7 +120,7 @@ class LinkSchema(ma.Schema):
     import_job = ma.fields.String(metadata={"description": "The sync job importing existing tags (import_tags)"})
 
 
-class DeliverySchema(ma.Schema):
+class ScmDeliverySchema(ma.Schema):
     id = ma.fields.Integer()
     link_id = ma.fields.Integer()
     delivery_id = ma.fields.String(allow_none=True)
@@ -438,7 +438,7 @@ def _receive(registry: Any, link_id: int, headers: dict[str, str], body: bytes,
 
 @blp.route("/links/<id:link_id>/deliveries")
 class Deliveries(MethodView):
-    @blp.response(200, DeliverySchema(many=True))
+    @blp.response(200, ScmDeliverySchema(many=True))
     def get(self, link_id: int) -> Any:
         """The link's last 100 webhook deliveries, newest first: headers (secrets removed), outcome, latency."""
         with current_registry().db.session() as session:
