@@ -35,7 +35,22 @@ def _gitlab(tmp_path: Path) -> Any:
     return fake, {"provider": "gitlab", "base_url": fake.api_url, "token": "glpat-e2e"}, "acme/{repo}", deliver, forge
 
 
-VENDORS: dict[str, Callable[[Path], Any]] = {"gitlab": _gitlab}
+def _bitbucket(tmp_path: Path) -> Any:
+    from tfregistry_scm_bitbucket_dc.testing import FakeBitbucketDC
+
+    fake = FakeBitbucketDC(tmp_path, user="bot", token="BBDC-e2e")
+
+    def deliver(secret: str, repo: str, tag: str, sha: str) -> tuple[dict[str, str], bytes]:
+        return fake.refs_changed_delivery(secret, repo, tag, ZERO_SHA, sha)
+
+    def forge(headers: dict[str, str]) -> dict[str, str]:
+        return headers | {"X-Hub-Signature": "sha256=" + "0" * 64}
+
+    return (fake, {"provider": "bitbucket-dc", "base_url": fake.url, "username": "bot", "token": "BBDC-e2e"},
+            "ACME/{repo}", deliver, forge)
+
+
+VENDORS: dict[str, Callable[[Path], Any]] = {"gitlab": _gitlab, "bitbucket-dc": _bitbucket}
 
 
 @pytest.mark.parametrize("vendor", sorted(VENDORS))
