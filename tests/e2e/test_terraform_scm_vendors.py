@@ -50,7 +50,22 @@ def _bitbucket(tmp_path: Path) -> Any:
             "ACME/{repo}", deliver, forge)
 
 
-VENDORS: dict[str, Callable[[Path], Any]] = {"gitlab": _gitlab, "bitbucket-dc": _bitbucket}
+def _azure(tmp_path: Path) -> Any:
+    from tfregistry_scm_azuredevops.testing import FakeAzureDevOps
+
+    fake = FakeAzureDevOps(tmp_path, token="pat-e2e")
+
+    def deliver(secret: str, repo: str, tag: str, sha: str) -> tuple[dict[str, str], bytes]:
+        [subscription] = fake.hooks.values()
+        return fake.push_delivery(subscription, repo, tag, ZERO_SHA, sha)
+
+    def forge(headers: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in headers.items() if k not in ("Authorization", "X-Tfr-Webhook-Secret")}
+
+    return fake, {"provider": "azuredevops", "base_url": fake.url, "token": "pat-e2e"}, "Infra/{repo}", deliver, forge
+
+
+VENDORS: dict[str, Callable[[Path], Any]] = {"gitlab": _gitlab, "bitbucket-dc": _bitbucket, "azuredevops": _azure}
 
 
 @pytest.mark.parametrize("vendor", sorted(VENDORS))

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tfregistry_scm_azuredevops.plugin as azure_plugin
 import tfregistry_scm_bitbucket_dc.plugin as bitbucket_plugin
 import tfregistry_scm_gitlab.plugin as gitlab_plugin
+from tfregistry_scm_azuredevops.testing import FakeAzureDevOps
 from tfregistry_scm_bitbucket_dc.testing import FakeBitbucketDC
 from tfregistry_scm_gitlab.provider import signing_token
 from tfregistry_scm_gitlab.testing import FakeGitLab
@@ -37,6 +39,8 @@ class Vendor:
     rejected: Callable[[str, str, str, str], dict[str, Delivery]]
     #: hook_ok(hook, url, secret) -> whether the fake's hook record is the one the registry should create
     hook_ok: Callable[[dict[str, Any], str, str], bool]
+    #: the delivery id the registry records for delivery ``d-N`` (the vendor's own form)
+    delivery_id: Callable[[str], str] = str
 
 
 def _without(delivery: Delivery, *names: str) -> Delivery:
@@ -91,9 +95,36 @@ def _bitbucket(root: Path) -> Vendor:
                       url, {"secret": secret}, ["repo:refs_changed"]))
 
 
+def _azure(root: Path) -> Vendor:
+    fake = FakeAzureDevOps(root, token="pat-test")
+
+    def subscription(secret: str, **inputs: str) -> dict[str, Any]:
+        [sub] = fake.hooks.values()  # the live subscription, with the registry's own inputs unless overridden
+        return {**sub, "consumerInputs": {**sub["consumerInputs"], **inputs}}
+
+    def deliver(secret: str, tag: str, before: str, after: str, delivery: str, **inputs: str) -> Delivery:
+        return fake.push_delivery(subscription(secret, **inputs), "terraform-net", tag, before, after,
+                                  notification_id=int(delivery.removeprefix("d-")))
+
+    def rejected(secret: str, tag: str, after: str, delivery: str) -> dict[str, Delivery]:
+        good = deliver(secret, tag, ZERO_SHA, after, delivery)
+        return {"no credentials at all": _without(good, "Authorization", "X-Tfr-Webhook-Secret"),
+                "wrong Basic password": deliver(secret, tag, ZERO_SHA, after, delivery, basicAuthPassword="nope"),
+                "wrong secret header": deliver(secret, tag, ZERO_SHA, after, delivery,
+                                               httpHeaders="X-Tfr-Webhook-Secret: nope")}
+
+    return Vendor(fake, {"provider": "azuredevops", "base_url": fake.url, "token": "pat-test"},
+                  "Infra/terraform-net", "https://dev.azure.example/acme/Infra/_git/terraform-net", deliver, rejected,
+                  lambda hook, url, secret: (hook["eventType"], hook["consumerInputs"]) == (
+                      "git.push", {"url": url, "basicAuthUsername": "tfregistry", "basicAuthPassword": secret,
+                                   "httpHeaders": f"X-Tfr-Webhook-Secret: {secret}"}),
+                  lambda delivery: f"{next(iter(fake.hooks))}/{delivery.removeprefix('d-')}")
+
+
 VENDORS: dict[str, tuple[Callable[[Path], Vendor], Any]] = {
     "gitlab": (_gitlab, gitlab_plugin),
     "bitbucket-dc": (_bitbucket, bitbucket_plugin),
+    "azuredevops": (_azure, azure_plugin),
 }
 
 
@@ -138,7 +169,7 @@ def test_connect_link_webhook_publish_and_moved_tag(app_factory: Any, vendor: tu
     assert site.versions("net") == ["1.0.0"]
     assert site.files("net", "1.0.0") == {"main.tf": b'output "v" { value = 1 }\n'}
     prov = site.call("GET", "/api/v1/scm/provenance/acme/net/generic/1.0.0", 200).get_json()
-    assert (prov["commit_sha"], prov["delivery_id"]) == (first, "d-1")
+    assert (prov["commit_sha"], prov["delivery_id"]) == (first, v.delivery_id("d-1"))
     assert site.call("GET", "/v1/modules/acme/net/generic/1.0.0", 200).get_json()["source"] == v.web_url
     original = hashlib.sha256(site.archive("net", "1.0.0")).hexdigest()
 
