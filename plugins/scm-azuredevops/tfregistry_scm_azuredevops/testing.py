@@ -37,7 +37,7 @@ from tfregistry.testing.git import GitHttpServer, GitRepo
 
 
 class FakeAzureDevOps:
-    """``with FakeAzureDevOps(tmp_path, token="pat", organization="acme", project="Infra") as az: az.create_repo("net")``.
+    """``with FakeAzureDevOps(tmp_path, token="pat", project="Infra") as az: az.create_repo("net")``.
 
     ``url`` is the connection's ``base_url`` (the organization URL).  ``calls`` records ``(method, path)`` of
     every API request; ``hooks`` the live subscriptions by id, with their unmasked inputs.
