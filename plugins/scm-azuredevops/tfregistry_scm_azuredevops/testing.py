@@ -24,19 +24,17 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import subprocess
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
 
-from tfregistry.testing.git import GitHttpServer, GitRepo
+from tfregistry.testing.git import GitRepo
+from tfregistry.testing.scm_api import FakeScmApi
 
 
-class FakeAzureDevOps:
+class FakeAzureDevOps(FakeScmApi):
     """``with FakeAzureDevOps(tmp_path, token="pat", project="Infra") as az: az.create_repo("net")``.
 
     ``url`` is the connection's ``base_url`` (the organization URL).  ``calls`` records ``(method, path)`` of
@@ -48,28 +46,12 @@ class FakeAzureDevOps:
         self.organization = organization
         self.project = project
         self.project_id = str(uuid.uuid5(uuid.NAMESPACE_URL, project))
-        self.git = GitHttpServer(Path(root) / "git", credentials=("", token))
-        self.repos: dict[str, GitRepo] = {}
-        self.hooks: dict[str, dict[str, Any]] = {}
-        self.calls: list[tuple[str, str]] = []
         self._notifications = itertools.count(1)
-        self._app = self._build()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(root, git_credentials=("", token))
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/{self.organization}"
-
-    def __enter__(self) -> FakeAzureDevOps:
-        self.git.__enter__()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self.git.__exit__(*exc)
 
     def create_repo(self, name: str) -> GitRepo:
         self.repos[name] = self.git.create_repo(f"{self.project}/{name}")
@@ -124,18 +106,10 @@ class FakeAzureDevOps:
                 "webUrl": f"https://dev.azure.example/{self.organization}/{self.project}/_git/{name}"}
 
     def _refs(self, name: str) -> list[dict[str, Any]]:
-        out = subprocess.run(["git", "--git-dir", str(self.repos[name].bare), "for-each-ref", "--sort=refname",
-                              "--format=%(refname) %(objectname) %(*objectname)", "refs/tags"],
-                             capture_output=True, text=True, check=True).stdout
-        refs = []
-        for line in out.splitlines():
-            ref, target, *peeled = line.split(" ")
-            item = {"name": ref, "objectId": target, "creator": {"displayName": "Bot"},
-                    "url": f"{self.url}/_apis/git/repositories/{name}/refs?filter={ref[5:]}"}
-            if peeled and peeled[0]:
-                item["peeledObjectId"] = peeled[0]
-            refs.append(item)
-        return refs
+        return [{"name": f"refs/tags/{tag}", "objectId": target, "creator": {"displayName": "Bot"},
+                 "url": f"{self.url}/_apis/git/repositories/{name}/refs?filter=tags/{tag}",
+                 **({"peeledObjectId": commit} if commit else {})}
+                for tag, target, commit in self.tag_refs(name)]
 
     def _build(self) -> Flask:
         app = Flask("fake-azure-devops")

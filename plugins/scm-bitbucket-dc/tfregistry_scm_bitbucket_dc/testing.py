@@ -28,22 +28,20 @@ import hashlib
 import hmac
 import itertools
 import json
-import subprocess
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
 
 from tfregistry.interfaces import ZERO_SHA
-from tfregistry.testing.git import GitHttpServer, GitRepo
+from tfregistry.testing.git import GitRepo
+from tfregistry.testing.scm_api import FakeScmApi
 
 API = "/rest/api/1.0"
 
 
-class FakeBitbucketDC:
+class FakeBitbucketDC(FakeScmApi):
     """``with FakeBitbucketDC(tmp_path, user="bot", token="BBDC-x", project="ACME") as bb: bb.create_repo("net")``.
 
     ``url`` is the connection's ``base_url``.  ``calls`` records ``(method, path)`` of every API request;
@@ -54,28 +52,12 @@ class FakeBitbucketDC:
         self.user = user
         self.token = token
         self.project = project
-        self.git = GitHttpServer(Path(root) / "git", credentials=(user, token))
-        self.repos: dict[str, GitRepo] = {}
-        self.hooks: dict[int, dict[str, Any]] = {}
-        self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
-        self._app = self._build()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(root, git_credentials=(user, token))
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> FakeBitbucketDC:
-        self.git.__enter__()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self.git.__exit__(*exc)
 
     def create_repo(self, slug: str) -> GitRepo:
         full = f"{self.project}/{slug}"
@@ -117,17 +99,9 @@ class FakeBitbucketDC:
                           "self": [{"href": f"https://bitbucket.example/projects/{key}/repos/{slug}/browse"}]}}
 
     def _tags(self, full: str) -> list[dict[str, Any]]:
-        out = subprocess.run(["git", "--git-dir", str(self.repos[full].bare), "for-each-ref", "--sort=refname",
-                              "--format=%(refname:strip=2) %(objectname) %(*objectname)", "refs/tags"],
-                             capture_output=True, text=True, check=True).stdout
-        tags = []
-        for line in out.splitlines():
-            name, target, *peeled = line.split(" ")
-            annotated = bool(peeled and peeled[0])
-            commit = peeled[0] if annotated else target
-            tags.append({"id": f"refs/tags/{name}", "displayId": name, "type": "TAG", "latestCommit": commit,
-                         "latestChangeset": commit, "hash": target if annotated else None})
-        return tags
+        return [{"id": f"refs/tags/{name}", "displayId": name, "type": "TAG", "latestCommit": commit or target,
+                 "latestChangeset": commit or target, "hash": target if commit else None}
+                for name, target, commit in self.tag_refs(full)]
 
     def _build(self) -> Flask:
         app = Flask("fake-bitbucket-dc")

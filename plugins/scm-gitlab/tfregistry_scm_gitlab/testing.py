@@ -28,21 +28,19 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
 
-from tfregistry.testing.git import GitHttpServer, GitRepo
+from tfregistry.testing.git import GitRepo
+from tfregistry.testing.scm_api import FakeScmApi
 from tfregistry_scm_gitlab.provider import standard_webhook_signature
 
 
-class FakeGitLab:
+class FakeGitLab(FakeScmApi):
     """``with FakeGitLab(tmp_path, token="glpat-x", group="acme") as gl: gl.create_repo("net")``.
 
     ``api_url`` is the connection's ``base_url`` (as for a self-managed ``https://HOST/api/v4``).
@@ -53,28 +51,12 @@ class FakeGitLab:
     def __init__(self, root: Path, *, token: str, group: str = "acme") -> None:
         self.token = token
         self.group = group
-        self.git = GitHttpServer(Path(root) / "git", credentials=("oauth2", token))
-        self.repos: dict[str, GitRepo] = {}
-        self.hooks: dict[int, dict[str, Any]] = {}
-        self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
-        self._app = self._build()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(root, git_credentials=("oauth2", token))
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v4"
-
-    def __enter__(self) -> FakeGitLab:
-        self.git.__enter__()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self.git.__exit__(*exc)
 
     def create_repo(self, name: str) -> GitRepo:
         full = f"{self.group}/{name}"
@@ -128,17 +110,10 @@ class FakeGitLab:
                 "visibility": "private"}
 
     def _tags(self, full: str) -> list[dict[str, Any]]:
-        out = subprocess.run(["git", "--git-dir", str(self.repos[full].bare), "for-each-ref",
-                              "--sort=-creatordate", "--format=%(refname:strip=2) %(objectname) %(*objectname)",
-                              "refs/tags"], capture_output=True, text=True, check=True).stdout
-        tags = []
-        for line in out.splitlines():
-            name, target, *peeled = line.split(" ")
-            commit = peeled[0] if peeled and peeled[0] else target
-            tags.append({"name": name, "message": "", "target": target,
-                         "commit": {"id": commit, "short_id": commit[:8], "title": "change"},
-                         "release": None, "protected": False, "created_at": None})
-        return tags
+        return [{"name": name, "message": "", "target": target,
+                 "commit": {"id": commit or target, "short_id": (commit or target)[:8], "title": "change"},
+                 "release": None, "protected": False, "created_at": None}
+                for name, target, commit in self.tag_refs(full)]
 
     def _find(self, project: str) -> str | None:
         return project if project in self.repos else None
