@@ -1,7 +1,8 @@
 """The ``azuredevops`` SCM provider: Azure DevOps' Git REST API and its service hooks.
 
-API reference (``api-version=7.1``), the only calls made, with a personal access token as HTTP Basic with an
-empty user name (https://learn.microsoft.com/en-us/azure/devops/organizations/accounts/use-personal-access-tokens-to-authenticate):
+API reference (``api-version=6.0``, also answered by later versions), the only calls made, with a personal
+access token as HTTP Basic with an empty user name
+(https://learn.microsoft.com/en-us/azure/devops/organizations/accounts/use-personal-access-tokens-to-authenticate):
 
 * ``GET {org}/_apis/git/repositories`` and ``GET {org}/{project}/_apis/git/repositories/{repository}`` —
   https://learn.microsoft.com/en-us/rest/api/azure/devops/git/repositories (``id``, ``name``,
@@ -45,7 +46,8 @@ from tfregistry.interfaces import (
     ref_update_event,
 )
 
-API_VERSION = "7.1"
+#: The oldest version with every call used, so Azure DevOps Server 2020 and later are served too.
+API_VERSION = "6.0"
 #: Most pages followed in one listing.
 MAX_PAGES = 50
 #: The header the registry's subscriptions carry the link's secret in (besides HTTP Basic).
