@@ -408,9 +408,10 @@ class ScmCredentials:
     """How a connection authenticates, as the core hands it to a provider (decrypted, refreshed).
 
     ``method`` is one of the provider's :attr:`ScmProvider.auth_methods`: ``token`` (personal,
-    project or group access token, app password), ``oauth`` (an OAuth 2.0 access token the core
-    obtained through the authorization-code flow and refreshes before ``expires_at``),
-    ``ssh_key`` (a deploy key, for plain git) or ``none`` (public repositories).
+    project or group access token, app password), ``ssh_key`` (a deploy key, for plain git) or
+    ``none`` (public repositories).  ``oauth`` (an OAuth 2.0 access token from the
+    authorization-code flow) is reserved: the core does not run OAuth flows yet and refuses
+    ``oauth`` connections, so a provider listing it still receives only the other methods.
     """
 
     method: str
@@ -430,7 +431,7 @@ class ScmCredentials:
 @dataclass(frozen=True)
 class OAuthEndpoints:
     """Where the OAuth 2.0 authorization-code flow of a system happens (see
-    :meth:`ScmProvider.oauth_endpoints`); the core runs the flow with Authlib."""
+    :meth:`ScmProvider.oauth_endpoints`).  Reserved: the core does not run OAuth flows yet."""
 
     authorize_url: str
     token_url: str
@@ -650,7 +651,8 @@ class ScmProvider(ABC):
 
     def oauth_endpoints(self, base_url: str | None) -> OAuthEndpoints | None:
         """The OAuth 2.0 endpoints for ``base_url`` (``None``: the public service), or ``None``
-        when the provider offers no OAuth (the default)."""
+        when the provider offers no OAuth (the default).  Reserved for OAuth connections, which the
+        core does not support yet."""
         return None
 
     def check_credentials(self, credentials: ScmCredentials) -> str:

@@ -398,7 +398,7 @@ class LinkSync(MethodView):
 class Webhook(MethodView):
     @blp.doc(security=PUBLIC)
     @blp.response(202)
-    @errors(blp, 413)
+    @errors(blp, 413, 502)
     def post(self, link_id: int) -> Any:
         """Receive a webhook delivery from the source-control system.  Authenticated by the link's secret
         as the system sends it (a signature, a secret header): missing, wrong, tampered or stale is 401 and
@@ -427,10 +427,8 @@ def _receive(registry: Any, link_id: int, headers: dict[str, str], body: bytes,
     for tag, delivery_id in result.publish:
         registry.jobs.enqueue("tfregistry.jobs:scm_publish", link_id, tag, delivery_id, "", queue="scm",
                               job_id=scm.publish_job_id(link_id, tag))
-    if result.status_code == 401:
-        return api_error(401, result.outcome)
-    if result.status_code == 400:
-        return api_error(400, result.outcome)
+    if result.status_code >= 400:
+        return api_error(result.status_code, result.outcome)
     return {"outcome": result.outcome}, result.status_code
 
 

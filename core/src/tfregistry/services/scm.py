@@ -473,6 +473,8 @@ def receive_webhook(session: Session, scm: ScmProvider, link: ScmLink, enc_key: 
         result = WebhookResult(401, f"rejected: {exc}")
     except (ValueError, KeyError, TypeError) as exc:
         result = WebhookResult(400, f"unreadable payload: {type(exc).__name__}")
+    except ServiceError as exc:  # the system could not be asked (resolving a moved tag): logged, retry later
+        result = WebhookResult(exc.status, f"failed: {exc.message}")
     session.add(ScmDelivery(link_id=link.id, delivery_id=delivery_id, received_at=received_at, body=body,
                             headers=logged_headers(headers, scm), status_code=result.status_code,
                             outcome=result.outcome, latency_ms=int((time.monotonic() - started) * 1000),
