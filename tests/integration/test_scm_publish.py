@@ -278,3 +278,58 @@ def test_webhook_signature_matrix_dedup_and_moved_tag(site: Site, tmp_path: Path
 
     unlinked = site.client.post("/api/v1/scm/links/999999/webhook", **good)
     assert unlinked.status_code == 404
+
+
+# --- branch mode ---------------------------------------------------------------------------------------
+
+
+def test_branch_mode_publishes_a_chosen_commit_of_a_branch(site: Site, server: GitHttpServer):
+    repo = server.create_repo("bm")
+    first = repo.commit({"modules/app/main.tf": "# one\n", "README.md": "# root\n"})
+    second = repo.commit({"modules/app/main.tf": "# two\n", "modules/app/extra.tf": "# extra\n"})
+    repo.git("checkout", "-q", "-b", "feature")
+    off_main = repo.commit({"modules/app/main.tf": "# feature\n"}, message="feature work")
+    repo.git("push", "-q", "origin", "feature")
+    repo.git("checkout", "-q", "main")
+    url = server.repo_url("bm")
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+
+    plain = site.link(conn, url, "plain", subdirectory="modules/app")
+    assert plain["branch_mode"] is False
+    r = site.call("POST", f"/api/v1/scm/links/{plain['id']}/publish", 400, json={"branch": "main", "version": "1.0.0"})
+    assert "not in branch mode" in r.get_json()["message"]
+
+    link = site.link(conn, url, "app", subdirectory="modules/app", branch_mode=True)
+    assert link["branch_mode"] is True
+    publish = f"/api/v1/scm/links/{link['id']}/publish"
+    done = site.call("POST", publish, 201, json={"branch": "main", "commit": first, "version": "1.0.0"}).get_json()
+    assert (done["status"], done["version"], done["commit_sha"]) == ("published", "1.0.0", first)
+    head = site.call("POST", publish, 201, json={"branch": "main", "version": "1.1.0"}).get_json()
+    assert head["commit_sha"] == second  # no commit: the branch head
+    assert site.files("app", "1.0.0") == {"main.tf": b"# one\n"}
+    assert site.files("app", "1.1.0") == {"main.tf": b"# two\n", "extra.tf": b"# extra\n"}
+    prov = site.call("GET", "/api/v1/scm/provenance/acme/app/generic/1.0.0", 200).get_json()
+    assert (prov["branch"], prov["commit_sha"], prov["tag"], prov["subdirectory"]) == ("main", first, None,
+                                                                                      "modules/app")
+    assert prov["triggered_by"] == "token:admin"  # the user who asked
+
+    # Refused, and nothing published: a reused version (even from the same commit), a commit that is not
+    # on the branch, an unknown branch, a commit that does not exist, a version that is not semver.
+    refused = [
+        ({"branch": "main", "commit": first, "version": "1.0.0"}, 409, "never reused"),
+        ({"branch": "main", "commit": off_main, "version": "2.0.0"}, 400, f"commit {off_main} is not on branch 'main'"),
+        ({"branch": "nope", "version": "2.0.0"}, 400, "branch 'nope' does not exist"),
+        ({"branch": "main", "commit": "0" * 40, "version": "2.0.0"}, 400, "is not on branch 'main'"),
+        ({"branch": "main", "version": "2.0"}, 400, "not a semantic version"),
+        ({"branch": "--upload-pack=x", "version": "2.0.0"}, 400, "not a branch name"),
+    ]
+    for body, status, message in refused:
+        r = site.call("POST", publish, status, json=body)
+        assert message in r.get_json()["message"], (body, r.get_json())
+    assert site.versions("app") == ["1.0.0", "1.1.0"]
+    assert site.files("app", "1.0.0") == {"main.tf": b"# one\n"}
+    # The feature branch is a branch like any other: its own commit is on it.
+    feat = site.call("POST", publish, 201, json={"branch": "feature", "commit": off_main, "version": "2.0.0"})
+    assert feat.get_json()["commit_sha"] == off_main
+    assert site.files("app", "2.0.0") == {"main.tf": b"# feature\n", "extra.tf": b"# extra\n"}
+    assert [e.details["branch_mode"] for e in site.audit("scm.link.create")] == [False, True]

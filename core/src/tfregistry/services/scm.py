@@ -29,6 +29,7 @@ from tfregistry.interfaces import (
     ScmError,
     ScmNotSupported,
     ScmProvider,
+    ScmRefRefused,
     WebhookRejected,
     WebhookRequest,
 )
@@ -193,7 +194,8 @@ def webhook_secret(link: ScmLink, enc_key: bytes) -> str:
 
 def create_link(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConnection, enc_key: bytes, *,
                 repository: str, namespace: str, name: str, system: str, subdirectory: str = "",
-                tag_pattern: str = "v{version}", webhook_url: str | None = None) -> tuple[ScmLink, str]:
+                tag_pattern: str = "v{version}", webhook_url: str | None = None,
+                branch_mode: bool = False) -> tuple[ScmLink, str]:
     """Link module ``namespace/name/system`` to ``repository``; returns the link and its webhook secret
     (shown once).  With ``webhook_url`` (a system that sends webhooks), the hook is created there."""
     modules_svc.validate_address(namespace, name, system)
@@ -208,7 +210,7 @@ def create_link(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConne
     secret = secrets.token_urlsafe(32)
     link = ScmLink(connection_id=conn.id, repository=repository, repository_url=repo_url, namespace=namespace,
                    name=name, system=system, subdirectory=check_subdirectory(subdirectory),
-                   tag_pattern=check_tag_pattern(tag_pattern), created_by=actor.name,
+                   tag_pattern=check_tag_pattern(tag_pattern), created_by=actor.name, branch_mode=branch_mode,
                    webhook_secret_encrypted=gpg.encrypt_secret(secret, enc_key, SCM_WEBHOOK_SECRET))
     session.add(link)
     session.flush()
@@ -220,7 +222,8 @@ def create_link(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConne
         except ScmError as exc:
             raise ScmServiceError(f"{scm.label or scm.name}: cannot create the webhook: {exc}") from None
     record(session, actor, "scm.link.create", f"{namespace}/{name}/{system}", link=link.id, repository=repository,
-           subdirectory=link.subdirectory or None, tag_pattern=link.tag_pattern, hook_id=link.hook_id)
+           subdirectory=link.subdirectory or None, tag_pattern=link.tag_pattern, hook_id=link.hook_id,
+           branch_mode=link.branch_mode)
     return link, secret
 
 
@@ -245,7 +248,8 @@ def link_json(link: ScmLink) -> dict[str, Any]:
             "repository": link.repository, "repository_url": link.repository_url,
             "module": f"{link.namespace}/{link.name}/{link.system}", "namespace": link.namespace, "name": link.name,
             "system": link.system, "subdirectory": link.subdirectory, "tag_pattern": link.tag_pattern,
-            "hook_id": link.hook_id, "enabled": link.enabled, "created_by": link.created_by,
+            "hook_id": link.hook_id, "enabled": link.enabled, "branch_mode": link.branch_mode,
+            "created_by": link.created_by,
             "created_at": link.created_at, "last_reconciled_at": link.last_reconciled_at}
 
 
@@ -275,7 +279,7 @@ def provenance_of(session: Session, module_version_id: int) -> ScmProvenance | N
 
 
 def provenance_json(p: ScmProvenance) -> dict[str, Any]:
-    return {"repository_url": p.repository_url, "commit_sha": p.commit_sha, "tag": p.tag,
+    return {"repository_url": p.repository_url, "commit_sha": p.commit_sha, "tag": p.tag or None, "branch": p.branch,
             "subdirectory": p.subdirectory, "delivery_id": p.delivery_id, "triggered_by": p.triggered_by,
             "link_id": p.link_id, "published_at": p.created_at}
 
@@ -288,9 +292,10 @@ def provenance_html(data: dict[str, Any]) -> Any:
     repo = (Markup('<a href="{0}" rel="noopener">{0}</a>').format(url) if url.startswith(("https://", "http://"))
             else escape(url))
     rows = [("Repository", repo), ("Commit", Markup("<code>{}</code>").format(data["commit_sha"])),
-            ("Tag", escape(data["tag"])), ("Subdirectory", escape(data["subdirectory"] or "(repository root)")),
+            ("Tag", escape(data["tag"])) if data["tag"] else ("Branch", escape(data["branch"])),
+            ("Subdirectory", escape(data["subdirectory"] or "(repository root)")),
             ("Published by", escape(data["triggered_by"])),
-            ("Webhook delivery", escape(data["delivery_id"] or "(none: sync or reconcile)")),
+            ("Webhook delivery", escape(data["delivery_id"] or "(none: sync, reconcile or branch publish)")),
             ("Published at", escape(data["published_at"].strftime("%Y-%m-%d %H:%M UTC")))]
     return Markup('<dl class="provenance">') + Markup("").join(
         Markup("<dt>{}</dt><dd>{}</dd>").format(k, v) for k, v in rows) + Markup("</dl>")
@@ -395,25 +400,67 @@ def publish_tag(session: Session, storage: Any, scm: ScmProvider, link: ScmLink,
     with tempfile.TemporaryDirectory(prefix="tfr-scm-") as tmp:
         tree = Path(tmp) / "tree"
         call(scm, "fetch the tree", scm.fetch_tree, creds, link.repository, sha, tree)
-        root = tree / link.subdirectory if link.subdirectory else tree
-        if not root.is_dir() or root.is_symlink():
-            raise ServiceError(f"commit {sha} has no directory {link.subdirectory!r}")
-        archive_path = Path(tmp) / "module.tar.gz"
-        with open(archive_path, "w+b") as archive:
-            try:
-                pack_module(root, archive)
-            except ValueError as exc:
-                raise ServiceError(f"cannot pack {tag} ({sha}): {exc}") from None
-            archive.seek(0)
-            actor = Actor(name=triggered_by or f"scm:{link.connection.provider}")
-            result = publish_with_provenance(session, storage, actor, link, archive, limits, version=version,
-                                             tag=tag, sha=sha, delivery_id=delivery_id)
+        result = _pack_and_publish(session, storage, link, tree, limits, version=version, tag=tag, sha=sha,
+                                   delivery_id=delivery_id, triggered_by=triggered_by)
     return PublishOutcome("published" if result else "unchanged", version, sha)
+
+
+def _pack_and_publish(session: Session, storage: Any, link: ScmLink, tree: Path, limits: modules_svc.ArchiveLimits,
+                      *, version: str, tag: str, sha: str, delivery_id: str | None, triggered_by: str,
+                      branch: str | None = None) -> bool:
+    """Pack the link's subdirectory of the fetched ``tree`` (commit ``sha``) with the packer of
+    ``tfr publish module`` and publish it with its provenance; whether a version was created."""
+    root = tree / link.subdirectory if link.subdirectory else tree
+    if not root.is_dir() or root.is_symlink():
+        raise ServiceError(f"commit {sha} has no directory {link.subdirectory!r}")
+    with tempfile.TemporaryFile(prefix="tfr-scm-", suffix=".tar.gz") as archive:
+        try:
+            pack_module(root, archive)
+        except ValueError as exc:
+            raise ServiceError(f"cannot pack {tag or branch} ({sha}): {exc}") from None
+        archive.seek(0)
+        actor = Actor(name=triggered_by or f"scm:{link.connection.provider}")
+        return publish_with_provenance(session, storage, actor, link, archive, limits, version=version, tag=tag,
+                                       sha=sha, delivery_id=delivery_id, branch=branch)
+
+
+def publish_branch(session: Session, storage: Any, scm: ScmProvider, link: ScmLink, enc_key: bytes,
+                   limits: modules_svc.ArchiveLimits, *, branch: str, version: str, commit: str | None = None,
+                   triggered_by: str = "") -> PublishOutcome:
+    """Branch mode: publish ``version`` from ``commit`` (default: the head) of ``branch``.
+
+    Refused (nothing published) when the link is not in branch mode, ``version`` is not a semantic
+    version or already exists (409, even from the same commit: a version number is never reused),
+    the branch does not exist, or the commit is not on it (checked with the real ``git``).  The
+    provenance records the branch and the commit, and no tag.
+    """
+    if not link.branch_mode:
+        raise ServiceError(f"SCM link {link.id} is not in branch mode: enable branch_mode on the link first")
+    if re.fullmatch(_SEMVER, version) is None:
+        raise ServiceError(f"version {version!r} is not a semantic version (e.g. 1.3.0)")
+    if existing_version(session, link, version) is not None:
+        raise Conflict(f"{link.namespace}/{link.name}/{link.system} {version} already exists: a version number "
+                       "is never reused; choose a new version")
+    creds = credentials(link.connection, enc_key)
+    with tempfile.TemporaryDirectory(prefix="tfr-scm-") as tmp:
+        tree = Path(tmp) / "tree"
+        try:
+            sha = scm.fetch_branch_tree(creds, link.repository, branch, commit, tree)
+        except ScmRefRefused as exc:
+            raise ServiceError(str(exc)) from None
+        except ScmError as exc:
+            raise ScmServiceError(f"{scm.label or scm.name}: cannot fetch branch {branch!r}: {exc}") from None
+        created = _pack_and_publish(session, storage, link, tree, limits, version=version, tag="", sha=sha,
+                                    delivery_id=None, triggered_by=triggered_by, branch=branch)
+    if not created:  # published concurrently by another request between the check and the commit
+        raise Conflict(f"{link.namespace}/{link.name}/{link.system} {version} already exists: a version number "
+                       "is never reused; choose a new version")
+    return PublishOutcome("published", version, sha, f"published {version} from {branch} at {sha}")
 
 
 def publish_with_provenance(session: Session, storage: Any, actor: Actor, link: ScmLink, archive: Any,
                             limits: modules_svc.ArchiveLimits, *, version: str, tag: str, sha: str,
-                            delivery_id: str | None) -> bool:
+                            delivery_id: str | None, branch: str | None = None) -> bool:
     """Publish through :func:`tfregistry.services.modules.publish_module`, whose commit also writes the
     provenance row (added to the session first), so a version never exists without its provenance."""
     from sqlalchemy import event
@@ -426,7 +473,7 @@ def publish_with_provenance(session: Session, storage: Any, actor: Actor, link: 
     def add_provenance(sess: Session, _ctx: Any) -> None:
         while created:  # flushed by the commit's next flush, in the same transaction as the version
             sess.add(ScmProvenance(module_version_id=created.pop(), link_id=link.id, commit_sha=sha, tag=tag,
-                                   repository_url=link.repository_url, subdirectory=link.subdirectory,
+                                   branch=branch, repository_url=link.repository_url, subdirectory=link.subdirectory,
                                    delivery_id=delivery_id, triggered_by=actor.name))
 
     event.listen(session, "after_flush", note_version)
@@ -434,7 +481,8 @@ def publish_with_provenance(session: Session, storage: Any, actor: Actor, link: 
     try:
         result = modules_svc.publish_module(session, storage, actor, namespace=link.namespace, name=link.name,
                                             system=link.system, version=version, archive=archive, limits=limits,
-                                            description=f"published from {link.repository_url} {tag}")
+                                            description=f"published from {link.repository_url} "
+                                                        f"{tag or f'branch {branch}'}")
     finally:
         event.remove(session, "after_flush", note_version)
         event.remove(session, "after_flush_postexec", add_provenance)
