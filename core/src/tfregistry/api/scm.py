@@ -151,7 +151,8 @@ class ViolationSchema(ma.Schema):
 
 class BranchPublishArgs(ma.Schema):
     branch = text(200, required=True, min_length=1, metadata={"description": "The branch to publish from"})
-    commit = ma.fields.String(load_default=None, validate=pattern(r"^[0-9a-f]{40}([0-9a-f]{24})?$"),
+    commit = ma.fields.String(load_default=None, validate=pattern(r"^[0-9a-f]{40}([0-9a-f]{24})?$",
+                                                                "must be a full commit SHA (40 or 64 hex digits)"),
                               metadata={"description": "Full commit SHA on the branch (default: the branch head)"})
     version = ma.fields.String(required=True, validate=ma.validate.Length(1, 64),
                                metadata={"description": "The new version; a version number is never reused"})
