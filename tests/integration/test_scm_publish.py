@@ -20,7 +20,8 @@ from sqlalchemy import select
 import tfregistry_example.plugin as example_plugin
 from tests.conftest import bearer, new_token
 from tfregistry import hookimpl
-from tfregistry.models import AuditEntry, ScmConnection, ScmDelivery, ScmLink
+from tfregistry.models import AuditEntry, ScmConnection, ScmDelivery, ScmLink, ScmProvenance
+from tfregistry.services import scm as scm_svc
 from tfregistry.testing.git import GitHttpServer, GitRepo
 
 
@@ -312,6 +313,10 @@ def test_branch_mode_publishes_a_chosen_commit_of_a_branch(site: Site, server: G
     assert (prov["branch"], prov["commit_sha"], prov["tag"], prov["subdirectory"]) == ("main", first, None,
                                                                                       "modules/app")
     assert prov["triggered_by"] == "token:admin"  # the user who asked
+    with site.registry.db.session() as s:  # the web UI's Source tab names the branch, not a tag
+        [stored] = s.scalars(select(ScmProvenance).where(ScmProvenance.commit_sha == first))
+        html = str(scm_svc.provenance_html(scm_svc.provenance_json(stored)))
+    assert "<dt>Branch</dt><dd>main</dd>" in html and "<dt>Tag</dt>" not in html
 
     # Refused, and nothing published: a reused version (even from the same commit), a commit that is not
     # on the branch, an unknown branch, a commit that does not exist, a version that is not semver.
