@@ -594,6 +594,23 @@ def ref_update_event(repository: str, ref: str, before: str | None, after: str |
     return WebhookEvent("tag_moved", repository, tag=tag, sha=after, before_sha=before, delivery_id=delivery_id)
 
 
+@contextmanager
+def _bare_clone(clone_url: str, dest: Path, *, http_headers: Mapping[str, str] | None, ssh_private_key: str | None,
+                allowed_protocols: str, timeout: float) -> Iterator[tuple[dict[str, str], str]]:
+    """Check that ``dest`` is empty (creating it), then clone ``clone_url`` bare, without tags, into a
+    temporary directory; yields the git environment and the clone's path (removed afterwards)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise ScmError(f"{dest} is not empty")
+    with git_environment(http_headers=http_headers, ssh_private_key=ssh_private_key,
+                         allowed_protocols=allowed_protocols) as env, \
+            tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
+        repo = str(Path(tmp) / "repo.git")
+        run_git(env, "clone", "--quiet", "--bare", "--no-tags", "--", clone_url, repo, timeout=timeout)
+        yield env, repo
+
+
 def fetch_git_tree(
     clone_url: str,
     commit_sha: str,
@@ -616,15 +633,8 @@ def fetch_git_tree(
     """
     if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit_sha):
         raise ScmError(f"not a full commit SHA: {commit_sha!r}")
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    if any(dest.iterdir()):
-        raise ScmError(f"{dest} is not empty")
-    with git_environment(http_headers=http_headers, ssh_private_key=ssh_private_key,
-                         allowed_protocols=allowed_protocols) as env, \
-            tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
-        repo = str(Path(tmp) / "repo.git")
-        run_git(env, "clone", "--quiet", "--bare", "--no-tags", "--", clone_url, repo, timeout=timeout)
+    with _bare_clone(clone_url, dest, http_headers=http_headers, ssh_private_key=ssh_private_key,
+                     allowed_protocols=allowed_protocols, timeout=timeout) as (env, repo):
         try:
             run_git(env, "--git-dir", repo, "cat-file", "-e", f"{commit_sha}^{{commit}}")
         except ScmError:
@@ -660,15 +670,8 @@ def fetch_git_branch_tree(
         raise ScmRefRefused(f"not a full commit SHA: {commit_sha!r}")
     if not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", branch) or branch.startswith(("-", "/")) or ".." in branch:
         raise ScmRefRefused(f"not a branch name: {branch!r}")
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    if any(dest.iterdir()):
-        raise ScmError(f"{dest} is not empty")
-    with git_environment(http_headers=http_headers, ssh_private_key=ssh_private_key,
-                         allowed_protocols=allowed_protocols) as env, \
-            tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
-        repo = str(Path(tmp) / "repo.git")
-        run_git(env, "clone", "--quiet", "--bare", "--no-tags", "--", clone_url, repo, timeout=timeout)
+    with _bare_clone(clone_url, dest, http_headers=http_headers, ssh_private_key=ssh_private_key,
+                     allowed_protocols=allowed_protocols, timeout=timeout) as (env, repo):
         try:
             head = run_git(env, "--git-dir", repo, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}").strip()
         except ScmError:
