@@ -205,6 +205,57 @@ def test_monorepo_publishes_each_module_alone(site: Site, server: GitHttpServer)
         assert site.files(m, v) == {"main.tf": f"# {m}\n".encode()}
 
 
+def test_monorepo_discovers_module_folders(site: Site, server: GitHttpServer):
+    repo = server.create_repo("disco")
+    repo.commit({"modules/network/main.tf": "# network\n", "modules/network/.terraformignore": "scratch/\n",
+                 "modules/network/scratch/x.txt": "x\n",
+                 "modules/compute/main.tofu": "# compute\n", "modules/compute/nested/extra.tf": "# nested\n",
+                 "modules/docs/README.md": "# not a module\n", "README.md": "# all\n", "main.tf": "# root\n"})
+    for tag in ("network-v1.2.0", "compute-v1.0.0", "docs-v1.0.0", "ghost-v1.0.0", "v9.9.9"):
+        repo.tag(tag)
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+    url = server.repo_url("disco")
+    base = {"connection_id": conn, "repository": url, "namespace": "acme", "system": "generic",
+            "subdirectory": "modules", "discover_modules": True}
+    for extra, message in (({"tag_pattern": "v{version}"}, "needs {name} in its tag pattern"),
+                           ({"tag_pattern": "{name}-v{version}", "name": "network"}, "leave name out"),
+                           ({"tag_pattern": "{name}-v{version}", "branch_mode": True}, "branch mode is not supported")):
+        r = site.call("POST", "/api/v1/scm/links", 400, json=base | extra)
+        assert message in r.get_json()["message"]
+    assert site.call("POST", "/api/v1/scm/links", 400, json=base | {"discover_modules": False}).status_code == 400
+    assert site.audit("scm.link.create") == []  # refused: nothing linked
+
+    link = site.call("POST", "/api/v1/scm/links", 201, json=base | {"tag_pattern": "{name}-v{version}"}).get_json()
+    assert (link["module"], link["discover_modules"]) == ("acme/*/generic", True)
+    preview = site.call("GET", f"/api/v1/scm/links/{link['id']}/tags", 200).get_json()
+    assert sorted((t["name"], t["module"], t["version"]) for t in preview) == [
+        ("compute-v1.0.0", "compute", "1.0.0"), ("docs-v1.0.0", "docs", "1.0.0"),
+        ("ghost-v1.0.0", "ghost", "1.0.0"), ("network-v1.2.0", "network", "1.2.0")]
+    site.sync(link["id"])
+    job = [j for j in site.registry.jobs.jobs.values() if j.func == "tfregistry.jobs:scm_reconcile"][-1]
+    assert sorted(job.result["published"]) == ["compute 1.0.0", "network 1.2.0"]
+    assert sorted(job.result["errors"]) == [
+        "docs-v1.0.0: 'modules/docs' at commit " + repo.git("rev-parse", "HEAD") + " is not a module folder "
+        "(no *.tf or *.tofu file)",
+        "ghost-v1.0.0: commit " + repo.git("rev-parse", "HEAD") + " has no directory 'modules/ghost'"]
+    assert [site.versions(m) for m in ("network", "compute", "docs", "ghost")] == [["1.2.0"], ["1.0.0"], [], []]
+    assert site.files("network", "1.2.0") == {"main.tf": b"# network\n", ".terraformignore": b"scratch/\n"}
+    assert site.files("compute", "1.0.0") == {"main.tofu": b"# compute\n", "nested/extra.tf": b"# nested\n"}
+    prov = site.call("GET", "/api/v1/scm/provenance/acme/compute/generic/1.0.0", 200).get_json()
+    assert (prov["tag"], prov["subdirectory"], prov["link_id"]) == ("compute-v1.0.0", "modules/compute", link["id"])
+
+    # A new tag for one module publishes only that module; a moved tag is a violation of that module only.
+    changed = repo.commit({"modules/network/main.tf": "# network 2\n", "modules/compute/main.tofu": "# moved\n"})
+    repo.tag("network-v1.3.0")
+    repo.tag("compute-v1.0.0", force=True)
+    site.sync(link["id"])
+    assert [site.versions(m) for m in ("network", "compute")] == [["1.2.0", "1.3.0"], ["1.0.0"]]
+    assert site.files("network", "1.3.0") == {"main.tf": b"# network 2\n", ".terraformignore": b"scratch/\n"}
+    assert site.files("compute", "1.0.0") == {"main.tofu": b"# compute\n", "nested/extra.tf": b"# nested\n"}
+    violations = site.call("GET", "/api/v1/scm/violations", 200).get_json()
+    assert [(v["module_version"], v["current_sha"]) for v in violations] == [("acme/compute/generic/1.0.0", changed)]
+
+
 def _signed(secret: str, payload: dict[str, Any], delivery: str) -> dict[str, Any]:
     body = json.dumps(payload).encode()
     sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

@@ -1271,16 +1271,24 @@ def scm_repositories(connection: int, url: str, token: str) -> None:
 @click.option("--no-webhook", is_flag=True, help="Do not create the webhook in the system.")
 @click.option("--import-tags", is_flag=True, help="Publish every existing matching tag now.")
 @click.option("--branch-mode", is_flag=True, help="Also allow `tfr scm publish` from a commit of a branch.")
+@click.option("--discover-modules", is_flag=True,
+              help="Monorepo: each folder under --subdirectory with *.tf/*.tofu files is a module named after it "
+                   "(ADDRESS is NAMESPACE/*/SYSTEM; the tag pattern needs {name}).")
 @_scm_options
 def scm_link(address: str, connection_id: int, repository: str, subdirectory: str, tag_pattern: str,
-             no_webhook: bool, import_tags: bool, branch_mode: bool, url: str, token: str) -> None:
+             no_webhook: bool, import_tags: bool, branch_mode: bool, discover_modules: bool, url: str,
+             token: str) -> None:
     """Link module ADDRESS (NAMESPACE/NAME/SYSTEM) to a repository; prints the webhook URL and secret once."""
     parts = address.split("/")
     if len(parts) != 3:
         fail("ADDRESS is NAMESPACE/NAME/SYSTEM")
-    body = {"connection_id": connection_id, "repository": repository, "namespace": parts[0], "name": parts[1],
+    if discover_modules and parts[1] != "*":
+        fail("with --discover-modules, ADDRESS is NAMESPACE/*/SYSTEM: modules are named after their folders")
+    body = {"connection_id": connection_id, "repository": repository, "namespace": parts[0],
+            **({} if discover_modules else {"name": parts[1]}),
             "system": parts[2], "subdirectory": subdirectory, "tag_pattern": tag_pattern,
-            "create_webhook": not no_webhook, "import_tags": import_tags, "branch_mode": branch_mode}
+            "create_webhook": not no_webhook, "import_tags": import_tags, "branch_mode": branch_mode,
+            "discover_modules": discover_modules}
     _scm_call(url, token, "POST", "/links", body, ok=(201,))
 
 

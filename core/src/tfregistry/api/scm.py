@@ -74,6 +74,7 @@ class TagSchema(ma.Schema):
     name = ma.fields.String()
     commit_sha = ma.fields.String()
     version = ma.fields.String(allow_none=True, metadata={"description": "The version it publishes (links only)"})
+    module = ma.fields.String(metadata={"description": "The module it publishes (links that discover modules only)"})
 
 
 class TagsArgs(ma.Schema):
@@ -85,15 +86,23 @@ class LinkArgs(ma.Schema):
     repository = text(500, required=True, min_length=1,
                       metadata={"description": "The repository id the connection lists (owner/name, or a git URL)"})
     namespace = module_name("namespace", required=True)
-    name = module_name("name", required=True)
+    name = module_name("name", load_default=None,
+                       metadata={"description": "Required, unless discover_modules (then left out: each module "
+                                 "is named after its folder)"})
     system = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64), pattern(SYSTEM)])
-    subdirectory = text(500, load_default="")
+    subdirectory = text(500, load_default="",
+                        metadata={"description": "The module's folder; with discover_modules, the folder whose "
+                                  "direct sub-folders are the modules (e.g. modules)"})
     tag_pattern = text(200, load_default="v{version}",
                        metadata={"description": "v{version}, or {name}/v{version} or {name}-v{version} for "
                                  "monorepos"})
     import_tags = ma.fields.Boolean(load_default=False,
                                     metadata={"description": "Publish every existing matching tag now (a sync "
                                               "job), instead of waiting for new tags or the reconcile"})
+    discover_modules = ma.fields.Boolean(load_default=False,
+                                         metadata={"description": "Monorepo: every folder directly under "
+                                                   "subdirectory holding *.tf or *.tofu files is a module named "
+                                                   "after the folder; the tag pattern must hold {name}"})
     branch_mode = ma.fields.Boolean(load_default=False,
                                     metadata={"description": "Also allow publishing a chosen version from a chosen "
                                               "commit of a branch (POST /links/{id}/publish)"})
@@ -117,6 +126,7 @@ class LinkSchema(ma.Schema):
     hook_id = ma.fields.String(allow_none=True)
     enabled = ma.fields.Boolean()
     branch_mode = ma.fields.Boolean()
+    discover_modules = ma.fields.Boolean()
     created_by = ma.fields.String()
     created_at = ma.fields.DateTime()
     last_reconciled_at = ma.fields.DateTime(allow_none=True)
@@ -350,6 +360,10 @@ class Links(MethodView):
         ``import_tags``, every existing matching tag is published by a sync job (``import_job``)."""
         registry = current_registry()
         with registry.db.session() as session:
+            if args["discover_modules"] and args["name"] is not None:
+                raise ServiceError("leave name out with discover_modules: each module is named after its folder")
+            if not args["discover_modules"] and args["name"] is None:
+                raise ServiceError("name is required (unless discover_modules)")
             identity, actor = auth.require_in_namespace(session, "modules:write", args["namespace"])
             conn = _connection(session, identity, args["connection_id"])
             namespace = auth.namespace_for(session, args["namespace"])
@@ -359,7 +373,8 @@ class Links(MethodView):
                 session, actor, _provider(conn.provider), conn, encryption_key(registry),
                 repository=args["repository"], namespace=args["namespace"], name=args["name"], system=args["system"],
                 subdirectory=args["subdirectory"], tag_pattern=args["tag_pattern"],
-                webhook_url=_webhook_url("{id}") if args["create_webhook"] else None, branch_mode=args["branch_mode"])
+                webhook_url=_webhook_url("{id}") if args["create_webhook"] else None, branch_mode=args["branch_mode"],
+                discover_modules=args["discover_modules"])
             session.commit()
             data = _link_json(link, secret)
         if args["import_tags"]:
@@ -400,7 +415,8 @@ class LinkTags(MethodView):
             link, _ = _link(session, link_id)
             provider = _provider(link.connection.provider)
             found = scm.matching_tags(provider, scm.credentials(link.connection, encryption_key(registry)), link)
-        return [{"name": m.tag, "commit_sha": m.commit_sha, "version": m.version} for m in found]
+        return [{"name": m.tag, "commit_sha": m.commit_sha, "version": m.version}
+                | ({"module": m.module} if link.discover_modules else {}) for m in found]
 
 
 @blp.route("/links/<id:link_id>/sync")

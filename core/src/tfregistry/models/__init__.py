@@ -646,6 +646,9 @@ class ScmLink(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     #: Branch mode: versions may also be published from a chosen commit of a branch (POST .../publish).
     branch_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: Monorepo discovery: every module folder directly under :attr:`subdirectory` is a module named after
+    #: its folder (:attr:`name` is ``"*"``), published by the tags whose ``{name}`` is that name.
+    discover_modules: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
