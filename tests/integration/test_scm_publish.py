@@ -332,6 +332,32 @@ def test_webhook_signature_matrix_dedup_and_moved_tag(site: Site, tmp_path: Path
     assert unlinked.status_code == 404
 
 
+def test_webhook_on_a_discovering_link_publishes_only_the_tagged_module(site: Site, tmp_path: Path):
+    repo = GitRepo(tmp_path / "dir", "mono")
+    sha = repo.commit({"modules/network/main.tf": "# network\n", "modules/compute/main.tf": "# compute\n"})
+    repo.tag("network-v1.0.0")
+    conn = site.connection(provider="example-dir", auth_method="none", base_url=str(tmp_path / "dir"))
+    link = site.call("POST", "/api/v1/scm/links", 201, json={
+        "connection_id": conn, "repository": "mono.git", "namespace": "acme", "system": "generic",
+        "subdirectory": "modules", "tag_pattern": "{name}-v{version}", "discover_modules": True}).get_json()
+    hook, secret = f"/api/v1/scm/links/{link['id']}/webhook", link["webhook_secret"]
+    event = {"repository": "mono.git", "ref": "refs/tags/network-v1.0.0", "before": "0" * 40, "after": sha}
+    r = site.client.post(hook, **_signed(secret, event, "m-1"))
+    assert r.status_code == 202 and "publish of 1.0.0 queued" in r.get_json()["outcome"], r.get_json()
+    site.registry.jobs.wait_idle()
+    assert (site.versions("network"), site.versions("compute")) == (["1.0.0"], [])
+    assert site.files("network", "1.0.0") == {"main.tf": b"# network\n"}
+
+    new_sha = repo.commit({"modules/network/main.tf": "# moved\n"})
+    repo.tag("network-v1.0.0", force=True)
+    moved = site.client.post(hook, **_signed(secret, event | {"before": sha, "after": new_sha}, "m-2"))
+    assert moved.status_code == 200 and "moved" in moved.get_json()["outcome"]
+    violations = site.call("GET", "/api/v1/scm/violations", 200).get_json()
+    assert [(v["module_version"], v["current_sha"], v["link_id"]) for v in violations] == [
+        ("acme/network/generic/1.0.0", new_sha, link["id"])]
+    assert site.files("network", "1.0.0") == {"main.tf": b"# network\n"}
+
+
 # --- branch mode ---------------------------------------------------------------------------------------
 
 
