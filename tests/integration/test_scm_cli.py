@@ -70,3 +70,24 @@ def test_tfr_scm_publish_branch_mode(run: Any, live_server: str, app: Any, admin
         assert again.exit_code == 1 and "409" in again.output and "never reused" in again.output
         prov = json.loads(run("scm", "provenance", "acme/web/generic/0.1.0", *common).output)
         assert (prov["branch"], prov["tag"], prov["commit_sha"]) == ("main", None, first)
+
+
+def test_tfr_scm_link_discover_modules(run: Any, live_server: str, app: Any, admin_token: str,  # noqa: F811
+                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with GitHttpServer(tmp_path / "srv", credentials=("bot", "cli-token")) as server:
+        repo = server.create_repo("mono")
+        repo.commit({"modules/net/main.tf": "# net\n", "modules/db/main.tf": "# db\n"})
+        repo.tag("net-v0.1.0")
+        common = ["--url", live_server, "--token", admin_token]
+        monkeypatch.setenv("TFR_SCM_SECRET", "cli-token")
+        conn = json.loads(run("scm", "connect", "gitd", "--provider", "git", "--username", "bot", *common).output)["id"]
+        args = ["--connection", str(conn), "--repository", server.repo_url("mono"), "--subdirectory", "modules",
+                "--tag-pattern", "{name}-v{version}", "--discover-modules", *common]
+        named = run("scm", "link", "acme/net/generic", *args)
+        assert named.exit_code == 1 and "NAMESPACE/*/SYSTEM" in named.output
+        linked = run("scm", "link", "acme/*/generic", *args)
+        assert linked.exit_code == 0, linked.output
+        assert json.loads(linked.output)["module"] == "acme/*/generic"
+        tags = run("scm", "tags", str(json.loads(linked.output)["id"]), *common)
+        assert [(t["name"], t["module"], t["version"]) for t in json.loads(tags.output)] == [
+            ("net-v0.1.0", "net", "0.1.0")]
