@@ -20,7 +20,8 @@ from sqlalchemy import select
 import tfregistry_example.plugin as example_plugin
 from tests.conftest import bearer, new_token
 from tfregistry import hookimpl
-from tfregistry.models import AuditEntry, ScmConnection, ScmDelivery, ScmLink
+from tfregistry.models import AuditEntry, ScmConnection, ScmDelivery, ScmLink, ScmProvenance
+from tfregistry.services import scm as scm_svc
 from tfregistry.testing.git import GitHttpServer, GitRepo
 
 
@@ -204,6 +205,57 @@ def test_monorepo_publishes_each_module_alone(site: Site, server: GitHttpServer)
         assert site.files(m, v) == {"main.tf": f"# {m}\n".encode()}
 
 
+def test_monorepo_discovers_module_folders(site: Site, server: GitHttpServer):
+    repo = server.create_repo("disco")
+    repo.commit({"modules/network/main.tf": "# network\n", "modules/network/.terraformignore": "scratch/\n",
+                 "modules/network/scratch/x.txt": "x\n",
+                 "modules/compute/main.tofu": "# compute\n", "modules/compute/nested/extra.tf": "# nested\n",
+                 "modules/docs/README.md": "# not a module\n", "README.md": "# all\n", "main.tf": "# root\n"})
+    for tag in ("network-v1.2.0", "compute-v1.0.0", "docs-v1.0.0", "ghost-v1.0.0", "v9.9.9"):
+        repo.tag(tag)
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+    url = server.repo_url("disco")
+    base = {"connection_id": conn, "repository": url, "namespace": "acme", "system": "generic",
+            "subdirectory": "modules", "discover_modules": True}
+    for extra, message in (({"tag_pattern": "v{version}"}, "needs {name} in its tag pattern"),
+                           ({"tag_pattern": "{name}-v{version}", "name": "network"}, "leave name out"),
+                           ({"tag_pattern": "{name}-v{version}", "branch_mode": True}, "branch mode is not supported")):
+        r = site.call("POST", "/api/v1/scm/links", 400, json=base | extra)
+        assert message in r.get_json()["message"]
+    assert site.call("POST", "/api/v1/scm/links", 400, json=base | {"discover_modules": False}).status_code == 400
+    assert site.audit("scm.link.create") == []  # refused: nothing linked
+
+    link = site.call("POST", "/api/v1/scm/links", 201, json=base | {"tag_pattern": "{name}-v{version}"}).get_json()
+    assert (link["module"], link["discover_modules"]) == ("acme/*/generic", True)
+    preview = site.call("GET", f"/api/v1/scm/links/{link['id']}/tags", 200).get_json()
+    assert sorted((t["name"], t["module"], t["version"]) for t in preview) == [
+        ("compute-v1.0.0", "compute", "1.0.0"), ("docs-v1.0.0", "docs", "1.0.0"),
+        ("ghost-v1.0.0", "ghost", "1.0.0"), ("network-v1.2.0", "network", "1.2.0")]
+    site.sync(link["id"])
+    job = [j for j in site.registry.jobs.jobs.values() if j.func == "tfregistry.jobs:scm_reconcile"][-1]
+    assert sorted(job.result["published"]) == ["compute 1.0.0", "network 1.2.0"]
+    assert sorted(job.result["errors"]) == [
+        "docs-v1.0.0: 'modules/docs' at commit " + repo.git("rev-parse", "HEAD") + " is not a module folder "
+        "(no *.tf or *.tofu file)",
+        "ghost-v1.0.0: commit " + repo.git("rev-parse", "HEAD") + " has no directory 'modules/ghost'"]
+    assert [site.versions(m) for m in ("network", "compute", "docs", "ghost")] == [["1.2.0"], ["1.0.0"], [], []]
+    assert site.files("network", "1.2.0") == {"main.tf": b"# network\n", ".terraformignore": b"scratch/\n"}
+    assert site.files("compute", "1.0.0") == {"main.tofu": b"# compute\n", "nested/extra.tf": b"# nested\n"}
+    prov = site.call("GET", "/api/v1/scm/provenance/acme/compute/generic/1.0.0", 200).get_json()
+    assert (prov["tag"], prov["subdirectory"], prov["link_id"]) == ("compute-v1.0.0", "modules/compute", link["id"])
+
+    # A new tag for one module publishes only that module; a moved tag is a violation of that module only.
+    changed = repo.commit({"modules/network/main.tf": "# network 2\n", "modules/compute/main.tofu": "# moved\n"})
+    repo.tag("network-v1.3.0")
+    repo.tag("compute-v1.0.0", force=True)
+    site.sync(link["id"])
+    assert [site.versions(m) for m in ("network", "compute")] == [["1.2.0", "1.3.0"], ["1.0.0"]]
+    assert site.files("network", "1.3.0") == {"main.tf": b"# network 2\n", ".terraformignore": b"scratch/\n"}
+    assert site.files("compute", "1.0.0") == {"main.tofu": b"# compute\n", "nested/extra.tf": b"# nested\n"}
+    violations = site.call("GET", "/api/v1/scm/violations", 200).get_json()
+    assert [(v["module_version"], v["current_sha"]) for v in violations] == [("acme/compute/generic/1.0.0", changed)]
+
+
 def _signed(secret: str, payload: dict[str, Any], delivery: str) -> dict[str, Any]:
     body = json.dumps(payload).encode()
     sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -278,3 +330,89 @@ def test_webhook_signature_matrix_dedup_and_moved_tag(site: Site, tmp_path: Path
 
     unlinked = site.client.post("/api/v1/scm/links/999999/webhook", **good)
     assert unlinked.status_code == 404
+
+
+def test_webhook_on_a_discovering_link_publishes_only_the_tagged_module(site: Site, tmp_path: Path):
+    repo = GitRepo(tmp_path / "dir", "mono")
+    sha = repo.commit({"modules/network/main.tf": "# network\n", "modules/compute/main.tf": "# compute\n"})
+    repo.tag("network-v1.0.0")
+    conn = site.connection(provider="example-dir", auth_method="none", base_url=str(tmp_path / "dir"))
+    link = site.call("POST", "/api/v1/scm/links", 201, json={
+        "connection_id": conn, "repository": "mono.git", "namespace": "acme", "system": "generic",
+        "subdirectory": "modules", "tag_pattern": "{name}-v{version}", "discover_modules": True}).get_json()
+    hook, secret = f"/api/v1/scm/links/{link['id']}/webhook", link["webhook_secret"]
+    event = {"repository": "mono.git", "ref": "refs/tags/network-v1.0.0", "before": "0" * 40, "after": sha}
+    r = site.client.post(hook, **_signed(secret, event, "m-1"))
+    assert r.status_code == 202 and "publish of 1.0.0 queued" in r.get_json()["outcome"], r.get_json()
+    site.registry.jobs.wait_idle()
+    assert (site.versions("network"), site.versions("compute")) == (["1.0.0"], [])
+    assert site.files("network", "1.0.0") == {"main.tf": b"# network\n"}
+
+    new_sha = repo.commit({"modules/network/main.tf": "# moved\n"})
+    repo.tag("network-v1.0.0", force=True)
+    moved = site.client.post(hook, **_signed(secret, event | {"before": sha, "after": new_sha}, "m-2"))
+    assert moved.status_code == 200 and "moved" in moved.get_json()["outcome"]
+    violations = site.call("GET", "/api/v1/scm/violations", 200).get_json()
+    assert [(v["module_version"], v["current_sha"], v["link_id"]) for v in violations] == [
+        ("acme/network/generic/1.0.0", new_sha, link["id"])]
+    assert site.files("network", "1.0.0") == {"main.tf": b"# network\n"}
+
+
+# --- branch mode ---------------------------------------------------------------------------------------
+
+
+def test_branch_mode_publishes_a_chosen_commit_of_a_branch(site: Site, server: GitHttpServer):
+    repo = server.create_repo("bm")
+    first = repo.commit({"modules/app/main.tf": "# one\n", "README.md": "# root\n"})
+    second = repo.commit({"modules/app/main.tf": "# two\n", "modules/app/extra.tf": "# extra\n"})
+    repo.git("checkout", "-q", "-b", "feature")
+    off_main = repo.commit({"modules/app/main.tf": "# feature\n"}, message="feature work")
+    repo.git("push", "-q", "origin", "feature")
+    repo.git("checkout", "-q", "main")
+    url = server.repo_url("bm")
+    conn = site.connection(provider="git", auth_method="token", username="bot", token="s3cret-token")
+
+    plain = site.link(conn, url, "plain", subdirectory="modules/app")
+    assert plain["branch_mode"] is False
+    r = site.call("POST", f"/api/v1/scm/links/{plain['id']}/publish", 400, json={"branch": "main", "version": "1.0.0"})
+    assert "not in branch mode" in r.get_json()["message"]
+
+    link = site.link(conn, url, "app", subdirectory="modules/app", branch_mode=True)
+    assert link["branch_mode"] is True
+    publish = f"/api/v1/scm/links/{link['id']}/publish"
+    done = site.call("POST", publish, 201, json={"branch": "main", "commit": first, "version": "1.0.0"}).get_json()
+    assert (done["status"], done["version"], done["commit_sha"]) == ("published", "1.0.0", first)
+    head = site.call("POST", publish, 201, json={"branch": "main", "version": "1.1.0"}).get_json()
+    assert head["commit_sha"] == second  # no commit: the branch head
+    assert site.files("app", "1.0.0") == {"main.tf": b"# one\n"}
+    assert site.files("app", "1.1.0") == {"main.tf": b"# two\n", "extra.tf": b"# extra\n"}
+    prov = site.call("GET", "/api/v1/scm/provenance/acme/app/generic/1.0.0", 200).get_json()
+    assert (prov["branch"], prov["commit_sha"], prov["tag"], prov["subdirectory"]) == ("main", first, None,
+                                                                                      "modules/app")
+    assert prov["triggered_by"] == "token:admin"  # the user who asked
+    with site.registry.db.session() as s:  # the web UI's Source tab names the branch, not a tag
+        [stored] = s.scalars(select(ScmProvenance).where(ScmProvenance.commit_sha == first))
+        html = str(scm_svc.provenance_html(scm_svc.provenance_json(stored)))
+    assert "<dt>Branch</dt><dd>main</dd>" in html and "<dt>Tag</dt>" not in html
+
+    # Refused, and nothing published: a reused version (even from the same commit), a commit that is not
+    # on the branch, an unknown branch, a commit that does not exist, a version that is not semver.
+    refused = [
+        ({"branch": "main", "commit": first, "version": "1.0.0"}, 409, "never reused"),
+        ({"branch": "main", "commit": off_main, "version": "2.0.0"}, 400, f"commit {off_main} is not on branch 'main'"),
+        ({"branch": "nope", "version": "2.0.0"}, 400, "branch 'nope' does not exist"),
+        ({"branch": "main", "commit": "0" * 40, "version": "2.0.0"}, 400, "is not on branch 'main'"),
+        ({"branch": "main", "version": "2.0"}, 400, "not a semantic version"),
+        ({"branch": "--upload-pack=x", "version": "2.0.0"}, 400, "not a branch name"),
+        ({"branch": "main", "commit": first[:12], "version": "2.0.0"}, 422, "full commit SHA"),
+    ]
+    for body, status, message in refused:
+        r = site.call("POST", publish, status, json=body)
+        assert message in json.dumps(r.get_json()), (body, r.get_json())
+    assert site.versions("app") == ["1.0.0", "1.1.0"]
+    assert site.files("app", "1.0.0") == {"main.tf": b"# one\n"}
+    # The feature branch is a branch like any other: its own commit is on it.
+    feat = site.call("POST", publish, 201, json={"branch": "feature", "commit": off_main, "version": "2.0.0"})
+    assert feat.get_json()["commit_sha"] == off_main
+    assert site.files("app", "2.0.0") == {"main.tf": b"# feature\n", "extra.tf": b"# extra\n"}
+    assert [e.details["branch_mode"] for e in site.audit("scm.link.create")] == [False, True]

@@ -1270,16 +1270,25 @@ def scm_repositories(connection: int, url: str, token: str) -> None:
               help="Also {name}-v{version}, {name}/v{version} for monorepos.")
 @click.option("--no-webhook", is_flag=True, help="Do not create the webhook in the system.")
 @click.option("--import-tags", is_flag=True, help="Publish every existing matching tag now.")
+@click.option("--branch-mode", is_flag=True, help="Also allow `tfr scm publish` from a commit of a branch.")
+@click.option("--discover-modules", is_flag=True,
+              help="Monorepo: each folder under --subdirectory with *.tf/*.tofu files is a module named after it "
+                   "(ADDRESS is NAMESPACE/*/SYSTEM; the tag pattern needs {name}).")
 @_scm_options
 def scm_link(address: str, connection_id: int, repository: str, subdirectory: str, tag_pattern: str,
-             no_webhook: bool, import_tags: bool, url: str, token: str) -> None:
+             no_webhook: bool, import_tags: bool, branch_mode: bool, discover_modules: bool, url: str,
+             token: str) -> None:
     """Link module ADDRESS (NAMESPACE/NAME/SYSTEM) to a repository; prints the webhook URL and secret once."""
     parts = address.split("/")
     if len(parts) != 3:
         fail("ADDRESS is NAMESPACE/NAME/SYSTEM")
-    body = {"connection_id": connection_id, "repository": repository, "namespace": parts[0], "name": parts[1],
+    if discover_modules and parts[1] != "*":
+        fail("with --discover-modules, ADDRESS is NAMESPACE/*/SYSTEM: modules are named after their folders")
+    body = {"connection_id": connection_id, "repository": repository, "namespace": parts[0],
+            **({} if discover_modules else {"name": parts[1]}),
             "system": parts[2], "subdirectory": subdirectory, "tag_pattern": tag_pattern,
-            "create_webhook": not no_webhook, "import_tags": import_tags}
+            "create_webhook": not no_webhook, "import_tags": import_tags, "branch_mode": branch_mode,
+            "discover_modules": discover_modules}
     _scm_call(url, token, "POST", "/links", body, ok=(201,))
 
 
@@ -1313,6 +1322,18 @@ def scm_tags(link: int, url: str, token: str) -> None:
 def scm_sync(link: int, url: str, token: str) -> None:
     """Sync LINK now: publish missing matching tags, record moved ones (a background job)."""
     _scm_call(url, token, "POST", f"/links/{link}/sync", ok=(202,))
+
+
+@scm_group.command("publish")
+@click.argument("link", type=int)
+@click.option("--branch", required=True, help="The branch to publish from.")
+@click.option("--commit", default=None, help="Full commit SHA on the branch (default: the branch head).")
+@click.option("--version", "version", required=True, help="The new version (never an existing one).")
+@_scm_options
+def scm_publish(link: int, branch: str, commit: str | None, version: str, url: str, token: str) -> None:
+    """Branch mode: publish VERSION of LINK's module from a commit of BRANCH."""
+    body = {"branch": branch, "version": version, **({"commit": commit} if commit else {})}
+    _scm_call(url, token, "POST", f"/links/{link}/publish", body, ok=(201,))
 
 
 @scm_group.command("deliveries")

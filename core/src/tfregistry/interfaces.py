@@ -406,6 +406,10 @@ class ScmNotSupported(ScmError):
     """The provider does not offer this operation (plain git has no webhooks, no repository list)."""
 
 
+class ScmRefRefused(ScmError):
+    """Branch mode: the branch does not exist, or the commit is not on it (the caller's mistake)."""
+
+
 class WebhookRejected(Exception):
     """An incoming webhook request is not authentic (missing, wrong, tampered or stale signature).
 
@@ -590,6 +594,23 @@ def ref_update_event(repository: str, ref: str, before: str | None, after: str |
     return WebhookEvent("tag_moved", repository, tag=tag, sha=after, before_sha=before, delivery_id=delivery_id)
 
 
+@contextmanager
+def _bare_clone(clone_url: str, dest: Path, *, http_headers: Mapping[str, str] | None, ssh_private_key: str | None,
+                allowed_protocols: str, timeout: float) -> Iterator[tuple[dict[str, str], str]]:
+    """Check that ``dest`` is empty (creating it), then clone ``clone_url`` bare, without tags, into a
+    temporary directory; yields the git environment and the clone's path (removed afterwards)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise ScmError(f"{dest} is not empty")
+    with git_environment(http_headers=http_headers, ssh_private_key=ssh_private_key,
+                         allowed_protocols=allowed_protocols) as env, \
+            tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
+        repo = str(Path(tmp) / "repo.git")
+        run_git(env, "clone", "--quiet", "--bare", "--no-tags", "--", clone_url, repo, timeout=timeout)
+        yield env, repo
+
+
 def fetch_git_tree(
     clone_url: str,
     commit_sha: str,
@@ -612,15 +633,8 @@ def fetch_git_tree(
     """
     if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit_sha):
         raise ScmError(f"not a full commit SHA: {commit_sha!r}")
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    if any(dest.iterdir()):
-        raise ScmError(f"{dest} is not empty")
-    with git_environment(http_headers=http_headers, ssh_private_key=ssh_private_key,
-                         allowed_protocols=allowed_protocols) as env, \
-            tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
-        repo = str(Path(tmp) / "repo.git")
-        run_git(env, "clone", "--quiet", "--bare", "--no-tags", "--", clone_url, repo, timeout=timeout)
+    with _bare_clone(clone_url, dest, http_headers=http_headers, ssh_private_key=ssh_private_key,
+                     allowed_protocols=allowed_protocols, timeout=timeout) as (env, repo):
         try:
             run_git(env, "--git-dir", repo, "cat-file", "-e", f"{commit_sha}^{{commit}}")
         except ScmError:
@@ -631,6 +645,44 @@ def fetch_git_tree(
             except ScmError:
                 raise ScmError(f"commit {commit_sha} is not in {clone_url}") from None
         run_git(env, "--git-dir", repo, "--work-tree", str(dest), "checkout", "--force", commit_sha, "--", ".")
+
+
+def fetch_git_branch_tree(
+    clone_url: str,
+    branch: str,
+    commit_sha: str | None,
+    dest: Path,
+    *,
+    http_headers: Mapping[str, str] | None = None,
+    ssh_private_key: str | None = None,
+    allowed_protocols: str = "https:http:ssh:git",
+    timeout: float = 300.0,
+) -> str:
+    """Write the files of a commit of ``branch`` into ``dest`` and return that commit's SHA (branch mode).
+
+    ``commit_sha`` ``None`` means the branch head; otherwise it must be a full SHA of a commit reachable
+    from the branch head (``git merge-base --is-ancestor``), checked with the real ``git``.
+
+    :raises ScmRefRefused: no such branch, or the commit is not on it.
+    :raises ScmError: git failed.
+    """
+    if commit_sha is not None and not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit_sha):
+        raise ScmRefRefused(f"not a full commit SHA: {commit_sha!r}")
+    if not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", branch) or branch.startswith(("-", "/")) or ".." in branch:
+        raise ScmRefRefused(f"not a branch name: {branch!r}")
+    with _bare_clone(clone_url, dest, http_headers=http_headers, ssh_private_key=ssh_private_key,
+                     allowed_protocols=allowed_protocols, timeout=timeout) as (env, repo):
+        try:
+            head = run_git(env, "--git-dir", repo, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}").strip()
+        except ScmError:
+            raise ScmRefRefused(f"branch {branch!r} does not exist in the repository") from None
+        commit = commit_sha or head
+        try:
+            run_git(env, "--git-dir", repo, "merge-base", "--is-ancestor", commit, head)
+        except ScmError:
+            raise ScmRefRefused(f"commit {commit} is not on branch {branch!r}") from None
+        run_git(env, "--git-dir", repo, "--work-tree", str(dest), "checkout", "--force", commit, "--", ".")
+        return commit
 
 
 class ScmProvider(ABC):
@@ -728,6 +780,17 @@ class ScmProvider(ABC):
         fetch_git_tree(self.clone_url(credentials, repository), commit_sha, dest,
                        http_headers=self.git_http_headers(credentials),
                        ssh_private_key=credentials.ssh_private_key if credentials.method == "ssh_key" else None)
+
+    def fetch_branch_tree(self, credentials: ScmCredentials, repository: str, branch: str, commit_sha: str | None,
+                          dest: Path) -> str:
+        """Branch mode: write the files of ``commit_sha`` (``None``: the head) of ``branch`` into the empty
+        directory ``dest`` and return the commit's SHA; raise :class:`ScmRefRefused` when there is no
+        such branch or the commit is not on it.  The default uses the real ``git``
+        (:func:`fetch_git_branch_tree`) like :meth:`fetch_tree`."""
+        return fetch_git_branch_tree(
+            self.clone_url(credentials, repository), branch, commit_sha, dest,
+            http_headers=self.git_http_headers(credentials),
+            ssh_private_key=credentials.ssh_private_key if credentials.method == "ssh_key" else None)
 
     def create_webhook(self, credentials: ScmCredentials, repository: str, url: str, secret: str) -> str:
         """Create a webhook on ``repository`` that POSTs tag (and push) events to ``url``, signed or

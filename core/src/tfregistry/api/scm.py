@@ -21,6 +21,7 @@ from tfregistry.protocol import register_error_handlers
 from tfregistry.services import NotFound, ServiceError, scm
 from tfregistry.services import modules as modules_svc
 from tfregistry.services.identity import get_organization
+from tfregistry.services.modules import archive_limits
 from tfregistry.web import current_registry
 
 blp = Blueprint("api_scm", __name__, url_prefix="/api/v1/scm", description="Publishing modules from source control")
@@ -73,6 +74,7 @@ class TagSchema(ma.Schema):
     name = ma.fields.String()
     commit_sha = ma.fields.String()
     version = ma.fields.String(allow_none=True, metadata={"description": "The version it publishes (links only)"})
+    module = ma.fields.String(metadata={"description": "The module it publishes (links that discover modules only)"})
 
 
 class TagsArgs(ma.Schema):
@@ -84,15 +86,26 @@ class LinkArgs(ma.Schema):
     repository = text(500, required=True, min_length=1,
                       metadata={"description": "The repository id the connection lists (owner/name, or a git URL)"})
     namespace = module_name("namespace", required=True)
-    name = module_name("name", required=True)
+    name = module_name("name", load_default=None,
+                       metadata={"description": "Required, unless discover_modules (then left out: each module "
+                                 "is named after its folder)"})
     system = ma.fields.String(required=True, validate=[ma.validate.Length(1, 64), pattern(SYSTEM)])
-    subdirectory = text(500, load_default="")
+    subdirectory = text(500, load_default="",
+                        metadata={"description": "The module's folder; with discover_modules, the folder whose "
+                                  "direct sub-folders are the modules (e.g. modules)"})
     tag_pattern = text(200, load_default="v{version}",
                        metadata={"description": "v{version}, or {name}/v{version} or {name}-v{version} for "
                                  "monorepos"})
     import_tags = ma.fields.Boolean(load_default=False,
                                     metadata={"description": "Publish every existing matching tag now (a sync "
                                               "job), instead of waiting for new tags or the reconcile"})
+    discover_modules = ma.fields.Boolean(load_default=False,
+                                         metadata={"description": "Monorepo: every folder directly under "
+                                                   "subdirectory holding *.tf or *.tofu files is a module named "
+                                                   "after the folder; the tag pattern must hold {name}"})
+    branch_mode = ma.fields.Boolean(load_default=False,
+                                    metadata={"description": "Also allow publishing a chosen version from a chosen "
+                                              "commit of a branch (POST /links/{id}/publish)"})
     create_webhook = ma.fields.Boolean(load_default=True,
                                        metadata={"description": "Create the webhook in the system (when it has "
                                                  "webhooks)"})
@@ -112,6 +125,8 @@ class LinkSchema(ma.Schema):
     tag_pattern = ma.fields.String()
     hook_id = ma.fields.String(allow_none=True)
     enabled = ma.fields.Boolean()
+    branch_mode = ma.fields.Boolean()
+    discover_modules = ma.fields.Boolean()
     created_by = ma.fields.String()
     created_at = ma.fields.DateTime()
     last_reconciled_at = ma.fields.DateTime(allow_none=True)
@@ -144,10 +159,27 @@ class ViolationSchema(ma.Schema):
     detected_at = ma.fields.DateTime()
 
 
+class BranchPublishArgs(ma.Schema):
+    branch = text(200, required=True, min_length=1, metadata={"description": "The branch to publish from"})
+    commit = ma.fields.String(load_default=None, validate=pattern(r"^[0-9a-f]{40}([0-9a-f]{24})?$",
+                                                                "must be a full commit SHA (40 or 64 hex digits)"),
+                              metadata={"description": "Full commit SHA on the branch (default: the branch head)"})
+    version = ma.fields.String(required=True, validate=ma.validate.Length(1, 64),
+                               metadata={"description": "The new version; a version number is never reused"})
+
+
+class BranchPublishSchema(ma.Schema):
+    status = ma.fields.String()
+    version = ma.fields.String()
+    commit_sha = ma.fields.String()
+    message = ma.fields.String()
+
+
 class ProvenanceSchema(ma.Schema):
     repository_url = ma.fields.String()
     commit_sha = ma.fields.String()
-    tag = ma.fields.String()
+    tag = ma.fields.String(allow_none=True, metadata={"description": "None for a version published in branch mode"})
+    branch = ma.fields.String(allow_none=True, metadata={"description": "The branch of a branch-mode version"})
     subdirectory = ma.fields.String()
     delivery_id = ma.fields.String(allow_none=True)
     triggered_by = ma.fields.String()
@@ -328,6 +360,10 @@ class Links(MethodView):
         ``import_tags``, every existing matching tag is published by a sync job (``import_job``)."""
         registry = current_registry()
         with registry.db.session() as session:
+            if args["discover_modules"] and args["name"] is not None:
+                raise ServiceError("leave name out with discover_modules: each module is named after its folder")
+            if not args["discover_modules"] and args["name"] is None:
+                raise ServiceError("name is required (unless discover_modules)")
             identity, actor = auth.require_in_namespace(session, "modules:write", args["namespace"])
             conn = _connection(session, identity, args["connection_id"])
             namespace = auth.namespace_for(session, args["namespace"])
@@ -337,7 +373,8 @@ class Links(MethodView):
                 session, actor, _provider(conn.provider), conn, encryption_key(registry),
                 repository=args["repository"], namespace=args["namespace"], name=args["name"], system=args["system"],
                 subdirectory=args["subdirectory"], tag_pattern=args["tag_pattern"],
-                webhook_url=_webhook_url("{id}") if args["create_webhook"] else None)
+                webhook_url=_webhook_url("{id}") if args["create_webhook"] else None, branch_mode=args["branch_mode"],
+                discover_modules=args["discover_modules"])
             session.commit()
             data = _link_json(link, secret)
         if args["import_tags"]:
@@ -378,7 +415,8 @@ class LinkTags(MethodView):
             link, _ = _link(session, link_id)
             provider = _provider(link.connection.provider)
             found = scm.matching_tags(provider, scm.credentials(link.connection, encryption_key(registry)), link)
-        return [{"name": m.tag, "commit_sha": m.commit_sha, "version": m.version} for m in found]
+        return [{"name": m.tag, "commit_sha": m.commit_sha, "version": m.version}
+                | ({"module": m.module} if link.discover_modules else {}) for m in found]
 
 
 @blp.route("/links/<id:link_id>/sync")
@@ -392,6 +430,26 @@ class LinkSync(MethodView):
         job = current_registry().jobs.enqueue("tfregistry.jobs:scm_reconcile", link_id, queue="scm",
                                               job_id=f"scm-reconcile-{link_id}")
         return {"job": job.id, "status": job.status}
+
+
+@blp.route("/links/<id:link_id>/publish")
+class LinkPublish(MethodView):
+    @blp.arguments(BranchPublishArgs)
+    @blp.response(201, BranchPublishSchema)
+    @errors(blp, 409, 502)
+    def post(self, args: dict[str, Any], link_id: int) -> Any:
+        """Branch mode: publish ``version`` from ``commit`` (default: the head) of ``branch``, at once, with the
+        same packer and provenance as a tag.  400 when the link is not in branch mode, the branch does not
+        exist or the commit is not on it; 409 when the version exists (never reused, even from the same
+        commit).  Nothing is published when refused."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            link, identity = _link(session, link_id)
+            outcome = scm.publish_branch(session, registry.storage, _provider(link.connection.provider), link,
+                                         encryption_key(registry), archive_limits(registry.settings),
+                                         branch=args["branch"], version=args["version"], commit=args["commit"],
+                                         triggered_by=auth.request_actor(identity).name)
+        return outcome.as_dict()
 
 
 @blp.route("/links/<id:link_id>/webhook")

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -643,6 +644,11 @@ class ScmLink(Base):
     webhook_secret_encrypted: Mapped[str] = mapped_column(Text)
     hook_id: Mapped[str | None] = mapped_column(String(200))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Branch mode: versions may also be published from a chosen commit of a branch (POST .../publish).
+    branch_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: Monorepo discovery: every module folder directly under :attr:`subdirectory` is a module named after
+    #: its folder (:attr:`name` is ``"*"``), published by the tags whose ``{name}`` is that name.
+    discover_modules: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -696,7 +702,10 @@ class ScmProvenance(Base):
     link_id: Mapped[int | None] = mapped_column(ForeignKey("scm_links.id", ondelete="SET NULL"), index=True)
     repository_url: Mapped[str] = mapped_column(String(500))
     commit_sha: Mapped[str] = mapped_column(String(64))
+    #: ``""`` for a version published in branch mode (then :attr:`branch` is set).
     tag: Mapped[str] = mapped_column(String(200))
+    #: The branch a branch-mode version was published from, else ``None``.
+    branch: Mapped[str | None] = mapped_column(String(200))
     subdirectory: Mapped[str] = mapped_column(String(500), default="")
     delivery_id: Mapped[str | None] = mapped_column(String(200))
     triggered_by: Mapped[str] = mapped_column(String(200), default="")

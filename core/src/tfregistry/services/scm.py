@@ -29,6 +29,7 @@ from tfregistry.interfaces import (
     ScmError,
     ScmNotSupported,
     ScmProvider,
+    ScmRefRefused,
     WebhookRejected,
     WebhookRequest,
 )
@@ -78,17 +79,53 @@ def check_tag_pattern(pattern: str) -> str:
     return pattern
 
 
+#: A module name (services.modules.NAME_RE) captured by ``{name}`` in a discovering link's pattern.
+_NAME_GROUP = r"(?P<name>[0-9A-Za-z](?:[0-9A-Za-z_-]*[0-9A-Za-z])?)"
+#: The name a discovering link stores: its modules are named after their folders.
+DISCOVERED = "*"
+
+
 def tag_regex(pattern: str, name: str) -> re.Pattern[str]:
-    """The regular expression of the tags ``pattern`` matches for module ``name``."""
+    """The regular expression of the tags ``pattern`` matches for module ``name``; for
+    :data:`DISCOVERED`, ``{name}`` matches any module name (the ``name`` group)."""
     parts = re.split(r"(\{version\}|\{name\})", pattern)
-    out = [_SEMVER if p == "{version}" else re.escape(name) if p == "{name}" else re.escape(p) for p in parts]
+    out, named = [], False
+    for p in parts:
+        if p == "{version}":
+            out.append(_SEMVER)
+        elif p == "{name}" and name == DISCOVERED:
+            out.append("(?P=name)" if named else _NAME_GROUP)
+            named = True
+        else:
+            out.append(re.escape(name) if p == "{name}" else re.escape(p))
     return re.compile("^" + "".join(out) + "$")
+
+
+def module_of_tag(link: ScmLink, tag: str) -> tuple[ScmLink, str] | None:
+    """``(target, version)``: the link of the module ``tag`` publishes and its version, or ``None`` when
+    the tag does not match.  For a discovering link (``discover_modules``) the target is a transient
+    copy of the link (never added to the session) for the module named by the tag's ``{name}``, whose
+    subdirectory is that name's folder under the link's subdirectory."""
+    found = tag_regex(link.tag_pattern, DISCOVERED if link.discover_modules else link.name).match(tag)
+    if found is None:
+        return None
+    if not link.discover_modules:
+        return link, found.group("version")
+    name = found.group("name")
+    view = ScmLink(id=link.id, connection_id=link.connection_id, repository=link.repository,
+                   repository_url=link.repository_url, namespace=link.namespace, name=name, system=link.system,
+                   subdirectory=str(PurePosixPath(link.subdirectory, name)) if link.subdirectory else name,
+                   tag_pattern=link.tag_pattern, webhook_secret_encrypted=link.webhook_secret_encrypted,
+                   hook_id=link.hook_id, enabled=link.enabled, branch_mode=False, discover_modules=True,
+                   created_by=link.created_by, created_at=link.created_at)
+    view.connection = link.connection
+    return view, found.group("version")
 
 
 def version_of_tag(link: ScmLink, tag: str) -> str | None:
     """The module version ``tag`` publishes for ``link``, or ``None`` when it does not match."""
-    found = tag_regex(link.tag_pattern, link.name).match(tag)
-    return found.group("version") if found else None
+    found = module_of_tag(link, tag)
+    return found[1] if found else None
 
 
 def check_subdirectory(subdirectory: str) -> str:
@@ -193,10 +230,24 @@ def webhook_secret(link: ScmLink, enc_key: bytes) -> str:
 
 def create_link(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConnection, enc_key: bytes, *,
                 repository: str, namespace: str, name: str, system: str, subdirectory: str = "",
-                tag_pattern: str = "v{version}", webhook_url: str | None = None) -> tuple[ScmLink, str]:
+                tag_pattern: str = "v{version}", webhook_url: str | None = None,
+                branch_mode: bool = False, discover_modules: bool = False) -> tuple[ScmLink, str]:
     """Link module ``namespace/name/system`` to ``repository``; returns the link and its webhook secret
-    (shown once).  With ``webhook_url`` (a system that sends webhooks), the hook is created there."""
-    modules_svc.validate_address(namespace, name, system)
+    (shown once).  With ``webhook_url`` (a system that sends webhooks), the hook is created there.
+    With ``discover_modules``, ``name`` is ignored (stored as :data:`DISCOVERED`): each module folder
+    directly under ``subdirectory`` is a module named after its folder, published by the tags whose
+    ``{name}`` is that folder's name (the pattern must hold ``{name}``)."""
+    if discover_modules:
+        if "{name}" not in tag_pattern:
+            raise ServiceError(f"a link that discovers module folders needs {{name}} in its tag pattern "
+                               f"(e.g. {{name}}-v{{version}}), not {tag_pattern!r}")
+        if branch_mode:
+            raise ServiceError("branch mode is not supported on a link that discovers module folders: "
+                               "link each module folder on its own for branch mode")
+        name = DISCOVERED
+        modules_svc.validate_address(namespace, "discovered", system)
+    else:
+        modules_svc.validate_address(namespace, name, system)
     creds = credentials(conn, enc_key)
     try:
         repo = scm.get_repository(creds, repository)
@@ -208,7 +259,8 @@ def create_link(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConne
     secret = secrets.token_urlsafe(32)
     link = ScmLink(connection_id=conn.id, repository=repository, repository_url=repo_url, namespace=namespace,
                    name=name, system=system, subdirectory=check_subdirectory(subdirectory),
-                   tag_pattern=check_tag_pattern(tag_pattern), created_by=actor.name,
+                   tag_pattern=check_tag_pattern(tag_pattern), created_by=actor.name, branch_mode=branch_mode,
+                   discover_modules=discover_modules,
                    webhook_secret_encrypted=gpg.encrypt_secret(secret, enc_key, SCM_WEBHOOK_SECRET))
     session.add(link)
     session.flush()
@@ -220,7 +272,8 @@ def create_link(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConne
         except ScmError as exc:
             raise ScmServiceError(f"{scm.label or scm.name}: cannot create the webhook: {exc}") from None
     record(session, actor, "scm.link.create", f"{namespace}/{name}/{system}", link=link.id, repository=repository,
-           subdirectory=link.subdirectory or None, tag_pattern=link.tag_pattern, hook_id=link.hook_id)
+           subdirectory=link.subdirectory or None, tag_pattern=link.tag_pattern, hook_id=link.hook_id,
+           branch_mode=link.branch_mode, discover_modules=link.discover_modules)
     return link, secret
 
 
@@ -245,7 +298,9 @@ def link_json(link: ScmLink) -> dict[str, Any]:
             "repository": link.repository, "repository_url": link.repository_url,
             "module": f"{link.namespace}/{link.name}/{link.system}", "namespace": link.namespace, "name": link.name,
             "system": link.system, "subdirectory": link.subdirectory, "tag_pattern": link.tag_pattern,
-            "hook_id": link.hook_id, "enabled": link.enabled, "created_by": link.created_by,
+            "hook_id": link.hook_id, "enabled": link.enabled, "branch_mode": link.branch_mode,
+            "discover_modules": link.discover_modules,
+            "created_by": link.created_by,
             "created_at": link.created_at, "last_reconciled_at": link.last_reconciled_at}
 
 
@@ -254,6 +309,8 @@ class MatchingTag:
     tag: str
     version: str
     commit_sha: str
+    #: The module's name (the folder's, for a discovering link).
+    module: str = ""
 
 
 def matching_tags(scm: ScmProvider, creds: ScmCredentials, link: ScmLink) -> list[MatchingTag]:
@@ -261,9 +318,9 @@ def matching_tags(scm: ScmProvider, creds: ScmCredentials, link: ScmLink) -> lis
     tags = call(scm, "list tags", scm.list_tags, creds, link.repository)
     found = []
     for t in tags:
-        version = version_of_tag(link, t.name)
-        if version is not None:
-            found.append(MatchingTag(t.name, version, t.commit_sha))
+        target = module_of_tag(link, t.name)
+        if target is not None:
+            found.append(MatchingTag(t.name, target[1], t.commit_sha, target[0].name))
     return sorted(found, key=lambda m: modules_svc.parse_version(m.version))
 
 
@@ -275,7 +332,7 @@ def provenance_of(session: Session, module_version_id: int) -> ScmProvenance | N
 
 
 def provenance_json(p: ScmProvenance) -> dict[str, Any]:
-    return {"repository_url": p.repository_url, "commit_sha": p.commit_sha, "tag": p.tag,
+    return {"repository_url": p.repository_url, "commit_sha": p.commit_sha, "tag": p.tag or None, "branch": p.branch,
             "subdirectory": p.subdirectory, "delivery_id": p.delivery_id, "triggered_by": p.triggered_by,
             "link_id": p.link_id, "published_at": p.created_at}
 
@@ -288,9 +345,10 @@ def provenance_html(data: dict[str, Any]) -> Any:
     repo = (Markup('<a href="{0}" rel="noopener">{0}</a>').format(url) if url.startswith(("https://", "http://"))
             else escape(url))
     rows = [("Repository", repo), ("Commit", Markup("<code>{}</code>").format(data["commit_sha"])),
-            ("Tag", escape(data["tag"])), ("Subdirectory", escape(data["subdirectory"] or "(repository root)")),
+            ("Tag", escape(data["tag"])) if data["tag"] else ("Branch", escape(data["branch"])),
+            ("Subdirectory", escape(data["subdirectory"] or "(repository root)")),
             ("Published by", escape(data["triggered_by"])),
-            ("Webhook delivery", escape(data["delivery_id"] or "(none: sync or reconcile)")),
+            ("Webhook delivery", escape(data["delivery_id"] or "(none: sync, reconcile or branch publish)")),
             ("Published at", escape(data["published_at"].strftime("%Y-%m-%d %H:%M UTC")))]
     return Markup('<dl class="provenance">') + Markup("").join(
         Markup("<dt>{}</dt><dd>{}</dd>").format(k, v) for k, v in rows) + Markup("</dl>")
@@ -375,9 +433,10 @@ def publish_tag(session: Session, storage: Any, scm: ScmProvider, link: ScmLink,
     module publish service, with the provenance in the same transaction.  A version that exists with
     the same commit is left alone; with another commit, the tag moved: :func:`_tag_moved`.
     """
-    version = version_of_tag(link, tag)
-    if version is None:
+    target = module_of_tag(link, tag)
+    if target is None:
         return PublishOutcome("ignored", message=f"tag {tag!r} does not match {link.tag_pattern!r}")
+    link, version = target
     creds = credentials(link.connection, enc_key)
     sha = call(scm, "resolve the tag", scm.resolve_tag, creds, link.repository, tag)
     if sha is None:
@@ -395,25 +454,70 @@ def publish_tag(session: Session, storage: Any, scm: ScmProvider, link: ScmLink,
     with tempfile.TemporaryDirectory(prefix="tfr-scm-") as tmp:
         tree = Path(tmp) / "tree"
         call(scm, "fetch the tree", scm.fetch_tree, creds, link.repository, sha, tree)
-        root = tree / link.subdirectory if link.subdirectory else tree
-        if not root.is_dir() or root.is_symlink():
-            raise ServiceError(f"commit {sha} has no directory {link.subdirectory!r}")
-        archive_path = Path(tmp) / "module.tar.gz"
-        with open(archive_path, "w+b") as archive:
-            try:
-                pack_module(root, archive)
-            except ValueError as exc:
-                raise ServiceError(f"cannot pack {tag} ({sha}): {exc}") from None
-            archive.seek(0)
-            actor = Actor(name=triggered_by or f"scm:{link.connection.provider}")
-            result = publish_with_provenance(session, storage, actor, link, archive, limits, version=version,
-                                             tag=tag, sha=sha, delivery_id=delivery_id)
+        result = _pack_and_publish(session, storage, link, tree, limits, version=version, tag=tag, sha=sha,
+                                   delivery_id=delivery_id, triggered_by=triggered_by)
     return PublishOutcome("published" if result else "unchanged", version, sha)
+
+
+def _pack_and_publish(session: Session, storage: Any, link: ScmLink, tree: Path, limits: modules_svc.ArchiveLimits,
+                      *, version: str, tag: str, sha: str, delivery_id: str | None, triggered_by: str,
+                      branch: str | None = None) -> bool:
+    """Pack the link's subdirectory of the fetched ``tree`` (commit ``sha``) with the packer of
+    ``tfr publish module`` and publish it with its provenance; whether a version was created."""
+    root = tree / link.subdirectory if link.subdirectory else tree
+    if not root.is_dir() or root.is_symlink():
+        raise ServiceError(f"commit {sha} has no directory {link.subdirectory!r}")
+    if link.discover_modules and not any(p.suffix in (".tf", ".tofu") and p.is_file() and not p.is_symlink()
+                                         for p in root.iterdir()):
+        raise ServiceError(f"{link.subdirectory!r} at commit {sha} is not a module folder (no *.tf or *.tofu file)")
+    with tempfile.TemporaryFile(prefix="tfr-scm-", suffix=".tar.gz") as archive:
+        try:
+            pack_module(root, archive)
+        except ValueError as exc:
+            raise ServiceError(f"cannot pack {tag or branch} ({sha}): {exc}") from None
+        archive.seek(0)
+        actor = Actor(name=triggered_by or f"scm:{link.connection.provider}")
+        return publish_with_provenance(session, storage, actor, link, archive, limits, version=version, tag=tag,
+                                       sha=sha, delivery_id=delivery_id, branch=branch)
+
+
+def publish_branch(session: Session, storage: Any, scm: ScmProvider, link: ScmLink, enc_key: bytes,
+                   limits: modules_svc.ArchiveLimits, *, branch: str, version: str, commit: str | None = None,
+                   triggered_by: str = "") -> PublishOutcome:
+    """Branch mode: publish ``version`` from ``commit`` (default: the head) of ``branch``.
+
+    Refused (nothing published) when the link is not in branch mode, ``version`` is not a semantic
+    version or already exists (409, even from the same commit: a version number is never reused),
+    the branch does not exist, or the commit is not on it (checked with the real ``git``).  The
+    provenance records the branch and the commit, and no tag.
+    """
+    if not link.branch_mode:
+        raise ServiceError(f"SCM link {link.id} is not in branch mode: enable branch_mode on the link first")
+    if re.fullmatch(_SEMVER, version) is None:
+        raise ServiceError(f"version {version!r} is not a semantic version (e.g. 1.3.0)")
+    if existing_version(session, link, version) is not None:
+        raise Conflict(f"{link.namespace}/{link.name}/{link.system} {version} already exists: a version number "
+                       "is never reused; choose a new version")
+    creds = credentials(link.connection, enc_key)
+    with tempfile.TemporaryDirectory(prefix="tfr-scm-") as tmp:
+        tree = Path(tmp) / "tree"
+        try:
+            sha = scm.fetch_branch_tree(creds, link.repository, branch, commit, tree)
+        except ScmRefRefused as exc:
+            raise ServiceError(str(exc)) from None
+        except ScmError as exc:
+            raise ScmServiceError(f"{scm.label or scm.name}: cannot fetch branch {branch!r}: {exc}") from None
+        created = _pack_and_publish(session, storage, link, tree, limits, version=version, tag="", sha=sha,
+                                    delivery_id=None, triggered_by=triggered_by, branch=branch)
+    if not created:  # published concurrently by another request between the check and the commit
+        raise Conflict(f"{link.namespace}/{link.name}/{link.system} {version} already exists: a version number "
+                       "is never reused; choose a new version")
+    return PublishOutcome("published", version, sha, f"published {version} from {branch} at {sha}")
 
 
 def publish_with_provenance(session: Session, storage: Any, actor: Actor, link: ScmLink, archive: Any,
                             limits: modules_svc.ArchiveLimits, *, version: str, tag: str, sha: str,
-                            delivery_id: str | None) -> bool:
+                            delivery_id: str | None, branch: str | None = None) -> bool:
     """Publish through :func:`tfregistry.services.modules.publish_module`, whose commit also writes the
     provenance row (added to the session first), so a version never exists without its provenance."""
     from sqlalchemy import event
@@ -426,7 +530,7 @@ def publish_with_provenance(session: Session, storage: Any, actor: Actor, link: 
     def add_provenance(sess: Session, _ctx: Any) -> None:
         while created:  # flushed by the commit's next flush, in the same transaction as the version
             sess.add(ScmProvenance(module_version_id=created.pop(), link_id=link.id, commit_sha=sha, tag=tag,
-                                   repository_url=link.repository_url, subdirectory=link.subdirectory,
+                                   branch=branch, repository_url=link.repository_url, subdirectory=link.subdirectory,
                                    delivery_id=delivery_id, triggered_by=actor.name))
 
     event.listen(session, "after_flush", note_version)
@@ -434,7 +538,8 @@ def publish_with_provenance(session: Session, storage: Any, actor: Actor, link: 
     try:
         result = modules_svc.publish_module(session, storage, actor, namespace=link.namespace, name=link.name,
                                             system=link.system, version=version, archive=archive, limits=limits,
-                                            description=f"published from {link.repository_url} {tag}")
+                                            description=f"published from {link.repository_url} "
+                                                        f"{tag or f'branch {branch}'}")
     finally:
         event.remove(session, "after_flush", note_version)
         event.remove(session, "after_flush_postexec", add_provenance)
@@ -503,13 +608,15 @@ def _act(session: Session, scm: ScmProvider, link: ScmLink, enc_key: bytes, requ
     events = [e for e in scm.parse_webhook(request) if e.repository == link.repository]
     outcomes, publish = [], []
     for e in events:
-        version = version_of_tag(link, e.tag) if e.tag else None
-        if e.tag is None or version is None:
+        target = module_of_tag(link, e.tag) if e.tag else None
+        if e.tag is None or target is None:
             outcomes.append(f"{e.kind} {e.tag or e.branch}: not a matching tag")
-        elif e.kind == "tag_deleted":
+            continue
+        module, version = target  # the link itself, or the discovered module's view of it
+        if e.kind == "tag_deleted":
             outcomes.append(f"tag {e.tag} deleted: version {version} kept")
-        elif e.kind == "tag_moved" or (e.kind == "tag_created" and existing_version(session, link, version)):
-            mv = existing_version(session, link, version)
+        elif e.kind == "tag_moved" or (e.kind == "tag_created" and existing_version(session, module, version)):
+            mv = existing_version(session, module, version)
             prov = provenance_of(session, mv.id) if mv is not None else None
             if mv is None:  # moved before it was ever published: publish what it points at now
                 publish.append((e.tag, delivery_id))
@@ -524,7 +631,7 @@ def _act(session: Session, scm: ScmProvider, link: ScmLink, enc_key: bytes, requ
                 if current == published:
                     outcomes.append(f"tag {e.tag}: version {version} already published from {current}")
                 else:
-                    _tag_moved(session, link, mv, e.tag, published, current, detected_by="webhook",
+                    _tag_moved(session, module, mv, e.tag, published, current, detected_by="webhook",
                                delivery_id=delivery_id)
                     outcomes.append(f"tag {e.tag} moved: version {version} keeps {published}")
         else:
@@ -558,7 +665,9 @@ def reconcile_link(session: Session, storage: Any, scm: ScmProvider, link: ScmLi
     creds = credentials(link.connection, enc_key)
     published, moved, errors = [], [], []
     for m in matching_tags(scm, creds, link):
-        mv = existing_version(session, link, m.version)
+        target = module_of_tag(link, m.tag)
+        module = target[0] if target else link
+        mv = existing_version(session, module, m.version)
         if mv is None:
             try:
                 outcome = publish_tag(session, storage, scm, link, enc_key, limits, m.tag,
@@ -568,12 +677,14 @@ def reconcile_link(session: Session, storage: Any, scm: ScmProvider, link: ScmLi
                 errors.append(f"{m.tag}: {exc.message}")
                 continue
             if outcome.status == "published":
-                published.append(m.version)
+                published.append(m.version if module is link else f"{module.name} {m.version}")
             continue
         prov = provenance_of(session, mv.id)
         if (prov is not None and prov.link_id == link.id and prov.commit_sha != m.commit_sha
-                and _tag_moved(session, link, mv, m.tag, prov.commit_sha, m.commit_sha, detected_by="reconcile")):
-            moved.append(m.version)
+                and _tag_moved(session, module, mv, m.tag, prov.commit_sha, m.commit_sha,
+                               detected_by="reconcile")):
+            moved.append(m.version if module is link else f"{module.name} {m.version}")
+            session.commit()  # kept even if a later tag's publish fails and rolls back
     link.last_reconciled_at = utcnow()
     session.commit()
     return {"link": link.id, "published": published, "moved": moved, "errors": errors}
