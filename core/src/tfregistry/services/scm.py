@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -188,8 +188,9 @@ def connection_json(conn: ScmConnection) -> dict[str, Any]:
     """What the API shows of a connection: never its secrets."""
     return {"id": conn.id, "organization_id": conn.organization_id, "name": conn.name, "provider": conn.provider,
             "auth_method": conn.auth_method, "base_url": conn.base_url, "username": conn.username,
-            "has_secret": conn.secrets_encrypted is not None, "created_by": conn.created_by,
-            "created_at": conn.created_at, "oauth_status": conn.oauth_status, "expires_at": conn.expires_at}
+            "has_secret": conn.secrets_encrypted is not None and conn.oauth_status != "pending",
+            "created_by": conn.created_by, "created_at": conn.created_at, "oauth_status": conn.oauth_status,
+            "expires_at": conn.expires_at}
 
 
 # --- OAuth 2.0 connections ----------------------------------------------------------------------------
@@ -308,8 +309,8 @@ def _oauth_usable(conn: ScmConnection, enc_key: bytes) -> None:
 def refresh_oauth(conn: ScmConnection, enc_key: bytes) -> None:
     """Refresh ``conn``'s access token with its refresh token (the ``refresh_token`` grant).
 
-    Runs in its own session and transaction holding the connection's row (``SELECT ... FOR UPDATE``
-    on PostgreSQL; SQLite serialises writers), so concurrent callers refresh once: the others find
+    Runs in its own session and transaction holding the connection's row lock (the write lock on
+    SQLite) from before it reads the row, so concurrent callers refresh once: the others find
     the new token.  A refused refresh marks the connection ``reauthorize`` and raises
     :class:`OAuthAuthorizationNeeded`.  ``conn`` (in the caller's session) then holds the stored values.
     """
@@ -322,7 +323,13 @@ def refresh_oauth(conn: ScmConnection, enc_key: bytes) -> None:
         raise ServiceError("cannot refresh an OAuth token outside a registry session")
     scm = provider_for(registry.scm_providers, conn.provider)
     with registry.db.session() as session:
-        row = session.scalars(select(ScmConnection).where(ScmConnection.id == conn.id).with_for_update()).one()
+        # a no-op write first: it takes the row lock on PostgreSQL and the write lock on SQLite (where
+        # FOR UPDATE does not exist) before anything is read, so a second refresher waits, then reads
+        # the token the first one stored
+        session.execute(update(ScmConnection).where(ScmConnection.id == conn.id)
+                        .values(oauth_status=ScmConnection.oauth_status))
+        row = session.scalars(select(ScmConnection).where(ScmConnection.id == conn.id).with_for_update()
+                              .execution_options(populate_existing=True)).one()
         if (row.oauth_status == "active" and row.expires_at is not None
                 and row.expires_at - utcnow() <= OAUTH_REFRESH_MARGIN):
             doc = _secrets(row, enc_key)
