@@ -26,6 +26,6 @@ def tfr_add_settings(settings: Any) -> None:
 def tfr_register_scm_providers(register: Any) -> None:
     """Offer the ``github`` provider: github.com and GitHub Enterprise Server."""
     register.add("github", lambda settings: GitHubScm(
-        oauth_client_id=settings["scm.github.oauth_client_id"],
-        oauth_client_secret=settings["scm.github.oauth_client_secret"]),
+        oauth_client_id=settings.get("scm.github.oauth_client_id") or "",
+        oauth_client_secret=settings.get("scm.github.oauth_client_secret") or ""),
         description="GitHub and GitHub Enterprise Server")

@@ -338,7 +338,7 @@ class Connection(MethodView):
 @blp.route("/connections/<id:connection_id>/repositories")
 class Repositories(MethodView):
     @blp.response(200, RepositorySchema(many=True))
-    @errors(blp, 502)
+    @errors(blp, 409, 502)
     def get(self, connection_id: int) -> Any:
         """The repositories the connection can read (400 when the system cannot list them: plain git)."""
         registry = current_registry()
@@ -353,7 +353,7 @@ class Repositories(MethodView):
 class RepositoryTags(MethodView):
     @blp.arguments(TagsArgs, location="query")
     @blp.response(200, TagSchema(many=True))
-    @errors(blp, 502)
+    @errors(blp, 409, 502)
     def get(self, args: dict[str, Any], connection_id: int) -> Any:
         """Every tag of a repository with its commit."""
         registry = current_registry()
