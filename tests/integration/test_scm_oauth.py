@@ -139,7 +139,7 @@ def test_wrong_or_missing_state_is_refused(site: Site, gh: FakeGitHub):
     callback = approve(conn["authorize_url"])
     code = parse_qs(urlsplit(callback).query)["code"][0]
     for label, query in {"missing": f"code={code}", "wrong": f"code={code}&state={conn['id']}.forged",
-                         "other id": f"code={code}&state=999999.x",
+                         "other id": f"code={code}&state=999999.x", "huge id": f"code={code}&state={'9' * 30}.x",
                          "garbage": f"code={code}&state=not-a-state"}.items():
         r = site.client.get(f"/api/v1/scm/oauth/callback?{query}")
         assert r.status_code == 400 and "OAuth state" in r.get_json()["message"], label

@@ -264,7 +264,7 @@ def finish_oauth(session: Session, providers: Mapping[str, ScmProvider], enc_key
     """The callback: check ``state`` against the one :func:`start_oauth` kept (single use, at most
     :data:`OAUTH_STATE_TTL` old), exchange ``code`` for tokens and store them encrypted."""
     conn_id, _, _ = (state or "").partition(".")
-    conn = session.get(ScmConnection, int(conn_id)) if conn_id.isdigit() else None
+    conn = session.get(ScmConnection, int(conn_id)) if conn_id.isdigit() and len(conn_id) < 10 else None
     doc = _secrets(conn, enc_key) if conn is not None and conn.auth_method == "oauth" else {}
     kept = doc.get("oauth_state")
     if not state or not kept or not secrets.compare_digest(state, kept):
