@@ -69,7 +69,9 @@ class GitHubScm(ScmProvider):
         """The OAuth app endpoints of github.com, or of the GitHub Enterprise Server whose API is
         ``base_url`` (``https://HOST/api/v3`` -> ``https://HOST/login/oauth/...``), from
         https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/authorizing-oauth-apps
-        (PKCE S256 is accepted there).  Scopes ``repo`` (read private repositories and tags) and
+        (PKCE S256 is accepted there:
+        https://github.blog/changelog/2025-07-14-pkce-support-for-oauth-and-github-app-authentication).
+        Scopes ``repo`` (read private repositories and tags) and
         ``admin:repo_hook`` (create and delete the webhook), from
         https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/scopes-for-oauth-apps.
         Tokens of an OAuth app do not expire; a GitHub App's user tokens expire after 8 hours and
