@@ -1233,7 +1233,8 @@ def scm_connections(url: str, token: str) -> None:
 @click.argument("name")
 @click.option("--provider", required=True, help="git, github... (tfr scm providers)")
 @click.option("--auth-method", default="token", show_default=True,
-              type=click.Choice(["token", "ssh_key", "none"]))
+              type=click.Choice(["token", "ssh_key", "none", "oauth"]),
+              help="oauth: no secret; open the printed authorize_url in a browser (see docs/scm.md).")
 @click.option("--organization", default=None, help="Owning organization (default: your only one).")
 @click.option("--base-url", default=None, help="GitHub Enterprise Server API URL, self-managed host...")
 @click.option("--username", default=None)
@@ -1244,13 +1245,21 @@ def scm_connections(url: str, token: str) -> None:
 def scm_connect(name: str, provider: str, auth_method: str, organization: str | None, base_url: str | None,
                 username: str | None, secret_env: str, url: str, token: str) -> None:
     """Create connection NAME; the secret is read from the environment ($TFR_SCM_SECRET by default)."""
-    secret = os.environ.get(secret_env) if auth_method != "none" else None
-    if auth_method != "none" and not secret:
+    secret = os.environ.get(secret_env) if auth_method not in ("none", "oauth") else None
+    if auth_method not in ("none", "oauth") and not secret:
         fail(f"set {secret_env} to the {'SSH private key' if auth_method == 'ssh_key' else 'access token'}")
     body = {"name": name, "provider": provider, "auth_method": auth_method, "organization": organization,
             "base_url": base_url, "username": username,
             ("ssh_private_key" if auth_method == "ssh_key" else "token"): secret}
     _scm_call(url, token, "POST", "/connections", body, ok=(201,))
+
+
+@scm_group.command("authorize")
+@click.argument("connection", type=int)
+@_scm_options
+def scm_authorize(connection: int, url: str, token: str) -> None:
+    """Start the OAuth authorization of CONNECTION again (re-authorize): prints the authorize_url to open."""
+    _scm_call(url, token, "POST", f"/connections/{connection}/oauth/authorize")
 
 
 @scm_group.command("repositories")

@@ -424,9 +424,9 @@ class ScmCredentials:
 
     ``method`` is one of the provider's :attr:`ScmProvider.auth_methods`: ``token`` (personal,
     project or group access token, app password), ``ssh_key`` (a deploy key, for plain git) or
-    ``none`` (public repositories).  ``oauth`` (an OAuth 2.0 access token from the
-    authorization-code flow) is reserved: the core does not run OAuth flows yet and refuses
-    ``oauth`` connections, so a provider listing it still receives only the other methods.
+    ``none`` (public repositories), ``oauth`` (an OAuth 2.0 access token from the
+    authorization-code flow, in ``token``; the core refreshes it before it expires, so a provider
+    uses it exactly like a ``token``).
     """
 
     method: str
@@ -446,12 +446,20 @@ class ScmCredentials:
 @dataclass(frozen=True)
 class OAuthEndpoints:
     """Where the OAuth 2.0 authorization-code flow of a system happens (see
-    :meth:`ScmProvider.oauth_endpoints`).  Reserved: the core does not run OAuth flows yet."""
+    :meth:`ScmProvider.oauth_endpoints`).  The core runs the flow through Authlib."""
 
     authorize_url: str
     token_url: str
     #: The scopes to ask for (space-joined in the request).
     scopes: tuple[str, ...] = ()
+    #: The OAuth client (application) registered with the system, from the provider's settings.
+    client_id: str = ""
+    #: Its secret.  Never log it.
+    client_secret: str = field(default="", repr=False)
+    #: Send a PKCE ``code_challenge`` (S256) with the authorization request.
+    pkce: bool = True
+    #: Extra parameters of the authorization request (``prompt``...).
+    authorize_params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -714,8 +722,8 @@ class ScmProvider(ABC):
 
     def oauth_endpoints(self, base_url: str | None) -> OAuthEndpoints | None:
         """The OAuth 2.0 endpoints for ``base_url`` (``None``: the public service), or ``None``
-        when the provider offers no OAuth (the default).  Reserved for OAuth connections, which the
-        core does not support yet."""
+        when the provider offers no OAuth (the default) or no OAuth client is configured for it.
+        A provider returning endpoints lists ``oauth`` in :attr:`auth_methods`."""
         return None
 
     def check_credentials(self, credentials: ScmCredentials) -> str:

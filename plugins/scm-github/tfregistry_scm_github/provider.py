@@ -30,6 +30,7 @@ import requests
 
 from tfregistry.interfaces import (
     ZERO_SHA,
+    OAuthEndpoints,
     ScmCredentials,
     ScmError,
     ScmProvider,
@@ -57,8 +58,31 @@ class GitHubScm(ScmProvider):
     supports_webhooks = True
     secret_headers = ("x-hub-signature-256", "x-hub-signature")
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, *, oauth_client_id: str = "", oauth_client_secret: str = "") -> None:
         self.timeout = timeout
+        self.oauth_client_id = oauth_client_id
+        self.oauth_client_secret = oauth_client_secret
+        if oauth_client_id:
+            self.auth_methods = ("token", "oauth")
+
+    def oauth_endpoints(self, base_url: str | None) -> OAuthEndpoints | None:
+        """The OAuth app endpoints of github.com, or of the GitHub Enterprise Server whose API is
+        ``base_url`` (``https://HOST/api/v3`` -> ``https://HOST/login/oauth/...``), from
+        https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/authorizing-oauth-apps
+        (PKCE S256 is accepted there:
+        https://github.blog/changelog/2025-07-14-pkce-support-for-oauth-and-github-app-authentication).
+        Scopes ``repo`` (read private repositories and tags) and
+        ``admin:repo_hook`` (create and delete the webhook), from
+        https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/scopes-for-oauth-apps.
+        Tokens of an OAuth app do not expire; a GitHub App's user tokens expire after 8 hours and
+        come with a refresh token, which the core uses."""
+        if not self.oauth_client_id:
+            return None
+        api = (base_url or GITHUB_API).rstrip("/")
+        site = "https://github.com" if api == GITHUB_API else api.removesuffix("/api/v3")
+        return OAuthEndpoints(authorize_url=f"{site}/login/oauth/authorize",
+                              token_url=f"{site}/login/oauth/access_token", scopes=("repo", "admin:repo_hook"),
+                              client_id=self.oauth_client_id, client_secret=self.oauth_client_secret)
 
     # --- REST -------------------------------------------------------------------------------
 

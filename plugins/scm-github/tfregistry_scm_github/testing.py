@@ -20,10 +20,26 @@ delivery GitHub would send for a tag (headers ``X-GitHub-Event``, ``X-GitHub-Del
 ``X-Hub-Signature-256``; body fields ``ref``, ``before``, ``after``, ``created``, ``deleted``, ``forced``,
 ``repository``), from https://docs.github.com/en/webhooks/webhook-events-and-payloads#push and
 https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries.
+
+With ``oauth_client=(client_id, client_secret)``, the OAuth web flow as
+https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/authorizing-oauth-apps and
+https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens
+describe it (served on the site root, as ``https://github.com/login/oauth/...``):
+
+* ``GET /login/oauth/authorize`` (``client_id``, ``redirect_uri``, ``scope``, ``state``, ``code_challenge``,
+  ``code_challenge_method``): the person approves at once; 302 to ``redirect_uri?code=...&state=...``
+  (an unknown ``client_id`` is 404, as on GitHub);
+* ``POST /login/oauth/access_token`` (form: ``client_id``, ``client_secret``, ``code``, ``redirect_uri``,
+  ``code_verifier``; or ``grant_type=refresh_token`` with ``refresh_token``): JSON ``access_token``,
+  ``token_type`` ``bearer``, ``scope``, and with expiring tokens ``expires_in``, ``refresh_token``,
+  ``refresh_token_expires_in``.  Errors answer 200 with ``error`` (``incorrect_client_credentials``,
+  ``redirect_uri_mismatch``, ``bad_verification_code``, ``bad_refresh_token``), ``error_description``
+  and ``error_uri``, as GitHub does.  Codes and refresh tokens are single use.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import itertools
@@ -33,8 +49,9 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, redirect, request
 from werkzeug.serving import make_server
 
 from tfregistry.interfaces import ZERO_SHA
@@ -48,8 +65,17 @@ class FakeGitHub:
     ``calls`` records ``(method, path)`` of every API request; ``hooks`` the live webhooks by id.
     """
 
-    def __init__(self, root: Path, *, token: str, owner: str = "acme") -> None:
+    def __init__(self, root: Path, *, token: str, owner: str = "acme",
+                 oauth_client: tuple[str, str] | None = None, oauth_expires_in: int | None = 28800) -> None:
         self.token = token
+        #: Every access token the API accepts (``token`` and those the OAuth flow issued).
+        self.tokens = {token}
+        self.oauth_client = oauth_client
+        #: ``expires_in`` of issued tokens (``None``: non-expiring OAuth app tokens, no refresh token).
+        self.oauth_expires_in = oauth_expires_in
+        #: ``code`` -> what the authorization request carried; live refresh tokens.
+        self.oauth_codes: dict[str, dict[str, str]] = {}
+        self.refresh_tokens: set[str] = set()
         self.owner = owner
         self.git = GitHttpServer(Path(root) / "git", credentials=("x-access-token", token))
         self.repos: dict[str, GitRepo] = {}
@@ -144,10 +170,63 @@ class FakeGitHub:
         @app.before_request
         def authenticate() -> Any:
             fake.calls.append((request.method, request.path))
-            sent = request.headers.get("Authorization", "")
-            if sent not in (f"Bearer {fake.token}", f"token {fake.token}"):
+            if request.path.startswith("/login/oauth/"):
+                return None
+            scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+            if scheme not in ("Bearer", "token") or sent not in fake.tokens:
                 return error(401, "Bad credentials")
             return None
+
+        def oauth_error(code: str, description: str) -> Any:
+            # GitHub answers token errors with 200 and an error document
+            return jsonify(error=code, error_description=description,
+                           error_uri="https://docs.github.com/apps/managing-oauth-apps/"
+                                     "troubleshooting-oauth-app-access-token-request-errors")
+
+        def issue(scope: str) -> Any:
+            access = "gho_" + uuid.uuid4().hex
+            fake.tokens.add(access)
+            answer: dict[str, Any] = {"access_token": access, "token_type": "bearer", "scope": scope}
+            if fake.oauth_expires_in is not None:
+                refresh = "ghr_" + uuid.uuid4().hex
+                fake.refresh_tokens.add(refresh)
+                answer |= {"expires_in": fake.oauth_expires_in, "refresh_token": refresh,
+                           "refresh_token_expires_in": 15811200}
+            return jsonify(answer)
+
+        @app.get("/login/oauth/authorize")
+        def oauth_authorize() -> Any:
+            args = request.args
+            if fake.oauth_client is None or args.get("client_id") != fake.oauth_client[0]:
+                return error(404, "Not Found")
+            code = uuid.uuid4().hex[:20]
+            fake.oauth_codes[code] = {k: args.get(k, "") for k in ("redirect_uri", "scope", "code_challenge",
+                                                                    "code_challenge_method")}
+            query = urlencode({"code": code, "state": args.get("state", "")})
+            return redirect(f"{args['redirect_uri']}?{query}", 302)
+
+        @app.post("/login/oauth/access_token")
+        def oauth_token() -> Any:
+            form = request.form
+            if fake.oauth_client is None or (form.get("client_id"), form.get("client_secret")) != fake.oauth_client:
+                return oauth_error("incorrect_client_credentials",
+                                   "The client_id and/or client_secret passed are incorrect.")
+            if form.get("grant_type") == "refresh_token":
+                if form.get("refresh_token") not in fake.refresh_tokens:
+                    return oauth_error("bad_refresh_token", "The refresh token passed is incorrect or expired.")
+                fake.refresh_tokens.discard(form["refresh_token"])
+                return issue("repo,admin:repo_hook")
+            grant = fake.oauth_codes.pop(form.get("code", ""), None)
+            if grant is None:
+                return oauth_error("bad_verification_code", "The code passed is incorrect or expired.")
+            if form.get("redirect_uri") and form["redirect_uri"] != grant["redirect_uri"]:
+                return oauth_error("redirect_uri_mismatch", "The redirect_uri MUST match the registered callback "
+                                   "URL for this application.")
+            if grant["code_challenge"]:
+                digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+                if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != grant["code_challenge"]:
+                    return oauth_error("bad_verification_code", "The code passed is incorrect or expired.")
+            return issue(grant["scope"].replace(" ", ","))
 
         @app.get("/api/v3/user")
         def user() -> Any:

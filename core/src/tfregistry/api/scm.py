@@ -60,6 +60,25 @@ class ConnectionSchema(ma.Schema):
     has_secret = ma.fields.Boolean()
     created_by = ma.fields.String()
     created_at = ma.fields.DateTime()
+    oauth_status = ma.fields.String(allow_none=True, metadata={
+        "description": "oauth connections: pending (not authorized yet), active, or reauthorize (the token "
+                       "refresh failed: authorize again)"})
+    expires_at = ma.fields.DateTime(allow_none=True, metadata={"description": "When the OAuth access token "
+                                                                              "expires (refreshed before)"})
+    authorize_url = ma.fields.String(metadata={
+        "description": "oauth connections, when created: open it in a browser to authorize the registry"})
+
+
+class OAuthAuthorizeSchema(ma.Schema):
+    authorize_url = ma.fields.String(metadata={"description": "Open it in a browser; the system sends the person "
+                                               "back to /api/v1/scm/oauth/callback"})
+
+
+class OAuthCallbackArgs(ma.Schema):
+    code = text(2000, load_default=None, allow_none=True)
+    state = text(500, load_default=None, allow_none=True)
+    error = text(200, load_default=None, allow_none=True)
+    error_description = text(2000, load_default=None, allow_none=True)
 
 
 class RepositorySchema(ma.Schema):
@@ -238,6 +257,10 @@ def _webhook_url(link_id: int | str) -> str:
     return current_registry().absolute_url(f"/api/v1/scm/links/{link_id}/webhook")
 
 
+def _oauth_callback_url() -> str:
+    return current_registry().absolute_url("/api/v1/scm/oauth/callback")
+
+
 def _link_json(link: ScmLink, secret: str | None = None) -> dict[str, Any]:
     data = scm.link_json(link) | {"webhook_url": _webhook_url(link.id)}
     if secret is not None:
@@ -283,9 +306,47 @@ class Connections(MethodView):
         with registry.db.session() as session:
             identity = _signed_in(session)
             org = _organization(session, identity, args.pop("organization"))
-            conn = scm.create_connection(session, auth.request_actor(identity, org.id), registry.scm_providers,
+            actor = auth.request_actor(identity, org.id)
+            conn = scm.create_connection(session, actor, registry.scm_providers,
                                          encryption_key(registry), organization_id=org.id, **args)
+            extra = {}
+            if conn.auth_method == "oauth":
+                extra["authorize_url"] = scm.start_oauth(session, actor, _provider(conn.provider), conn,
+                                                         encryption_key(registry), _oauth_callback_url())
             session.commit()
+            return scm.connection_json(conn) | extra
+
+
+@blp.route("/connections/<id:connection_id>/oauth/authorize")
+class OAuthAuthorize(MethodView):
+    @blp.response(200, OAuthAuthorizeSchema)
+    def post(self, connection_id: int) -> Any:
+        """Start (or repeat, to re-authorize) the OAuth 2.0 authorization of an ``oauth`` connection: the
+        authorization URL, with ``state`` and a PKCE challenge.  A new start replaces an unfinished one."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            identity = _signed_in(session)
+            conn = _connection(session, identity, connection_id)
+            url = scm.start_oauth(session, auth.request_actor(identity, conn.organization_id),
+                                  _provider(conn.provider), conn, encryption_key(registry), _oauth_callback_url())
+            session.commit()
+            return {"authorize_url": url}
+
+
+@blp.route("/oauth/callback")
+class OAuthCallback(MethodView):
+    @blp.doc(security=PUBLIC)
+    @blp.arguments(OAuthCallbackArgs, location="query")
+    @blp.response(200, ConnectionSchema)
+    @errors(blp, 502)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Where the system sends the person back: ``state`` (single use, from the authorization this
+        registry started) names the connection; ``code`` is exchanged for the access and refresh token,
+        stored encrypted.  A missing, unknown or used ``state`` is refused (400)."""
+        registry = current_registry()
+        with registry.db.session() as session:
+            conn = scm.finish_oauth(session, registry.scm_providers, encryption_key(registry), state=args["state"],
+                                    code=args["code"], error=args["error"], redirect_uri=_oauth_callback_url())
             return scm.connection_json(conn)
 
 
@@ -309,7 +370,7 @@ class Connection(MethodView):
 @blp.route("/connections/<id:connection_id>/repositories")
 class Repositories(MethodView):
     @blp.response(200, RepositorySchema(many=True))
-    @errors(blp, 502)
+    @errors(blp, 409, 502)
     def get(self, connection_id: int) -> Any:
         """The repositories the connection can read (400 when the system cannot list them: plain git)."""
         registry = current_registry()
@@ -324,7 +385,7 @@ class Repositories(MethodView):
 class RepositoryTags(MethodView):
     @blp.arguments(TagsArgs, location="query")
     @blp.response(200, TagSchema(many=True))
-    @errors(blp, 502)
+    @errors(blp, 409, 502)
     def get(self, args: dict[str, Any], connection_id: int) -> Any:
         """Every tag of a repository with its commit."""
         registry = current_registry()

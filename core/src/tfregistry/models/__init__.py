@@ -623,6 +623,9 @@ class ScmConnection(Base):
     #: JSON of the secrets (token, ssh_private_key), Fernet-encrypted like mirror upstream tokens.
     secrets_encrypted: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: ``oauth`` connections only: ``pending`` (authorization not completed), ``active``, or
+    #: ``reauthorize`` (the refresh failed: an operator must run the authorization again).
+    oauth_status: Mapped[str | None] = mapped_column(String(16))
     created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

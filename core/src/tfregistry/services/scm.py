@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,6 +63,12 @@ class ScmServiceError(ServiceError):
     """The source-control system failed a call the operator asked for (502: the far side failed)."""
 
     status = 502
+
+
+class OAuthAuthorizationNeeded(ServiceError):
+    """An ``oauth`` connection has no usable token: never authorized, or its refresh failed (409)."""
+
+    status = 409
 
 
 # --- tag patterns ---------------------------------------------------------------------------------
@@ -158,8 +164,9 @@ def create_connection(session: Session, actor: Actor, providers: Mapping[str, Sc
     if auth_method not in scm.auth_methods:
         raise ServiceError(f"{scm.label or scm.name} connections accept {', '.join(scm.auth_methods)}, "
                            f"not {auth_method!r}")
-    if auth_method == "oauth":
-        raise ServiceError("OAuth connections are not supported yet: use a token")
+    if auth_method == "oauth" and scm.oauth_endpoints(base_url or None) is None:
+        raise ServiceError(f"{scm.label or scm.name} has no OAuth client configured for "
+                           f"{base_url or 'the public service'}: set its OAuth client settings, or use a token")
     if auth_method == "token" and not token:
         raise ServiceError("a token connection needs a token")
     if auth_method == "ssh_key" and not ssh_private_key:
@@ -167,6 +174,8 @@ def create_connection(session: Session, actor: Actor, providers: Mapping[str, Sc
     conn = ScmConnection(organization_id=organization_id, name=name, provider=provider, auth_method=auth_method,
                          base_url=base_url or None, username=username or None, created_by=actor.name)
     secrets_doc = {k: v for k, v in {"token": token, "ssh_private_key": ssh_private_key}.items() if v}
+    if auth_method == "oauth":  # no token until the authorization completes (start_oauth)
+        secrets_doc, conn.oauth_status, verify = {}, "pending", False
     conn.secrets_encrypted = gpg.encrypt_secret(json.dumps(secrets_doc), enc_key, SCM_SECRETS) if secrets_doc else None
     if verify:
         try:
@@ -184,9 +193,18 @@ def create_connection(session: Session, actor: Actor, providers: Mapping[str, Sc
     return conn
 
 
+def _secrets(conn: ScmConnection, enc_key: bytes) -> dict[str, Any]:
+    if not conn.secrets_encrypted:
+        return {}
+    return json.loads(gpg.decrypt_secret(conn.secrets_encrypted, enc_key, SCM_SECRETS))
+
+
 def credentials(conn: ScmConnection, enc_key: bytes) -> ScmCredentials:
-    """The connection's decrypted :class:`ScmCredentials`."""
-    doc = json.loads(gpg.decrypt_secret(conn.secrets_encrypted, enc_key, SCM_SECRETS)) if conn.secrets_encrypted else {}
+    """The connection's decrypted :class:`ScmCredentials`; an ``oauth`` connection's access token is
+    refreshed first when it expires within :data:`OAUTH_REFRESH_MARGIN` (:func:`refresh_oauth`)."""
+    if conn.auth_method == "oauth":
+        _oauth_usable(conn, enc_key)
+    doc = _secrets(conn, enc_key)
     return ScmCredentials(conn.auth_method, base_url=conn.base_url, username=conn.username, token=doc.get("token"),
                           ssh_private_key=doc.get("ssh_private_key"), expires_at=conn.expires_at)
 
@@ -207,8 +225,176 @@ def connection_json(conn: ScmConnection) -> dict[str, Any]:
     """What the API shows of a connection: never its secrets."""
     return {"id": conn.id, "organization_id": conn.organization_id, "name": conn.name, "provider": conn.provider,
             "auth_method": conn.auth_method, "base_url": conn.base_url, "username": conn.username,
-            "has_secret": conn.secrets_encrypted is not None, "created_by": conn.created_by,
-            "created_at": conn.created_at}
+            "has_secret": conn.secrets_encrypted is not None and conn.oauth_status != "pending",
+            "created_by": conn.created_by, "created_at": conn.created_at, "oauth_status": conn.oauth_status,
+            "expires_at": conn.expires_at}
+
+
+# --- OAuth 2.0 connections ----------------------------------------------------------------------------
+
+#: An ``oauth`` connection's access token is refreshed when it expires within this margin.
+OAUTH_REFRESH_MARGIN = timedelta(minutes=5)
+#: How long an authorization started by :func:`start_oauth` may take to come back.
+OAUTH_STATE_TTL = timedelta(minutes=15)
+
+
+def _oauth_client(scm: ScmProvider, conn: ScmConnection, redirect_uri: str | None = None) -> tuple[Any, Any]:
+    """An Authlib ``OAuth2Session`` for ``conn`` and its provider's :class:`OAuthEndpoints`."""
+    from authlib.integrations.requests_client import OAuth2Session
+
+    endpoints = scm.oauth_endpoints(conn.base_url)
+    if endpoints is None:
+        raise ServiceError(f"{scm.label or scm.name} has no OAuth client configured for "
+                           f"{conn.base_url or 'the public service'}")
+    client = OAuth2Session(client_id=endpoints.client_id, client_secret=endpoints.client_secret,
+                           token_endpoint_auth_method="client_secret_post", redirect_uri=redirect_uri,
+                           scope=" ".join(endpoints.scopes) or None,
+                           code_challenge_method="S256" if endpoints.pkce else None)
+    return client, endpoints
+
+
+def _store_token(conn: ScmConnection, enc_key: bytes, token: Mapping[str, Any], old: Mapping[str, Any]) -> None:
+    """Keep the access and refresh token (encrypted) and the expiry of a token endpoint answer."""
+    if not token.get("access_token"):
+        raise ScmError("the token endpoint answered without an access_token")
+    doc = {"token": token["access_token"],
+           # a system that does not rotate refresh tokens answers without one: keep the old
+           "refresh_token": token.get("refresh_token") or old.get("refresh_token")}
+    conn.secrets_encrypted = gpg.encrypt_secret(json.dumps({k: v for k, v in doc.items() if v}), enc_key,
+                                                SCM_SECRETS)
+    expires_in = token.get("expires_in")
+    conn.expires_at = utcnow() + timedelta(seconds=int(expires_in)) if expires_in else None
+    conn.oauth_status = "active"
+
+
+def _oauth_error(exc: Exception) -> str:
+    """What a failed token request says, without any secret (Authlib's error code and description)."""
+    error = getattr(exc, "error", None)
+    if error:
+        description = getattr(exc, "description", None)
+        return f"{error}: {description}" if description else str(error)
+    return type(exc).__name__
+
+
+def start_oauth(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConnection, enc_key: bytes,
+                redirect_uri: str) -> str:
+    """Begin (or repeat, to re-authorize) the authorization-code flow of an ``oauth`` connection: the
+    URL to send the person to.  ``state`` (``<connection id>.<random>``) and the PKCE verifier are
+    kept encrypted with the connection until :func:`finish_oauth`; a new start replaces them."""
+    if conn.auth_method != "oauth":
+        raise ServiceError(f"connection {conn.name!r} authenticates with {conn.auth_method}, not oauth")
+    client, endpoints = _oauth_client(scm, conn, redirect_uri)
+    state = f"{conn.id}.{secrets.token_urlsafe(32)}"
+    verifier = secrets.token_urlsafe(48) if endpoints.pkce else None
+    with client:
+        url, _ = client.create_authorization_url(endpoints.authorize_url, state=state, code_verifier=verifier,
+                                                 **dict(endpoints.authorize_params))
+    doc = _secrets(conn, enc_key) | {"oauth_state": state, "oauth_verifier": verifier,
+                                     "oauth_started": utcnow().isoformat()}
+    conn.secrets_encrypted = gpg.encrypt_secret(json.dumps(doc), enc_key, SCM_SECRETS)
+    record(session, actor, "scm.connection.oauth_start", conn.name, provider=conn.provider)
+    return str(url)
+
+
+def finish_oauth(session: Session, providers: Mapping[str, ScmProvider], enc_key: bytes, *, state: str | None,
+                 code: str | None, error: str | None, redirect_uri: str) -> ScmConnection:
+    """The callback: check ``state`` against the one :func:`start_oauth` kept (single use, at most
+    :data:`OAUTH_STATE_TTL` old), exchange ``code`` for tokens and store them encrypted."""
+    conn_id, _, _ = (state or "").partition(".")
+    conn = session.get(ScmConnection, int(conn_id)) if conn_id.isdigit() and len(conn_id) < 10 else None
+    doc = _secrets(conn, enc_key) if conn is not None and conn.auth_method == "oauth" else {}
+    kept = doc.get("oauth_state")
+    if not state or not kept or not secrets.compare_digest(state, kept):
+        raise ServiceError("unknown or already used OAuth state: start the authorization again")
+    assert conn is not None
+    verifier = doc.pop("oauth_verifier", None)
+    started = datetime.fromisoformat(doc.pop("oauth_started"))
+    doc.pop("oauth_state")
+    conn.secrets_encrypted = gpg.encrypt_secret(json.dumps(doc), enc_key, SCM_SECRETS) if doc else None
+    session.commit()  # the state is used up, whatever happens next
+    if utcnow() - started > OAUTH_STATE_TTL:
+        raise ServiceError("the OAuth authorization took too long: start it again")
+    if error or not code:
+        raise ServiceError(f"the authorization was not granted: {error or 'no code in the callback'}")
+    scm = provider_for(providers, conn.provider)
+    client, endpoints = _oauth_client(scm, conn, redirect_uri)
+    try:
+        with client:
+            token = client.fetch_token(endpoints.token_url, grant_type="authorization_code", code=code,
+                                       code_verifier=verifier, redirect_uri=redirect_uri)
+        _store_token(conn, enc_key, token, doc)
+    except Exception as exc:  # Authlib's OAuthError, requests' errors, ScmError: no secret in the message
+        raise ScmServiceError(f"{scm.label or scm.name} refused the authorization code: {_oauth_error(exc)}") from None
+    record(session, Actor(name=conn.created_by or f"scm:{conn.provider}"), "scm.connection.oauth_authorized",
+           conn.name, provider=conn.provider)
+    session.commit()
+    return conn
+
+
+def _oauth_usable(conn: ScmConnection, enc_key: bytes) -> None:
+    """Refuse an ``oauth`` connection that has no token; refresh one that expires soon."""
+    if conn.oauth_status == "pending":
+        raise OAuthAuthorizationNeeded(f"connection {conn.name!r} is waiting for its OAuth authorization: "
+                                       f"POST /api/v1/scm/connections/{conn.id}/oauth/authorize")
+    if conn.oauth_status == "reauthorize":
+        raise OAuthAuthorizationNeeded(f"connection {conn.name!r} needs re-authorization (its OAuth token could not "
+                                       f"be refreshed): POST /api/v1/scm/connections/{conn.id}/oauth/authorize")
+    if conn.expires_at is not None and conn.expires_at - utcnow() <= OAUTH_REFRESH_MARGIN:
+        refresh_oauth(conn, enc_key)
+
+
+def refresh_oauth(conn: ScmConnection, enc_key: bytes) -> None:
+    """Refresh ``conn``'s access token with its refresh token (the ``refresh_token`` grant).
+
+    Runs in its own session and transaction holding the connection's row lock (the write lock on
+    SQLite) from before it reads the row, so concurrent callers refresh once: the others find
+    the new token.  A refused refresh marks the connection ``reauthorize`` and raises
+    :class:`OAuthAuthorizationNeeded`.  ``conn`` (in the caller's session) then holds the stored values.
+    """
+    from sqlalchemy.orm import object_session
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    caller = object_session(conn)
+    registry = caller.info.get("tfr_registry") if caller is not None else None
+    if registry is None:
+        raise ServiceError("cannot refresh an OAuth token outside a registry session")
+    scm = provider_for(registry.scm_providers, conn.provider)
+    with registry.db.session() as session:
+        # a no-op write first: it takes the row lock on PostgreSQL and the write lock on SQLite (where
+        # FOR UPDATE does not exist) before anything is read, so a second refresher waits, then reads
+        # the token the first one stored
+        session.execute(update(ScmConnection).where(ScmConnection.id == conn.id)
+                        .values(oauth_status=ScmConnection.oauth_status))
+        row = session.scalars(select(ScmConnection).where(ScmConnection.id == conn.id).with_for_update()
+                              .execution_options(populate_existing=True)).one()
+        if (row.oauth_status == "active" and row.expires_at is not None
+                and row.expires_at - utcnow() <= OAUTH_REFRESH_MARGIN):
+            doc = _secrets(row, enc_key)
+            client, endpoints = _oauth_client(scm, row)
+            try:
+                if not doc.get("refresh_token"):
+                    raise ScmError("no refresh token was issued")
+                with client:
+                    token = client.refresh_token(endpoints.token_url, refresh_token=doc["refresh_token"])
+                _store_token(row, enc_key, token, doc)
+                record(session, Actor(name=f"scm:{row.provider}"), "scm.connection.oauth_refreshed", row.name)
+            except Exception as exc:  # refused (invalid_grant...), unreachable: the person must authorize again
+                row.oauth_status = "reauthorize"
+                record(session, Actor(name=f"scm:{row.provider}"), "scm.connection.oauth_refresh_failed", row.name,
+                       error=_oauth_error(exc))
+                failure = _oauth_error(exc)
+            else:
+                failure = None
+            session.commit()
+        else:
+            failure = None if row.oauth_status == "active" else "the connection needs re-authorization"
+        values = (row.secrets_encrypted, row.expires_at, row.oauth_status)
+    for attr, value in zip(("secrets_encrypted", "expires_at", "oauth_status"), values, strict=True):
+        set_committed_value(conn, attr, value)
+    if failure is not None:
+        raise OAuthAuthorizationNeeded(f"connection {conn.name!r} needs re-authorization: refreshing its OAuth "
+                                       f"token failed ({failure}): POST /api/v1/scm/connections/{conn.id}"
+                                       "/oauth/authorize")
 
 
 def call(scm: ScmProvider, what: str, fn: Any, *args: Any) -> Any:
