@@ -588,6 +588,7 @@ class Redeliver(MethodView):
 
 @blp.route("/violations")
 class Violations(MethodView):
+    @blp.doc(security=PUBLIC)
     @blp.response(200, ViolationSchema(many=True))
     def get(self) -> Any:
         """Tags that moved after their version was published, in modules the caller may read."""
