@@ -534,7 +534,25 @@ def run_worker(registry: Registry, queues: list[str], burst: bool = False) -> bo
     if not isinstance(queue, RQQueue):
         raise JobError("`tfr worker` needs redis_url; without Redis the web process runs jobs itself")
     _current = registry
-    worker = SimpleWorker([queue.queue(name) for name in queues], connection=queue.connection)
+
+    class Worker(SimpleWorker):
+        def unsubscribe(self) -> None:
+            """RQ's unsubscribe with a bounded wait for its pubsub thread.  redis-py 8.2 made
+            ``PubSubWorkerThread.stop()`` wait for the thread, which RQ starts with ``sleep_time=60``
+            and which, once unsubscribed, sleeps out that minute: every worker took up to 60 s to stop
+            (longer than a container's grace period), and ``--burst`` to exit.  The thread is a
+            daemon and ends on its own; closing the pubsub here is what RQ does too."""
+            thread = self.pubsub_thread
+            if thread is None:
+                return
+            self.pubsub.unsubscribe()
+            try:
+                thread.stop(timeout=1)
+            except TypeError:  # redis-py before 8.2: stop() takes no timeout and does not wait
+                thread.stop()
+            self.pubsub.close()
+
+    worker = Worker([queue.queue(name) for name in queues], connection=queue.connection)
     return worker.work(burst=burst, with_scheduler=True)
 
 
