@@ -22,7 +22,7 @@ from tests.conftest import bearer, new_token
 from tfregistry import hookimpl
 from tfregistry.models import AuditEntry, ScmConnection, ScmDelivery, ScmLink, ScmProvenance
 from tfregistry.services import scm as scm_svc
-from tfregistry.testing.git import GitHttpServer, GitRepo
+from tfregistry.testing.git import GitHttpServer, GitRepo, GitSshServer
 
 
 class Site:
@@ -158,6 +158,30 @@ def test_publish_from_a_git_url_pinned_to_the_commit(site: Site, server: GitHttp
     assert [e.details["current_sha"] for e in site.audit("scm.tag_moved")] == [moved_to]
     site.sync(link["id"])  # seen again: recorded once
     assert len(site.call("GET", "/api/v1/scm/violations", 200).get_json()) == 1
+
+
+def test_publish_over_ssh_with_a_deploy_key_and_the_pinned_host_key(site: Site, tmp_path: Path):
+    with GitSshServer(tmp_path / "ssh") as server:
+        repo = server.create_repo("vpc")
+        sha = repo.commit({"main.tf": "# from ssh\n"})
+        repo.tag("v3.1.0")
+        url = server.repo_url("vpc")
+        base = {"name": "ssh-" + uuid.uuid4().hex[:6], "provider": "git", "auth_method": "ssh_key",
+                "ssh_private_key": server.client_key}
+        for known_hosts, says in ((None, "ssh_known_hosts"), ("127.0.0.1 not-a-key", "line 1")):
+            r = site.call("POST", "/api/v1/scm/connections", json={**base, "ssh_known_hosts": known_hosts})
+            assert r.status_code == 400 and says in r.get_json()["message"], r.get_json()
+        conn = site.call("POST", "/api/v1/scm/connections", 201,
+                         json={**base, "ssh_known_hosts": f"# ssh-keyscan\n{server.known_hosts}\n"}).get_json()
+        assert "ssh_private_key" not in conn and "ssh_known_hosts" not in conn and conn["has_secret"]
+        with site.registry.db.session() as s:
+            assert "OPENSSH" not in (s.get(ScmConnection, conn["id"]).secrets_encrypted or "")
+        link = site.link(conn["id"], url, "vpc")
+        site.sync(link["id"])
+        assert site.versions("vpc") == ["3.1.0"]
+        assert site.files("vpc", "3.1.0") == {"main.tf": b"# from ssh\n"}
+        prov = site.call("GET", "/api/v1/scm/provenance/acme/vpc/generic/3.1.0", 200).get_json()
+        assert (prov["commit_sha"], prov["repository_url"]) == (sha, url)
 
 
 def test_archive_rules_refuse_a_symlink_outside_the_tree(site: Site, server: GitHttpServer):

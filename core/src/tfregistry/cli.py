@@ -1241,9 +1241,11 @@ def scm_connections(url: str, token: str) -> None:
 @click.option("--secret-env", default="TFR_SCM_SECRET", show_default=True,
               help="Environment variable holding the access token, or the SSH private key with --auth-method "
               "ssh_key (never a command-line argument).")
+@click.option("--known-hosts", "known_hosts", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ssh_key: a file with the server's host keys (`ssh-keyscan -p PORT HOST > FILE`).")
 @_scm_options
 def scm_connect(name: str, provider: str, auth_method: str, organization: str | None, base_url: str | None,
-                username: str | None, secret_env: str, url: str, token: str) -> None:
+                username: str | None, secret_env: str, known_hosts: str | None, url: str, token: str) -> None:
     """Create connection NAME; the secret is read from the environment ($TFR_SCM_SECRET by default)."""
     secret = os.environ.get(secret_env) if auth_method not in ("none", "oauth") else None
     if auth_method not in ("none", "oauth") and not secret:
@@ -1251,6 +1253,8 @@ def scm_connect(name: str, provider: str, auth_method: str, organization: str | 
     body = {"name": name, "provider": provider, "auth_method": auth_method, "organization": organization,
             "base_url": base_url, "username": username,
             ("ssh_private_key" if auth_method == "ssh_key" else "token"): secret}
+    if known_hosts:
+        body["ssh_known_hosts"] = Path(known_hosts).read_text()
     _scm_call(url, token, "POST", "/connections", body, ok=(201,))
 
 

@@ -441,6 +441,16 @@ class ScmCredentials:
     ssh_private_key: str | None = field(default=None, repr=False)
     #: When an OAuth access token expires (the core refreshes it before then), else ``None``.
     expires_at: datetime | None = None
+    #: The ssh server's host keys in ``known_hosts`` format (``ssh_key``; what ``ssh-keyscan HOST``
+    #: prints): git over ssh accepts only these keys.
+    ssh_known_hosts: str | None = None
+
+    def git_ssh(self) -> dict[str, str | None]:
+        """Keyword arguments for :func:`git_environment` and :func:`fetch_git_tree`: the deploy key and
+        the pinned host keys of an ``ssh_key`` connection, nothing for other methods."""
+        if self.method != "ssh_key":
+            return {}
+        return {"ssh_private_key": self.ssh_private_key, "ssh_known_hosts": self.ssh_known_hosts}
 
 
 @dataclass(frozen=True)
@@ -540,12 +550,16 @@ class WebhookEvent:
 
 @contextmanager
 def git_environment(*, http_headers: Mapping[str, str] | None = None, ssh_private_key: str | None = None,
+                    ssh_known_hosts: str | None = None,
                     allowed_protocols: str = "https:http:ssh:git") -> Iterator[dict[str, str]]:
     """Environment for running ``git`` against a remote without leaking credentials.
 
     No prompts, no system or user configuration, only ``allowed_protocols`` (``GIT_ALLOW_PROTOCOL``);
     ``http_headers`` reach git through ``GIT_CONFIG_*`` variables (never the command line) and an SSH
-    key through a private temporary file, removed when the block ends.
+    key through a private temporary file, removed when the block ends.  With a key, ssh accepts only
+    the host keys in ``ssh_known_hosts`` (``StrictHostKeyChecking yes``): a key without them is an
+    :class:`ScmError`, since accepting whatever key a server shows would hand the deploy key's access
+    (and the code published) to anyone in the network path.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": allowed_protocols, "GIT_CONFIG_NOSYSTEM": "1",
@@ -557,12 +571,15 @@ def git_environment(*, http_headers: Mapping[str, str] | None = None, ssh_privat
         env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
     with tempfile.TemporaryDirectory(prefix="tfr-git-env-") as tmp:
         if ssh_private_key is not None:
-            key_path = Path(tmp) / "key"
+            if not (ssh_known_hosts or "").strip():
+                raise ScmError("git over ssh needs the server's host keys (ssh_known_hosts, as ssh-keyscan prints)")
+            key_path, hosts_path = Path(tmp) / "key", Path(tmp) / "known_hosts"
             key_path.touch(mode=0o600)
             key_path.write_text(ssh_private_key if ssh_private_key.endswith("\n") else ssh_private_key + "\n")
+            hosts_path.write_text(str(ssh_known_hosts).strip() + "\n")
             env["GIT_SSH_COMMAND"] = (f"ssh -i {key_path} -o IdentitiesOnly=yes -o BatchMode=yes "
-                                      "-o StrictHostKeyChecking=accept-new "
-                                      f"-o UserKnownHostsFile={Path(tmp) / 'known_hosts'}")
+                                      f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={hosts_path} "
+                                      "-o GlobalKnownHostsFile=/dev/null -F /dev/null")
         yield env
 
 
@@ -604,7 +621,8 @@ def ref_update_event(repository: str, ref: str, before: str | None, after: str |
 
 @contextmanager
 def _bare_clone(clone_url: str, dest: Path, *, http_headers: Mapping[str, str] | None, ssh_private_key: str | None,
-                allowed_protocols: str, timeout: float) -> Iterator[tuple[dict[str, str], str]]:
+                ssh_known_hosts: str | None, allowed_protocols: str,
+                timeout: float) -> Iterator[tuple[dict[str, str], str]]:
     """Check that ``dest`` is empty (creating it), then clone ``clone_url`` bare, without tags, into a
     temporary directory; yields the git environment and the clone's path (removed afterwards)."""
     dest = Path(dest)
@@ -612,7 +630,7 @@ def _bare_clone(clone_url: str, dest: Path, *, http_headers: Mapping[str, str] |
     if any(dest.iterdir()):
         raise ScmError(f"{dest} is not empty")
     with git_environment(http_headers=http_headers, ssh_private_key=ssh_private_key,
-                         allowed_protocols=allowed_protocols) as env, \
+                         ssh_known_hosts=ssh_known_hosts, allowed_protocols=allowed_protocols) as env, \
             tempfile.TemporaryDirectory(prefix="tfr-git-") as tmp:
         repo = str(Path(tmp) / "repo.git")
         run_git(env, "clone", "--quiet", "--bare", "--no-tags", "--", clone_url, repo, timeout=timeout)
@@ -626,6 +644,7 @@ def fetch_git_tree(
     *,
     http_headers: Mapping[str, str] | None = None,
     ssh_private_key: str | None = None,
+    ssh_known_hosts: str | None = None,
     allowed_protocols: str = "https:http:ssh:git",
     timeout: float = 300.0,
 ) -> None:
@@ -642,7 +661,8 @@ def fetch_git_tree(
     if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit_sha):
         raise ScmError(f"not a full commit SHA: {commit_sha!r}")
     with _bare_clone(clone_url, dest, http_headers=http_headers, ssh_private_key=ssh_private_key,
-                     allowed_protocols=allowed_protocols, timeout=timeout) as (env, repo):
+                     ssh_known_hosts=ssh_known_hosts, allowed_protocols=allowed_protocols,
+                     timeout=timeout) as (env, repo):
         try:
             run_git(env, "--git-dir", repo, "cat-file", "-e", f"{commit_sha}^{{commit}}")
         except ScmError:
@@ -663,6 +683,7 @@ def fetch_git_branch_tree(
     *,
     http_headers: Mapping[str, str] | None = None,
     ssh_private_key: str | None = None,
+    ssh_known_hosts: str | None = None,
     allowed_protocols: str = "https:http:ssh:git",
     timeout: float = 300.0,
 ) -> str:
@@ -679,7 +700,8 @@ def fetch_git_branch_tree(
     if not re.fullmatch(r"[A-Za-z0-9._/-]{1,200}", branch) or branch.startswith(("-", "/")) or ".." in branch:
         raise ScmRefRefused(f"not a branch name: {branch!r}")
     with _bare_clone(clone_url, dest, http_headers=http_headers, ssh_private_key=ssh_private_key,
-                     allowed_protocols=allowed_protocols, timeout=timeout) as (env, repo):
+                     ssh_known_hosts=ssh_known_hosts, allowed_protocols=allowed_protocols,
+                     timeout=timeout) as (env, repo):
         try:
             head = run_git(env, "--git-dir", repo, "rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}").strip()
         except ScmError:
@@ -786,8 +808,7 @@ class ScmProvider(ABC):
         symbolic links as links) and must not trust a tarball that is not pinned to the commit.
         """
         fetch_git_tree(self.clone_url(credentials, repository), commit_sha, dest,
-                       http_headers=self.git_http_headers(credentials),
-                       ssh_private_key=credentials.ssh_private_key if credentials.method == "ssh_key" else None)
+                       http_headers=self.git_http_headers(credentials), **credentials.git_ssh())
 
     def fetch_branch_tree(self, credentials: ScmCredentials, repository: str, branch: str, commit_sha: str | None,
                           dest: Path) -> str:
@@ -797,8 +818,7 @@ class ScmProvider(ABC):
         (:func:`fetch_git_branch_tree`) like :meth:`fetch_tree`."""
         return fetch_git_branch_tree(
             self.clone_url(credentials, repository), branch, commit_sha, dest,
-            http_headers=self.git_http_headers(credentials),
-            ssh_private_key=credentials.ssh_private_key if credentials.method == "ssh_key" else None)
+            http_headers=self.git_http_headers(credentials), **credentials.git_ssh())
 
     def create_webhook(self, credentials: ScmCredentials, repository: str, url: str, secret: str) -> str:
         """Create a webhook on ``repository`` that POSTs tag (and push) events to ``url``, signed or

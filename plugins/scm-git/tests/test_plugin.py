@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 from tfregistry_scm_git import GitScm, check_url, plugin
 
 from tfregistry.interfaces import ScmCredentials, ScmError, ScmTag
-from tfregistry.testing.git import GitHttpServer
+from tfregistry.testing.git import GitHttpServer, GitSshServer
 from tfregistry.testing.plugin import BackendCollector, plugin_manager
 
 
@@ -51,3 +52,32 @@ def test_tags_and_tree_over_http_with_a_token(tmp_path: Path) -> None:
         assert "wrong" not in str(refused.value)
         with pytest.raises(ScmError):
             scm.list_tags(ScmCredentials("none"), url)
+
+
+def test_tags_and_tree_over_ssh_with_a_deploy_key_and_pinned_host_key(tmp_path: Path) -> None:
+    with GitSshServer(tmp_path / "srv") as server:
+        repo = server.create_repo("net")
+        first = repo.commit({"main.tf": "# over ssh\n"})
+        repo.tag("v2.0.0")
+        scm = GitScm()
+        url = server.repo_url("net")
+        creds = ScmCredentials("ssh_key", ssh_private_key=server.client_key, ssh_known_hosts=server.known_hosts)
+        assert scm.list_tags(creds, url) == [ScmTag("v2.0.0", first)]
+        scm.fetch_tree(creds, url, first, tmp_path / "tree")
+        assert (tmp_path / "tree" / "main.tf").read_text() == "# over ssh\n"
+        assert scm.fetch_branch_tree(creds, url, "main", None, tmp_path / "branch") == first
+
+        # Another key (not the deploy key) is refused by the server.
+        other = tmp_path / "other"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        with pytest.raises(ScmError, match="git ls-remote failed"):
+            scm.list_tags(ScmCredentials("ssh_key", ssh_private_key=other.read_text(),
+                                         ssh_known_hosts=server.known_hosts), url)
+        # A server showing a host key other than the pinned one is refused before git talks to it.
+        impostor = f"[127.0.0.1]:{server.port} " + " ".join(other.with_suffix(".pub").read_text().split()[:2])
+        with pytest.raises(ScmError, match="(?i)host key verification failed"):
+            scm.list_tags(ScmCredentials("ssh_key", ssh_private_key=server.client_key, ssh_known_hosts=impostor), url)
+        with pytest.raises(ScmError, match="host keys"):
+            scm.fetch_tree(ScmCredentials("ssh_key", ssh_private_key=server.client_key), url, first,
+                           tmp_path / "unpinned")
+        assert not any((tmp_path / "unpinned").iterdir())

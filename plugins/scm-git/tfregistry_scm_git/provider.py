@@ -48,8 +48,7 @@ class GitScm(ScmProvider):
 
     def _ls_remote(self, credentials: ScmCredentials, url: str, *args: str) -> str:
         headers = self.git_http_headers(credentials) if credentials.method == "token" else {}
-        key = credentials.ssh_private_key if credentials.method == "ssh_key" else None
-        with git_environment(http_headers=headers, ssh_private_key=key) as env:
+        with git_environment(http_headers=headers, **credentials.git_ssh()) as env:
             return run_git(env, "ls-remote", *args, "--", check_url(url), timeout=120)
 
     def get_repository(self, credentials: ScmCredentials, repository: str) -> ScmRepository:

@@ -46,6 +46,9 @@ class ConnectionArgs(ma.Schema):
     username = text(200, load_default=None, allow_none=True)
     token = text(4096, load_default=None, allow_none=True, load_only=True)
     ssh_private_key = text(16384, load_default=None, allow_none=True, load_only=True)
+    ssh_known_hosts = text(16384, load_default=None, allow_none=True, load_only=True,
+                           metadata={"description": "ssh_key: the server's host keys in known_hosts format "
+                                     "(`ssh-keyscan -p PORT HOST`); git over ssh accepts no other key"})
     verify = ma.fields.Boolean(load_default=True, metadata={"description": "Check the credentials first"})
 
 

@@ -148,6 +148,24 @@ def check_subdirectory(subdirectory: str) -> str:
 # --- connections ----------------------------------------------------------------------------------
 
 
+#: A ``known_hosts`` line: optional marker, host patterns, key type, base64 key, optional comment.
+_KNOWN_HOST = re.compile(r"^(@(cert-authority|revoked)\s+)?\S+\s+(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)"
+                         r"(-cert-v01@openssh\.com)?\s+[A-Za-z0-9+/]+={0,2}(\s.*)?$")
+
+
+def check_known_hosts(text: str | None) -> str:
+    """``text`` if it holds at least one host key line in ``known_hosts`` format (comments and blank
+    lines allowed), as ``ssh-keyscan -p PORT HOST`` prints it; else a 400 saying so."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise ServiceError("an ssh_key connection needs ssh_known_hosts: the server's host keys, as "
+                           "`ssh-keyscan -p PORT HOST` prints them (ssh accepts no other key)")
+    for number, line in enumerate(lines, 1):
+        if not _KNOWN_HOST.match(line):
+            raise ServiceError(f"ssh_known_hosts line {number} is not a known_hosts entry (HOST KEYTYPE BASE64KEY)")
+    return "\n".join(lines)
+
+
 def provider_for(providers: Mapping[str, ScmProvider], name: str) -> ScmProvider:
     if name not in providers:
         offered = ", ".join(sorted(providers)) or "none: install an SCM plugin such as tfregistry-scm-git"
@@ -158,8 +176,10 @@ def provider_for(providers: Mapping[str, ScmProvider], name: str) -> ScmProvider
 def create_connection(session: Session, actor: Actor, providers: Mapping[str, ScmProvider], enc_key: bytes, *,
                       organization_id: int, name: str, provider: str, auth_method: str,
                       base_url: str | None = None, username: str | None = None, token: str | None = None,
-                      ssh_private_key: str | None = None, verify: bool = True) -> ScmConnection:
-    """Store a connection, its secrets encrypted; with ``verify``, the provider checks them first."""
+                      ssh_private_key: str | None = None, ssh_known_hosts: str | None = None,
+                      verify: bool = True) -> ScmConnection:
+    """Store a connection, its secrets encrypted; with ``verify``, the provider checks them first.
+    An ``ssh_key`` connection names the server's host keys (``ssh_known_hosts``): ssh accepts no other."""
     scm = provider_for(providers, provider)
     if auth_method not in scm.auth_methods:
         raise ServiceError(f"{scm.label or scm.name} connections accept {', '.join(scm.auth_methods)}, "
@@ -171,9 +191,12 @@ def create_connection(session: Session, actor: Actor, providers: Mapping[str, Sc
         raise ServiceError("a token connection needs a token")
     if auth_method == "ssh_key" and not ssh_private_key:
         raise ServiceError("an ssh_key connection needs ssh_private_key")
+    if auth_method == "ssh_key":
+        ssh_known_hosts = check_known_hosts(ssh_known_hosts)
     conn = ScmConnection(organization_id=organization_id, name=name, provider=provider, auth_method=auth_method,
                          base_url=base_url or None, username=username or None, created_by=actor.name)
-    secrets_doc = {k: v for k, v in {"token": token, "ssh_private_key": ssh_private_key}.items() if v}
+    secrets_doc = {k: v for k, v in {"token": token, "ssh_private_key": ssh_private_key,
+                                     "ssh_known_hosts": ssh_known_hosts}.items() if v}
     if auth_method == "oauth":  # no token until the authorization completes (start_oauth)
         secrets_doc, conn.oauth_status, verify = {}, "pending", False
     conn.secrets_encrypted = gpg.encrypt_secret(json.dumps(secrets_doc), enc_key, SCM_SECRETS) if secrets_doc else None
@@ -206,7 +229,8 @@ def credentials(conn: ScmConnection, enc_key: bytes) -> ScmCredentials:
         _oauth_usable(conn, enc_key)
     doc = _secrets(conn, enc_key)
     return ScmCredentials(conn.auth_method, base_url=conn.base_url, username=conn.username, token=doc.get("token"),
-                          ssh_private_key=doc.get("ssh_private_key"), expires_at=conn.expires_at)
+                          ssh_private_key=doc.get("ssh_private_key"), expires_at=conn.expires_at,
+                          ssh_known_hosts=doc.get("ssh_known_hosts"))
 
 
 def get_connection(session: Session, connection_id: int) -> ScmConnection:

@@ -2,7 +2,8 @@
 
 ``GitHttpServer(root)`` serves every bare repository under ``root`` at ``http://127.0.0.1:PORT/<name>.git``
 through git's own CGI program (smart HTTP, what hosting services speak), optionally behind HTTP Basic
-authentication.  ``GitRepo`` is a working copy with a bare twin the server publishes: commit, tag (or
+authentication; ``GitSshServer(root)`` serves them over ssh with a real ``sshd`` and a deploy key.
+``GitRepo`` is a working copy with a bare twin the server publishes: commit, tag (or
 move a tag) and push, as a developer would.
 """
 
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import base64
 import os
+import pwd
 import shutil
+import socket
 import subprocess
+import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -205,3 +210,73 @@ class GitHttpServer:
         self.release()
         self._server.shutdown()
         self._server.server_close()
+
+
+#: Where Debian (package ``openssh-server``) installs the ssh daemon.
+SSHD = "/usr/sbin/sshd"
+
+
+def _keygen(path: Path, comment: str) -> str:
+    """A new ed25519 key pair at ``path`` (and ``path.pub``); returns the public key line."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+class GitSshServer:
+    """Serve the bare repositories under ``root`` over ssh: a real OpenSSH ``sshd`` on 127.0.0.1, as the
+    current user, accepting only the deploy key it generates (``client_key``) for git.
+
+    ``repo_url(name)`` is the ``ssh://`` URL of a repository, ``known_hosts`` the server's host key line
+    as ``ssh-keyscan -p PORT 127.0.0.1`` prints it.  Needs ``openssh-server`` (``/usr/sbin/sshd``).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._dir = Path(tempfile.mkdtemp(prefix="tfr-sshd-"))
+        host_pub = _keygen(self._dir / "host", "tfr-test-host")
+        client_pub = _keygen(self._dir / "client", "tfr-test-deploy-key")
+        #: The deploy key's private half, OpenSSH format.
+        self.client_key = (self._dir / "client").read_text()
+        (self._dir / "authorized_keys").write_text(f"restrict {client_pub}\n")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.user = pwd.getpwuid(os.geteuid()).pw_name
+        host_type, host_key = host_pub.split()[:2]
+        self.known_hosts = f"[127.0.0.1]:{self.port} {host_type} {host_key}"
+        (self._dir / "sshd_config").write_text("\n".join([
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self._dir / 'host'}",
+            f"AuthorizedKeysFile {self._dir / 'authorized_keys'}", f"PidFile {self._dir / 'sshd.pid'}",
+            "StrictModes no", "PubkeyAuthentication yes", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "UsePAM no", "PermitRootLogin prohibit-password",
+            f"AllowUsers {self.user}", "LogLevel ERROR", ""]))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def repo_url(self, name: str) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.root}/{name}.git"
+
+    def create_repo(self, name: str) -> GitRepo:
+        return GitRepo(self.root, name)
+
+    def __enter__(self) -> GitSshServer:
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self._dir / "sshd_config")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self._proc.stderr.read().decode() if self._proc.stderr else ''}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError("sshd did not start listening within 15 s")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
+        shutil.rmtree(self._dir, ignore_errors=True)
