@@ -414,3 +414,34 @@ def test_the_compression_ratio_cap_is_a_setting(app_factory, signer):
     bomb = _zip_entries(("terraform-provider-foo_v1.0.0", bytes(10 * 1024**2), 0o100755))  # ~1000:1
     r = publish_provider(client, token, key=signer, zips={"terraform-provider-foo_1.0.0_linux_amd64.zip": bomb})
     assert r.status_code == 201, r.get_json()
+
+
+def test_large_packages_are_received_hashed_and_stored_in_one_pass(client, admin_token, signer, keyed):
+    """A package past the in-memory threshold is spooled into the local storage's root, hashed while it
+    arrives and linked into place: the stored file is the spool itself, and nothing is left behind,
+    also when a large upload is refused."""
+    import os
+    import random
+
+    storage = client.application.extensions["tfregistry"].storage
+    root = str(storage.root)
+    big = random.Random(5).randbytes(700 * 1024)
+    data = provider_zip("big", "1.0.0", "linux_amd64", extra={"payload.bin": big})
+    name = "terraform-provider-big_1.0.0_linux_amd64.zip"
+    r = publish_provider(client, admin_token, type_="big", zips={name: data}, key=signer)
+    assert r.status_code == 201, r.get_json()
+    [package] = r.get_json()["platforms"]
+    assert (package["sha256"], package["h1"]) == (hashlib.sha256(data).hexdigest(), h1_of_zip(data))
+    stored = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f == name]
+    assert len(stored) == 1 and os.stat(stored[0]).st_nlink == 1
+    with open(stored[0], "rb") as fh:
+        assert fh.read() == data
+    dl = client.get("/v1/providers/acme/big/1.0.0/download/linux/amd64", headers=bearer(admin_token)).get_json()
+    assert client.get(dl["download_url"]).data == data
+
+    corrupt = data[: len(data) // 2]  # truncated: not a zip
+    r = publish_provider(client, admin_token, type_="big", version="1.0.1",
+                         zips={"terraform-provider-big_1.0.1_linux_amd64.zip": corrupt}, key=signer)
+    assert r.status_code in (400, 422), r.get_json()
+    leftovers = [f for _, _, files in os.walk(root) for f in files if f.startswith(".upload~") or f.endswith(".tmp")]
+    assert leftovers == []

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 #: interface method with a default), the major part when something a plugin may rely on is removed or
 #: changed.  A plugin states the range it works with in its plugin module, as a PEP 440 specifier:
 #: ``TFR_PLUGIN_API = ">=1.0,<2"``; a plugin whose range excludes this version stops start-up.
-PLUGIN_API = "1.2"
+PLUGIN_API = "1.3"
 
 #: Marker for hook implementations: ``@hookimpl def tfr_configure(registry): ...``
 hookimpl = pluggy.HookimplMarker("tfregistry")

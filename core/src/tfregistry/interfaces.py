@@ -188,6 +188,26 @@ class StorageBackend(ABC):
         new one, never a partial one).  Returns the stored size and SHA-256.
         """
 
+    def staging_directory(self) -> str | None:
+        """A local directory where the core may spool uploads it will store with :meth:`put_file`
+        (a backend that can adopt a file there without copying it names one; it must ignore files
+        named ``.upload~<32 hex>.tmp`` in :meth:`list` and may remove stale ones in
+        :meth:`remove_partial_writes`).  ``None`` (the default): the system's temporary directory.
+        Since plugin API 1.3."""
+        return None
+
+    def put_file(self, key: str, path: str, *, sha256: str | None = None,
+                 content_type: str | None = None) -> StoredObject:
+        """Store the local file ``path`` under ``key``, like :meth:`put` (atomic, replaces).
+
+        The core calls it with an upload it spooled (in :meth:`staging_directory` when there is one)
+        and whose SHA-256 it computed while receiving it (``sha256``); the core removes the file
+        afterwards and never writes to it again, so a backend may hard-link it into place instead of
+        copying.  The default opens the file and calls :meth:`put`.  Since plugin API 1.3.
+        """
+        with open(path, "rb") as fh:
+            return self.put(key, fh, content_type=content_type)
+
     @abstractmethod
     def open(self, key: str) -> BinaryIO:
         """Open ``key`` for reading; raise :class:`ObjectNotFound` if it is absent.

@@ -348,8 +348,12 @@ def inspect_provider_zip(
     max_files: int = 1000,
     max_compression_ratio: float = 100,
     compression_ratio_floor: int = COMPRESSION_RATIO_FLOOR,
+    sha256: str | None = None,
 ) -> PackageReport:
     """Check a provider zip and compute its ``zh:`` (sha256) and ``h1:`` (dirhash.HashZip) hashes.
+
+    ``sha256``: the file's digest when the caller took it already (an upload hashed while it was
+    received, :class:`tfregistry.uploads.SpooledUpload`); the file is then not read a second time for it.
 
     ``fileobj`` must be seekable; it is read from the start and left at the start.  The
     zip must hold regular files only, at safe relative paths (no directory entries, no
@@ -363,11 +367,16 @@ def inspect_provider_zip(
     against the size of the zip) once past ``compression_ratio_floor`` bytes; a ratio of 0
     turns that check off.  Raises :class:`PackageError`.
     """
-    fileobj.seek(0)
-    sha, size = hashlib.sha256(), 0
-    while chunk := fileobj.read(_CHUNK):
-        sha.update(chunk)
-        size += len(chunk)
+    if sha256 is not None:
+        size = fileobj.seek(0, 2)
+        file_sha256 = sha256
+    else:
+        fileobj.seek(0)
+        sha, size = hashlib.sha256(), 0
+        while chunk := fileobj.read(_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+        file_sha256 = sha.hexdigest()
     fileobj.seek(0)
     try:
         archive = zipfile.ZipFile(fileobj)
@@ -406,7 +415,7 @@ def inspect_provider_zip(
                 raise PackageError(f"the zip entry {_show(info.filename)} is corrupt: {exc}") from None
             entries.append((_raw_name(info), digest.hexdigest()))
     fileobj.seek(0)
-    return PackageReport(sha.hexdigest(), _hash1(entries), size, executable, len(infos), total)
+    return PackageReport(file_sha256, _hash1(entries), size, executable, len(infos), total)
 
 
 def h1_of_directory(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import uuid
@@ -13,6 +14,7 @@ from flask import Request, current_app, g, has_request_context, request
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
 from tfregistry.interfaces import RequestContext
+from tfregistry.uploads import SPOOL_IN_MEMORY_BELOW, SpooledUpload
 
 if TYPE_CHECKING:
     from tfregistry.registry import Registry
@@ -133,6 +135,24 @@ class TrustedProxyMiddleware:
 #: which is copied again for every slice.  Werkzeug refuses (413) a read larger than the form
 #: memory limit (Flask's MAX_FORM_MEMORY_SIZE, 500 kB) while it parses part headers, so stay under it.
 UPLOAD_READ_SIZE = 256 * 1024
+#: Bytes taken from the server at a time, then handed to the parser in :data:`UPLOAD_READ_SIZE`
+#: slices: gunicorn's reader copies its whole buffer on every read, so fewer, larger reads copy less.
+SERVER_READ_SIZE = 1024 * 1024
+
+
+class _LargeReads:
+    """Read ``stream`` :data:`SERVER_READ_SIZE` bytes at a time and serve smaller reads from that."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._buf = memoryview(b"")
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._buf:
+            self._buf = memoryview(self._stream.read(SERVER_READ_SIZE))
+        out = self._buf if n < 0 else self._buf[:n]
+        self._buf = self._buf[len(out):]
+        return out.tobytes()
 
 
 class _UploadParser(FormDataParser):
@@ -143,11 +163,26 @@ class _UploadParser(FormDataParser):
             raise ValueError("Missing boundary")
         parser = MultiPartParser(stream_factory=self.stream_factory, max_form_memory_size=self.max_form_memory_size,
                                  max_form_parts=self.max_form_parts, cls=self.cls, buffer_size=UPLOAD_READ_SIZE)
-        form, files = parser.parse(stream, boundary, content_length)
+        form, files = parser.parse(_LargeReads(stream), boundary, content_length)  # type: ignore[arg-type]
         return stream, form, files
 
 
 class RegistryRequest(Request):
-    """Flask's request, reading multipart uploads in large slices (see :data:`UPLOAD_READ_SIZE`)."""
+    """Flask's request, reading multipart uploads in large slices (see :data:`UPLOAD_READ_SIZE`) and
+    spooling large uploaded files as :class:`SpooledUpload` (hashed while received)."""
 
     form_data_parser_class = _UploadParser
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> Any:
+        if total_content_length is not None and total_content_length < SPOOL_IN_MEMORY_BELOW:
+            return super()._get_file_stream(total_content_length, content_type, filename, content_length)
+        registry = current_app.extensions.get(EXTENSION_KEY)
+        directory = None
+        if registry is not None:
+            with contextlib.suppress(Exception):
+                directory = registry.storage.staging_directory()
+        try:
+            return SpooledUpload(directory)
+        except OSError:
+            return SpooledUpload(None)  # the staging directory is not writable: the temporary one

@@ -204,3 +204,42 @@ def test_temporary_files_of_a_killed_put_are_removed_once_old(storage: LocalStor
     assert len(storage.remove_partial_writes(datetime.now(UTC) - timedelta(hours=1))) == 1
     assert not leftover.exists() and not (storage.root / "modules" / "b").exists()  # emptied directories pruned
     assert storage.open("modules/a/kept.tar.gz").read() == b"kept"
+
+
+def test_put_file_links_a_spooled_upload_without_copying(storage: LocalStorage) -> None:
+    """An upload spooled in the root (as the core names it) is fsynced and linked into place: one
+    write of the bytes in all."""
+    import hashlib
+
+    spool = Path(storage.staging_directory()) / ".upload~0123456789abcdef0123456789abcdef.tmp"
+    spool.write_bytes(b"z" * (2 * CHUNK_SIZE))
+    digest = hashlib.sha256(spool.read_bytes()).hexdigest()
+    stored = storage.put_file("providers/x/1.0.0/pkg.zip", str(spool), sha256=digest)
+    target = storage.root / "providers" / "x" / "1.0.0" / "pkg.zip"
+    assert os.stat(target).st_ino == os.stat(spool).st_ino  # the same file, not a copy
+    spool.unlink()  # what the core does next
+    assert os.stat(target).st_nlink == 1 and target.read_bytes() == b"z" * (2 * CHUNK_SIZE)
+    assert (stored.size, stored.sha256) == (2 * CHUNK_SIZE, digest)
+    assert all_files(storage.root) == ["providers/x/1.0.0/pkg.zip"]
+
+
+def test_put_file_copies_a_file_from_elsewhere_or_without_a_digest(storage: LocalStorage, tmp_path: Path) -> None:
+    source = tmp_path / "elsewhere.bin"
+    source.write_bytes(b"abc")
+    for key, digest in (("a/one.bin", None), ("a/two.bin", "0" * 64)):
+        stored = storage.put_file(key, str(source), sha256=digest)
+        assert stored.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # computed
+    assert os.stat(source).st_nlink == 1  # /tmp and the storage root may share a filesystem: still a copy
+    assert storage.open("a/two.bin").read() == b"abc"
+
+
+def test_stale_spooled_uploads_are_hidden_and_collected(storage: LocalStorage) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    leftover = storage.root / ".upload~0123456789abcdef0123456789abcdef.tmp"
+    leftover.write_bytes(b"half an upload")
+    old = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    os.utime(leftover, (old, old))
+    assert list(storage.list("")) == []
+    assert [i.key for i in storage.remove_partial_writes(datetime.now(UTC) - timedelta(hours=1))] == [leftover.name]
+    assert not leftover.exists()

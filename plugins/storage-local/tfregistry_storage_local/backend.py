@@ -117,6 +117,55 @@ class LocalStorage(StorageBackend):
         self._fsync_directory(directory)
         return StoredObject(key=key, size=reader.size, sha256=reader.sha256)
 
+    def staging_directory(self) -> str:
+        """The root itself: a spooled upload (``.upload~<hex>.tmp``, never a key, cleaned by
+        :meth:`remove_partial_writes` if its process dies) is on the same filesystem, so
+        :meth:`put_file` links it into place instead of copying it."""
+        return str(self.root)
+
+    def put_file(self, key: str, path: str, *, sha256: str | None = None,
+                 content_type: str | None = None) -> StoredObject:
+        """Store the file ``path``: a spooled upload in :meth:`staging_directory` whose ``sha256`` is
+        known is fsynced and hard-linked into place (atomically, through a temporary name and
+        :func:`os.replace`); any other file is copied (and hashed) like :meth:`put`."""
+        target = self._path(key)
+        directory, name = os.path.split(target)
+        if sha256 is None or os.path.dirname(os.path.abspath(path)) != str(self.root):
+            return super().put_file(key, path, sha256=sha256, content_type=content_type)
+        with _storage_errors("write", key):
+            st = os.stat(path)
+        tmp_path = None
+        try:
+            with _storage_errors("write", key):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                for _ in range(_CREATE_ATTEMPTS):
+                    tmp_path = os.path.join(directory, f".{name[:100]}~{uuid.uuid4().hex}.tmp")
+                    try:
+                        os.makedirs(directory, exist_ok=True)
+                        os.link(path, tmp_path)
+                        break
+                    except FileNotFoundError:  # a concurrent delete() pruned the directory
+                        tmp_path = None
+                else:
+                    raise FileNotFoundError(errno.ENOENT, "directory removed while linking", directory)
+                os.replace(tmp_path, target)
+                tmp_path = None
+        except StorageError as exc:
+            if isinstance(exc.__cause__, OSError) and exc.__cause__.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK,
+                                                                              errno.ENOTSUP):
+                return super().put_file(key, path, sha256=sha256, content_type=content_type)  # no hard links here
+            raise
+        finally:
+            if tmp_path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_path)
+        self._fsync_directory(directory)
+        return StoredObject(key=key, size=st.st_size, sha256=sha256)
+
     def remove_partial_writes(self, older_than: datetime, *, dry_run: bool = False) -> list[ObjectInfo]:
         """Remove temporary files of :meth:`put` calls that never finished (the process was killed)."""
         found = []

@@ -24,6 +24,7 @@ from tfregistry.registry import ModuleVersionRef
 from tfregistry.services import Conflict, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.storage import delete_quietly
+from tfregistry.uploads import put_upload
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +237,7 @@ def publish_module(
     archive.seek(0)
     analysis = analyse(archive, limits, f"{namespace}/{name}/{system}/{version}")
     key = storage_key(namespace, name, system, version, sha256)
-    archive.seek(0)
-    stored = storage.put(key, archive, content_type="application/gzip")
+    stored = put_upload(storage, key, archive, content_type="application/gzip")
     if stored.sha256 != sha256 or stored.size != size:
         storage.delete(key)
         raise ServiceError("the archive changed while it was being stored; try again", status=500)

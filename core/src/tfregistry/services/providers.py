@@ -23,6 +23,7 @@ from tfregistry.services.audit import Actor, record
 from tfregistry.services.gpgkeys import active_keys, managed_key
 from tfregistry.services.modules import get_or_create_namespace, parse_version
 from tfregistry.services.storage import delete_quietly
+from tfregistry.uploads import put_upload, spooled_digest
 
 DEFAULT_PROTOCOLS = ["5.0"]
 
@@ -124,9 +125,11 @@ def _check_packages(uploads: Sequence[Upload], type_: str, version: str, limits:
             raise ServiceError(f"{upload.filename} is larger than the limit of {limits.package_max_bytes} bytes "
                                "(setting limits.provider_package_max_bytes)", status=413)
         try:
+            spooled = spooled_digest(upload.fileobj)
             report = pkg.inspect_provider_zip(upload.fileobj, type_,
                                               max_uncompressed_bytes=limits.uncompressed_max_bytes,
-                                              max_compression_ratio=limits.max_compression_ratio)
+                                              max_compression_ratio=limits.max_compression_ratio,
+                                              sha256=spooled[1] if spooled else None)
         except pkg.PackageError as exc:
             raise ServiceError(f"{upload.filename}: {exc}") from None
         upload.fileobj.seek(0)
@@ -275,8 +278,7 @@ def _put(storage: StorageBackend, stored: list[str], key: str, fileobj: BinaryIO
 
 def _store_package(storage: StorageBackend, stored: list[str], prefix: str, c: _Checked) -> ProviderPackage:
     key = f"{prefix}/{c.report.sha256[:16]}/{c.upload.filename}"
-    c.upload.fileobj.seek(0)
-    result = storage.put(key, c.upload.fileobj, content_type="application/zip")
+    result = put_upload(storage, key, c.upload.fileobj, content_type="application/zip")
     stored.append(key)
     if result.sha256 != c.report.sha256:
         raise ServiceError(f"{c.upload.filename} changed while it was being stored; try again", status=500)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
+import os
 import random
 import threading
 import urllib.request
@@ -179,6 +180,28 @@ class StorageBackendContract:
         stored = backend.put("objects/streamed.bin", reader)
         assert stored.size == reader.size
         assert reader.unbounded_reads == 0, "put() read the whole upload at once; read it in chunks"
+
+    def test_put_file_stores_a_spooled_upload(self, backend: StorageBackend) -> None:
+        """``put_file`` (plugin API 1.3) stores an upload the core spooled in ``staging_directory()`` and
+        hashed while receiving; the object outlives the spool file, which the core removes."""
+        from tfregistry.uploads import SpooledUpload
+
+        size = 3 * CHUNK_SIZE + 11
+        directory = backend.staging_directory()
+        assert directory is None or os.path.isdir(directory), "staging_directory() must exist"
+        spool = SpooledUpload(directory)
+        reader = StreamingReader(size, seed=7)
+        while chunk := reader.read(CHUNK_SIZE):
+            spool.write(chunk)
+        spool.seek(0)
+        assert spool.sha256 == payload_sha256(size, seed=7)
+        stored = backend.put_file("objects/spooled.bin", spool.path, sha256=spool.sha256,
+                                  content_type="application/zip")
+        spool.close()
+        assert not os.path.exists(spool.path)
+        assert (stored.key, stored.size, stored.sha256) == ("objects/spooled.bin", size, payload_sha256(size, seed=7))
+        assert _sha256_of(backend, "objects/spooled.bin") == (size, payload_sha256(size, seed=7))
+        assert [o.key for o in backend.list("")] == ["objects/spooled.bin"], "spool files are never listed"
 
     def test_put_small_object_round_trip(self, backend: StorageBackend) -> None:
         data = b"terraform {}\n"

@@ -1,0 +1,79 @@
+"""Uploads spooled to disk and hashed while they arrive, so that large publishes pass over their bytes
+once: received, hashed and written together, then adopted by the storage backend
+(:meth:`~tfregistry.interfaces.StorageBackend.put_file`) rather than copied and hashed again."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+import uuid
+from typing import Any
+
+from tfregistry.interfaces import StorageBackend, StoredObject
+
+#: Requests up to this size keep their uploaded files in memory (Werkzeug's default threshold).
+SPOOL_IN_MEMORY_BELOW = 500 * 1024
+
+
+class SpooledUpload(io.FileIO):
+    """An uploaded file spooled to disk, hashed (SHA-256) as the multipart parser writes it.
+
+    Created in the storage backend's :meth:`~tfregistry.interfaces.StorageBackend.staging_directory`
+    (or the temporary directory) as ``.upload~<hex>.tmp``, so a backend can adopt it with
+    :meth:`~tfregistry.interfaces.StorageBackend.put_file` instead of copying it: together with
+    :attr:`sha256` the bytes are received, hashed and written once.  The file is removed when closed
+    (Werkzeug closes uploads at the end of the request).
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        path = os.path.join(directory or tempfile.gettempdir(), f".upload~{uuid.uuid4().hex}.tmp")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        super().__init__(fd, "r+b", closefd=True)
+        self.path = path
+        self._sha: Any = hashlib.sha256()
+        self._written = 0
+        self._appending = True
+
+    def write(self, data: Any) -> int:
+        n = super().write(data)
+        if self._appending:
+            self._sha.update(memoryview(data)[:n or 0])
+            self._written += n or 0
+        else:
+            self._sha = None  # written after a seek: the digest no longer describes the file
+        return n or 0
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._appending = False
+        return super().seek(pos, whence)
+
+    @property
+    def sha256(self) -> str | None:
+        """The SHA-256 of everything written, if it was written front to back only, else ``None``."""
+        return self._sha.hexdigest() if self._sha is not None else None
+
+    def close(self) -> None:
+        super().close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def spooled_digest(fileobj: Any) -> tuple[str, str] | None:
+    """``(path, sha256)`` of an upload :class:`SpooledUpload` received whole, else ``None``."""
+    if isinstance(fileobj, SpooledUpload) and not fileobj.closed and fileobj.sha256 is not None:
+        return fileobj.path, fileobj.sha256
+    return None
+
+
+def put_upload(storage: StorageBackend, key: str, fileobj: Any, *, content_type: str | None = None) -> StoredObject:
+    """Store an uploaded file under ``key``: a :class:`SpooledUpload` received whole through
+    :meth:`~tfregistry.interfaces.StorageBackend.put_file` with the digest taken while it arrived,
+    anything else (an in-memory upload, a file from disk) through ``put`` from its start."""
+    spooled = spooled_digest(fileobj)
+    if spooled is not None:
+        return storage.put_file(key, spooled[0], sha256=spooled[1], content_type=content_type)
+    fileobj.seek(0)
+    return storage.put(key, fileobj, content_type=content_type)
