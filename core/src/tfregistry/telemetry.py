@@ -279,7 +279,7 @@ class ObservedStorage:
     Used only when an observer is installed; every other attribute is the backend's own.
     """
 
-    TIMED = frozenset(("put", "open", "exists", "delete", "size", "presigned_url", "check"))
+    TIMED = frozenset(("put", "put_file", "open", "exists", "delete", "size", "presigned_url", "check"))
 
     def __init__(self, backend: Any, observe: Observers) -> None:
         object.__setattr__(self, "_backend", backend)
