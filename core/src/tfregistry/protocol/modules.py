@@ -174,13 +174,15 @@ def version_details(ns: str, name: str, system: str, version: str):
 @bp.get("/<ns>/<name>/<system>/versions")
 def versions(ns: str, name: str, system: str):
     with current_registry().db.session() as session:
-        module = _readable_module(session, ns, name, system)
-        ordered = svc.sorted_versions(module.versions)
+        auth.require(session, "modules:read", auth.namespace_for(session, ns))
+        ordered = svc.version_strings(session, ns, name, system)
+        if not ordered:
+            svc.get_module(session, ns, name, system)  # the 404
         cacheable()
         return jsonify(modules=[{
             "source": f"{ns}/{name}/{system}",
-            "versions": [{"version": mv.version, "root": {"providers": [], "dependencies": []}, "submodules": []}
-                         for mv in ordered],
+            "versions": [{"version": v, "root": {"providers": [], "dependencies": []}, "submodules": []}
+                         for v in ordered],
         }])
 
 
@@ -188,13 +190,17 @@ def versions(ns: str, name: str, system: str):
 def download(ns: str, name: str, system: str, version: str):
     registry = current_registry()
     with registry.db.session() as session:
-        mv = svc.version_of(_readable_module(session, ns, name, system), version)
-        ref = svc.ref(mv)
+        auth.require(session, "modules:read", auth.namespace_for(session, ns))
+        found = svc.find_version_ref(session, ns, name, system, version)
+        if found is None:  # the precise 404: no such module, or no such version of it
+            svc.version_of(svc.get_module(session, ns, name, system), version)
+            raise NotFound(f"module {ns}/{name}/{system} has no version {version}")
+        mv_id, ref = found
         location = registry.hooks.tfr_module_download_location(registry=registry, module_version=ref)
         identity = auth.current_identity(session)
     # counted in memory and written in batches: a download never waits for a commit
-    registry.downloads.add(mv.id, identity.token_id, request.remote_addr, request.user_agent.string)
-    cacheable(url_ttl() / 2, download=mv.id, observe=(("module_download", {"namespace": ref.namespace}),))
+    registry.downloads.add(mv_id, identity.token_id, request.remote_addr, request.user_agent.string)
+    cacheable(url_ttl() / 2, download=mv_id, observe=(("module_download", {"namespace": ref.namespace}),))
     # Terraform reads only the header (204).  OpenTofu also accepts a 200 JSON body,
     # which other clients get too; Terraform would ignore it but 204 is the documented answer.
     if request.user_agent.string.startswith("Terraform/"):

@@ -104,6 +104,33 @@ def get_version(session: Session, namespace: str, name: str, system: str, versio
     return version_of(get_module(session, namespace, name, system), version)
 
 
+def find_version_ref(session: Session, namespace: str, name: str, system: str,
+                     version: str) -> tuple[int, ModuleVersionRef] | None:
+    """The id and :class:`ModuleVersionRef` of exactly that version in one lean query (no ORM objects,
+    no other versions loaded: the download path), else ``None``."""
+    row = session.execute(
+        select(ModuleVersion.id, Namespace.name, Module.name, Module.system, ModuleVersion.version,
+               ModuleVersion.storage_key, ModuleVersion.sha256, ModuleVersion.size)
+        .join(Module, ModuleVersion.module_id == Module.id)
+        .join(Namespace, Module.namespace_id == Namespace.id)
+        .where(Namespace.name == namespace, Module.name == name, Module.system == system,
+               ModuleVersion.version == version)
+    ).first()
+    return None if row is None else (row[0], ModuleVersionRef(*row[1:]))
+
+
+def version_strings(session: Session, namespace: str, name: str, system: str) -> list[str]:
+    """Every version of the module, highest SemVer precedence first, in one lean query (the protocol's
+    ``versions`` list); empty when there is no such module."""
+    found = session.scalars(
+        select(ModuleVersion.version)
+        .join(Module, ModuleVersion.module_id == Module.id)
+        .join(Namespace, Module.namespace_id == Namespace.id)
+        .where(Namespace.name == namespace, Module.name == name, Module.system == system)
+    ).all()
+    return sorted(found, key=lambda v: semver.parse(v).sort_key(), reverse=True)
+
+
 def version_of(module: Module, version: str) -> ModuleVersion:
     """``version`` of a module already loaded (with its versions), else :class:`NotFound`."""
     for mv in module.versions:
