@@ -60,6 +60,13 @@ __all__ = [
     "git_environment",
     "ref_update_event",
     "run_git",
+    # helpers for vendor APIs (since plugin API 1.3)
+    "ScmHttpError",
+    "api_error_message",
+    "api_request",
+    "check_hmac_sha256",
+    "link_header_pages",
+    "missing_is_fine",
 ]
 
 #: Read/write granularity used when streaming objects.
@@ -436,6 +443,87 @@ class WebhookRejected(Exception):
     The core answers 401, queues nothing and records the delivery with this message as its
     outcome, so the message must say what was wrong without echoing the secret or signature.
     """
+
+
+class ScmHttpError(ScmError):
+    """A vendor API answered an error status (``status``), raised by :func:`api_request`."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def api_error_message(response: Any) -> str:
+    """The error text a vendor API put in its JSON answer (``message``, ``error``, or the first
+    ``errors[].message``, the shapes GitHub, GitLab, Azure DevOps and Bitbucket use); ``""`` if none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    errors = body.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+    return str(body.get("message") or body.get("error") or first.get("message") or "")
+
+
+def api_request(system: str, method: str, url: str, *, timeout: float, shown_path: str | None = None,
+                error_from: int = 400, **kwargs: Any) -> Any:
+    """``requests.request(method, url, timeout=timeout, **kwargs)`` with the errors every SCM plugin
+    raises: :class:`ScmError` "SYSTEM unreachable: ..." when there is no answer, and
+    :class:`ScmHttpError` "SYSTEM answered STATUS to METHOD PATH: message" for a status from
+    ``error_from`` up (``shown_path``: the path to name, default the URL without its query).
+    Never puts headers (credentials) in a message."""
+    import requests
+
+    try:
+        response = requests.request(method, url, timeout=timeout, **kwargs)
+    except requests.RequestException as exc:
+        raise ScmError(f"{system} unreachable: {type(exc).__name__}") from None
+    if response.status_code >= error_from:
+        message = api_error_message(response)
+        raise ScmHttpError(f"{system} answered {response.status_code} to {method} {shown_path or url.split('?')[0]}"
+                           + (f": {message}" if message else ""), response.status_code)
+    return response
+
+
+@contextmanager
+def missing_is_fine() -> Iterator[None]:
+    """Around a delete: a 404 (:class:`ScmHttpError`) means the thing is gone already, not an error."""
+    try:
+        yield
+    except ScmHttpError as exc:
+        if exc.status != 404:
+            raise
+
+
+def link_header_pages(get: Any, url: str, max_pages: int) -> list[Any]:
+    """The items of every page of a list that pages by the ``Link: <...>; rel="next"`` header (GitHub,
+    GitLab): ``get(url)`` returns a ``requests`` response whose JSON body is a list; at most
+    ``max_pages`` pages are read."""
+    items: list[Any] = []
+    next_url: str | None = url
+    for _ in range(max_pages):
+        if next_url is None:
+            break
+        response = get(next_url)
+        items.extend(response.json())
+        next_url = response.links.get("next", {}).get("url")
+    return items
+
+
+def check_hmac_sha256(request: WebhookRequest, header: str, secret: str) -> None:
+    """Raise :class:`WebhookRejected` unless ``header`` is ``sha256=`` and the hex HMAC-SHA256 of the
+    raw body with ``secret`` (GitHub's ``X-Hub-Signature-256``, Bitbucket's ``X-Hub-Signature``),
+    compared in constant time."""
+    import hmac
+
+    sent = request.header(header)
+    if not sent:
+        raise WebhookRejected(f"{header} header missing")
+    expected = "sha256=" + hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(sent.strip().encode(), expected.encode()):
+        raise WebhookRejected(f"{header} does not match the body and the link's secret")
 
 
 @dataclass(frozen=True)

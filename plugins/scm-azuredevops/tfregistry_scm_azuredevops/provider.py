@@ -37,12 +37,15 @@ import requests
 from tfregistry.interfaces import (
     ScmCredentials,
     ScmError,
+    ScmHttpError,
     ScmProvider,
     ScmRepository,
     ScmTag,
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
+    api_request,
+    missing_is_fine,
     ref_update_event,
 )
 
@@ -78,20 +81,12 @@ class AzureDevOpsScm(ScmProvider):
         url = credentials.base_url.rstrip("/") + path
         headers = {"Accept": "application/json", "User-Agent": "tfregistry-scm-azuredevops",
                    **self.git_http_headers(credentials)}
-        try:
-            response = requests.request(method, url, headers=headers, timeout=self.timeout, allow_redirects=False,
-                                        params={**(params or {}), "api-version": API_VERSION}, **kwargs)
-        except requests.RequestException as exc:
-            raise ScmError(f"Azure DevOps unreachable: {type(exc).__name__}") from None
-        signed_in = response.status_code == 204 or "json" in response.headers.get("Content-Type", "")
-        if response.status_code >= 300 or not signed_in:
-            # A refused token may also be answered with a redirect or a 203 sign-in page.
-            try:
-                message = str(response.json().get("message") or "")
-            except (ValueError, AttributeError):
-                message = ""
-            status = response.status_code if response.status_code >= 300 else 401
-            raise ScmError(f"Azure DevOps answered {status} to {method} {path}" + (f": {message}" if message else ""))
+        response = api_request("Azure DevOps", method, url, headers=headers, timeout=self.timeout,
+                               allow_redirects=False, params={**(params or {}), "api-version": API_VERSION},
+                               shown_path=path, error_from=300, **kwargs)
+        if response.status_code != 204 and "json" not in response.headers.get("Content-Type", ""):
+            # A refused token may also be answered with a 203 sign-in page.
+            raise ScmHttpError(f"Azure DevOps answered 401 to {method} {path}", 401)
         return response
 
     def _values(self, credentials: ScmCredentials, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -163,11 +158,8 @@ class AzureDevOpsScm(ScmProvider):
         return str(self._request(credentials, "POST", "/_apis/hooks/subscriptions", json=body).json()["id"])
 
     def delete_webhook(self, credentials: ScmCredentials, repository: str, hook_id: str) -> None:
-        try:
+        with missing_is_fine():
             self._request(credentials, "DELETE", f"/_apis/hooks/subscriptions/{quote(hook_id, safe='')}")
-        except ScmError as exc:
-            if " 404 " not in f"{exc} ":
-                raise
 
     # --- webhooks ---------------------------------------------------------------------------
 

@@ -24,8 +24,6 @@ body keyed with the hook's secret>``; body ``repository.{slug, project.key}`` an
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from typing import Any
 from urllib.parse import quote
@@ -40,8 +38,10 @@ from tfregistry.interfaces import (
     ScmRepository,
     ScmTag,
     WebhookEvent,
-    WebhookRejected,
     WebhookRequest,
+    api_request,
+    check_hmac_sha256,
+    missing_is_fine,
     ref_update_event,
 )
 
@@ -72,19 +72,8 @@ class BitbucketDataCenterScm(ScmProvider):
         url = credentials.base_url.rstrip("/") + API + path
         headers = {"Authorization": f"Bearer {credentials.token}", "Accept": "application/json",
                    "User-Agent": "tfregistry-scm-bitbucket-dc"}
-        try:
-            response = requests.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ScmError(f"Bitbucket Data Center unreachable: {type(exc).__name__}") from None
-        if response.status_code >= 400:
-            try:
-                errors = response.json().get("errors") or [{}]
-                message = str(errors[0].get("message") or "")
-            except (ValueError, AttributeError, IndexError):
-                message = ""
-            raise ScmError(f"Bitbucket Data Center answered {response.status_code} to {method} {path.split('?')[0]}"
-                           + (f": {message}" if message else ""))
-        return response
+        return api_request("Bitbucket Data Center", method, url, headers=headers, timeout=self.timeout,
+                           shown_path=path.split("?")[0], **kwargs)
 
     def _pages(self, credentials: ScmCredentials, path: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -150,21 +139,13 @@ class BitbucketDataCenterScm(ScmProvider):
         return str(self._request(credentials, "POST", self._path(repository) + "/webhooks", json=body).json()["id"])
 
     def delete_webhook(self, credentials: ScmCredentials, repository: str, hook_id: str) -> None:
-        try:
+        with missing_is_fine():
             self._request(credentials, "DELETE", f"{self._path(repository)}/webhooks/{quote(hook_id, safe='')}")
-        except ScmError as exc:
-            if " 404 " not in f"{exc} ":
-                raise
 
     # --- webhooks ---------------------------------------------------------------------------
 
     def verify_webhook(self, request: WebhookRequest, secret: str) -> None:
-        sent = request.header("X-Hub-Signature")
-        if not sent:
-            raise WebhookRejected("X-Hub-Signature header missing")
-        expected = "sha256=" + hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(sent.strip().encode(), expected.encode()):
-            raise WebhookRejected("X-Hub-Signature does not match the body and the link's secret")
+        check_hmac_sha256(request, "X-Hub-Signature", secret)
 
     def delivery_id(self, request: WebhookRequest) -> str | None:
         return request.header("X-Request-Id")

@@ -20,8 +20,6 @@ https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from typing import Any
 from urllib.parse import quote
@@ -37,8 +35,11 @@ from tfregistry.interfaces import (
     ScmRepository,
     ScmTag,
     WebhookEvent,
-    WebhookRejected,
     WebhookRequest,
+    api_request,
+    check_hmac_sha256,
+    link_header_pages,
+    missing_is_fine,
     ref_update_event,
 )
 
@@ -93,29 +94,12 @@ class GitHubScm(ScmProvider):
         url = path if path.startswith(("https://", "http://")) else self._api(credentials) + path
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
                    "Authorization": f"Bearer {credentials.token}", "User-Agent": "tfregistry-scm-github"}
-        try:
-            response = requests.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ScmError(f"GitHub API unreachable: {type(exc).__name__}") from None
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("message", "")
-            except ValueError:
-                message = ""
-            raise ScmError(f"GitHub answered {response.status_code} to {method} {path.split('?')[0]}"
-                           + (f": {message}" if message else ""))
-        return response
+        return api_request("GitHub API", method, url, headers=headers, timeout=self.timeout,
+                           shown_path=path.split("?")[0], **kwargs)
 
     def _pages(self, credentials: ScmCredentials, path: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        url: str | None = path + ("&" if "?" in path else "?") + "per_page=100"
-        for _ in range(MAX_PAGES):
-            if url is None:
-                break
-            response = self._request(credentials, "GET", url)
-            items.extend(response.json())
-            url = response.links.get("next", {}).get("url")
-        return items
+        return link_header_pages(lambda url: self._request(credentials, "GET", url),
+                                 path + ("&" if "?" in path else "?") + "per_page=100", MAX_PAGES)
 
     @staticmethod
     def _repo(data: dict[str, Any]) -> ScmRepository:
@@ -151,21 +135,13 @@ class GitHubScm(ScmProvider):
         return str(self._request(credentials, "POST", self._path(repository) + "/hooks", json=body).json()["id"])
 
     def delete_webhook(self, credentials: ScmCredentials, repository: str, hook_id: str) -> None:
-        try:
+        with missing_is_fine():
             self._request(credentials, "DELETE", f"{self._path(repository)}/hooks/{quote(hook_id, safe='')}")
-        except ScmError as exc:
-            if " 404 " not in f"{exc} ":
-                raise
 
     # --- webhooks ---------------------------------------------------------------------------
 
     def verify_webhook(self, request: WebhookRequest, secret: str) -> None:
-        sent = request.header("X-Hub-Signature-256")
-        if not sent:
-            raise WebhookRejected("X-Hub-Signature-256 header missing")
-        expected = "sha256=" + hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(sent.strip().encode(), expected.encode()):
-            raise WebhookRejected("X-Hub-Signature-256 does not match the body and the link's secret")
+        check_hmac_sha256(request, "X-Hub-Signature-256", secret)
 
     def delivery_id(self, request: WebhookRequest) -> str | None:
         return request.header("X-GitHub-Delivery")

@@ -44,6 +44,9 @@ from tfregistry.interfaces import (
     WebhookEvent,
     WebhookRejected,
     WebhookRequest,
+    api_request,
+    link_header_pages,
+    missing_is_fine,
     ref_update_event,
 )
 
@@ -87,30 +90,11 @@ class GitLabScm(ScmProvider):
         api = (credentials.base_url or GITLAB_API).rstrip("/")
         url = path if path.startswith(("https://", "http://")) else api + path
         headers = {"Authorization": f"Bearer {credentials.token}", "User-Agent": "tfregistry-scm-gitlab"}
-        try:
-            response = requests.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ScmError(f"GitLab API unreachable: {type(exc).__name__}") from None
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                message = str(body.get("message") or body.get("error") or "") if isinstance(body, dict) else ""
-            except ValueError:
-                message = ""
-            raise ScmError(f"GitLab answered {response.status_code} to {method} {url.split('?')[0]}"
-                           + (f": {message}" if message else ""))
-        return response
+        return api_request("GitLab", method, url, headers=headers, timeout=self.timeout, **kwargs)
 
     def _pages(self, credentials: ScmCredentials, path: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        url: str | None = path + ("&" if "?" in path else "?") + "per_page=100"
-        for _ in range(MAX_PAGES):
-            if url is None:
-                break
-            response = self._request(credentials, "GET", url)
-            items.extend(response.json())
-            url = response.links.get("next", {}).get("url")
-        return items
+        return link_header_pages(lambda url: self._request(credentials, "GET", url),
+                                 path + ("&" if "?" in path else "?") + "per_page=100", MAX_PAGES)
 
     @staticmethod
     def _project(repository: str) -> str:
@@ -165,11 +149,8 @@ class GitLabScm(ScmProvider):
         return str(self._request(credentials, "POST", self._project(repository) + "/hooks", json=body).json()["id"])
 
     def delete_webhook(self, credentials: ScmCredentials, repository: str, hook_id: str) -> None:
-        try:
+        with missing_is_fine():
             self._request(credentials, "DELETE", f"{self._project(repository)}/hooks/{quote(hook_id, safe='')}")
-        except ScmError as exc:
-            if " 404 " not in f"{exc} ":
-                raise
 
     # --- webhooks ---------------------------------------------------------------------------
 
