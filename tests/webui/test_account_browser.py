@@ -19,7 +19,13 @@ from tfregistry_auth_oidc.testing import OIDCMock
 from tests.e2e.conftest import RegistryServer, unique
 from tests.webui import showcase
 from tests.webui.conftest import ALICE
-from tests.webui.harness import assert_accessible, check_page, forget_offsite_requests, sign_in_with_oidc
+from tests.webui.harness import (
+    assert_accessible,
+    check_page,
+    forget_offsite_requests,
+    screenshot,
+    sign_in_with_oidc,
+)
 from tfregistry.testing.plugin import build_module_archive
 
 
@@ -48,7 +54,7 @@ def me(server: RegistryServer, token: str) -> int:
 
 def test_sign_in_with_an_api_token_through_the_form(open_page: Callable[..., Page], oidc_registry: RegistryServer):
     page = open_page(oidc_registry)
-    check_page(page, "/sign-in", "sign-in page")
+    check_page(page, "/sign-in", "sign-in page", shot="sign-in")
     expect(page.get_by_role("link", name="Sign in with OpenID Connect")).to_be_visible()  # the provider too
 
     page.get_by_label("API token", exact=True).fill("tfr_" + "A" * 43)  # well-formed, never issued
@@ -79,7 +85,7 @@ def test_sign_in_with_oidc_shows_the_person_everywhere(alice: Page, oidc_registr
     alice.goto("/")
     assert ALICE["email"] in account(alice) or ALICE["name"] in account(alice), account(alice)
     assert alice.request.get("/api/v1/me").json()["user"]["email"] == ALICE["email"]
-    check_page(alice, "/account/tokens", "my tokens (signed in)")
+    check_page(alice, "/account/tokens", "my tokens (signed in)", shot="my-tokens")
 
 
 # --- My tokens ---------------------------------------------------------------------------------------------
@@ -124,7 +130,7 @@ def test_create_and_rotate_a_token_the_secret_shown_once(alice: Page, oidc_regis
 
 def test_publish_a_module_through_the_form_then_deprecate_it(alice: Page, oidc_registry: RegistryServer):
     namespace = unique("team")
-    check_page(alice, "/publish/module", "publish a module (form)")
+    check_page(alice, "/publish/module", "publish a module (form)", shot="publish-module")
     alice.get_by_role("textbox", name="Namespace", exact=True).fill(namespace)
     alice.get_by_role("textbox", name="Name", exact=True).fill(showcase.NAME)
     alice.get_by_role("textbox", name="System", exact=True).fill(showcase.SYSTEM)
@@ -154,6 +160,7 @@ def test_publish_a_module_through_the_form_then_deprecate_it(alice: Page, oidc_r
         r"Version 1\.0\.0 is deprecated\.\s+Use 2\.x: 1\.x names resources badly\."))
     expect(alice.get_by_role("button", name=re.compile(r"^Undeprecate "))).to_be_visible()
     assert_accessible(alice, "deprecated version (signed in)")
+    screenshot(alice, "module-deprecated", full_page=False)
     alice.goto(f"/modules?namespace={namespace}")
     expect(alice.locator("ul.cards li .badge.deprecated")).to_have_text("deprecated")
     # a publisher may not delete: no button, and the URL is the 403 page
