@@ -361,3 +361,47 @@ def test_api_lists_and_searches_with_every_filter_and_sort(corpus: Corpus):
     bad = corpus.client.get("/api/v1/modules?sort=random", headers=h)
     assert bad.status_code == 422 and "sort" in bad.get_json()["errors"]["query"]
     assert ids()[0] and corpus.client.get("/api/v1/modules").get_json()["modules"] == []  # anonymous: nothing
+
+
+def test_the_service_query_uses_fts5_on_sqlite_and_the_gin_index_on_postgresql(corpus: Corpus):
+    """The index is what the docs say (an FTS5 table; a tsvector column with a GIN index) and the service's own
+    search statement, captured as it runs, is answered from it (the query plan names it)."""
+    engine = corpus.registry.db.engine
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "module_search" in statement:
+            captured.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert corpus.find("aws_s3_bucket") == ["acme/s3/aws"]
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert len(captured) == 1, captured
+    statement, parameters = captured[0]
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'module_search'")
+            assert any("USING gin (document)" in row[0] for row in cursor.fetchall())
+            cursor.execute("SELECT data_type FROM information_schema.columns "
+                           "WHERE table_name = 'module_search' AND column_name = 'document'")
+            assert cursor.fetchone()[0] == "tsvector"
+            assert "module_search.document @@" in statement
+            cursor.execute("SET LOCAL enable_seqscan = off")  # a few rows: make the planner show it can use it
+            cursor.execute("EXPLAIN " + statement, parameters)
+        else:
+            cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'module_search'")
+            assert "USING fts5" in cursor.fetchone()[0]
+            assert "MATCH" in statement
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+        plan = "\n".join(" ".join(str(col) for col in row) for row in cursor.fetchall())
+    finally:
+        raw.rollback()
+        raw.close()
+    if engine.dialect.name == "postgresql":
+        assert "ix_module_search_document" in plan, plan
+    else:
+        assert "VIRTUAL TABLE INDEX" in plan and "module_search" in plan, plan

@@ -19,7 +19,13 @@ from tfregistry_auth_oidc.testing import OIDCMock
 from tests.e2e.conftest import RegistryServer, unique
 from tests.webui import showcase
 from tests.webui.conftest import ALICE
-from tests.webui.harness import assert_accessible, check_page, forget_offsite_requests, sign_in_with_oidc
+from tests.webui.harness import (
+    assert_accessible,
+    check_page,
+    forget_offsite_requests,
+    screenshot,
+    sign_in_with_oidc,
+)
 from tfregistry.testing.plugin import build_module_archive
 
 
@@ -48,7 +54,7 @@ def me(server: RegistryServer, token: str) -> int:
 
 def test_sign_in_with_an_api_token_through_the_form(open_page: Callable[..., Page], oidc_registry: RegistryServer):
     page = open_page(oidc_registry)
-    check_page(page, "/sign-in", "sign-in page")
+    check_page(page, "/sign-in", "sign-in page", shot="sign-in")
     expect(page.get_by_role("link", name="Sign in with OpenID Connect")).to_be_visible()  # the provider too
 
     page.get_by_label("API token", exact=True).fill("tfr_" + "A" * 43)  # well-formed, never issued
@@ -79,7 +85,7 @@ def test_sign_in_with_oidc_shows_the_person_everywhere(alice: Page, oidc_registr
     alice.goto("/")
     assert ALICE["email"] in account(alice) or ALICE["name"] in account(alice), account(alice)
     assert alice.request.get("/api/v1/me").json()["user"]["email"] == ALICE["email"]
-    check_page(alice, "/account/tokens", "my tokens (signed in)")
+    check_page(alice, "/account/tokens", "my tokens (signed in)", shot="my-tokens")
 
 
 # --- My tokens ---------------------------------------------------------------------------------------------
@@ -124,7 +130,7 @@ def test_create_and_rotate_a_token_the_secret_shown_once(alice: Page, oidc_regis
 
 def test_publish_a_module_through_the_form_then_deprecate_it(alice: Page, oidc_registry: RegistryServer):
     namespace = unique("team")
-    check_page(alice, "/publish/module", "publish a module (form)")
+    check_page(alice, "/publish/module", "publish a module (form)", shot="publish-module")
     alice.get_by_role("textbox", name="Namespace", exact=True).fill(namespace)
     alice.get_by_role("textbox", name="Name", exact=True).fill(showcase.NAME)
     alice.get_by_role("textbox", name="System", exact=True).fill(showcase.SYSTEM)
@@ -154,6 +160,7 @@ def test_publish_a_module_through_the_form_then_deprecate_it(alice: Page, oidc_r
         r"Version 1\.0\.0 is deprecated\.\s+Use 2\.x: 1\.x names resources badly\."))
     expect(alice.get_by_role("button", name=re.compile(r"^Undeprecate "))).to_be_visible()
     assert_accessible(alice, "deprecated version (signed in)")
+    screenshot(alice, "module-deprecated", full_page=False)
     alice.goto(f"/modules?namespace={namespace}")
     expect(alice.locator("ul.cards li .badge.deprecated")).to_have_text("deprecated")
     # a publisher may not delete: no button, and the URL is the 403 page
@@ -161,3 +168,50 @@ def test_publish_a_module_through_the_form_then_deprecate_it(alice: Page, oidc_r
     expect(alice.get_by_role("link", name=re.compile(r"^Delete "))).to_have_count(0)
     check_page(alice, f"{module}/1.0.0/delete", "delete refused (403)", status=403)
     expect(alice.locator("main h1")).to_have_text("Not allowed")
+
+
+# --- without JavaScript ----------------------------------------------------------------------------------------
+
+
+def test_without_javascript_sign_in_create_a_token_publish_and_deprecate(open_page: Callable[..., Page],
+                                                                         oidc_registry: RegistryServer):
+    """Every form works as plain HTML: the same steps with JavaScript off in the browser."""
+    page = open_page(oidc_registry, java_script_enabled=False)
+    page.goto("/sign-in")
+    page.get_by_label("API token", exact=True).fill(oidc_registry.admin_token)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator("header .account")).to_contain_text("Signed in as")
+
+    name = unique("nojs")
+    page.goto("/account/tokens")
+    page.get_by_role("textbox", name="Name", exact=True).fill(name)
+    page.get_by_role("radio", name="Site (registry-wide)").check()  # an administrator's session
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_role("heading", name=f"Secret of “{name}”")).to_be_visible()
+    secret = page.locator("#token-secret").inner_text().strip()
+    assert me(oidc_registry, secret) == 200
+    expect(page.get_by_role("button", name="Copy")).to_be_hidden()  # the one thing that needs the script
+
+    namespace = unique("nojs")
+    page.goto("/publish/module")
+    page.get_by_role("textbox", name="Namespace", exact=True).fill(namespace)
+    page.get_by_role("textbox", name="Name", exact=True).fill(showcase.NAME)
+    page.get_by_role("textbox", name="System", exact=True).fill(showcase.SYSTEM)
+    page.get_by_role("textbox", name="Version", exact=True).fill("1.0.0")
+    page.locator("#f-archive").set_input_files(files=[{
+        "name": "webapp-1.0.0.tar.gz", "mimeType": "application/gzip",
+        "buffer": build_module_archive(showcase.NAME, showcase.webapp_files("1.0.0"))}])
+    page.get_by_role("button", name="Publish").click()
+    module = f"/modules/{namespace}/{showcase.NAME}/{showcase.SYSTEM}"
+    page.wait_for_url(f"**{module}/1.0.0")
+    page.get_by_text("Deprecate this version…").click()
+    page.get_by_label(re.compile(r"^Reason")).fill("Replaced by 2.x.")
+    page.get_by_role("button", name=re.compile(r"^Deprecate ")).click()
+    page.wait_for_url(f"**{module}/1.0.0")
+    expect(page.get_by_role("note")).to_contain_text("Replaced by 2.x.")
+    body = oidc_registry.get(f"/api/v1/modules/{namespace}/{showcase.NAME}/{showcase.SYSTEM}/1.0.0",
+                             token=oidc_registry.admin_token)
+    assert body.status == 200 and b"Replaced by 2.x." in body.body
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("header .account").get_by_role("link", name="Sign in")).to_be_visible()

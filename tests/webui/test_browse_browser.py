@@ -250,6 +250,67 @@ def test_copy_the_provision_snippet(open_page: Callable[..., Page], site: Regist
     assert page.evaluate("() => navigator.clipboard.readText()") == shown.rstrip("\n")
 
 
+# --- keyboard and small screens -----------------------------------------------------------------------------
+
+
+def focused(page: Page) -> str:
+    """What has the keyboard focus: its tag, and its accessible text (or the link's href)."""
+    return page.evaluate("() => { const e = document.activeElement;"
+                         " return e.tagName + ' ' + (e.innerText || e.value || '').trim() + ' ' +"
+                         " (e.getAttribute('href') || ''); }")
+
+
+def tab_until(page: Page, pattern: str, limit: int = 80) -> str:
+    """Press Tab until the focused element matches ``pattern`` (a regular expression); fail after ``limit``."""
+    seen = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        now = focused(page)
+        if re.search(pattern, now):
+            return now
+        seen.append(now)
+    pytest.fail(f"Tab never reached {pattern!r}; it went through:\n" + "\n".join(seen))
+
+
+def test_keyboard_only_with_the_real_content_security_policy(open_page: Callable[..., Page], site: RegistryServer):
+    """No mouse, and the CSP enforced (no bypass): skip link, tabs, the copy button's script from the package."""
+    page = open_page(site, bypass_csp=False, permissions=["clipboard-read", "clipboard-write"])
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(MODULE)
+    page.keyboard.press("Tab")
+    assert focused(page).startswith("A Skip to content"), focused(page)
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    tab_until(page, r"^A Inputs\b")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**{LATEST}/inputs")
+    expect(page.get_by_role("heading", name=re.compile(r"^Required inputs"))).to_be_visible()
+    shown = snippet(page)
+    tab_until(page, r"^BUTTON Copy")
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-copy-status]").first).to_have_text("Copied to the clipboard")
+    assert page.evaluate("() => navigator.clipboard.readText()") == shown.rstrip("\n")
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+NARROW = [MODULE, f"{LATEST}/inputs", f"{LATEST}/usage", f"{MODULE}/compare/1.0.0...1.1.0", "/",
+          "/modules?q=web+tier", f"/providers/{NAMESPACE}/{PROVIDER}",
+          f"/providers/{NAMESPACE}/{PROVIDER}/{PROVIDER_VERSION}/docs/resources/widget"]
+
+
+@pytest.mark.parametrize("path", NARROW)
+def test_a_phone_sized_screen_never_scrolls_sideways(page: Page, path: str):
+    """Responsive: at 375 px wide the page itself is no wider than the screen (wide code and tables scroll
+    inside their own box)."""
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.goto(path)
+    page.wait_for_load_state("networkidle")
+    width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"{path}: the page is {width[0]} px wide on a {width[1]} px screen"
+    expect(page.get_by_role("heading", level=1)).to_be_in_viewport()
+
+
 # --- providers, namespaces, errors --------------------------------------------------------------------------
 
 
@@ -299,7 +360,7 @@ PAGES: list[tuple[str, str, int, str | None]] = [
     ("module list", "/modules", 200, None),
     ("search results", "/modules?q=web+tier", 200, "search-results"),
     ("module readme", MODULE, 200, "module-readme"),
-    *[(f"module tab {t}", f"{LATEST}/{t}", 200, "module-inputs" if t == "inputs" else None)
+    *[(f"module tab {t}", f"{LATEST}/{t}", 200, {"inputs": "module-inputs", "usage": "module-usage"}.get(t))
       for t in ("inputs", "outputs", "dependencies", "resources", "submodules", "examples", "changelog",
                 "versions", "usage")],
     ("older version", f"{MODULE}/1.0.0", 200, None),
@@ -338,5 +399,7 @@ def test_screenshots_are_small_enough_for_the_docs():
     """The committed screenshots stay under 250 KB each (docs/ui.md shows them)."""
     shots = sorted((Path(__file__).resolve().parents[2] / "docs" / "img" / "ui").glob("*.png"))
     assert {p.stem for p in shots} >= {"home", "search-results", "module-readme", "module-readme-dark",
-                                       "module-inputs", "compare", "provider"}
+                                       "module-inputs", "module-usage", "compare", "provider", "provider-docs",
+                                       "provider-doc-page", "provider-docs-preview", "sign-in", "my-tokens",
+                                       "publish-module", "module-deprecated"}
     assert all(p.stat().st_size < 250 * 1024 for p in shots), {p.name: p.stat().st_size for p in shots}

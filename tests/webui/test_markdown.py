@@ -214,3 +214,13 @@ def test_max_chars_cuts_and_says_so() -> None:
     assert "not shown" not in render_markdown("abc", max_chars=3)
     html = render_markdown("abcdef", max_chars=3)
     assert "abc" in html and "def" not in html and "not shown" in html
+
+
+def test_images_without_alt_text_are_marked_decorative() -> None:
+    html = render_markdown('<img src="a.png"> <img src="b.png" alt="Diagram"> ![](c.png) ![Logo](d.png)\n\n'
+                           '<img src=x onerror="alert(1)">', link_base=BASE)
+    assert_inert(html)
+    images = re.findall(r"<img[^>]*>", html)
+    assert len(images) == 5 and all(re.search(r'\salt="', img) for img in images), images
+    assert [re.search(r'alt="([^"]*)"', img).group(1) for img in images] == ["", "Diagram", "", "Logo", ""]
+    assert all(img.count(" alt=") == 1 for img in images), images

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +25,19 @@ def test_serve_names_the_web_ui_and_serves_it(tmp_path):
         assert srv.get("/.well-known/terraform.json").headers["content-type"] == "application/json"
         missing = srv.get("/v1/modules/a/b/c/d/e", token=srv.admin_token)
         assert missing.status == 404 and missing.headers["content-type"] == "application/json"
+
+
+@pytest.mark.e2e
+def test_the_readme_quotes_the_lines_serve_prints(tmp_path):
+    """The README's run section shows the last lines of the first start; they are what ``tfr serve`` prints
+    (port and data directory aside) when the web UI is installed."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    quoted = re.search(r"^Serving https://127\.0\.0\.1:8443/ \(data in [^)]+\)\nWeb UI: open "
+                       r"https://127\.0\.0\.1:8443/ in a browser$", readme, re.M)
+    assert quoted, "the README does not show the first start's Serving / Web UI lines"
+    with running_server("sqlite", tmp_path) as srv:
+        lines = srv.log_out.read_text().splitlines()
+    serving = next(i for i, line in enumerate(lines) if line.startswith("Serving "))
+    printed = "\n".join(lines[serving:serving + 2])
+    expected = re.sub(r"\(data in [^)]+\)", "(data in DIR)", quoted.group(0)).replace("8443", str(srv.port))
+    assert re.sub(r"\(data in [^)]+\)", "(data in DIR)", printed) == expected, printed
