@@ -26,7 +26,7 @@ def providers(app, client, admin_token, signer):
         provider = Provider(hostname="registry.terraform.io", namespace=ns, type="random")
         pv = ProviderVersion(provider=provider, version="3.6.0", protocols=["5.0"], shasums="x  y\n",
                              shasums_key="k/SHA256SUMS", signature_key="k/SHA256SUMS.sig",
-                             upstream_key_armor="-----BEGIN PGP PUBLIC KEY BLOCK-----")
+                             upstream_key_armor="-----BEGIN PGP PUBLIC KEY BLOCK-----", published_by="mirror:1")
         pv.packages.append(ProviderPackage(os="linux", arch="amd64", filename="terraform-provider-random.zip",
                                            storage_key="k/zip", size=1, sha256="ab" * 32, h1="h1:x"))
         session.add(provider)
@@ -58,6 +58,47 @@ def test_mirrored_provider_page(client, providers):
     assert "source  = &#34;hashicorp/random&#34;" in page  # known by its origin address
     assert "network mirror" in page
     assert_page(client.get("/providers/hashicorp/random", headers=providers), 404)  # not one of ours
+
+
+def test_downloads_key_registrants_and_how_versions_came(app, client, providers, signer):
+    """Provider downloads are counted (written in batches) and shown on the list and the page; each key
+    says who registered it (as the API does); a mirrored provider's versions say whether a mirror sync
+    or ``tfr mirror import`` brought them."""
+    for _ in range(3):
+        r = client.get("/v1/providers/acme/foo/1.1.0/download/linux/amd64", headers=providers)
+        assert r.status_code == 200
+    assert client.get("/v1/providers/acme/foo/1.0.0/download/darwin/arm64", headers=providers).status_code == 200
+    registry = app.extensions["tfregistry"]
+    registry.downloads.flush()
+    assert client.get("/v1/providers/acme/foo/1.1.0", headers=providers).get_json()["downloads"] == 3
+    listing = assert_page(client.get("/providers", headers=providers))
+    assert "4 downloads" in listing
+    page = assert_page(client.get("/providers/acme/foo", headers=providers))
+    assert "3 of this version, 4 of all versions" in page
+    versions = assert_page(client.get("/providers/acme/foo/versions", headers=providers))
+    assert re.search(r"<td>2</td><td>3</td>", versions) and re.search(r"<td>2</td><td>1</td>", versions)
+
+    [key] = client.get("/api/v1/gpg-keys?namespace=acme", headers=providers).get_json()
+    assert key["created_by"]  # the actor who added it
+    keys = assert_page(client.get("/providers/acme/foo/keys", headers=providers))
+    assert f"<td>{key['created_by']}</td>" in keys
+
+    with registry.db.session() as session:  # a version `tfr mirror import` brought
+        provider = session.query(Provider).filter_by(type="random").one()
+        pv = ProviderVersion(provider=provider, version="3.7.0", protocols=["5.0"], shasums="x  y\n",
+                             shasums_key="k2/SHA256SUMS", signature_key="k2/SHA256SUMS.sig",
+                             upstream_key_armor="-----BEGIN PGP PUBLIC KEY BLOCK-----", published_by="cli")
+        pv.packages.append(ProviderPackage(os="linux", arch="amd64", filename="terraform-provider-random.zip",
+                                           storage_key="k2/zip", size=1, sha256="cd" * 32, h1="h1:y"))
+        session.add(pv)
+        session.commit()
+    imported = assert_page(client.get("/providers/hashicorp/random/3.7.0?origin=registry.terraform.io",
+                                      headers=providers))
+    assert "imported from registry.terraform.io" in imported
+    mirrored = assert_page(client.get("/providers/hashicorp/random/3.6.0?origin=registry.terraform.io",
+                                      headers=providers))
+    assert "mirrored from registry.terraform.io" in mirrored
+    assert client.get("/api/v1/providers/acme/foo/1.1.0", headers=providers).get_json()["origin"] == "published"
 
 
 def test_documentation_tab_shows_the_pages_or_how_to_publish_them(app, client, providers):

@@ -79,6 +79,8 @@ class CacheHint:
     token_id: int | None
     #: Observations (name, labels) made again each time the answer is replayed.
     observations: tuple[tuple[str, dict[str, str]], ...] = ()
+    #: Count a download of this provider version each time the answer is replayed.
+    provider_download: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,15 +95,17 @@ class Entry:
     route: str | None = None
     etag: str | None = None
     observations: tuple[tuple[str, dict[str, str]], ...] = ()
+    provider_download: int | None = None
 
 
-def cacheable(ttl: float | None = None, *, download: int | None = None,
+def cacheable(ttl: float | None = None, *, download: int | None = None, provider_download: int | None = None,
               observe: tuple[tuple[str, dict[str, str]], ...] = ()) -> None:
     """Let the read cache replay the answer of the current request, and HTTP caches keep it.
 
     Call it from a view once the answer is certain (after the permission check).  ``ttl``
     shortens the entry's life (answers with signed URLs pass half the URL lifetime);
-    ``download``, a module version id, makes every replay count a download of it;
+    ``download``, a module version id, makes every replay count a download of it (``provider_download``:
+    a provider version id, the same);
     ``observe``, ``(name, labels)`` pairs, are made now and again on every replay
     (``registry.observe``).  The answer gets ``Cache-Control`` (``http.cache_max_age``, at most
     ``ttl``) and an ``ETag``.  Outside the cache (disabled, or a request it does not handle) only
@@ -124,6 +128,7 @@ def cacheable(ttl: float | None = None, *, download: int | None = None,
         download=download,
         token_id=getattr(identity, "token_id", None),
         observations=observe,
+        provider_download=provider_download,
     )
 
 
@@ -365,6 +370,8 @@ class ReadCache:
         if entry.download is not None:
             self.registry.downloads.add(entry.download, entry.token_id, environ.get("REMOTE_ADDR"),
                                         environ.get("HTTP_USER_AGENT"))
+        if entry.provider_download is not None:
+            self.registry.downloads.add_provider(entry.provider_download)
         environ[ROUTE_KEY] = entry.route
         environ[TOKEN_KEY] = entry.token_id
         if entry.observations and self.observe.active:
@@ -403,7 +410,7 @@ class ReadCache:
         headers = [(k, v) for k, v in captured[1] if k.lower() not in _PER_REQUEST_HEADERS]
         etag = next((v for k, v in headers if k.lower() == "etag"), None)
         entry = Entry(generation, expires, captured[0], headers, data, hint.download, hint.token_id,
-                      environ.get(ROUTE_KEY), etag, hint.observations)
+                      environ.get(ROUTE_KEY), etag, hint.observations, hint.provider_download)
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
@@ -436,7 +443,7 @@ def replay_safe(registry: Registry) -> bool:
 
 
 class DownloadRecorder:
-    """Module download events, appended in memory and written in batches.
+    """Module download events and provider download counts, kept in memory and written in batches.
 
     A background thread (started on first use in each process) writes them every
     ``downloads.flush_interval`` seconds, or sooner once ``batch`` are waiting; :meth:`close`
@@ -450,6 +457,8 @@ class DownloadRecorder:
         self.batch = batch
         self.max_pending = max_pending
         self._pending: list[dict[str, Any]] = []
+        #: Provider version id -> downloads not written yet (no per-event rows for providers).
+        self._providers: dict[int, int] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -470,6 +479,18 @@ class DownloadRecorder:
         if waiting >= self.batch:
             self._wake.set()
 
+    def add_provider(self, provider_version_id: int) -> None:
+        """Count one provider download (the registry protocol's ``download`` answer); never blocks."""
+        with self._lock:
+            self._providers[provider_version_id] = self._providers.get(provider_version_id, 0) + 1
+            if self._thread is None or self._pid != os.getpid():
+                self._start()
+
+    def pending_provider_counts(self, version_ids: Sequence[int]) -> dict[int, int]:
+        """Provider downloads of these versions counted in this process and not written yet."""
+        with self._lock:
+            return {v: self._providers[v] for v in version_ids if v in self._providers}
+
     def pending_counts(self, version_ids: Sequence[int]) -> dict[int, int]:
         """Downloads of these versions counted in this process and not written yet."""
         wanted = set(version_ids)
@@ -485,13 +506,16 @@ class DownloadRecorder:
         with self._flush_lock:
             with self._lock:
                 rows, self._pending = self._pending, []
-            if not rows:
+                providers, self._providers = self._providers, {}
+            if not rows and not providers:
                 return 0
             try:
-                written = self._write(rows)
+                written = self._write(rows, providers)
             except Exception as exc:  # keep the events for the next attempt
                 with self._lock:
                     self._pending[:0] = rows
+                    for version_id, n in providers.items():
+                        self._providers[version_id] = self._providers.get(version_id, 0) + n
                     dropped = len(self._pending) - self.max_pending
                     if dropped > 0:
                         del self._pending[:dropped]
@@ -500,11 +524,13 @@ class DownloadRecorder:
                 return 0
             return written
 
-    def _write(self, rows: list[dict[str, Any]]) -> int:
+    def _write(self, rows: list[dict[str, Any]], providers: dict[int, int]) -> int:
         from tfregistry.services.modules import record_downloads
+        from tfregistry.services.providers import record_provider_downloads
 
         with self.db.session() as session:
-            written = record_downloads(session, rows)
+            written = record_downloads(session, rows) if rows else 0
+            written += record_provider_downloads(session, providers) if providers else 0
             session.commit()
         return written
 

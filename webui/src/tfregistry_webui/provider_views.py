@@ -180,6 +180,8 @@ def page_values(session: Session, provider: Provider, listed: list[ProviderVersi
         "platforms": sorted(pv.packages, key=lambda k: (k.os, k.arch)),
         "page_title": f"{ns}/{type_}" + (f" (mirrored from {provider.hostname})" if provider.hostname else ""),
         "actions": provider_version_actions(session, pv), "extra_tabs": extra,
+        "downloads": provider_svc.download_counts(
+            session, [v.id for v in listed], registry.downloads.pending_provider_counts([v.id for v in listed])),
     }
 
 

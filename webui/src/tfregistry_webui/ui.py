@@ -232,9 +232,18 @@ def layout_context(*, careful: bool = False) -> dict[str, Any]:
         "nav": nav_entries(identity, careful=careful),
         "sign_in_url": sign_in_url() if identity.anonymous else None,
         "static_url": static_url,
+        "provider_origin": _provider_origin,
         "csrf_token": _csrf_token,
         "query": request.args.get("q", "") if request.endpoint == "tfr_webui.modules" else "",
     }
+
+
+def _provider_origin(pv: Any) -> str:
+    """How a provider version came here, as a badge says it: ``mirrored``, ``pulled through``,
+    ``imported`` (or ``published``), from the provider service (``published_by``)."""
+    from tfregistry.services.providers import origin
+
+    return origin(pv).replace("-", " ")
 
 
 def _csrf_token() -> str:

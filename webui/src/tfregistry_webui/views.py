@@ -12,6 +12,7 @@ from tfregistry import auth
 from tfregistry.models import Namespace, Organization
 from tfregistry.services import NotFound, ServiceError
 from tfregistry.services import modules as module_svc
+from tfregistry.services import providers as provider_svc
 from tfregistry.web import current_registry
 from tfregistry_webui import queries
 from tfregistry_webui.provider_views import latest_listed
@@ -93,7 +94,8 @@ def providers() -> Any:
         readable = auth.readable_namespace_ids(session, "providers:read")
         page = queries.list_providers(session, readable, namespace=namespace, offset=offset, limit=limit)
         rows = [(p, latest_listed(p)) for p in page.items]
-        return render_page("providers.html", page_title="Providers", page=page, rows=rows,
+        downloads = provider_svc.provider_download_totals(session, [p.id for p in page.items])
+        return render_page("providers.html", page_title="Providers", page=page, rows=rows, downloads=downloads,
                            links=page_links(page), namespace=namespace)
 
 
@@ -121,7 +123,8 @@ def namespace(ns: str) -> Any:
                            manages_publishers=manages_publishers,
                            multi_tenant=auth.multi_tenant(), page=page, links=page_links(page),
                            modules=[(m, latest(m), downloads.get(m.id, 0)) for m in page.items],
-                           providers=[(p, latest_listed(p)) for p in providers])
+                           providers=[(p, latest_listed(p)) for p in providers],
+                           provider_downloads=provider_svc.provider_download_totals(session, [p.id for p in providers]))
 
 
 import tfregistry_webui.account_views  # noqa: E402  (sign-in, tokens, publish forms: their routes join bp)

@@ -83,6 +83,8 @@ class ProviderVersionSchema(ma.Schema):
     deprecation_reason = ma.fields.String(allow_none=True)
     published_at = ma.fields.String()
     published_by = ma.fields.String()
+    origin = ma.fields.String(metadata={"description": "published (this registry's own), mirrored, "
+                                        "pulled-through or imported (tfr mirror import)"})
     created = ma.fields.Boolean()
     added_platforms = ma.fields.List(ma.fields.String())
 
@@ -105,6 +107,7 @@ def version_json(pv: ProviderVersion, **extra: Any) -> dict[str, Any]:
         "deprecation_reason": pv.deprecation_reason,
         "published_at": pv.published_at.isoformat(),
         "published_by": pv.published_by,
+        "origin": svc.origin(pv),
         **extra,
     }
 
@@ -376,6 +379,8 @@ class KeySchema(ma.Schema):
     source_url = ma.fields.String()
     managed = ma.fields.Boolean(metadata={"description": "The registry holds the private key and signs uploads"})
     created_at = ma.fields.String()
+    created_by = ma.fields.String(metadata={"description": "who registered the key (empty for keys added "
+                                            "before migration 0017)"})
     expires_at = ma.fields.String(allow_none=True)
     revoked_at = ma.fields.String(allow_none=True)
 
@@ -384,7 +389,7 @@ def key_json(key: GpgKey) -> dict[str, Any]:
     return {
         "id": key.id, "namespace": key.namespace.name, "key_id": key.key_id, "fingerprint": key.fingerprint,
         "ascii_armor": key.ascii_armor, "source": key.source, "source_url": key.source_url, "managed": key.managed,
-        "created_at": key.created_at.isoformat(),
+        "created_at": key.created_at.isoformat(), "created_by": key.created_by,
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
     }

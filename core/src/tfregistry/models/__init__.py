@@ -239,6 +239,8 @@ class GpgKey(Base):
     ascii_armor: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(200), default="")
     source_url: Mapped[str] = mapped_column(String(500), default="")
+    #: Who registered the key (the actor's name; empty for keys added before migration 0017).
+    created_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
     #: Registry-managed keys keep their private part here, encrypted (Fernet) with a key from settings.
     private_key_encrypted: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -319,6 +321,18 @@ class ProviderPackage(Base):
 
     version: Mapped[ProviderVersion] = relationship(back_populates="packages")
 
+
+
+class ProviderDownloadTotal(Base):
+    """How many times Terraform asked for a provider version's package (the registry protocol's
+    ``download`` answer), counted by the download recorder in batches."""
+
+    __tablename__ = "provider_download_totals"
+
+    provider_version_id: Mapped[int] = mapped_column(ForeignKey("provider_versions.id", ondelete="CASCADE"),
+                                                     primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"), index=True)
+    count: Mapped[int] = mapped_column(BigInteger)
 
 
 class ProviderDocPage(Base):

@@ -8,6 +8,7 @@ collide with the registry's three-segment ``<ns>/<type>/versions``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,7 +51,13 @@ def _signed_versions(provider: Provider) -> list[ProviderVersion]:
     return [pv for pv in svc.sorted_versions(provider.versions) if svc.signed(pv) and pv.packages]
 
 
-def provider_json(pv: ProviderVersion) -> dict[str, Any]:
+def _downloads(session: Session, versions: Sequence[ProviderVersion]) -> dict[int, int]:
+    """Downloads per version, written and pending in this process."""
+    ids = [pv.id for pv in versions]
+    return svc.download_counts(session, ids, current_registry().downloads.pending_provider_counts(ids))
+
+
+def provider_json(pv: ProviderVersion, downloads: int = 0) -> dict[str, Any]:
     p = pv.provider
     return {
         "id": f"{p.namespace.name}/{p.type}/{pv.version}",
@@ -63,7 +70,7 @@ def provider_json(pv: ProviderVersion) -> dict[str, Any]:
         "description": p.description,
         "source": "",
         "published_at": pv.published_at.isoformat(),
-        "downloads": 0,
+        "downloads": downloads,
         "tier": "community",
         "protocols": pv.protocols,
         "platforms": [{"os": k.os, "arch": k.arch} for k in sorted(pv.packages, key=lambda k: (k.os, k.arch))],
@@ -122,7 +129,8 @@ def download(ns: str, type_: str, version: str, os: str, arch: str):
         else:
             offered = [{"key_id": k.key_id, "ascii_armor": k.ascii_armor, "source": k.source,
                         "source_url": k.source_url} for k in active_keys(session, provider.namespace)]
-        cacheable(url_ttl() / 2, observe=(("provider_download", {
+        registry.downloads.add_provider(pv.id)  # counted in memory, written in batches
+        cacheable(url_ttl() / 2, provider_download=pv.id, observe=(("provider_download", {
             "namespace": provider.namespace.name, "os": package.os, "arch": package.arch}),))
         return jsonify({
             "protocols": pv.protocols,
@@ -152,9 +160,10 @@ def _list(session: Session, namespace: str | None = None, type_: str | None = No
         stmt = stmt.where(Provider.type == type_)
     providers = session.scalars(stmt.offset(offset).limit(limit + 1)).unique().all()
     latest = [listed[0] for listed in (_signed_versions(p) for p in providers[:limit]) if listed]
+    counts = _downloads(session, latest)
     cacheable()
     return jsonify(meta=page_meta(offset, limit, len(providers) > limit),
-                   providers=[provider_json(pv) for pv in latest])
+                   providers=[provider_json(pv, counts.get(pv.id, 0)) for pv in latest])
 
 
 @bp.get("")
@@ -176,8 +185,9 @@ def latest_details(ns: str, type_: str):
         listed = _signed_versions(_readable_provider(session, ns, type_))
         if not listed:
             raise NotFound(f"provider {ns}/{type_} not found")
+        downloads = _downloads(session, listed[:1]).get(listed[0].id, 0)
         cacheable()
-        return jsonify({**provider_json(listed[0]), "versions": [pv.version for pv in listed]})
+        return jsonify({**provider_json(listed[0], downloads), "versions": [pv.version for pv in listed]})
 
 
 @bp.get("/<ns>/<type_>/<version>")
@@ -188,8 +198,9 @@ def version_details(ns: str, type_: str, version: str):
         pv = next((v for v in listed if v.version == version), None)
         if pv is None:
             raise NotFound(f"provider {ns}/{type_} has no version {version}")
+        downloads = _downloads(session, [pv]).get(pv.id, 0)
         cacheable()
-        return jsonify({**provider_json(pv), "versions": [v.version for v in listed]})
+        return jsonify({**provider_json(pv, downloads), "versions": [v.version for v in listed]})
 
 
 # --- network mirror protocol -------------------------------------------------------------

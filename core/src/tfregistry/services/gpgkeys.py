@@ -68,7 +68,7 @@ def add_public_key(
     if existing is not None:
         raise Conflict(f"key {parsed.key_id} is already registered for namespace {namespace} (id {existing.id})")
     key = GpgKey(namespace=ns, fingerprint=parsed.fingerprint, key_id=parsed.key_id, ascii_armor=parsed.ascii_armor,
-                 source=source, source_url=source_url, expires_at=parsed.expires)
+                 source=source, source_url=source_url, expires_at=parsed.expires, created_by=actor.name)
     session.add(key)
     session.flush()
     record(session, actor, "gpg_key.add", f"{namespace}/{parsed.key_id}", fingerprint=parsed.fingerprint)
@@ -90,7 +90,7 @@ def create_managed_key(session: Session, actor: Actor, namespace: str, enc_key: 
         raise ServiceError(f"cannot generate a signing key: {exc}", status=500) from None
     key = GpgKey(namespace=ns, fingerprint=managed.public.fingerprint, key_id=managed.public.key_id,
                  ascii_armor=managed.public.ascii_armor, source="tfregistry (registry-managed)",
-                 private_key_encrypted=gpg.encrypt_private_key(managed.private_armor, enc_key))
+                 private_key_encrypted=gpg.encrypt_private_key(managed.private_armor, enc_key), created_by=actor.name)
     session.add(key)
     session.flush()
     record(session, actor, "gpg_key.create_managed", f"{namespace}/{key.key_id}", fingerprint=key.fingerprint)

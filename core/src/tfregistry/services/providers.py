@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -17,7 +19,7 @@ from tfregistry import gpg, semver
 from tfregistry import provider_packages as pkg
 from tfregistry.events import emit
 from tfregistry.interfaces import StorageBackend
-from tfregistry.models import GpgKey, Namespace, Provider, ProviderPackage, ProviderVersion
+from tfregistry.models import GpgKey, Namespace, Provider, ProviderDownloadTotal, ProviderPackage, ProviderVersion
 from tfregistry.services import Conflict, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.gpgkeys import active_keys, managed_key
@@ -60,6 +62,52 @@ class _Checked:
     @property
     def platform(self) -> str:
         return f"{self.name.os}_{self.name.arch}"
+
+
+def origin(pv: ProviderVersion) -> str:
+    """How a version came here: ``published`` (the registry's own), or for a provider of another
+    registry (``hostname``) ``mirrored`` (a mirror configuration's sync), ``pulled-through`` (fetched on
+    a client's first request) or ``imported`` (``tfr mirror import``), from ``published_by``."""
+    if not pv.provider.hostname:
+        return "published"
+    if pv.published_by.startswith("mirror:"):
+        return "mirrored"
+    if pv.published_by.startswith("pull-through:"):
+        return "pulled-through"
+    return "imported"
+
+
+def record_provider_downloads(session: Session, counts: dict[int, int]) -> int:
+    """Add ``counts`` (provider version id -> downloads) to the versions' totals in the session's
+    transaction; versions deleted meanwhile are dropped.  Returns how many downloads were written."""
+    providers = dict(session.execute(select(ProviderVersion.id, ProviderVersion.provider_id)
+                                     .where(ProviderVersion.id.in_(counts))).all())
+    rows = [{"provider_version_id": v, "provider_id": providers[v], "count": n}
+            for v, n in sorted(counts.items()) if v in providers]
+    if not rows:
+        return 0
+    upsert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = upsert(ProviderDownloadTotal).values(rows)
+    session.execute(stmt.on_conflict_do_update(index_elements=[ProviderDownloadTotal.provider_version_id],
+                                               set_={"count": ProviderDownloadTotal.count + stmt.excluded.count}))
+    return sum(row["count"] for row in rows)
+
+
+def download_counts(session: Session, version_ids: Sequence[int],
+                    pending: dict[int, int] | None = None) -> dict[int, int]:
+    """Downloads per provider version: the written totals plus ``pending`` (this process's unwritten counts)."""
+    counts = dict(session.execute(select(ProviderDownloadTotal.provider_version_id, ProviderDownloadTotal.count)
+                                  .where(ProviderDownloadTotal.provider_version_id.in_(version_ids))).all())
+    for version_id, n in (pending or {}).items():
+        counts[version_id] = counts.get(version_id, 0) + n
+    return counts
+
+
+def provider_download_totals(session: Session, provider_ids: Sequence[int]) -> dict[int, int]:
+    """Written downloads per provider (all versions)."""
+    return dict(session.execute(select(ProviderDownloadTotal.provider_id, func.sum(ProviderDownloadTotal.count))
+                                .where(ProviderDownloadTotal.provider_id.in_(provider_ids))
+                                .group_by(ProviderDownloadTotal.provider_id)).all())
 
 
 def _pkg_error(exc: Exception) -> ServiceError:
