@@ -534,6 +534,15 @@ def matching_tags(scm: ScmProvider, creds: ScmCredentials, link: ScmLink) -> lis
     return sorted(found, key=lambda m: modules_svc.parse_version(m.version))
 
 
+def preview_tags(scm: ScmProvider, creds: ScmCredentials, *, repository: str, name: str | None,
+                 tag_pattern: str, discover_modules: bool = False) -> list[MatchingTag]:
+    """:func:`matching_tags` for a link not created yet (the link wizard's preview)."""
+    draft = ScmLink(repository=repository, name=DISCOVERED if discover_modules else (name or ""),
+                    tag_pattern=check_tag_pattern(tag_pattern), discover_modules=discover_modules,
+                    subdirectory="", namespace="", system="")
+    return matching_tags(scm, creds, draft)
+
+
 # --- provenance and violations -----------------------------------------------------------------------
 
 
