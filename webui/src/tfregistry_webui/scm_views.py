@@ -171,10 +171,9 @@ def _wizard(session: Session, identity: auth.Identity, values: dict[str, str], s
     repositories: list[Any] | None = None
     tags: list[Any] | None = None
     if values["connection"]:
-        try:
-            conn = scm_api.scm_connection(session, identity, int(values["connection"]))
-        except (ValueError, ServiceError):
-            errors["connection"] = "Choose one of your connections."
+        if not values["connection"].isdigit():
+            abort(404)
+        conn = scm_api.scm_connection(session, identity, int(values["connection"]))  # another's: 404
     if conn is not None:
         provider = scm_svc.provider_for(registry.scm_providers, conn.provider)
         if not values["repository"]:
