@@ -277,3 +277,73 @@ def test_viewer_and_other_organization_change_nothing(site: Site, tmp_path: Path
     assert site.count(ScmLink) == 1 and site.count(ScmConnection) == 1
     assert site.versions("net") == [] and site.count(ScmViolation) == 0
     assert len(site.audit("scm.link.delete")) == 0 and len(site.audit("scm.connection.delete")) == 0
+
+
+def test_github_wizard_lists_repositories_delivery_log_and_redeliver(ui_factory: Any, tmp_path: Path):
+    import tfregistry_scm_github.plugin as github_plugin
+    from tfregistry_scm_github.testing import FakeGitHub
+
+    from tfregistry.interfaces import ZERO_SHA
+
+    site = make_site(ui_factory, plugins=(github_plugin,))
+    ann = site.client("ann")
+    with FakeGitHub(tmp_path, token="ghp_test") as gh:
+        repo = gh.create_repo("terraform-net")
+        repo.commit({"main.tf": "# one\n"})
+        r = post(ann, "/scm/connections", {"organization": "blue", "name": "gh", "provider": "github",
+                                           "auth_method": "token", "base_url": gh.api_url, "token": "ghp_wrong",
+                                           "verify": "on"})
+        html = assert_page(r, 502)
+        assert "refused the credentials" in field_error(html, "token") and "ghp_wrong" not in html
+        assert f'value="{gh.api_url}"' in html and site.count(ScmConnection) == 0
+        r = post(ann, "/scm/connections", {"organization": "blue", "name": "gh", "provider": "github",
+                                           "auth_method": "token", "base_url": gh.api_url, "token": "ghp_test",
+                                           "verify": "on"})
+        assert r.status_code == 303
+        with site.registry.db.session() as s:
+            conn = s.scalar(select(ScmConnection.id))
+        step2 = assert_page(ann.get(f"/scm/link?connection={conn}"))
+        assert '<option value="acme/terraform-net">' in step2  # from list_repositories
+        preview = assert_page(ann.get("/scm/link", query_string={
+            "connection": conn, "repository": "acme/terraform-net", "preview": "1", "namespace": "blue-apps",
+            "name": "net", "system": "generic"}))
+        assert "create_webhook" in preview and "No tag of" in preview
+        created = assert_page(ann.post("/scm/links", data={
+            "csrf_token": form_csrf(preview), "connection": conn, "repository": "acme/terraform-net",
+            "namespace": "blue-apps", "name": "net", "system": "generic", "tag_pattern": "v{version}",
+            "create_webhook": "on"}))
+        secret = re.search(r'<pre id="webhook-secret" tabindex="0"><code>([^<]+)</code>', created).group(1)
+        [hook] = gh.hooks.values()
+        assert hook["secret"] == secret and "The webhook is created in the system" in created
+        with site.registry.db.session() as s:
+            link_id = s.scalar(select(ScmLink.id))
+
+        repo.tag("v1.0.0")
+        sha = repo.git("rev-parse", "refs/tags/v1.0.0")
+        hook_url = f"/api/v1/scm/links/{link_id}/webhook"
+        headers, body = gh.push_delivery(secret, "terraform-net", "v1.0.0", ZERO_SHA, sha, delivery="gh-1")
+        bad = {k: v for k, v in headers.items() if k != "X-Hub-Signature-256"}
+        assert site.app.test_client().post(hook_url, data=body, headers=bad).status_code == 401
+        assert site.app.test_client().post(hook_url, data=body, headers=headers).status_code == 202
+        site.registry.jobs.wait_idle()
+        assert site.versions("net") == ["1.0.0"]
+
+        page = assert_page(ann.get(f"/scm/links/{link_id}"))
+        assert "gh-1" in page and "x-github-event: push" in page
+        assert "x-hub-signature-256:" not in page.lower() and headers["X-Hub-Signature-256"] not in page
+        assert secret not in page
+        assert page.count(">Redeliver<") == 1  # the accepted one only, not the 401
+        with site.registry.db.session() as s:
+            from tfregistry.models import ScmDelivery
+
+            rows = {d.status_code: d.id for d in s.scalars(select(ScmDelivery))}
+        r = post(ann, f"/scm/links/{link_id}/deliveries/{rows[401]}/redeliver", form_page=f"/scm/links/{link_id}")
+        assert r.status_code == 409 and site.count(ScmDelivery) == 2
+        r = post(ann, f"/scm/links/{link_id}/deliveries/{rows[202]}/redeliver", form_page=f"/scm/links/{link_id}")
+        assert r.status_code == 303
+        again = assert_page(ann.get(f"/scm/links/{link_id}"))
+        assert f"Delivery {rows[202]} redelivered" in again and f"redelivery of {rows[202]}" in again
+        assert site.count(ScmDelivery) == 3 and site.versions("net") == ["1.0.0"]
+
+        r = post(ann, f"/scm/links/{link_id}/delete", form_page=f"/scm/links/{link_id}/delete")
+        assert r.status_code == 303 and gh.hooks == {}  # the webhook is removed from the system
