@@ -113,6 +113,9 @@ def test_connections_create_errors_and_delete(site: Site):
     html = assert_page(r, 400)
     assert field_error(html, "name") == "Enter a name, e.g. github."
     assert 'value="https://git.example.com"' in html  # what was typed is kept
+    r = post(ann, "/scm/connections", {"organization": "blue", "name": "bad name", "provider": "git",
+                                       "auth_method": "none"})
+    assert "letters, digits" in field_error(assert_page(r, 400), "name")
     r = post(ann, "/scm/connections", {"organization": "blue", "name": "x", "provider": "git", "auth_method": "oauth"})
     assert "accept" in field_error(assert_page(r, 400), "auth_method")
     r = post(ann, "/scm/connections", {"organization": "blue", "name": "tok", "provider": "git",
