@@ -350,3 +350,39 @@ def test_github_wizard_lists_repositories_delivery_log_and_redeliver(ui_factory:
 
         r = post(ann, f"/scm/links/{link_id}/delete", form_page=f"/scm/links/{link_id}/delete")
         assert r.status_code == 303 and gh.hooks == {}  # the webhook is removed from the system
+
+
+def test_oauth_connection_sends_the_browser_to_the_system(ui_factory: Any, tmp_path: Path):
+    from urllib.parse import urlsplit
+
+    import requests
+    import tfregistry_scm_github.plugin as github_plugin
+    from tfregistry_scm_github.testing import FakeGitHub
+
+    client_id, client_secret = "Iv1.testclient", "oauth-client-secret-xyz"
+    app = ui_factory({"tenancy": "multi", "scm.reconcile_interval": 0, "public_url": "https://registry.example",
+                      "scm.github.oauth_client_id": client_id, "scm.github.oauth_client_secret": client_secret},
+                     plugins=(github_plugin,))
+    with app.extensions["tfregistry"].db.session() as s:
+        blue = identity_svc.create_organization(s, CLI_ACTOR, "blue")
+        user = identity_svc.create_user(s, CLI_ACTOR, "ann@example.com", "Ann")
+        identity_svc.set_membership(s, CLI_ACTOR, user, blue, identity_svc.get_role(s, "admin"))
+        s.commit()
+        site = Site(app, {"ann": user.id})
+    ann = site.client("ann")
+    with FakeGitHub(tmp_path, token="ghp_test", oauth_client=(client_id, client_secret)) as gh:
+        gh.create_repo("terraform-net")
+        r = post(ann, "/scm/connections", {"organization": "blue", "name": "gh-oauth", "provider": "github",
+                                           "auth_method": "oauth", "base_url": gh.api_url})
+        assert r.status_code == 303 and r.headers["Location"].startswith(gh.api_url.rstrip("/").rsplit("/api", 1)[0])
+        home = assert_page(ann.get("/scm"))
+        assert "(pending)" in home and ">Authorize<span" in home
+        again = post(ann, "/scm/connections/1/authorize")
+        assert again.status_code == 303 and "state=1." in again.headers["Location"]
+        back = requests.get(again.headers["Location"], allow_redirects=False, timeout=10)
+        assert back.status_code == 302
+        parts = urlsplit(back.headers["Location"])
+        assert site.app.test_client().get(f"{parts.path}?{parts.query}").status_code == 200
+        home = assert_page(ann.get("/scm"))
+        assert "(active)" in home and ">Authorize again<span" in home
+        assert len(site.audit("scm.connection.create")) == 1

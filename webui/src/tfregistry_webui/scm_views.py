@@ -127,7 +127,7 @@ def scm_connection_create() -> Any:
             authorize = None
             if conn.auth_method == "oauth":
                 authorize = scm_svc.start_oauth(session, actor, provider, conn, encryption_key(registry),
-                                                current_registry().absolute_url("/api/v1/scm/oauth/callback"))
+                                                scm_api.oauth_callback_url())
             session.commit()
         except ServiceError as exc:
             session.rollback()
@@ -137,6 +137,20 @@ def scm_connection_create() -> Any:
             return redirect(authorize, 303)
         flash(f"Connection “{conn.name}” is created.")
         return redirect(url_for("tfr_webui.scm_home") + "#connections", 303)
+
+
+@bp.post("/scm/connections/<int:connection_id>/authorize")
+def scm_connection_authorize(connection_id: int) -> Any:
+    """Start (or repeat) the OAuth authorization of an ``oauth`` connection: off to the system."""
+    registry = current_registry()
+    with registry.db.session() as session:
+        identity = _publisher(session)
+        conn = scm_api.scm_connection(session, identity, connection_id)
+        url = scm_svc.start_oauth(session, auth.request_actor(identity, conn.organization_id),
+                                  scm_svc.provider_for(registry.scm_providers, conn.provider), conn,
+                                  encryption_key(registry), scm_api.oauth_callback_url())
+        session.commit()
+    return redirect(url, 303)
 
 
 @bp.route("/scm/connections/<int:connection_id>/delete", methods=["GET", "POST"])

@@ -302,7 +302,8 @@ def enqueue_sync(registry: Any, link_id: int) -> Any:
                                  job_id=f"scm-reconcile-{link_id}")
 
 
-def _oauth_callback_url() -> str:
+def oauth_callback_url() -> str:
+    """Where a system sends the person back after an OAuth authorization."""
     return current_registry().absolute_url("/api/v1/scm/oauth/callback")
 
 
@@ -356,7 +357,7 @@ class Connections(MethodView):
             extra = {}
             if conn.auth_method == "oauth":
                 extra["authorize_url"] = scm.start_oauth(session, actor, _provider(conn.provider), conn,
-                                                         encryption_key(registry), _oauth_callback_url())
+                                                         encryption_key(registry), oauth_callback_url())
             session.commit()
             return scm.connection_json(conn) | extra
 
@@ -372,7 +373,7 @@ class OAuthAuthorize(MethodView):
             identity = _signed_in(session)
             conn = scm_connection(session, identity, connection_id)
             url = scm.start_oauth(session, auth.request_actor(identity, conn.organization_id),
-                                  _provider(conn.provider), conn, encryption_key(registry), _oauth_callback_url())
+                                  _provider(conn.provider), conn, encryption_key(registry), oauth_callback_url())
             session.commit()
             return {"authorize_url": url}
 
@@ -390,7 +391,7 @@ class OAuthCallback(MethodView):
         registry = current_registry()
         with registry.db.session() as session:
             conn = scm.finish_oauth(session, registry.scm_providers, encryption_key(registry), state=args["state"],
-                                    code=args["code"], error=args["error"], redirect_uri=_oauth_callback_url())
+                                    code=args["code"], error=args["error"], redirect_uri=oauth_callback_url())
             return scm.connection_json(conn)
 
 
