@@ -121,6 +121,12 @@ def test_connections_create_errors_and_delete(site: Site):
     r = post(ann, "/scm/connections", {"organization": "blue", "name": "tok", "provider": "git",
                                        "auth_method": "token", "token": ""})
     assert "needs a token" in field_error(assert_page(r, 400), "token")
+    r = post(ann, "/scm/connections", {"organization": "blue", "name": "ssh", "provider": "git",
+                                       "auth_method": "ssh_key", "ssh_private_key": "-----BEGIN KEY-----",
+                                       "ssh_known_hosts": "not a host key"})
+    html = assert_page(r, 400)
+    assert "known_hosts entry" in field_error(html, "ssh_known_hosts")
+    assert "not a host key" in html and "-----BEGIN KEY-----" not in html  # the key is never echoed
     assert site.count(ScmConnection) == 0
 
     r = post(ann, "/scm/connections", {"organization": "blue", "name": "tok", "provider": "git",
@@ -199,6 +205,7 @@ def test_wizard_preview_create_import_sync_and_delete(site: Site, tmp_path: Path
 
         page = assert_page(ann.get(f"/scm/links/{link_id}"))
         assert secret not in page and url in page and "No webhook delivery yet." in page
+        assert "this system sends no webhooks" in page
         repo.commit({"main.tf": "# three\n"})
         repo.tag("v1.2.0")
         r = post(ann, f"/scm/links/{link_id}/sync", form_page=f"/scm/links/{link_id}")

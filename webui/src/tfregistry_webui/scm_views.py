@@ -26,7 +26,8 @@ from tfregistry_webui.account_views import NO_STORE
 from tfregistry_webui.admin_views import field_errors
 from tfregistry_webui.ui import bp, render_page
 
-CONNECTION_FIELDS = {"name": ("connection named", "name"), "provider": ("provider",),
+CONNECTION_FIELDS = {"ssh_known_hosts": ("ssh_known_hosts",), "ssh_private_key": ("ssh_private_key",),
+                     "name": ("connection named", "name"), "provider": ("provider",),
                      "auth_method": ("accept", "oauth"), "token": ("token", "credentials", "refused"),
                      "base_url": ("base url", "url"), "organization": ("organization",)}
 LINK_FIELDS = {"tag_pattern": ("tag pattern", "{name}"), "subdirectory": ("subdirectory",),
@@ -79,7 +80,7 @@ def _home(session: Session, identity: auth.Identity, status: int = 200, *, error
     org_names = {o.id: o.name for o in session.scalars(select(Organization))}
     first = next(iter(providers.values()))
     defaults = {"organization": orgs[0].name if orgs else "", "name": "", "provider": first.name,
-                "auth_method": first.auth_methods[0], "base_url": "", "username": ""}
+                "auth_method": first.auth_methods[0], "base_url": "", "username": "", "ssh_known_hosts": ""}
     return render_page(
         "scm/home.html", status, page_title="Source control",
         connections=scm_api.visible_connections(session, identity), links=scm_api.visible_links(session, identity),
@@ -100,7 +101,7 @@ def scm_connection_create() -> Any:
     connection then sends the browser to the system to authorize the registry."""
     form = request.form
     values = {f: form.get(f, "").strip() for f in ("organization", "name", "provider", "auth_method", "base_url",
-                                                   "username")}
+                                                   "username", "ssh_known_hosts")}
     registry = current_registry()
     with registry.db.session() as session:
         identity = _publisher(session)
@@ -286,8 +287,9 @@ def scm_link_page(link_id: int) -> Any:
     with current_registry().db.session() as session:
         _publisher(session)
         link, _ = scm_api.scm_link(session, link_id)
+        provider = current_registry().scm_providers.get(link.connection.provider)
         return render_page("scm/link.html", page_title=f"Link {link.namespace}/{link.name}/{link.system}",
-                           link=link, webhook_url=scm_api.webhook_url_of(link.id),
+                           link=link, supports_webhooks=provider is not None and provider.supports_webhooks, webhook_url=scm_api.webhook_url_of(link.id),
                            deliveries=scm_svc.deliveries(session, link.id), notices=get_flashed_messages())
 
 
