@@ -289,8 +289,9 @@ def scm_link_page(link_id: int) -> Any:
         link, _ = scm_api.scm_link(session, link_id)
         provider = current_registry().scm_providers.get(link.connection.provider)
         return render_page("scm/link.html", page_title=f"Link {link.namespace}/{link.name}/{link.system}",
-                           link=link, supports_webhooks=provider is not None and provider.supports_webhooks, webhook_url=scm_api.webhook_url_of(link.id),
-                           deliveries=scm_svc.deliveries(session, link.id), notices=get_flashed_messages())
+                           link=link, supports_webhooks=provider is not None and provider.supports_webhooks,
+                           webhook_url=scm_api.webhook_url_of(link.id), deliveries=scm_svc.deliveries(session, link.id),
+                           notices=get_flashed_messages())
 
 
 @bp.post("/scm/links/<int:link_id>/sync")
