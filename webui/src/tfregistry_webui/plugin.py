@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask_smorest import Api
 
+    from tfregistry.auth import Identity
     from tfregistry.registry import Registry
     from tfregistry.settings import SettingsDeclarations
 
@@ -77,3 +78,11 @@ def tfr_register_blueprints(registry: Registry, app: Flask, api: Api) -> None:
     from tfregistry_webui.ui import init_app
 
     init_app(app, registry, api)
+
+
+@hookimpl
+def tfr_webui_nav_entries(registry: Registry, identity: Identity) -> list[dict[str, str]] | None:
+    """"Source control" (connections, links, moved tags) when SCM providers are installed."""
+    from tfregistry_webui.scm_views import nav_entry
+
+    return nav_entry(identity)

@@ -136,5 +136,6 @@ import tfregistry_webui.publish_views  # noqa: E402,F401
 from tfregistry_webui import (  # noqa: E402,F401  (their routes join bp)
     module_views,
     provider_views,
+    scm_views,
     trusted_publishing_views,
 )

@@ -218,7 +218,7 @@ class ScmJobSchema(ma.Schema):
 # --- permissions -------------------------------------------------------------------------------------
 
 
-def _organization(session: Session, identity: Identity, name: str | None) -> Organization:
+def scm_organization(session: Session, identity: Identity, name: str | None) -> Organization:
     """The organization a connection belongs to, if the caller may publish modules there."""
     if name is not None:
         org = get_organization(session, name)
@@ -232,14 +232,26 @@ def _organization(session: Session, identity: Identity, name: str | None) -> Org
     return org
 
 
-def _connection(session: Session, identity: Identity, connection_id: int) -> ScmConnection:
+def scm_connection(session: Session, identity: Identity, connection_id: int) -> ScmConnection:
+    """A connection the caller may use (``modules:write`` in its organization); else not found (404)."""
     conn = scm.get_connection(session, connection_id)
     if "modules:write" not in identity.scopes_in(conn.organization_id):
         raise NotFound(f"SCM connection {connection_id} not found")
     return conn
 
 
-def _link(session: Session, link_id: int) -> tuple[ScmLink, Identity]:
+def link_target(session: Session, connection_id: int, namespace: str) -> tuple[ScmConnection, Any]:
+    """The connection and actor for linking a module of ``namespace``: ``modules:write`` there, a connection
+    the caller may use, and of the namespace's organization (400 otherwise)."""
+    identity, actor = auth.require_in_namespace(session, "modules:write", namespace)
+    conn = scm_connection(session, identity, connection_id)
+    if auth.organization_of(session, auth.namespace_for(session, namespace)) != conn.organization_id:
+        raise ServiceError("the connection belongs to another organization than the namespace")
+    return conn, actor
+
+
+def scm_link(session: Session, link_id: int) -> tuple[ScmLink, Identity]:
+    """A link of a module the caller may publish (``modules:write`` in its namespace), and the caller."""
     link = scm.get_link(session, link_id)
     identity, _ = auth.require_in_namespace(session, "modules:write", link.namespace, create=False)
     return link, identity
@@ -256,16 +268,47 @@ def _signed_in(session: Session | None = None) -> Identity:
     return identity
 
 
-def _webhook_url(link_id: int | str) -> str:
+def webhook_url_of(link_id: int | str) -> str:
+    """The absolute URL a system sends a link's webhook deliveries to."""
     return current_registry().absolute_url(f"/api/v1/scm/links/{link_id}/webhook")
 
 
-def _oauth_callback_url() -> str:
+def visible_connections(session: Session, identity: Identity) -> list[ScmConnection]:
+    """Connections in the organizations where ``identity`` may publish modules."""
+    rows = session.scalars(select(ScmConnection).order_by(ScmConnection.id))
+    return [c for c in rows if "modules:write" in identity.scopes_in(c.organization_id)]
+
+
+def visible_links(session: Session, identity: Identity) -> list[ScmLink]:
+    """Links of the modules ``identity`` may publish."""
+    return [link for link in session.scalars(select(ScmLink).order_by(ScmLink.id))
+            if auth.allowed(identity, "modules:write", auth.namespace_for(session, link.namespace), session)]
+
+
+def visible_violations(session: Session, limit: int = 500) -> list[ScmViolation]:
+    """The latest moved-tag violations of module versions the caller may read, newest first."""
+    readable = auth.readable_namespace_ids(session)
+    out = []
+    for v in session.scalars(select(ScmViolation).order_by(ScmViolation.id.desc()).limit(limit)):
+        mv = session.get(ModuleVersion, v.module_version_id)
+        if mv is not None and session.scalar(readable.where(Namespace.id == mv.module.namespace_id)) is not None:
+            out.append(v)
+    return out
+
+
+def enqueue_sync(registry: Any, link_id: int) -> Any:
+    """Queue the link's reconcile job ("sync now", importing existing tags); one pending per link."""
+    return registry.jobs.enqueue("tfregistry.jobs:scm_reconcile", link_id, queue="scm",
+                                 job_id=f"scm-reconcile-{link_id}")
+
+
+def oauth_callback_url() -> str:
+    """Where a system sends the person back after an OAuth authorization."""
     return current_registry().absolute_url("/api/v1/scm/oauth/callback")
 
 
 def _link_json(link: ScmLink, secret: str | None = None) -> dict[str, Any]:
-    data = scm.link_json(link) | {"webhook_url": _webhook_url(link.id)}
+    data = scm.link_json(link) | {"webhook_url": webhook_url_of(link.id)}
     if secret is not None:
         data["webhook_secret"] = secret
     return data
@@ -296,8 +339,7 @@ class Connections(MethodView):
         """Connections in the organizations where the caller may publish modules (never their secrets)."""
         with current_registry().db.session() as session:
             identity = _signed_in(session)
-            rows = session.scalars(select(ScmConnection).order_by(ScmConnection.id))
-            return [scm.connection_json(c) for c in rows if "modules:write" in identity.scopes_in(c.organization_id)]
+            return [scm.connection_json(c) for c in visible_connections(session, identity)]
 
     @blp.arguments(ConnectionArgs)
     @blp.response(201, ConnectionSchema)
@@ -308,14 +350,14 @@ class Connections(MethodView):
         registry = current_registry()
         with registry.db.session() as session:
             identity = _signed_in(session)
-            org = _organization(session, identity, args.pop("organization"))
+            org = scm_organization(session, identity, args.pop("organization"))
             actor = auth.request_actor(identity, org.id)
             conn = scm.create_connection(session, actor, registry.scm_providers,
                                          encryption_key(registry), organization_id=org.id, **args)
             extra = {}
             if conn.auth_method == "oauth":
                 extra["authorize_url"] = scm.start_oauth(session, actor, _provider(conn.provider), conn,
-                                                         encryption_key(registry), _oauth_callback_url())
+                                                         encryption_key(registry), oauth_callback_url())
             session.commit()
             return scm.connection_json(conn) | extra
 
@@ -329,9 +371,9 @@ class OAuthAuthorize(MethodView):
         registry = current_registry()
         with registry.db.session() as session:
             identity = _signed_in(session)
-            conn = _connection(session, identity, connection_id)
+            conn = scm_connection(session, identity, connection_id)
             url = scm.start_oauth(session, auth.request_actor(identity, conn.organization_id),
-                                  _provider(conn.provider), conn, encryption_key(registry), _oauth_callback_url())
+                                  _provider(conn.provider), conn, encryption_key(registry), oauth_callback_url())
             session.commit()
             return {"authorize_url": url}
 
@@ -349,7 +391,7 @@ class OAuthCallback(MethodView):
         registry = current_registry()
         with registry.db.session() as session:
             conn = scm.finish_oauth(session, registry.scm_providers, encryption_key(registry), state=args["state"],
-                                    code=args["code"], error=args["error"], redirect_uri=_oauth_callback_url())
+                                    code=args["code"], error=args["error"], redirect_uri=oauth_callback_url())
             return scm.connection_json(conn)
 
 
@@ -358,14 +400,14 @@ class Connection(MethodView):
     @blp.response(200, ConnectionSchema)
     def get(self, connection_id: int) -> Any:
         with current_registry().db.session() as session:
-            return scm.connection_json(_connection(session, auth.current_identity(session), connection_id))
+            return scm.connection_json(scm_connection(session, auth.current_identity(session), connection_id))
 
     @blp.response(204)
     def delete(self, connection_id: int) -> None:
         """Delete a connection and its links (published versions stay)."""
         with current_registry().db.session() as session:
             identity = auth.current_identity(session)
-            conn = _connection(session, identity, connection_id)
+            conn = scm_connection(session, identity, connection_id)
             scm.delete_connection(session, auth.request_actor(identity, conn.organization_id), conn)
             session.commit()
 
@@ -378,7 +420,7 @@ class Repositories(MethodView):
         """The repositories the connection can read (400 when the system cannot list them: plain git)."""
         registry = current_registry()
         with registry.db.session() as session:
-            conn = _connection(session, auth.current_identity(session), connection_id)
+            conn = scm_connection(session, auth.current_identity(session), connection_id)
             provider = _provider(conn.provider)
             creds = scm.credentials(conn, encryption_key(registry))
         return [vars(r) for r in scm.call(provider, "list repositories", provider.list_repositories, creds)]
@@ -393,7 +435,7 @@ class RepositoryTags(MethodView):
         """Every tag of a repository with its commit."""
         registry = current_registry()
         with registry.db.session() as session:
-            conn = _connection(session, auth.current_identity(session), connection_id)
+            conn = scm_connection(session, auth.current_identity(session), connection_id)
             provider = _provider(conn.provider)
             creds = scm.credentials(conn, encryption_key(registry))
         tags = scm.call(provider, "list tags", provider.list_tags, creds, args["repository"])
@@ -407,12 +449,7 @@ class Links(MethodView):
         """Links of the modules the caller may publish."""
         with current_registry().db.session() as session:
             identity = _signed_in(session)
-            out = []
-            for link in session.scalars(select(ScmLink).order_by(ScmLink.id)):
-                namespace = auth.namespace_for(session, link.namespace)
-                if auth.allowed(identity, "modules:write", namespace, session):
-                    out.append(_link_json(link))
-            return out
+            return [_link_json(link) for link in visible_links(session, identity)]
 
     @blp.arguments(LinkArgs)
     @blp.response(201, LinkSchema)
@@ -428,22 +465,17 @@ class Links(MethodView):
                 raise ServiceError("leave name out with discover_modules: each module is named after its folder")
             if not args["discover_modules"] and args["name"] is None:
                 raise ServiceError("name is required (unless discover_modules)")
-            identity, actor = auth.require_in_namespace(session, "modules:write", args["namespace"])
-            conn = _connection(session, identity, args["connection_id"])
-            namespace = auth.namespace_for(session, args["namespace"])
-            if auth.organization_of(session, namespace) != conn.organization_id:
-                raise ServiceError("the connection belongs to another organization than the namespace")
+            conn, actor = link_target(session, args["connection_id"], args["namespace"])
             link, secret = scm.create_link(
                 session, actor, _provider(conn.provider), conn, encryption_key(registry),
                 repository=args["repository"], namespace=args["namespace"], name=args["name"], system=args["system"],
                 subdirectory=args["subdirectory"], tag_pattern=args["tag_pattern"],
-                webhook_url=_webhook_url("{id}") if args["create_webhook"] else None, branch_mode=args["branch_mode"],
+                webhook_url=webhook_url_of("{id}") if args["create_webhook"] else None, branch_mode=args["branch_mode"],
                 discover_modules=args["discover_modules"])
             session.commit()
             data = _link_json(link, secret)
         if args["import_tags"]:
-            job = registry.jobs.enqueue("tfregistry.jobs:scm_reconcile", data["id"], queue="scm",
-                                        job_id=f"scm-reconcile-{data['id']}")
+            job = enqueue_sync(registry, data["id"])
             data["import_job"] = job.id
         return data
 
@@ -453,7 +485,7 @@ class Link(MethodView):
     @blp.response(200, LinkSchema)
     def get(self, link_id: int) -> Any:
         with current_registry().db.session() as session:
-            link, _ = _link(session, link_id)
+            link, _ = scm_link(session, link_id)
             return _link_json(link)
 
     @blp.response(204)
@@ -462,7 +494,7 @@ class Link(MethodView):
         """Remove a link and its webhook; versions already published stay."""
         registry = current_registry()
         with registry.db.session() as session:
-            link, identity = _link(session, link_id)
+            link, identity = scm_link(session, link_id)
             scm.delete_link(session, auth.request_actor(identity), _provider(link.connection.provider), link,
                             encryption_key(registry))
             session.commit()
@@ -476,7 +508,7 @@ class LinkTags(MethodView):
         """The repository's tags matching the link's pattern, with the versions they publish (a preview)."""
         registry = current_registry()
         with registry.db.session() as session:
-            link, _ = _link(session, link_id)
+            link, _ = scm_link(session, link_id)
             provider = _provider(link.connection.provider)
             found = scm.matching_tags(provider, scm.credentials(link.connection, encryption_key(registry)), link)
         return [{"name": m.tag, "commit_sha": m.commit_sha, "version": m.version}
@@ -490,9 +522,8 @@ class LinkSync(MethodView):
         """Sync now: a reconcile job on the ``scm`` queue publishes every matching tag not published yet
         and records moved tags."""
         with current_registry().db.session() as session:
-            _link(session, link_id)
-        job = current_registry().jobs.enqueue("tfregistry.jobs:scm_reconcile", link_id, queue="scm",
-                                              job_id=f"scm-reconcile-{link_id}")
+            scm_link(session, link_id)
+        job = enqueue_sync(current_registry(), link_id)
         return {"job": job.id, "status": job.status}
 
 
@@ -508,7 +539,7 @@ class LinkPublish(MethodView):
         commit).  Nothing is published when refused."""
         registry = current_registry()
         with registry.db.session() as session:
-            link, identity = _link(session, link_id)
+            link, identity = scm_link(session, link_id)
             outcome = scm.publish_branch(session, registry.storage, _provider(link.connection.provider), link,
                                          encryption_key(registry), archive_limits(registry.settings),
                                          branch=args["branch"], version=args["version"], commit=args["commit"],
@@ -533,11 +564,18 @@ class Webhook(MethodView):
         body = request.get_data(cache=False)[:MAX_WEBHOOK_BODY + 1]
         if len(body) > MAX_WEBHOOK_BODY:
             raise ServiceError("webhook body too large", status=413)
-        return _receive(registry, link_id, dict(request.headers), body)
+        return _answer(receive(registry, link_id, dict(request.headers), body))
 
 
-def _receive(registry: Any, link_id: int, headers: dict[str, str], body: bytes,
-             redelivery_of: int | None = None) -> Any:
+def _answer(result: Any) -> Any:
+    if result.status_code >= 400:
+        return api_error(result.status_code, result.outcome)
+    return {"outcome": result.outcome}, result.status_code
+
+
+def receive(registry: Any, link_id: int, headers: dict[str, str], body: bytes,
+            redelivery_of: int | None = None) -> scm.WebhookResult:
+    """Verify and act on one delivery (logged), queueing the publish jobs it asks for."""
     with registry.db.session() as session:
         link = session.get(ScmLink, link_id)
         if link is None:
@@ -553,9 +591,22 @@ def _receive(registry: Any, link_id: int, headers: dict[str, str], body: bytes,
     for tag, delivery_id in result.publish:
         registry.jobs.enqueue("tfregistry.jobs:scm_publish", link_id, tag, delivery_id, "", queue="scm",
                               job_id=scm.publish_job_id(link_id, tag))
-    if result.status_code >= 400:
-        return api_error(result.status_code, result.outcome)
-    return {"outcome": result.outcome}, result.status_code
+    return result
+
+
+def redeliver(registry: Any, session: Session, link_id: int, delivery: int) -> scm.WebhookResult:
+    """Process an accepted original delivery of the link again (the caller's access to the link is checked
+    first); 404 for another link's, 409 for a rejected one or a redelivery."""
+    scm_link(session, link_id)
+    row = session.get(ScmDelivery, delivery)
+    if row is None or row.link_id != link_id:
+        raise NotFound(f"delivery {delivery} not found")
+    if row.status_code in (400, 401) or row.redelivery_of is not None:
+        raise ServiceError("only an accepted original delivery can be redelivered; ask the source-control "
+                           "system to send a rejected one again", status=409)
+    headers, body = dict(row.headers), row.body
+    session.rollback()
+    return receive(registry, link_id, headers, body, redelivery_of=delivery)
 
 
 @blp.route("/links/<id:link_id>/deliveries")
@@ -564,7 +615,7 @@ class Deliveries(MethodView):
     def get(self, link_id: int) -> Any:
         """The link's last 100 webhook deliveries, newest first: headers (secrets removed), outcome, latency."""
         with current_registry().db.session() as session:
-            _link(session, link_id)
+            scm_link(session, link_id)
             return [scm.delivery_json(d) for d in scm.deliveries(session, link_id)]
 
 
@@ -578,15 +629,7 @@ class Redeliver(MethodView):
         delivery of its own.  A rejected delivery cannot be redelivered (409)."""
         registry = current_registry()
         with registry.db.session() as session:
-            _link(session, link_id)
-            row = session.get(ScmDelivery, delivery)
-            if row is None or row.link_id != link_id:
-                raise NotFound(f"delivery {delivery} not found")
-            if row.status_code in (400, 401) or row.redelivery_of is not None:
-                raise ServiceError("only an accepted original delivery can be redelivered; ask the source-control "
-                                   "system to send a rejected one again", status=409)
-            headers, body = dict(row.headers), row.body
-        return _receive(registry, link_id, headers, body, redelivery_of=delivery)
+            return _answer(redeliver(registry, session, link_id, delivery))
 
 
 @blp.route("/violations")
@@ -596,14 +639,7 @@ class Violations(MethodView):
     def get(self) -> Any:
         """Tags that moved after their version was published, in modules the caller may read."""
         with current_registry().db.session() as session:
-            readable = auth.readable_namespace_ids(session)
-            out = []
-            for v in session.scalars(select(ScmViolation).order_by(ScmViolation.id.desc()).limit(500)):
-                mv = session.get(ModuleVersion, v.module_version_id)
-                if mv is not None and session.scalar(readable.where(
-                        Namespace.id == mv.module.namespace_id)) is not None:
-                    out.append(scm.violation_json(v, session))
-            return out
+            return [scm.violation_json(v, session) for v in visible_violations(session)]
 
 
 @blp.route("/provenance/<ns>/<name>/<system>/<version>")

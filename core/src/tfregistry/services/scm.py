@@ -173,6 +173,10 @@ def provider_for(providers: Mapping[str, ScmProvider], name: str) -> ScmProvider
     return providers[name]
 
 
+#: A connection's name (unique in its organization).
+CONNECTION_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def create_connection(session: Session, actor: Actor, providers: Mapping[str, ScmProvider], enc_key: bytes, *,
                       organization_id: int, name: str, provider: str, auth_method: str,
                       base_url: str | None = None, username: str | None = None, token: str | None = None,
@@ -180,6 +184,8 @@ def create_connection(session: Session, actor: Actor, providers: Mapping[str, Sc
                       verify: bool = True) -> ScmConnection:
     """Store a connection, its secrets encrypted; with ``verify``, the provider checks them first.
     An ``ssh_key`` connection names the server's host keys (``ssh_known_hosts``): ssh accepts no other."""
+    if not CONNECTION_NAME.fullmatch(name):
+        raise ServiceError(f"connection name {name!r}: 1 to 64 letters, digits, '.', '_' or '-'")
     scm = provider_for(providers, provider)
     if auth_method not in scm.auth_methods:
         raise ServiceError(f"{scm.label or scm.name} connections accept {', '.join(scm.auth_methods)}, "
@@ -532,6 +538,15 @@ def matching_tags(scm: ScmProvider, creds: ScmCredentials, link: ScmLink) -> lis
         if target is not None:
             found.append(MatchingTag(t.name, target[1], t.commit_sha, target[0].name))
     return sorted(found, key=lambda m: modules_svc.parse_version(m.version))
+
+
+def preview_tags(scm: ScmProvider, creds: ScmCredentials, *, repository: str, name: str | None,
+                 tag_pattern: str, discover_modules: bool = False) -> list[MatchingTag]:
+    """:func:`matching_tags` for a link not created yet (the link wizard's preview)."""
+    draft = ScmLink(repository=repository, name=DISCOVERED if discover_modules else (name or ""),
+                    tag_pattern=check_tag_pattern(tag_pattern), discover_modules=discover_modules,
+                    subdirectory="", namespace="", system="")
+    return matching_tags(scm, creds, draft)
 
 
 # --- provenance and violations -----------------------------------------------------------------------
