@@ -220,6 +220,8 @@ def test_jobs_with_redis_show_and_retry_through_rq(ui_factory, redis_db, admin_t
     assert 'data-status="finished"' in assert_page(client.get("/admin/jobs"))
     system = assert_page(client.get("/admin/system"))
     assert "reachable" in system and "Jobs per queue" in system
+    health = assert_page(client.get("/admin")).split('id="health-heading"', 1)[1].split("</section>", 1)[0]
+    assert re.search(r'>Redis</a>: <span class="badge ok">ok</span>', health), health  # the dashboard's health
 
 
 def test_redis_down_gives_the_503_page_and_the_system_page_says_so(ui_factory, admin_token_for):
@@ -230,6 +232,9 @@ def test_redis_down_gives_the_503_page_and_the_system_page_says_so(ui_factory, a
     system = assert_page(client.get("/admin/system"))
     assert '<span class="badge bad">failing</span> ConnectionError' in system
     assert "redis://127.0.0.1:1/0" in system
+    health = assert_page(client.get("/admin")).split('id="health-heading"', 1)[1].split("</section>", 1)[0]
+    assert re.search(r'>Redis</a>: <span class="badge bad">', health), health
+    assert re.search(r'>Database</a>: <span class="badge ok">ok</span>', health), health
 
 
 @pytest.fixture

@@ -152,11 +152,14 @@ def test_every_admin_page_passes_axe_light_and_dark(open_page: Callable[..., Pag
     expect(admin.get_by_role("heading", name="Secret of “ci-network”")).to_be_visible()
     assert re.fullmatch(r"tfr_\S+", admin.locator("#token-secret").inner_text().strip())
     assert_accessible(admin, "service token secret")
+    admin.goto(org)
+    revoke = admin.get_by_role("link", name=re.compile(r"^Revoke\s+ci-network")).first.get_attribute("href")
 
     pages = [("/admin", "dashboard", "admin-dashboard"), ("/admin/organizations", "organizations",
                                                           "admin-organizations"),
              (org, "organization", "admin-organization"), (f"{org}/delete", "delete organization", None),
              (f"{org}/members/{people.ann.id}/remove", "remove a member", None),
+             (revoke, "revoke a service token", None),
              ("/admin/users", "users", "admin-users"), (f"/admin/users/{people.ann.id}", "user", "admin-user"),
              (f"/admin/users/{people.ann.id}/disable", "disable a user", None),
              ("/admin/roles", "role templates", "admin-roles"), ("/admin/roles/viewer", "built-in role", None),

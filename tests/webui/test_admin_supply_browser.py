@@ -7,6 +7,7 @@ nothing off-site)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,9 @@ from tests.webui.harness import check_page, screenshot
 @pytest.fixture(scope="module")
 def registry_env(upstream: RegistryServer) -> dict[str, str]:  # noqa: F811
     """The registry under test trusts the upstream's CA, as a site trusts the public registry's."""
-    return {"SSL_CERT_FILE": str(upstream.bundle), "TFR_JOBS__BACKOFF_SECONDS": "0", "TFR_JOBS__RETRIES": "0"}
+    return {"SSL_CERT_FILE": str(upstream.bundle), "TFR_JOBS__BACKOFF_SECONDS": "0", "TFR_JOBS__RETRIES": "0",
+            # read-only callers may request mirrors (the approval queue); managers' configurations are approved
+            "TFR_MIRROR__REQUIRE_APPROVAL": "true"}
 
 
 def signed_in(open_page: Callable[..., Page], server: RegistryServer) -> Page:
@@ -140,3 +143,26 @@ def test_policies_and_their_tester(open_page, registry):
     check_page(page, page.url.removeprefix(registry.url), "mirror policies with a verdict",
                shot="admin-mirror-policies")
     check_page(page, delete, "delete a mirror policy")
+
+
+def test_a_requested_mirror_is_approved_from_the_queue(open_page, registry):
+    """A read-only caller requests a mirror through the API; it waits in the queue (checked by axe with the
+    request in it), and the administrator approves it with a note."""
+    ns = unique("uirequest")
+    body = json.dumps({"upstream_host": "registry.terraform.io", "namespace": ns, "type": "foo"}).encode()
+    requested = registry.request("POST", "/api/v1/mirrors", token=registry.create_token("read"), body=body,
+                                 headers={"Content-Type": "application/json"})
+    assert requested.status == 201, requested.body
+    mirror_id = requested.json()["id"]
+    assert requested.json()["status"] == "pending"
+
+    page = signed_in(open_page, registry)
+    check_page(page, "/admin/mirrors", "mirrors with a request in the approval queue")
+    request = page.locator("li.form-panel").filter(has_text=f"registry.terraform.io/{ns}/foo")
+    expect(request).to_contain_text("requested by")
+    request.get_by_label(f"Note on request {mirror_id}").fill("fine for the platform team")
+    request.get_by_role("button", name=f"Approve request {mirror_id}").click()
+    expect(page.get_by_role("status").first).to_contain_text("approved")
+    expect(page.locator("li.form-panel").filter(has_text=f"registry.terraform.io/{ns}/foo")).to_have_count(0)
+    shown = registry.get(f"/api/v1/mirrors/{mirror_id}", token=registry.admin_token).json()
+    assert (shown["status"], shown["decision_note"]) == ("approved", "fine for the platform team")
