@@ -853,7 +853,9 @@ class ScmProvider(ABC):
     def oauth_endpoints(self, base_url: str | None) -> OAuthEndpoints | None:
         """The OAuth 2.0 endpoints for ``base_url`` (``None``: the public service), or ``None``
         when the provider offers no OAuth (the default) or no OAuth client is configured for it.
-        A provider returning endpoints lists ``oauth`` in :attr:`auth_methods`."""
+        A provider returning endpoints lists ``oauth`` in :attr:`auth_methods`; one that offers no OAuth
+        for that kind of server (an on-premises edition) may raise :class:`ScmNotSupported` with the
+        reason, which the core answers as a 400."""
         return None
 
     def check_credentials(self, credentials: ScmCredentials) -> str:

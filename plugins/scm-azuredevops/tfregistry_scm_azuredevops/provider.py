@@ -21,6 +21,16 @@ neither is always refused.  Events — https://learn.microsoft.com/en-us/azure/d
 ``eventType: git.push``, ``resource.refUpdates[]`` of ``{name, oldObjectId, newObjectId}`` (a non-zero
 ``oldObjectId`` on a tag is a moved tag), ``resource.repository.{name, project.name}``; repeats carry the same
 ``subscriptionId`` and ``notificationId``.
+
+OAuth 2.0 (``auth_method: oauth``, Azure DevOps Services only): Azure DevOps OAuth apps are deprecated, so the
+registry uses the Microsoft identity platform (Microsoft Entra ID) v2.0 authorization code flow with PKCE —
+https://learn.microsoft.com/en-us/azure/devops/integrate/get-started/authentication/entra-oauth and
+https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow — asking for the Azure DevOps
+resource (``499b84ac-1321-427f-aa17-267ca6975798/.default``) and ``offline_access`` (a refresh token).  The
+access token is sent as ``Authorization: Bearer`` to the REST API and to git over https
+(https://learn.microsoft.com/en-us/azure/devops/integrate/get-started/authentication/service-principal-managed-identity,
+"git -c http.extraheader='AUTHORIZATION: bearer <token>'").  Azure DevOps Server (on-premises) cannot take
+Entra ID tokens: ``oauth`` is refused there.
 """
 
 from __future__ import annotations
@@ -30,14 +40,16 @@ import binascii
 import hmac
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from tfregistry.interfaces import (
+    OAuthEndpoints,
     ScmCredentials,
     ScmError,
     ScmHttpError,
+    ScmNotSupported,
     ScmProvider,
     ScmRepository,
     ScmTag,
@@ -57,6 +69,20 @@ MAX_PAGES = 50
 SECRET_HEADER = "X-Tfr-Webhook-Secret"
 #: The Basic user name of the registry's subscriptions (the password is the link's secret).
 BASIC_USER = "tfregistry"
+#: The Microsoft identity platform's authority (a sovereign cloud has its own, set in the plugin's settings).
+ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+#: The Azure DevOps resource's application id: its ``/.default`` scope asks for Azure DevOps access
+#: (https://learn.microsoft.com/en-us/azure/devops/integrate/get-started/authentication/entra-oauth).
+AZURE_DEVOPS_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"
+#: Hosts of Azure DevOps Services (``https://dev.azure.com/ORG``, the older ``https://ORG.visualstudio.com``);
+#: any other host is an Azure DevOps Server, which takes no Entra ID tokens.
+SERVICES_HOSTS = ("dev.azure.com", ".visualstudio.com")
+
+
+def is_services(base_url: str | None) -> bool:
+    """Whether ``base_url`` is an Azure DevOps Services organization (not an on-premises Server)."""
+    host = (urlsplit(base_url).hostname or "") if base_url else ""
+    return any(host == h or (h.startswith(".") and host.endswith(h)) for h in SERVICES_HOSTS)
 
 
 class AzureDevOpsScm(ScmProvider):
@@ -68,8 +94,33 @@ class AzureDevOpsScm(ScmProvider):
     supports_webhooks = True
     secret_headers = (SECRET_HEADER.lower(),)
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, *, oauth_client_id: str = "", oauth_client_secret: str = "",
+                 oauth_tenant: str = "organizations", oauth_authority: str = ENTRA_AUTHORITY) -> None:
         self.timeout = timeout
+        self.oauth_client_id = oauth_client_id
+        self.oauth_client_secret = oauth_client_secret
+        self.oauth_tenant = oauth_tenant or "organizations"
+        self.oauth_authority = (oauth_authority or ENTRA_AUTHORITY).rstrip("/")
+        if oauth_client_id:
+            self.auth_methods = ("token", "oauth")
+
+    def oauth_endpoints(self, base_url: str | None) -> OAuthEndpoints | None:
+        """The Microsoft identity platform v2.0 endpoints of the configured tenant
+        (``{authority}/{tenant}/oauth2/v2.0/authorize`` and ``.../token``, from
+        https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow), scopes
+        ``499b84ac-1321-427f-aa17-267ca6975798/.default`` (Azure DevOps) and ``offline_access`` (a refresh
+        token), PKCE S256.  Access tokens last about an hour; the core refreshes them before expiry.
+        Azure DevOps Server has no Entra ID OAuth: :class:`ScmNotSupported` (a 400)."""
+        if not self.oauth_client_id:
+            return None
+        if base_url and not is_services(base_url):
+            raise ScmNotSupported("Azure DevOps Server does not accept Microsoft Entra ID OAuth tokens: use a "
+                                  "personal access token (auth_method token) for it")
+        tenant = quote(self.oauth_tenant, safe="")
+        return OAuthEndpoints(authorize_url=f"{self.oauth_authority}/{tenant}/oauth2/v2.0/authorize",
+                              token_url=f"{self.oauth_authority}/{tenant}/oauth2/v2.0/token",
+                              scopes=(f"{AZURE_DEVOPS_RESOURCE}/.default", "offline_access"),
+                              client_id=self.oauth_client_id, client_secret=self.oauth_client_secret)
 
     # --- REST -------------------------------------------------------------------------------
 
@@ -120,9 +171,12 @@ class AzureDevOpsScm(ScmProvider):
                              default_branch=branch.removeprefix("refs/heads/") if branch else None)
 
     def git_http_headers(self, credentials: ScmCredentials) -> dict[str, str]:
-        """HTTP Basic with an empty user name (or ``username``) and the personal access token."""
+        """HTTP Basic with an empty user name (or ``username``) and the personal access token; an OAuth
+        (Entra ID) access token as ``Authorization: Bearer``."""
         if not credentials.token:
             return {}
+        if credentials.method == "oauth":
+            return {"Authorization": f"Bearer {credentials.token}"}
         pair = base64.b64encode(f"{credentials.username or ''}:{credentials.token}".encode()).decode()
         return {"Authorization": f"Basic {pair}"}
 

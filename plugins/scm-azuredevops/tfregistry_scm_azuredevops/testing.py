@@ -17,18 +17,39 @@ nothing else (any other route is 404 ``{"message": ...}``); every call needs ``a
 :meth:`FakeAzureDevOps.push_delivery` builds the ``git.push`` service hook delivery as the web hooks consumer
 sends it for the subscription's inputs (Basic auth and extra headers from ``consumerInputs``; body as the
 example in https://learn.microsoft.com/en-us/azure/devops/service-hooks/events#git.push).
+
+With ``oauth_client=(client_id, client_secret)``, the Microsoft identity platform v2.0 authorization code flow
+as https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow describes it, served on
+the same root as ``authority`` (standing for ``https://login.microsoftonline.com``):
+
+* ``GET /{tenant}/oauth2/v2.0/authorize`` (``client_id``, ``response_type=code``, ``redirect_uri``, ``scope``,
+  ``state``, ``code_challenge``, ``code_challenge_method``): the person signs in and consents at once; 302 to
+  ``redirect_uri?code=...&state=...``; an unknown ``client_id`` is 400 ``unauthorized_client`` (AADSTS700016);
+* ``POST /{tenant}/oauth2/v2.0/token`` (form: ``client_id``, ``client_secret``, ``grant_type``, ``code``,
+  ``redirect_uri``, ``code_verifier``, ``scope``; or ``grant_type=refresh_token`` with ``refresh_token``):
+  JSON ``token_type`` ``Bearer``, ``scope``, ``expires_in`` (3599), ``ext_expires_in``, ``access_token``,
+  ``refresh_token`` (given with ``offline_access``).  Errors are 400 (401 for the client) documents with
+  ``error``, ``error_description`` (``AADSTS...`` text), ``error_codes``, ``timestamp``, ``trace_id``,
+  ``correlation_id``: ``invalid_client`` (AADSTS7000215), ``invalid_grant`` (AADSTS70008 used or unknown code,
+  AADSTS50148/501481 PKCE mismatch, AADSTS700082 refused refresh token).  Codes are single use.
+
+Issued access tokens work for the API and git over https as ``Authorization: Bearer <token>``
+(https://learn.microsoft.com/en-us/azure/devops/integrate/get-started/authentication/entra-oauth).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, redirect, request
 
 from tfregistry.testing.git import GitRepo
 from tfregistry.testing.scm_api import FakeScmApi
@@ -41,8 +62,15 @@ class FakeAzureDevOps(FakeScmApi):
     every API request; ``hooks`` the live subscriptions by id, with their unmasked inputs.
     """
 
-    def __init__(self, root: Path, *, token: str, organization: str = "acme", project: str = "Infra") -> None:
+    def __init__(self, root: Path, *, token: str, organization: str = "acme", project: str = "Infra",
+                 oauth_client: tuple[str, str] | None = None, oauth_expires_in: int = 3599) -> None:
         self.token = token
+        self.oauth_client = oauth_client
+        self.oauth_expires_in = oauth_expires_in
+        #: Access tokens the OAuth flow issued (accepted as ``Bearer``); live refresh tokens; codes.
+        self.oauth_tokens: set[str] = set()
+        self.refresh_tokens: set[str] = set()
+        self.oauth_codes: dict[str, dict[str, str]] = {}
         self.organization = organization
         self.project = project
         self.project_id = str(uuid.uuid5(uuid.NAMESPACE_URL, project))
@@ -52,6 +80,11 @@ class FakeAzureDevOps(FakeScmApi):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/{self.organization}"
+
+    @property
+    def authority(self) -> str:
+        """The fake Microsoft identity platform (``https://login.microsoftonline.com``)."""
+        return f"http://127.0.0.1:{self.port}"
 
     def create_repo(self, name: str) -> GitRepo:
         self.repos[name] = self.git.create_repo(f"{self.project}/{name}")
@@ -121,11 +154,68 @@ class FakeAzureDevOps(FakeScmApi):
             response.status_code = status
             return response
 
+        def entra_error(status: int, code: str, aadsts: int, text: str) -> Any:
+            response = jsonify(error=code, error_description=f"AADSTS{aadsts}: {text}", error_codes=[aadsts],
+                               timestamp=time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
+                               trace_id=str(uuid.uuid4()), correlation_id=str(uuid.uuid4()))
+            response.status_code = status
+            return response
+
+        def issue(scope: str) -> Any:
+            access, refresh = "eyJ0eXAi." + uuid.uuid4().hex, "0.AR" + uuid.uuid4().hex * 2
+            fake.oauth_tokens.add(access)
+            fake.git.authorizations.add(f"Bearer {access}")
+            answer: dict[str, Any] = {"token_type": "Bearer", "scope": scope, "expires_in": fake.oauth_expires_in,
+                                      "ext_expires_in": fake.oauth_expires_in, "access_token": access}
+            if "offline_access" in scope.split():
+                fake.refresh_tokens.add(refresh)
+                answer["refresh_token"] = refresh
+            return jsonify(answer)
+
+        @app.get("/<tenant>/oauth2/v2.0/authorize")
+        def oauth_authorize(tenant: str) -> Any:
+            args = request.args
+            if fake.oauth_client is None or args.get("client_id") != fake.oauth_client[0]:
+                return entra_error(400, "unauthorized_client", 700016, "Application with identifier "
+                                   f"'{args.get('client_id')}' was not found in the directory '{tenant}'.")
+            code = "1.AR" + uuid.uuid4().hex * 2
+            fake.oauth_codes[code] = {k: args.get(k, "") for k in ("redirect_uri", "scope", "code_challenge",
+                                                                    "code_challenge_method")}
+            return redirect(f"{args['redirect_uri']}?{urlencode({'code': code, 'state': args.get('state', '')})}", 302)
+
+        @app.post("/<tenant>/oauth2/v2.0/token")
+        def oauth_token(tenant: str) -> Any:
+            form = request.form
+            if fake.oauth_client is None or (form.get("client_id"), form.get("client_secret")) != fake.oauth_client:
+                return entra_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
+            if form.get("grant_type") == "refresh_token":
+                if form.get("refresh_token") not in fake.refresh_tokens:
+                    return entra_error(400, "invalid_grant", 700082, "The refresh token has expired due to "
+                                       "inactivity.")
+                fake.refresh_tokens.discard(form["refresh_token"])  # replaced by the new one
+                return issue(form.get("scope", ""))
+            grant = fake.oauth_codes.pop(form.get("code", ""), None)
+            if grant is None:
+                return entra_error(400, "invalid_grant", 70008, "The provided authorization code or refresh token "
+                                   "has expired due to inactivity.")
+            if form.get("redirect_uri") != grant["redirect_uri"]:
+                return entra_error(400, "invalid_grant", 50148, "The redirect_uri does not match.")
+            if grant["code_challenge"]:
+                digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+                if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != grant["code_challenge"]:
+                    return entra_error(400, "invalid_grant", 501481, "The Code_Verifier does not match the "
+                                       "code_challenge supplied in the authorization request.")
+            return issue(grant["scope"])
+
         @app.before_request
         def authenticate() -> Any:
             fake.calls.append((request.method, request.path))
+            if "/oauth2/v2.0/" in request.path:
+                return None
             expected = "Basic " + base64.b64encode(f":{fake.token}".encode()).decode()
-            if request.headers.get("Authorization") != expected:
+            scheme, _, bearer = (request.headers.get("Authorization") or "").partition(" ")
+            if request.headers.get("Authorization") != expected and not (
+                    scheme == "Bearer" and bearer in fake.oauth_tokens):
                 return "", 401, {"WWW-Authenticate": "Basic realm=\"https://dev.azure.com/\""}
             if not request.args.get("api-version"):
                 return error(400, "No api-version was supplied for the request.")

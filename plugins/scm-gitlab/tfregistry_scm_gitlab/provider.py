@@ -36,6 +36,7 @@ from urllib.parse import quote
 import requests
 
 from tfregistry.interfaces import (
+    OAuthEndpoints,
     ScmCredentials,
     ScmError,
     ScmProvider,
@@ -81,8 +82,28 @@ class GitLabScm(ScmProvider):
     supports_webhooks = True
     secret_headers = ("x-gitlab-token", "webhook-signature")
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, *, oauth_client_id: str = "", oauth_client_secret: str = "") -> None:
         self.timeout = timeout
+        self.oauth_client_id = oauth_client_id
+        self.oauth_client_secret = oauth_client_secret
+        if oauth_client_id:
+            self.auth_methods = ("token", "oauth")
+
+    def oauth_endpoints(self, base_url: str | None) -> OAuthEndpoints | None:
+        """The OAuth 2.0 endpoints of gitlab.com, or of the self-managed instance whose API is ``base_url``
+        (``https://HOST/api/v4`` -> ``https://HOST/oauth/authorize`` and ``https://HOST/oauth/token``),
+        from https://docs.gitlab.com/api/oauth2/ (authorization code flow with PKCE S256; access tokens
+        expire after two hours and come with a refresh token, which the core uses before expiry).
+        Scopes ``api`` (the webhooks need write access to the project's hooks) and ``read_repository``
+        (git over https), from https://docs.gitlab.com/integration/oauth_provider/#view-all-authorized-applications
+        and https://docs.gitlab.com/user/profile/personal_access_tokens/#personal-access-token-scopes.
+        Git over https uses the user ``oauth2`` with the access token (:meth:`git_http_headers`)."""
+        if not self.oauth_client_id:
+            return None
+        site = (base_url or GITLAB_API).rstrip("/").removesuffix("/api/v4")
+        return OAuthEndpoints(authorize_url=f"{site}/oauth/authorize", token_url=f"{site}/oauth/token",
+                              scopes=("api", "read_repository"), client_id=self.oauth_client_id,
+                              client_secret=self.oauth_client_secret)
 
     # --- REST -------------------------------------------------------------------------------
 
@@ -140,7 +161,8 @@ class GitLabScm(ScmProvider):
         accepts any user name for access tokens (``username``, else ``oauth2``)."""
         if not credentials.token:
             return {}
-        pair = base64.b64encode(f"{credentials.username or 'oauth2'}:{credentials.token}".encode()).decode()
+        user = "oauth2" if credentials.method == "oauth" else credentials.username or "oauth2"
+        pair = base64.b64encode(f"{user}:{credentials.token}".encode()).decode()
         return {"Authorization": f"Basic {pair}"}
 
     def create_webhook(self, credentials: ScmCredentials, repository: str, url: str, secret: str) -> str:

@@ -22,18 +22,37 @@ else (any other route is 404 ``{"message": "404 Not Found"}``):
 body from https://docs.gitlab.com/user/project/integrations/webhook_events/#tag-events and
 https://docs.gitlab.com/user/project/integrations/webhooks/#delivery-headers; the signing-token headers
 from https://gitlab.com/gitlab-org/gitlab/-/merge_requests/230944).
+
+With ``oauth_client=(application_id, secret)``, the OAuth 2.0 authorization code flow with PKCE as
+https://docs.gitlab.com/api/oauth2/ describes it (served on the site root, as ``https://gitlab.com/oauth/...``):
+
+* ``GET /oauth/authorize`` (``client_id``, ``redirect_uri``, ``response_type=code``, ``state``, ``scope``,
+  ``code_challenge``, ``code_challenge_method``): the person approves at once; 302 to
+  ``redirect_uri?code=...&state=...`` (an unknown ``client_id`` is refused, 401 ``invalid_client``);
+* ``POST /oauth/token`` (form: ``client_id``, ``client_secret``, ``code``, ``grant_type=authorization_code``,
+  ``redirect_uri``, ``code_verifier``; or ``grant_type=refresh_token`` with ``refresh_token``): JSON
+  ``access_token``, ``token_type`` ``Bearer``, ``expires_in`` (7200: access tokens expire after two hours),
+  ``refresh_token``, ``scope``, ``created_at``.  Errors are RFC 6749 section 5.2 documents: 401
+  ``invalid_client``, 400 ``invalid_grant`` (unknown or used code, PKCE or redirect URI mismatch, revoked
+  refresh token).  Codes are single use; a refresh revokes the refresh token it used and issues a new one.
+
+Issued access tokens work for the API (``Authorization: Bearer``) and for git over https as
+``oauth2:<token>`` (https://docs.gitlab.com/api/oauth2/#access-git-over-https-with-access-token).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, redirect, request
 
 from tfregistry.testing.git import GitRepo
 from tfregistry.testing.scm_api import FakeScmApi
@@ -48,11 +67,25 @@ class FakeGitLab(FakeScmApi):
     the ``token`` and ``signing_token`` they were created with.
     """
 
-    def __init__(self, root: Path, *, token: str, group: str = "acme") -> None:
+    def __init__(self, root: Path, *, token: str, group: str = "acme",
+                 oauth_client: tuple[str, str] | None = None, oauth_expires_in: int = 7200) -> None:
         self.token = token
+        #: Every access token the API accepts (``token`` and those the OAuth flow issued).
+        self.tokens = {token}
+        self.oauth_client = oauth_client
+        #: ``expires_in`` of issued access tokens (GitLab: two hours).
+        self.oauth_expires_in = oauth_expires_in
+        #: ``code`` -> what the authorization request carried; live refresh tokens.
+        self.oauth_codes: dict[str, dict[str, str]] = {}
+        self.refresh_tokens: set[str] = set()
         self.group = group
         self._ids = itertools.count(1)
         super().__init__(root, git_credentials=("oauth2", token))
+
+    @property
+    def site_url(self) -> str:
+        """The instance's root (``https://gitlab.com``), where ``/oauth/...`` lives."""
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def api_url(self) -> str:
@@ -141,10 +174,62 @@ class FakeGitLab(FakeScmApi):
         @app.before_request
         def authenticate() -> Any:
             fake.calls.append((request.method, request.path))
-            sent = request.headers.get("Authorization") or ""
-            if sent != f"Bearer {fake.token}" and request.headers.get("PRIVATE-TOKEN") != fake.token:
+            if request.path.startswith("/oauth/"):
+                return None
+            scheme, _, sent = (request.headers.get("Authorization") or "").partition(" ")
+            if not (scheme == "Bearer" and sent in fake.tokens) and request.headers.get("PRIVATE-TOKEN") != fake.token:
                 return error(401, "401 Unauthorized")
             return None
+
+        def oauth_error(status: int, code: str, description: str) -> Any:
+            response = jsonify(error=code, error_description=description)
+            response.status_code = status
+            return response
+
+        def issue(scope: str) -> Any:
+            access, refresh = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+            fake.tokens.add(access)
+            fake.git.authorizations.add("Basic " + base64.b64encode(f"oauth2:{access}".encode()).decode())
+            fake.refresh_tokens.add(refresh)
+            return jsonify(access_token=access, token_type="Bearer", expires_in=fake.oauth_expires_in,
+                           refresh_token=refresh, scope=scope, created_at=int(time.time()))
+
+        invalid_grant = ("The provided authorization grant is invalid, expired, revoked, does not match the "
+                         "redirection URI used in the authorization request, or was issued to another client.")
+
+        @app.get("/oauth/authorize")
+        def oauth_authorize() -> Any:
+            args = request.args
+            if fake.oauth_client is None or args.get("client_id") != fake.oauth_client[0]:
+                return oauth_error(401, "invalid_client", "Client authentication failed due to unknown client, "
+                                   "no client authentication included, or unsupported authentication method.")
+            code = uuid.uuid4().hex * 2
+            fake.oauth_codes[code] = {k: args.get(k, "") for k in ("redirect_uri", "scope", "code_challenge",
+                                                                    "code_challenge_method")}
+            return redirect(f"{args['redirect_uri']}?{urlencode({'code': code, 'state': args.get('state', '')})}", 302)
+
+        @app.post("/oauth/token")
+        def oauth_token() -> Any:
+            form = request.form
+            if fake.oauth_client is None or (form.get("client_id"), form.get("client_secret")) != fake.oauth_client:
+                return oauth_error(401, "invalid_client", "Client authentication failed due to unknown client, "
+                                   "no client authentication included, or unsupported authentication method.")
+            if form.get("grant_type") == "refresh_token":
+                if form.get("refresh_token") not in fake.refresh_tokens:
+                    return oauth_error(400, "invalid_grant", invalid_grant)
+                fake.refresh_tokens.discard(form["refresh_token"])
+                return issue("api read_repository")
+            if form.get("grant_type") != "authorization_code":
+                return oauth_error(400, "unsupported_grant_type", "The authorization grant type is not supported "
+                                   "by the authorization server.")
+            grant = fake.oauth_codes.pop(form.get("code", ""), None)
+            if grant is None or form.get("redirect_uri") != grant["redirect_uri"]:
+                return oauth_error(400, "invalid_grant", invalid_grant)
+            if grant["code_challenge"]:
+                digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+                if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != grant["code_challenge"]:
+                    return oauth_error(400, "invalid_grant", invalid_grant)
+            return issue(grant["scope"])
 
         @app.get("/api/v4/user")
         def user() -> Any:

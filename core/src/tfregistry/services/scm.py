@@ -190,7 +190,7 @@ def create_connection(session: Session, actor: Actor, providers: Mapping[str, Sc
     if auth_method not in scm.auth_methods:
         raise ServiceError(f"{scm.label or scm.name} connections accept {', '.join(scm.auth_methods)}, "
                            f"not {auth_method!r}")
-    if auth_method == "oauth" and scm.oauth_endpoints(base_url or None) is None:
+    if auth_method == "oauth" and _oauth_endpoints(scm, base_url or None) is None:
         raise ServiceError(f"{scm.label or scm.name} has no OAuth client configured for "
                            f"{base_url or 'the public service'}: set its OAuth client settings, or use a token")
     if auth_method == "token" and not token:
@@ -268,11 +268,20 @@ OAUTH_REFRESH_MARGIN = timedelta(minutes=5)
 OAUTH_STATE_TTL = timedelta(minutes=15)
 
 
+def _oauth_endpoints(scm: ScmProvider, base_url: str | None) -> Any:
+    """``scm.oauth_endpoints(base_url)``; a provider that refuses OAuth for that server (``ScmNotSupported``:
+    Azure DevOps Server, say) gives a 400 with its reason."""
+    try:
+        return scm.oauth_endpoints(base_url)
+    except ScmNotSupported as exc:
+        raise ServiceError(str(exc)) from None
+
+
 def _oauth_client(scm: ScmProvider, conn: ScmConnection, redirect_uri: str | None = None) -> tuple[Any, Any]:
     """An Authlib ``OAuth2Session`` for ``conn`` and its provider's :class:`OAuthEndpoints`."""
     from authlib.integrations.requests_client import OAuth2Session
 
-    endpoints = scm.oauth_endpoints(conn.base_url)
+    endpoints = _oauth_endpoints(scm, conn.base_url)
     if endpoints is None:
         raise ServiceError(f"{scm.label or scm.name} has no OAuth client configured for "
                            f"{conn.base_url or 'the public service'}")

@@ -104,13 +104,15 @@ class GitHttpServer:
 
     With ``credentials=("user", "password")`` every request needs that HTTP Basic authentication
     (401 with ``WWW-Authenticate`` otherwise), as a hosting service's private repositories do.
-    ``requests`` counts the requests served, by path.
+    ``authorizations`` holds further ``Authorization`` header values accepted as well (the tokens an
+    OAuth fake issued, say: ``Basic ...`` or ``Bearer ...``).  ``requests`` counts the requests served, by path.
     """
 
     def __init__(self, root: Path, credentials: tuple[str, str] | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.credentials = credentials
+        self.authorizations: set[str] = set()
         self.requests: list[str] = []
         #: Set when a held request arrived (see :meth:`hold`).
         self.held = threading.Event()
@@ -128,7 +130,8 @@ class GitHttpServer:
                 server_self.requests.append(self.path)
                 if server_self.credentials is not None:
                     expected = "Basic " + base64.b64encode(":".join(server_self.credentials).encode()).decode()
-                    if self.headers.get("Authorization") != expected:
+                    sent = self.headers.get("Authorization")
+                    if sent != expected and sent not in server_self.authorizations:
                         self.send_response(401)
                         self.send_header("WWW-Authenticate", 'Basic realm="git"')
                         self.send_header("Content-Length", "0")
