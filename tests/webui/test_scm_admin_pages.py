@@ -389,7 +389,17 @@ def test_oauth_connection_sends_the_browser_to_the_system(ui_factory: Any, tmp_p
         back = requests.get(again.headers["Location"], allow_redirects=False, timeout=10)
         assert back.status_code == 302
         parts = urlsplit(back.headers["Location"])
-        assert site.app.test_client().get(f"{parts.path}?{parts.query}").status_code == 200
+        returned = ann.get(f"{parts.path}?{parts.query}")  # the browser, back from the system
+        assert returned.status_code == 303 and returned.headers["Location"] == "/scm#connections"
         home = assert_page(ann.get("/scm"))
         assert "(active)" in home and ">Authorize again<span" in home
+        assert "Connection “gh-oauth” is authorized." in home
+        # The person says no at the system: it sends the browser back with error=access_denied and the state.
+        from urllib.parse import parse_qs
+
+        state = parse_qs(urlsplit(post(ann, "/scm/connections/1/authorize").headers["Location"]).query)["state"][0]
+        failed = ann.get(f"/api/v1/scm/oauth/callback?error=access_denied&state={state}")
+        assert failed.status_code == 303 and failed.headers["Location"] == "/scm#connections"
+        assert "The authorization failed: the authorization was not granted: access_denied" in assert_page(
+            ann.get("/scm"))
         assert len(site.audit("scm.connection.create")) == 1

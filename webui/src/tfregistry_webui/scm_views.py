@@ -128,7 +128,7 @@ def scm_connection_create() -> Any:
             authorize = None
             if conn.auth_method == "oauth":
                 authorize = scm_svc.start_oauth(session, actor, provider, conn, encryption_key(registry),
-                                                scm_api.oauth_callback_url())
+                                                scm_api.oauth_callback_url(), return_to=_back_here())
             session.commit()
         except ServiceError as exc:
             session.rollback()
@@ -140,6 +140,11 @@ def scm_connection_create() -> Any:
         return redirect(url_for("tfr_webui.scm_home") + "#connections", 303)
 
 
+def _back_here() -> str:
+    """Where the OAuth callback sends the browser back: the connections list."""
+    return url_for("tfr_webui.scm_home") + "#connections"
+
+
 @bp.post("/scm/connections/<int:connection_id>/authorize")
 def scm_connection_authorize(connection_id: int) -> Any:
     """Start (or repeat) the OAuth authorization of an ``oauth`` connection: off to the system."""
@@ -149,7 +154,7 @@ def scm_connection_authorize(connection_id: int) -> Any:
         conn = scm_api.scm_connection(session, identity, connection_id)
         url = scm_svc.start_oauth(session, auth.request_actor(identity, conn.organization_id),
                                   scm_svc.provider_for(registry.scm_providers, conn.provider), conn,
-                                  encryption_key(registry), scm_api.oauth_callback_url())
+                                  encryption_key(registry), scm_api.oauth_callback_url(), return_to=_back_here())
         session.commit()
     return redirect(url, 303)
 

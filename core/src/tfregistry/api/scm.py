@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import request
+from flask import flash, redirect, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import select
@@ -383,16 +383,28 @@ class OAuthCallback(MethodView):
     @blp.doc(security=PUBLIC)
     @blp.arguments(OAuthCallbackArgs, location="query")
     @blp.response(200, ConnectionSchema)
+    @blp.alt_response(303, description="Back to the web UI page the authorization was started from")
     @errors(blp, 502)
     def get(self, args: dict[str, Any]) -> Any:
         """Where the system sends the person back: ``state`` (single use, from the authorization this
         registry started) names the connection; ``code`` is exchanged for the access and refresh token,
-        stored encrypted.  A missing, unknown or used ``state`` is refused (400)."""
+        stored encrypted.  A missing, unknown or used ``state`` is refused (400).  An authorization started
+        from a web UI page answers 303 back to that page, which says how it went."""
         registry = current_registry()
         with registry.db.session() as session:
-            conn = scm.finish_oauth(session, registry.scm_providers, encryption_key(registry), state=args["state"],
-                                    code=args["code"], error=args["error"], redirect_uri=oauth_callback_url())
-            return scm.connection_json(conn)
+            try:
+                done = scm.finish_oauth(session, registry.scm_providers, encryption_key(registry),
+                                        state=args["state"], code=args["code"], error=args["error"],
+                                        redirect_uri=oauth_callback_url())
+            except ServiceError as exc:
+                if getattr(exc, "return_to", None):  # started from a web page: show the failure there
+                    flash(f"The authorization failed: {exc}", "error")
+                    return redirect(exc.return_to, 303)  # type: ignore[attr-defined]
+                raise
+            if done.return_to:  # started from a web page: back to it
+                flash(f"Connection “{done.connection.name}” is authorized.")
+                return redirect(done.return_to, 303)
+            return scm.connection_json(done.connection)
 
 
 @blp.route("/connections/<id:connection_id>")

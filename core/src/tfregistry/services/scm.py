@@ -316,12 +316,16 @@ def _oauth_error(exc: Exception) -> str:
 
 
 def start_oauth(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConnection, enc_key: bytes,
-                redirect_uri: str) -> str:
+                redirect_uri: str, return_to: str | None = None) -> str:
     """Begin (or repeat, to re-authorize) the authorization-code flow of an ``oauth`` connection: the
     URL to send the person to.  ``state`` (``<connection id>.<random>``) and the PKCE verifier are
-    kept encrypted with the connection until :func:`finish_oauth`; a new start replaces them."""
+    kept encrypted with the connection until :func:`finish_oauth`; a new start replaces them.
+    ``return_to``: a path of this registry the callback sends the browser back to (the web UI's page)."""
     if conn.auth_method != "oauth":
         raise ServiceError(f"connection {conn.name!r} authenticates with {conn.auth_method}, not oauth")
+    if return_to is not None and (not return_to.startswith("/") or return_to.startswith("//") or "\\" in return_to
+                                  or any(c.isspace() or ord(c) < 32 for c in return_to)):
+        raise ServiceError("return_to must be a path of this registry")
     client, endpoints = _oauth_client(scm, conn, redirect_uri)
     state = f"{conn.id}.{secrets.token_urlsafe(32)}"
     verifier = secrets.token_urlsafe(48) if endpoints.pkce else None
@@ -329,14 +333,14 @@ def start_oauth(session: Session, actor: Actor, scm: ScmProvider, conn: ScmConne
         url, _ = client.create_authorization_url(endpoints.authorize_url, state=state, code_verifier=verifier,
                                                  **dict(endpoints.authorize_params))
     doc = _secrets(conn, enc_key) | {"oauth_state": state, "oauth_verifier": verifier,
-                                     "oauth_started": utcnow().isoformat()}
+                                     "oauth_started": utcnow().isoformat(), "oauth_return": return_to}
     conn.secrets_encrypted = gpg.encrypt_secret(json.dumps(doc), enc_key, SCM_SECRETS)
     record(session, actor, "scm.connection.oauth_start", conn.name, provider=conn.provider)
     return str(url)
 
 
 def finish_oauth(session: Session, providers: Mapping[str, ScmProvider], enc_key: bytes, *, state: str | None,
-                 code: str | None, error: str | None, redirect_uri: str) -> ScmConnection:
+                 code: str | None, error: str | None, redirect_uri: str) -> OAuthFinished:
     """The callback: check ``state`` against the one :func:`start_oauth` kept (single use, at most
     :data:`OAUTH_STATE_TTL` old), exchange ``code`` for tokens and store them encrypted."""
     conn_id, _, _ = (state or "").partition(".")
@@ -349,8 +353,28 @@ def finish_oauth(session: Session, providers: Mapping[str, ScmProvider], enc_key
     verifier = doc.pop("oauth_verifier", None)
     started = datetime.fromisoformat(doc.pop("oauth_started"))
     doc.pop("oauth_state")
+    return_to = doc.pop("oauth_return", None)
     conn.secrets_encrypted = gpg.encrypt_secret(json.dumps(doc), enc_key, SCM_SECRETS) if doc else None
     session.commit()  # the state is used up, whatever happens next
+    try:
+        _exchange_code(session, providers, enc_key, conn, doc, started, code, error, verifier, redirect_uri)
+    except ServiceError as exc:
+        exc.return_to = return_to  # type: ignore[attr-defined]  (where the web UI shows the failure)
+        raise
+    return OAuthFinished(conn, return_to)
+
+
+@dataclass(frozen=True)
+class OAuthFinished:
+    """A completed authorization: the connection, and the path to send the browser back to (or ``None``)."""
+
+    connection: ScmConnection
+    return_to: str | None
+
+
+def _exchange_code(session: Session, providers: Mapping[str, ScmProvider], enc_key: bytes, conn: ScmConnection,
+                   doc: dict[str, Any], started: datetime, code: str | None, error: str | None, verifier: str | None,
+                   redirect_uri: str) -> None:
     if utcnow() - started > OAUTH_STATE_TTL:
         raise ServiceError("the OAuth authorization took too long: start it again")
     if error or not code:
@@ -367,7 +391,6 @@ def finish_oauth(session: Session, providers: Mapping[str, ScmProvider], enc_key
     record(session, Actor(name=conn.created_by or f"scm:{conn.provider}"), "scm.connection.oauth_authorized",
            conn.name, provider=conn.provider)
     session.commit()
-    return conn
 
 
 def _oauth_usable(conn: ScmConnection, enc_key: bytes) -> None:
