@@ -19,9 +19,11 @@ def test_digest_is_taken_while_writing_and_the_file_goes_on_close(tmp_path: Path
     assert spool.read() == b"provider bytes"
     assert spool.sha256 == hashlib.sha256(b"provider bytes").hexdigest()
     assert spooled_digest(spool) == (spool.path, spool.sha256)
-    assert Path(spool.path).name.startswith(".upload~")
+    with open(spool.path, "rb") as again:  # readable by its path while open
+        assert again.read() == b"provider bytes"
+    assert os.listdir(tmp_path) == []  # unnamed (O_TMPFILE): a killed process leaves nothing behind
     spool.close()
-    assert not os.path.exists(spool.path) and spooled_digest(spool) is None
+    assert spooled_digest(spool) is None and os.listdir(tmp_path) == []
 
 
 def test_a_write_after_a_seek_drops_the_digest(tmp_path: Path) -> None:
@@ -39,8 +41,9 @@ def test_put_upload_uses_put_file_for_a_spool_and_put_for_anything_else(tmp_path
     spool.write(b"spooled")
     spool.seek(3)  # where a reader left it: put_file stores the whole file anyway
     stored = put_upload(storage, "k/spooled", spool)
-    assert os.stat(storage.root / "k" / "spooled").st_ino == os.stat(spool.path).st_ino
+    assert os.stat(storage.root / "k" / "spooled").st_ino == os.stat(spool.path).st_ino  # linked, not copied
     spool.close()
+    assert os.stat(storage.root / "k" / "spooled").st_nlink == 1
     memory = io.BytesIO(b"in memory")
     memory.seek(5)
     other = put_upload(storage, "k/memory", memory)

@@ -5,6 +5,7 @@ once: received, hashed and written together, then adopted by the storage backend
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -12,7 +13,7 @@ import tempfile
 import uuid
 from typing import Any
 
-from tfregistry.interfaces import StorageBackend, StoredObject
+from tfregistry.interfaces import StorageBackend, StorageFull, StoredObject
 
 #: Requests up to this size keep their uploaded files in memory (Werkzeug's default threshold).
 SPOOL_IN_MEMORY_BELOW = 500 * 1024
@@ -22,23 +23,36 @@ class SpooledUpload(io.FileIO):
     """An uploaded file spooled to disk, hashed (SHA-256) as the multipart parser writes it.
 
     Created in the storage backend's :meth:`~tfregistry.interfaces.StorageBackend.staging_directory`
-    (or the temporary directory) as ``.upload~<hex>.tmp``, so a backend can adopt it with
+    (or the temporary directory), unnamed where Linux allows (``O_TMPFILE``: a killed process leaves
+    nothing), else as ``.upload~<hex>.tmp``, so a backend can adopt it with
     :meth:`~tfregistry.interfaces.StorageBackend.put_file` instead of copying it: together with
     :attr:`sha256` the bytes are received, hashed and written once.  The file is removed when closed
     (Werkzeug closes uploads at the end of the request).
     """
 
     def __init__(self, directory: str | None) -> None:
-        path = os.path.join(directory or tempfile.gettempdir(), f".upload~{uuid.uuid4().hex}.tmp")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        directory = directory or tempfile.gettempdir()
+        try:  # unnamed (Linux O_TMPFILE): nothing is left behind if the process dies mid-upload
+            fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o666)
+            path, self._named = f"/proc/self/fd/{fd}", False
+        except (AttributeError, OSError):  # no O_TMPFILE here: a hidden name, collected by `tfr storage gc`
+            path = os.path.join(directory, f".upload~{uuid.uuid4().hex}.tmp")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            self._named = True
         super().__init__(fd, "r+b", closefd=True)
+        #: Where the file can be opened (or hard-linked, ``os.link`` following the link) while it is open.
         self.path = path
         self._sha: Any = hashlib.sha256()
         self._written = 0
         self._appending = True
 
     def write(self, data: Any) -> int:
-        n = super().write(data)
+        try:
+            n = super().write(data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # answered 507, like a full storage backend
+                raise StorageFull(f"no space left to receive the upload ({exc.strerror})") from exc
+            raise
         if self._appending:
             self._sha.update(memoryview(data)[:n or 0])
             self._written += n or 0
@@ -57,8 +71,9 @@ class SpooledUpload(io.FileIO):
 
     def close(self) -> None:
         super().close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if self._named:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
 
 def spooled_digest(fileobj: Any) -> tuple[str, str] | None:

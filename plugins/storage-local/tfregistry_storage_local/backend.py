@@ -35,6 +35,17 @@ _TEMP_NAME = re.compile(r"^\..*~[0-9a-f]{32}\.tmp$")
 _CREATE_ATTEMPTS = 5
 
 
+def _link(source: str, target: str) -> None:
+    """Hard-link ``source`` as ``target`` following a final symbolic link, so ``/proc/self/fd/N`` of an
+    unnamed (``O_TMPFILE``) file links the file itself: ``linkat(AT_SYMLINK_FOLLOW)``, which ``os.link``
+    uses only when given a directory descriptor."""
+    parent = os.open(os.path.dirname(source) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(os.path.basename(source), target, src_dir_fd=parent, follow_symlinks=True)
+    finally:
+        os.close(parent)
+
+
 def _is_key_segment(name: str) -> bool:
     try:
         validate_key(name)
@@ -118,22 +129,23 @@ class LocalStorage(StorageBackend):
         return StoredObject(key=key, size=reader.size, sha256=reader.sha256)
 
     def staging_directory(self) -> str:
-        """The root itself: a spooled upload (``.upload~<hex>.tmp``, never a key, cleaned by
-        :meth:`remove_partial_writes` if its process dies) is on the same filesystem, so
-        :meth:`put_file` links it into place instead of copying it."""
+        """The root itself: a spooled upload (unnamed, or ``.upload~<hex>.tmp`` where the system has no
+        ``O_TMPFILE``: never a key, cleaned by :meth:`remove_partial_writes` if its process dies) is on
+        the same filesystem, so :meth:`put_file` links it into place instead of copying it."""
         return str(self.root)
 
     def put_file(self, key: str, path: str, *, sha256: str | None = None,
                  content_type: str | None = None) -> StoredObject:
-        """Store the file ``path``: a spooled upload in :meth:`staging_directory` whose ``sha256`` is
-        known is fsynced and hard-linked into place (atomically, through a temporary name and
-        :func:`os.replace`); any other file is copied (and hashed) like :meth:`put`."""
+        """Store the file ``path``: with its ``sha256`` known (the core's spooled upload, which it never
+        writes again) and on this filesystem, it is fsynced and hard-linked into place (atomically,
+        through a temporary name and :func:`os.replace`; ``/proc/self/fd/N`` of an unnamed file works
+        too); otherwise it is copied (and hashed) like :meth:`put`."""
         target = self._path(key)
         directory, name = os.path.split(target)
-        if sha256 is None or os.path.dirname(os.path.abspath(path)) != str(self.root):
-            return super().put_file(key, path, sha256=sha256, content_type=content_type)
         with _storage_errors("write", key):
             st = os.stat(path)
+        if sha256 is None or st.st_dev != os.stat(self.root).st_dev:
+            return super().put_file(key, path, sha256=sha256, content_type=content_type)
         tmp_path = None
         try:
             with _storage_errors("write", key):
@@ -146,7 +158,7 @@ class LocalStorage(StorageBackend):
                     tmp_path = os.path.join(directory, f".{name[:100]}~{uuid.uuid4().hex}.tmp")
                     try:
                         os.makedirs(directory, exist_ok=True)
-                        os.link(path, tmp_path)
+                        _link(path, tmp_path)
                         break
                     except FileNotFoundError:  # a concurrent delete() pruned the directory
                         tmp_path = None
