@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import ipaddress
 import os
 import re
@@ -516,8 +517,6 @@ def check_hmac_sha256(request: WebhookRequest, header: str, secret: str) -> None
     """Raise :class:`WebhookRejected` unless ``header`` is ``sha256=`` and the hex HMAC-SHA256 of the
     raw body with ``secret`` (GitHub's ``X-Hub-Signature-256``, Bitbucket's ``X-Hub-Signature``),
     compared in constant time."""
-    import hmac
-
     sent = request.header(header)
     if not sent:
         raise WebhookRejected(f"{header} header missing")

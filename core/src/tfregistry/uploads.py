@@ -43,7 +43,6 @@ class SpooledUpload(io.FileIO):
         #: Where the file can be opened (or hard-linked, ``os.link`` following the link) while it is open.
         self.path = path
         self._sha: Any = hashlib.sha256()
-        self._written = 0
         self._appending = True
 
     def write(self, data: Any) -> int:
@@ -55,7 +54,6 @@ class SpooledUpload(io.FileIO):
             raise
         if self._appending:
             self._sha.update(memoryview(data)[:n or 0])
-            self._written += n or 0
         else:
             self._sha = None  # written after a seek: the digest no longer describes the file
         return n or 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tfregistry import hookimpl
-from tfregistry_scm_azuredevops.provider import AzureDevOpsScm
+from tfregistry_scm_azuredevops.provider import ENTRA_AUTHORITY, AzureDevOpsScm
 
-#: Uses the SCM provider interface, added in plugin API 1.2.
-TFR_PLUGIN_API = ">=1.2,<2"
+#: Uses the SCM provider interface (plugin API 1.2) and its vendor API and ssh helpers (1.3).
+TFR_PLUGIN_API = ">=1.3,<2"
 
 
 @hookimpl
@@ -22,7 +22,7 @@ def tfr_add_settings(settings: Any) -> None:
                  help="Client secret of that app registration")
     settings.add("scm.azuredevops.oauth_tenant", str, default="organizations",
                  help="Entra ID tenant of the authorization endpoints: a tenant id or domain, organizations or common")
-    settings.add("scm.azuredevops.oauth_authority", str, default="https://login.microsoftonline.com",
+    settings.add("scm.azuredevops.oauth_authority", str, default=ENTRA_AUTHORITY,
                  help="Microsoft identity platform authority (another for a national cloud)")
 
 
@@ -33,5 +33,5 @@ def tfr_register_scm_providers(register: Any) -> None:
         oauth_client_id=settings.get("scm.azuredevops.oauth_client_id") or "",
         oauth_client_secret=settings.get("scm.azuredevops.oauth_client_secret") or "",
         oauth_tenant=settings.get("scm.azuredevops.oauth_tenant") or "organizations",
-        oauth_authority=settings.get("scm.azuredevops.oauth_authority") or "https://login.microsoftonline.com"),
+        oauth_authority=settings.get("scm.azuredevops.oauth_authority") or ENTRA_AUTHORITY),
         description="Azure DevOps Services and Server")

@@ -7,8 +7,8 @@ from typing import Any
 from tfregistry import hookimpl
 from tfregistry_scm_git.provider import GitScm
 
-#: Uses the SCM provider interface, added in plugin API 1.2.
-TFR_PLUGIN_API = ">=1.2,<2"
+#: Uses the SCM provider interface (plugin API 1.2) and its vendor API and ssh helpers (1.3).
+TFR_PLUGIN_API = ">=1.3,<2"
 
 
 @hookimpl
