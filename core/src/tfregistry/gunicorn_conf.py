@@ -1,8 +1,9 @@
 """Gunicorn settings for the registry: ``gunicorn -c python:tfregistry.gunicorn_conf "tfregistry.app:create_app()"``.
 
-Threaded workers (``gthread``) keep client connections open between requests, which roughly
-doubles what each worker answers compared with the default ``sync`` workers (figures in
-``docs/performance.md``).  Command-line flags and ``GUNICORN_CMD_ARGS`` still override these,
+Threaded workers keep client connections open between requests, which roughly doubles what each
+worker answers compared with the default ``sync`` workers; the registry's worker
+(:class:`tfregistry.worker.ReplayWorker`, gunicorn's ``gthread`` plus replayed protocol answers sent
+by its event loop without a thread hand-over) adds as much again (figures in ``docs/performance.md``).  Command-line flags and ``GUNICORN_CMD_ARGS`` still override these,
 e.g. ``-w 4``.  Each worker writes its pending download counts when it stops cleanly
 (SIGTERM, or a restart by the arbiter).
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 #: Two processes per core is gunicorn's usual advice; threads carry the waiting on the database.
 workers = int(os.environ.get("WEB_CONCURRENCY", (os.cpu_count() or 1) * 2))
-worker_class = "gthread"
+worker_class = "tfregistry.worker.ReplayWorker"
 threads = 8
 keepalive = 5
 #: Long uploads (provider releases) must not be cut off by the worker timeout.

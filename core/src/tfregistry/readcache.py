@@ -51,7 +51,14 @@ from sqlalchemy.engine import Engine
 
 from tfregistry.models import utcnow
 from tfregistry.protocol import files
-from tfregistry.web import ROUTE_KEY, TOKEN_KEY, current_registry, environ_request_id
+from tfregistry.web import (
+    NOT_REPLAYED_KEY,
+    REPLAY_ONLY_KEY,
+    ROUTE_KEY,
+    TOKEN_KEY,
+    current_registry,
+    environ_request_id,
+)
 
 if TYPE_CHECKING:
     from tfregistry.db import Database
@@ -65,6 +72,8 @@ _HINT = "tfregistry.readcache.hint"
 #: Response headers never stored: they belong to one request.
 _PER_REQUEST_HEADERS = {"x-request-id", "set-cookie", "date"}
 _GENERATION_SQL = "SELECT generation FROM catalog_state WHERE id = 1"
+#: Largest signed file :meth:`ReadCache.replay_only` sends (module archives are usually smaller).
+LOOP_FILE_SIZE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -165,13 +174,18 @@ class Generation:
     def _committed(self, session: Any) -> None:
         self._dirty = True
 
-    def current(self) -> int | None:
-        """The generation, or ``None`` when it cannot be known (then nothing is replayed)."""
+    def current(self, *, read: bool = True) -> int | None:
+        """The generation, or ``None`` when it cannot be known (then nothing is replayed).
+
+        ``read=False``: ``None`` rather than a round trip to a database server (PostgreSQL without a
+        trusted listener value); SQLite's local read is still made."""
         listener = self._listener_for_this_process()
         if listener is not None and not self._dirty:
             value = listener.value()
             if value is not None:
                 return value
+        if listener is not None and not read:
+            return None
         self._dirty = False
         value = self._read()
         if listener is not None and value is not None:
@@ -327,6 +341,14 @@ def credential_key(environ: dict[str, Any]) -> str | None:
     return hashlib.sha256(value.strip().encode()).hexdigest()
 
 
+def _cache_key(credential: str, environ: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two requests the same to the cache: the caller, where and what they asked, and
+    whether the client is Terraform (which gets ``204`` for a module download, others a body)."""
+    return (credential, environ.get("HTTP_HOST", ""), environ.get("wsgi.url_scheme", ""),
+            environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
+            environ.get("HTTP_USER_AGENT", "").startswith("Terraform/"))
+
+
 class ReadCache:
     """WSGI middleware replaying the answers views marked :func:`cacheable` (see the module docstring)."""
 
@@ -339,10 +361,14 @@ class ReadCache:
         self.max_ttl = float(registry.settings["cache.ttl"])
         self._entries: OrderedDict[tuple[Any, ...], Entry] = OrderedDict()
         self._lock = threading.Lock()
+        #: Files a server's event loop may send itself (see :meth:`replay_only`): small ones, from a local disk.
+        self._loop_files = registry.storage.staging_directory() is not None
         self.hits = 0
         self.misses = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if REPLAY_ONLY_KEY in environ:
+            return self.replay_only(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") != "GET" or not path.startswith(("/v1/", "/.well-known/")):
             return self.wsgi_app(environ, start_response)
@@ -356,15 +382,41 @@ class ReadCache:
         generation = self.generation.current()
         if generation is None:
             return self.wsgi_app(environ, start_response)
-        key = (credential, environ.get("HTTP_HOST", ""), environ.get("wsgi.url_scheme", ""),
-               environ.get("SCRIPT_NAME", ""), path, environ.get("QUERY_STRING", ""),
-               environ.get("HTTP_USER_AGENT", "").startswith("Terraform/"))
+        key = _cache_key(credential, environ)
         entry = self._entries.get(key)
         if entry is not None and entry.generation == generation and time.time() < entry.expires:
             self.hits += 1
             return self._replay(entry, environ, start_response)
         self.misses += 1
         return self._fill(key, generation, environ, start_response)
+
+    def replay_only(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Answer from memory, or set ``NOT_REPLAYED`` in the environ and return nothing, having done
+        nothing else (no miss counted, no database round trip beyond SQLite's local read).
+
+        A signed file of at most :data:`LOOP_FILE_SIZE` bytes on a local disk is answered too (read
+        from the page cache, it costs less than the hand-over to a thread); larger files, and files
+        in object storage, are not."""
+        path = environ.get("PATH_INFO", "")
+        if self._loop_files and path.startswith(files.PREFIX) and environ.get("REQUEST_METHOD") == "GET":
+            environ[ROUTE_KEY] = files.ROUTE
+            served = files.serve_plain_get(self.registry, environ, start_response, max_size=LOOP_FILE_SIZE)
+            if served is not None:
+                return served
+            environ[NOT_REPLAYED_KEY] = True
+            return []
+        credential = credential_key(environ)
+        if (environ.get("REQUEST_METHOD") == "GET" and credential is not None
+                and path.startswith(("/v1/", "/.well-known/")) and not path.startswith(files.PREFIX)):
+            generation = self.generation.current(read=False)
+            key = _cache_key(credential, environ)
+            entry = self._entries.get(key)
+            if (generation is not None and entry is not None and entry.generation == generation
+                    and time.time() < entry.expires):
+                self.hits += 1
+                return self._replay(entry, environ, start_response)
+        environ[NOT_REPLAYED_KEY] = True
+        return []
 
     def _replay(self, entry: Entry, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if entry.download is not None:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tfregistry.web import (
+    NOT_REPLAYED_KEY,
     REQUEST_ID_KEY,
     ROUTE_KEY,
     TOKEN_KEY,
@@ -107,7 +108,7 @@ class RequestTelemetry:
         try:
             return self.wsgi_app(environ, note_status)
         finally:
-            if self.observe.active or self.log_requests:
+            if (self.observe.active or self.log_requests) and NOT_REPLAYED_KEY not in environ:
                 self._done(environ, status, time.perf_counter() - start)
             _current_request_id.reset(reset)
 

@@ -25,6 +25,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_KEY = "tfregistry.request_id"
 ROUTE_KEY = "tfregistry.route"
 TOKEN_KEY = "tfregistry.token_id"
+#: Set by a server that wants only a replayed answer (``tfregistry.worker``): the read cache answers
+#: from memory or sets :data:`NOT_REPLAYED` and returns nothing, with no side effect, and the server
+#: then passes the request on to the whole application.
+REPLAY_ONLY_KEY = "tfregistry.replay_only"
+NOT_REPLAYED_KEY = "tfregistry.not_replayed"
 _current_request_id: ContextVar[str | None] = ContextVar("tfregistry_request_id", default=None)
 
 

@@ -59,10 +59,11 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,255}$")
 
 
 def serve_plain_get(registry: Registry, environ: dict[str, Any],
-                    start_response: Callable[..., Any]) -> Iterable[bytes] | None:
+                    start_response: Callable[..., Any], *, max_size: int | None = None) -> Iterable[bytes] | None:
     """The common download without Flask: a GET of ``/v1/files/<key>`` with a valid signature and no
     ``Range``, answered with the same status and headers as :func:`download`.  ``None`` for anything
-    else (a bad signature, a missing object, a range request, an unusual name): the view answers it."""
+    else (a bad signature, a missing object, a range request, an unusual name, an object larger than
+    ``max_size``): the view answers it."""
     if environ.get("HTTP_RANGE") or environ.get("HTTP_IF_RANGE"):
         return None
     try:
@@ -79,7 +80,7 @@ def serve_plain_get(registry: Registry, environ: dict[str, Any],
     except Exception:  # missing, invalid or unavailable: the view answers with the reason
         return None
     size = _size(fh)
-    if size is None:
+    if size is None or (max_size is not None and size > max_size):
         fh.close()
         return None
     mimetype = "application/octet-stream" if key.endswith(ARCHIVE_SUFFIXES) else (

@@ -1,0 +1,151 @@
+"""The registry's gunicorn worker: gunicorn's threaded worker, with replayed reads answered at once.
+
+gunicorn's ``gthread`` worker hands every request to a thread of its pool: the event loop sees
+the connection become readable, queues it, a thread wakes, parses the request, calls the
+application and hands the connection back through a pipe to the loop.  For a replayed protocol
+answer (a few kilobytes already in memory, see :mod:`tfregistry.readcache`) that hand-over costs
+several times the answer itself, and under load it is where the long tail of latency comes from.
+
+:class:`ReplayWorker` keeps everything of ``gthread`` and adds one step: when a kept-alive
+connection becomes readable, the event loop reads what has arrived and, if it is one complete
+``GET`` of a protocol path with no body, parses it with gunicorn's own parser, builds gunicorn's
+own WSGI environ and asks the application for a replayed answer only
+(:data:`~tfregistry.web.REPLAY_ONLY_KEY`).  The whole middleware stack runs as for any request
+(request id, trusted proxies, access log, metrics, download counting), and gunicorn's own
+``Response`` formats the answer, so it is byte for byte what the thread would have sent.  When
+the cache cannot answer (a miss, a changed catalog, PostgreSQL's generation not known without a
+round trip, anything unusual in the request) nothing has happened yet: the bytes are handed to
+the connection's parser and the request takes ``gthread``'s usual path.  An answer that does not
+fit the socket's send buffer at once is finished by a pool thread.
+
+New connections (and so TLS handshakes) take the usual path for their first request.  On a
+gunicorn whose ``gthread`` internals differ from the ones this was written against, the worker
+says so at start-up and behaves exactly as ``gthread``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from datetime import datetime
+from typing import Any
+
+from gunicorn.http import RequestParser, wsgi
+from gunicorn.workers.gthread import ThreadWorker
+
+from tfregistry.web import NOT_REPLAYED_KEY, REPLAY_ONLY_KEY
+
+#: Request heads the fast path looks at: protocol reads only (the web UI and the API go to the pool).
+_PREFIXES = (b"GET /v1/", b"GET /.well-known/")
+_HEAD_END = b"\r\n\r\n"
+#: A head longer than this (or not complete in one read) takes the usual path.
+_MAX_HEAD = 8192
+#: Headers that announce a body, an interim answer or a protocol switch: the usual path handles those.
+_DECLINED_HEADERS = frozenset({"CONTENT-LENGTH", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS"})
+
+
+class _Collector:
+    """Stands in for the client's socket while gunicorn writes an answer: keeps the bytes."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.parts.append(bytes(data))
+
+    def send(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+
+class ReplayWorker(ThreadWorker):
+    """``gthread`` that answers replayed protocol reads on its event loop (see the module docstring)."""
+
+    def init_process(self) -> None:
+        self.fast_path = all(hasattr(self, name) for name in ("keepalived_conns", "method_queue", "max_keepalived"))
+        if not self.fast_path:
+            self.log.warning("tfregistry worker: this gunicorn's threaded worker is not the one it knows; "
+                             "replayed reads take gthread's usual path")
+        super().init_process()
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        if self.fast_path and self._answer_from_memory(conn):
+            return
+        super().on_client_socket_readable(conn, client)
+
+    def _answer_from_memory(self, conn: Any) -> bool:
+        """Answer the request waiting on ``conn`` from the read cache; ``False`` (nothing consumed) if not."""
+        if (not self.alive or conn.parser is None or getattr(conn, "is_http2", False)
+                or self.nr + 1 >= self.max_requests or conn.parser.unreader.buf.getvalue()):
+            return False
+        try:
+            data = conn.sock.recv(_MAX_HEAD)
+        except (OSError, ssl.SSLError):  # nothing to read yet, or a failure the usual path reports
+            return False
+        if not data:
+            return False
+        answered = False
+        try:
+            answered = self._replay(conn, data)
+        except Exception:  # an unusual request: the usual path answers it (or its error) properly
+            answered = False
+        finally:
+            if not answered:
+                conn.parser.unreader.unread(data)
+        return answered
+
+    def _replay(self, conn: Any, data: bytes) -> bool:
+        if not data.startswith(_PREFIXES) or data.find(_HEAD_END) != len(data) - len(_HEAD_END):
+            return False
+        req = next(RequestParser(self.cfg, [data], conn.client))
+        if req.should_close() or any(name in _DECLINED_HEADERS for name, _ in req.headers):
+            return False
+        started = datetime.now()
+        out = _Collector()
+        resp, environ = wsgi.create(req, out, conn.client, conn.server, self.cfg)
+        environ["wsgi.multithread"] = True
+        environ[REPLAY_ONLY_KEY] = True
+        answer = self.wsgi(environ, resp.start_response)
+        if NOT_REPLAYED_KEY in environ:
+            return False
+        self.cfg.pre_request(self, req)
+        try:
+            if len(self.keepalived_conns) > self.max_keepalived:
+                resp.force_close()
+            for chunk in answer:
+                resp.write(chunk)
+            resp.close()
+            self.nr += 1
+        finally:
+            self.log.access(resp, req, environ, datetime.now() - started)
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+            self.cfg.post_request(self, req, environ, resp)
+        self._send(conn, b"".join(out.parts), keep_alive=not resp.should_close())
+        return True
+
+    def _send(self, conn: Any, payload: bytes, keep_alive: bool) -> None:
+        """Send what fits now; a pool thread sends the rest (and closes the connection if it must)."""
+        try:
+            sent = conn.sock.send(payload)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
+        except OSError:
+            sent, keep_alive, payload = 0, False, b""
+        if sent == len(payload) and keep_alive:
+            conn.set_timeout()  # kept alive afresh: to the back of the queue the loop expires from the front
+            self.keepalived_conns.remove(conn)
+            self.keepalived_conns.append(conn)
+            return
+        self.poller.unregister(conn.sock)
+        self.keepalived_conns.remove(conn)
+        rest = payload[sent:]
+        future = self.tpool.submit(self._send_rest, conn, rest, keep_alive)
+        future.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    @staticmethod
+    def _send_rest(conn: Any, rest: bytes, keep_alive: bool) -> bool:
+        conn.sock.setblocking(True)
+        if rest:
+            conn.sock.sendall(rest)
+        return keep_alive

@@ -1,0 +1,176 @@
+"""The registry's gunicorn worker (``tfregistry.worker.ReplayWorker``, the README's production command).
+
+Replayed protocol answers are sent by the worker's event loop, without a pool thread.  These tests
+run real gunicorn with one thread in its pool, keep that thread busy with an upload that has not
+finished, and show that replayed reads are still answered (identically to the thread's answer,
+downloads counted) while anything else waits its turn; and that requests the fast path must not
+take (bodies, pipelining, ``Connection: close``, answers larger than the socket takes at once)
+are answered correctly.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+from http.client import HTTPResponse
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+
+from tests.integration.test_production import BIN, free_port, production_env, wait_until_serving
+
+TERRAFORM = "Terraform/1.15.5"
+#: Headers that differ between two answers of the same request.
+PER_REQUEST = {"date", "x-request-id"}
+
+
+def send(sock: socket.socket, target: str, token: str, *, agent: str = TERRAFORM, extra: str = "",
+         method: str = "GET") -> None:
+    sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: registry.test\r\nUser-Agent: {agent}\r\n"
+                 f"Authorization: Bearer {token}\r\n{extra}\r\n".encode())
+
+
+def receive(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One answer from ``sock`` (blocking); the socket stays usable for the next one."""
+    response = HTTPResponse(sock, method=method)
+    response.begin()
+    body = response.read()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+def readable(sock: socket.socket, timeout: float = 0.0) -> bool:
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def start_gunicorn(tmp_path: Path, env: dict[str, str], port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [BIN / "gunicorn", "-c", "python:tfregistry.gunicorn_conf", "-w", "1", "--threads", "1",
+         "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--access-logfile", str(tmp_path / "access.log"),
+         "tfregistry.app:create_app()"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_until_serving(server, port)
+    return server
+
+
+def publish(env: dict[str, str], port: int, token: str, tmp_path: Path, name: str, payload: bytes = b"") -> None:
+    module = tmp_path / name
+    module.mkdir()
+    (module / "main.tf").write_text('variable "name" {}\n')
+    if payload:
+        (module / "blob.bin").write_bytes(payload)
+    subprocess.run([BIN / "tfr", "publish", "module", str(module), "--namespace", "acme", "--name", name,
+                    "--system", "aws", "--version", "1.0.0"], check=True, capture_output=True,
+                   env={**env, "TFR_URL": f"http://127.0.0.1:{port}", "TFR_TOKEN": token})
+
+
+def test_replayed_reads_are_answered_while_every_thread_is_busy(tmp_path, database_url):
+    env = production_env(tmp_path, database_url, TFR_DOWNLOADS__FLUSH_INTERVAL="1h")
+    token = subprocess.run([BIN / "tfr", "token", "create", "--name", "t", "--scope", "admin"], env=env,
+                           check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    port = free_port()
+    server = start_gunicorn(tmp_path, env, port)
+    try:
+        publish(env, port, token, tmp_path, "network")
+        versions = "/v1/modules/acme/network/aws/versions"
+        download = "/v1/modules/acme/network/aws/1.0.0/download"
+
+        reader = connect(port)
+        send(reader, versions, token)
+        first = receive(reader)  # made by the pool thread, kept by the read cache
+        assert first[0] == 200 and b'"1.0.0"' in first[2]
+        send(reader, download, token)
+        assert receive(reader)[0] == 204
+
+        # The only pool thread starts on an upload whose body never comes (yet).
+        uploader = connect(port)
+        uploader.sendall((f"POST /api/v1/modules HTTP/1.1\r\nHost: registry.test\r\n"
+                          f"Authorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary=b0\r\n"
+                          f"Content-Length: 100000\r\n\r\n--b0\r\nContent-Disposition: form-data; "
+                          f'name="archive"; filename="m.tar.gz"\r\n\r\n').encode() + b"\x1f\x8b" + b"\0" * 100)
+        # A request the cache cannot answer queues behind it ...
+        waiting = connect(port)
+        send(waiting, "/v1/modules/acme/network/aws", token, agent="curl/8")
+        # ... while replayed ones, on a kept-alive connection, are answered by the event loop.
+        send(reader, versions, token)
+        again = receive(reader)
+        assert again[0] == first[0] and again[2] == first[2]
+        assert {k: v for k, v in again[1].items() if k not in PER_REQUEST} == \
+            {k: v for k, v in first[1].items() if k not in PER_REQUEST}
+        assert again[1]["x-request-id"] != first[1]["x-request-id"]
+        for _ in range(30):
+            send(reader, download, token)
+            status, headers, _body = receive(reader)
+            assert status == 204 and "/v1/files/" in headers["x-terraform-get"]
+        assert not readable(waiting) and not readable(uploader)  # the thread is still on the upload
+
+        uploader.close()  # the upload fails; the thread moves on to the waiting request
+        status, _headers, body = receive(waiting)
+        assert status == 200 and b'"network"' in body
+
+        # Not for the event loop: a body, pipelined requests, Connection: close; all answered in order.
+        send(reader, versions, token, extra="Content-Length: 5\r\n")
+        reader.sendall(b"hello")
+        assert receive(reader)[2] == first[2]
+        send(reader, versions, token)
+        send(reader, "/.well-known/terraform.json", token)
+        assert receive(reader)[2] == first[2]
+        assert b"modules.v1" in receive(reader)[2]
+        send(reader, versions, token, extra="Connection: close\r\n")
+        assert receive(reader)[2] == first[2]
+        assert reader.recv(1) == b""  # closed by the server as asked
+
+        server.terminate()
+        assert server.wait(timeout=40) == 0
+        engine = sa.create_engine(database_url)
+        with engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT count(*) FROM download_events")) == 31
+        engine.dispose()
+        access = (tmp_path / "access.log").read_text()
+        assert access.count("/<version>/download 204") == 31, access[-2000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_a_file_larger_than_the_socket_takes_at_once_arrives_whole(tmp_path, database_url):
+    """A small archive is sent by the event loop; what the client's full receive buffer refuses is sent
+    by a pool thread, and the connection then serves the next request."""
+    env = production_env(tmp_path, database_url)
+    token = subprocess.run([BIN / "tfr", "token", "create", "--name", "t", "--scope", "admin"], env=env,
+                           check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    port = free_port()
+    server = start_gunicorn(tmp_path, env, port)
+    try:
+        publish(env, port, token, tmp_path, "blob", payload=os.urandom(180 * 1024))
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        send(sock, "/v1/modules/acme/blob/aws/1.0.0/download", token)
+        status, headers, _ = receive(sock)
+        assert status == 204
+        link = urlsplit(headers["x-terraform-get"])
+        target = f"{link.path}?{link.query}"
+        bodies = []
+        for _ in range(3):  # the first by the pool, the others by the event loop
+            send(sock, target, token)
+            select.select([], [], [], 0.3)  # let the server fill what the socket takes before reading
+            status, headers, body = receive(sock)
+            assert status == 200 and int(headers["content-length"]) == len(body) > 180 * 1024
+            bodies.append(body)
+        assert bodies[0] == bodies[1] == bodies[2]
+        send(sock, "/.well-known/terraform.json", token)
+        assert b"modules.v1" in receive(sock)[2]
+        sock.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=40)

@@ -1,0 +1,96 @@
+"""``ReplayWorker._send``: an answer the client's socket does not take at once is finished by a pool thread.
+
+Real gunicorn objects (configuration, thread pool, poller, connection) over a real socket pair
+whose send buffer is small; the end-to-end behaviour is in ``tests/integration/test_worker.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import time
+from concurrent import futures
+
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import TConn
+
+from tfregistry.worker import ReplayWorker
+
+
+def make_worker() -> ReplayWorker:
+    cfg = Config()
+    cfg.set("threads", 1)
+    worker = ReplayWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
+    worker.tpool = futures.ThreadPoolExecutor(max_workers=1)
+    worker.poller = selectors.DefaultSelector()
+    worker.method_queue.init()
+    worker.fast_path = True
+    return worker
+
+
+def kept_alive(worker: ReplayWorker, sock: socket.socket) -> TConn:
+    """A connection as gthread keeps one between requests: non-blocking, in the poller and the keep-alive queue."""
+    conn = TConn(worker.cfg, sock, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    conn.init()
+    conn.sock.setblocking(False)
+    conn.set_timeout()
+    worker.keepalived_conns.append(conn)
+    worker.poller.register(conn.sock, selectors.EVENT_READ, lambda _fileobj: None)
+    return conn
+
+
+def test_what_the_socket_refuses_is_sent_by_a_thread_and_the_connection_is_kept():
+    worker = make_worker()
+    server, client = socket.socketpair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    conn = kept_alive(worker, server)
+    payload = os.urandom(1024 * 1024)
+
+    worker._send(conn, payload, keep_alive=True)
+    assert conn not in worker.keepalived_conns  # in the pool's hands until the rest is sent
+    received = bytearray()
+    while len(received) < len(payload):
+        received += client.recv(65536)
+    assert bytes(received) == payload
+    deadline = time.monotonic() + 10
+    while conn not in worker.keepalived_conns and time.monotonic() < deadline:
+        worker.method_queue.run_callbacks(None)  # finish_request, as the event loop would run it
+        time.sleep(0.01)
+    assert conn in worker.keepalived_conns and worker.nr_conns == 0
+    assert worker.poller.get_key(conn.sock) is not None
+    worker.tpool.shutdown()
+    client.close()
+    conn.close()
+
+
+def test_an_answer_that_fits_keeps_the_connection_at_the_back_of_the_queue():
+    worker = make_worker()
+    pairs = [socket.socketpair() for _ in range(2)]
+    first, second = (kept_alive(worker, server) for server, _ in pairs)
+    worker._send(first, b"HTTP/1.1 204 No Content\r\n\r\n", keep_alive=True)
+    assert list(worker.keepalived_conns) == [second, first]
+    assert pairs[0][1].recv(100) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    worker.tpool.shutdown()
+    for server, client in pairs:
+        server.close()
+        client.close()
+
+
+def test_an_answer_that_must_close_closes_the_connection():
+    worker = make_worker()
+    server, client = socket.socketpair()
+    conn = kept_alive(worker, server)
+    worker.nr_conns = 1
+    worker._send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", keep_alive=False)
+    client.settimeout(10)
+    assert client.recv(200).startswith(b"HTTP/1.1 200 OK")
+    deadline = time.monotonic() + 10
+    while worker.nr_conns and time.monotonic() < deadline:
+        worker.method_queue.run_callbacks(None)
+        time.sleep(0.01)
+    assert worker.nr_conns == 0 and conn not in worker.keepalived_conns
+    assert client.recv(1) == b""  # closed
+    worker.tpool.shutdown()
+    client.close()
