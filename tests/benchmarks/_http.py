@@ -11,6 +11,7 @@ import contextlib
 import os
 import pwd
 import re
+import shlex
 import signal
 import ssl
 import statistics
@@ -113,7 +114,7 @@ class Gunicorn:
         self.workers = workers
         self._log = self.root / f"gunicorn-{self.port}-{workers}-{uuid.uuid4().hex[:6]}.log"
         cmd = [str(BIN / "gunicorn"), "-c", "python:tfregistry.gunicorn_conf", "-w", str(workers), "-b", self.host,
-               *extra]
+               *extra, *shlex.split(os.environ.get("TFR_BENCH_GUNICORN_ARGS", ""))]
         if self.tls:
             cmd += ["--certfile", str(self.tls[0]), "--keyfile", str(self.tls[1])]
         cmd.append("tfregistry.app:create_app()")

@@ -317,6 +317,10 @@ def test_signed_files_are_served_without_flask_exactly_as_the_view_serves_them(a
     assert answers[0].data == answers[1].data and answers[0].data[:2] == b"\x1f\x8b"
     for header in ("Content-Type", "Content-Length", "Content-Disposition", "Cache-Control", "Accept-Ranges"):
         assert answers[0].headers[header] == answers[1].headers[header], header
+    heads = [fast.client.head("/" + path), slow.head("/" + path)]  # go-getter's first question
+    assert [h.status_code for h in heads] == [200, 200] and heads[0].data == heads[1].data == b""
+    for header in ("Content-Type", "Content-Length", "Content-Disposition", "Cache-Control", "Accept-Ranges"):
+        assert heads[0].headers[header] == heads[1].headers[header] == answers[0].headers[header], header
     tampered = "/" + path.replace("signature=", "signature=x")
     assert fast.client.get(tampered).status_code == 403
     ranged = fast.client.get("/" + path, headers={"Range": "bytes=0-1"})

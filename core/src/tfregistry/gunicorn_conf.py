@@ -3,9 +3,10 @@
 Threaded workers keep client connections open between requests, which roughly doubles what each
 worker answers compared with the default ``sync`` workers; the registry's worker
 (:class:`tfregistry.worker.ReplayWorker`, gunicorn's ``gthread`` plus replayed protocol answers sent
-by its event loop without a thread hand-over) adds as much again (figures in ``docs/performance.md``).  Command-line flags and ``GUNICORN_CMD_ARGS`` still override these,
-e.g. ``-w 4``.  Each worker writes its pending download counts when it stops cleanly
-(SIGTERM, or a restart by the arbiter).
+by its event loop without a thread hand-over) adds as much again (figures in ``docs/performance.md``).
+Command-line flags and ``GUNICORN_CMD_ARGS`` still override these, e.g. ``-w 4`` or ``-k gthread``
+(gunicorn's own threaded worker, without the replay step).  Each worker writes its pending download
+counts when it stops cleanly (SIGTERM, or a restart by the arbiter).
 """
 
 from __future__ import annotations

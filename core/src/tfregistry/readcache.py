@@ -370,7 +370,12 @@ class ReadCache:
         if REPLAY_ONLY_KEY in environ:
             return self.replay_only(environ, start_response)
         path = environ.get("PATH_INFO", "")
-        if environ.get("REQUEST_METHOD") != "GET" or not path.startswith(("/v1/", "/.well-known/")):
+        method = environ.get("REQUEST_METHOD")
+        if method == "HEAD" and path.startswith(files.PREFIX):  # go-getter asks for the length first
+            environ[ROUTE_KEY] = files.ROUTE
+            served = files.serve_plain_get(self.registry, environ, start_response)
+            return served if served is not None else self.wsgi_app(environ, start_response)
+        if method != "GET" or not path.startswith(("/v1/", "/.well-known/")):
             return self.wsgi_app(environ, start_response)
         if path.startswith(files.PREFIX):  # bytes are streamed, not replayed; only Flask is skipped
             environ[ROUTE_KEY] = files.ROUTE
@@ -398,7 +403,7 @@ class ReadCache:
         from the page cache, it costs less than the hand-over to a thread); larger files, and files
         in object storage, are not."""
         path = environ.get("PATH_INFO", "")
-        if self._loop_files and path.startswith(files.PREFIX) and environ.get("REQUEST_METHOD") == "GET":
+        if self._loop_files and path.startswith(files.PREFIX) and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             environ[ROUTE_KEY] = files.ROUTE
             served = files.serve_plain_get(self.registry, environ, start_response, max_size=LOOP_FILE_SIZE)
             if served is not None:

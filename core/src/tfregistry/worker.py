@@ -26,6 +26,7 @@ says so at start-up and behaves exactly as ``gthread``.
 from __future__ import annotations
 
 import ssl
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -35,11 +36,13 @@ from gunicorn.workers.gthread import ThreadWorker
 from tfregistry.web import NOT_REPLAYED_KEY, REPLAY_ONLY_KEY
 
 #: Request heads the fast path looks at: protocol reads only (the web UI and the API go to the pool).
-_PREFIXES = (b"GET /v1/", b"GET /.well-known/")
+_PREFIXES = (b"GET /v1/", b"GET /.well-known/", b"HEAD /v1/files/")
 _HEAD_END = b"\r\n\r\n"
 #: A head longer than this (or not complete in one read) takes the usual path.
 _MAX_HEAD = 8192
 #: Headers that announce a body, an interim answer or a protocol switch: the usual path handles those.
+#: Longest a thread holding the GIL keeps the event loop waiting, in seconds.
+SWITCH_INTERVAL = 0.001
 _DECLINED_HEADERS = frozenset({"CONTENT-LENGTH", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS"})
 
 
@@ -65,6 +68,9 @@ class ReplayWorker(ThreadWorker):
         if not self.fast_path:
             self.log.warning("tfregistry worker: this gunicorn's threaded worker is not the one it knows; "
                              "replayed reads take gthread's usual path")
+        # The event loop answers most requests; when a pool thread or the download writer holds the GIL,
+        # the loop waits for it up to the switch interval at every system call (5 ms by default).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         super().init_process()
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:

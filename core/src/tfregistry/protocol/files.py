@@ -60,8 +60,8 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9._+-]{1,255}$")
 
 def serve_plain_get(registry: Registry, environ: dict[str, Any],
                     start_response: Callable[..., Any], *, max_size: int | None = None) -> Iterable[bytes] | None:
-    """The common download without Flask: a GET of ``/v1/files/<key>`` with a valid signature and no
-    ``Range``, answered with the same status and headers as :func:`download`.  ``None`` for anything
+    """The common download without Flask: a GET (or HEAD) of ``/v1/files/<key>`` with a valid signature
+    and no ``Range``, answered with the same status and headers as :func:`download`.  ``None`` for anything
     else (a bad signature, a missing object, a range request, an unusual name, an object larger than
     ``max_size``): the view answers it."""
     if environ.get("HTTP_RANGE") or environ.get("HTTP_IF_RANGE"):
@@ -93,6 +93,9 @@ def serve_plain_get(registry: Registry, environ: dict[str, Any],
         ("Accept-Ranges", "bytes"),
         ("X-Request-Id", environ_request_id(environ)),
     ])
+    if environ.get("REQUEST_METHOD") == "HEAD":
+        fh.close()
+        return []
     return environ.get("wsgi.file_wrapper", FileWrapper)(fh, 64 * 1024)
 
 

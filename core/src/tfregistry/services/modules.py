@@ -373,7 +373,7 @@ def record_downloads(session: Session, rows: Sequence[Mapping[str, Any]]) -> int
     rows = [row for row in rows if row["module_version_id"] in modules]
     if not rows:
         return 0
-    session.execute(insert(DownloadEvent), rows)
+    session.execute(insert(DownloadEvent.__table__), rows)  # Core executemany: no ORM bookkeeping per row
     added: dict[int, int] = {}
     for row in rows:
         added[row["module_version_id"]] = added.get(row["module_version_id"], 0) + 1
