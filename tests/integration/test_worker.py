@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import select
 import socket
+import ssl
 import subprocess
+import time
 from http.client import HTTPResponse
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from tests.integration.test_production import BIN, free_port, production_env, wait_until_serving
+from tfregistry.tls import ensure_self_signed
 
 TERRAFORM = "Terraform/1.15.5"
 #: Headers that differ between two answers of the same request.
@@ -171,6 +174,42 @@ def test_a_file_larger_than_the_socket_takes_at_once_arrives_whole(tmp_path, dat
         send(sock, "/.well-known/terraform.json", token)
         assert b"modules.v1" in receive(sock)[2]
         sock.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=40)
+
+
+def test_the_tls_context_is_made_once_and_again_when_the_certificate_is_renewed(tmp_path, database_url):
+    """gunicorn's ``ssl_context`` hook in the production configuration keeps one TLS context per worker
+    (gunicorn alone builds one per connection); a renewed certificate is served from the next connection."""
+    tls = ensure_self_signed(tmp_path / "tls")
+    env = production_env(tmp_path, database_url)
+    port = free_port()
+    server = subprocess.Popen(
+        [BIN / "gunicorn", "-c", "python:tfregistry.gunicorn_conf", "-w", "1", "--bind", f"127.0.0.1:{port}",
+         "--certfile", str(tls.cert), "--keyfile", str(tls.key), "--no-control-socket", "tfregistry.app:create_app()"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def served_certificate() -> bytes:
+        context = ssl.create_default_context(cafile=str(tls.bundle))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            send(sock, "/.well-known/terraform.json", "")
+            assert b"modules.v1" in receive(sock)[2]
+            return sock.getpeercert(binary_form=True)
+
+    try:
+        for _ in range(150):
+            try:
+                first = served_certificate()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                time.sleep(0.1)
+        assert served_certificate() == first
+        renewed = ensure_self_signed(tmp_path / "tls")  # a new certificate and key, same paths
+        assert renewed.cert == tls.cert
+        assert served_certificate() != first
     finally:
         server.terminate()
         server.wait(timeout=40)

@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from typing import Any
 
 #: Two processes per core is gunicorn's usual advice; threads carry the waiting on the database.
@@ -59,6 +60,33 @@ def _multiprocess_metrics_dir() -> str | None:
 metrics_dir = _multiprocess_metrics_dir()
 _made_metrics_dir = metrics_dir is not None and metrics_dir.startswith(tempfile.gettempdir() + os.sep
                                                                        + "tfregistry-metrics-")
+
+
+_tls_lock = threading.Lock()
+_tls_context: tuple[tuple[Any, ...], Any] | None = None
+
+
+def _file_stamp(path: str | None) -> tuple[Any, ...]:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return (path, None)
+    return (path, st.st_mtime_ns if st else None, st.st_size if st else None, st.st_ino if st else None)
+
+
+def ssl_context(config: Any, default_ssl_context_factory: Any) -> Any:
+    """With ``--certfile``/``--keyfile``: one TLS context per worker, made again when a file changes.
+
+    gunicorn otherwise builds a context for every connection (reading the system's CA store, the
+    certificate and the key), which doubled the cost of each new TLS connection; ``terraform init``
+    opens one per module archive and provider file.  A renewed certificate is used from the next
+    connection on, as before."""
+    global _tls_context
+    stamp = tuple(_file_stamp(p) for p in (config.certfile, config.keyfile, config.ca_certs))
+    with _tls_lock:
+        if _tls_context is None or _tls_context[0] != stamp:
+            _tls_context = (stamp, default_ssl_context_factory())
+        return _tls_context[1]
 
 
 def child_exit(server: Any, worker: Any) -> None:
