@@ -388,3 +388,38 @@ def test_a_replica_whose_listener_connection_dies_stays_correct_and_reconnects(r
     while (listener._conn in (None, first_connection) or listener.value() != value) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert listener._conn is not first_connection and listener.value() == value, "the listener did not reconnect"
+
+
+def test_a_burst_of_the_same_miss_is_answered_from_one_build(app: Any) -> None:
+    """Requests that miss together on the same answer wait for the first one's answer instead of
+    each making it (the view runs once), and every one of them gets it."""
+    import threading
+
+    client = app.test_client()
+    admin = new_token(app, "admin", name="admin")
+    assert post_module(client, admin).status_code == 201
+    cache = read_cache(app)
+    inner, calls = cache.wsgi_app, []
+
+    def slow_view(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == VERSIONS:
+            calls.append(1)
+            time.sleep(0.3)  # the first request is still making the answer when the others arrive
+        return inner(environ, start_response)
+
+    cache.wsgi_app = slow_view
+    answers: list[Any] = []
+
+    def read() -> None:
+        answers.append(app.test_client().get(VERSIONS, headers=bearer(admin)))
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answers) == 6 and {a.status_code for a in answers} == {200}
+    assert len({a.data for a in answers}) == 1 and b'"1.0.0"' in answers[0].data
+    assert len(calls) == 1
+    refused = app.test_client().get(VERSIONS, headers=bearer("tfr_not-a-token"))
+    assert refused.status_code == 401  # another credential never shares the answer

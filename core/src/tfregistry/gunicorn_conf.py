@@ -12,6 +12,7 @@ counts when it stops cleanly (SIGTERM, or a restart by the arbiter).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import tempfile
@@ -102,6 +103,14 @@ def on_exit(server: Any) -> None:
     """Remove the metrics directory this configuration made for the run."""
     if metrics_dir and _made_metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker: Any) -> None:
+    """The application is loaded: what it made so far lives as long as the worker, so the garbage
+    collector stops walking it (``gc.freeze``).  A full collection otherwise visits every object of
+    Flask, SQLAlchemy and the plugins, tens of milliseconds that land on some request's latency."""
+    gc.collect()
+    gc.freeze()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

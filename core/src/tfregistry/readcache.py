@@ -72,6 +72,8 @@ _HINT = "tfregistry.readcache.hint"
 #: Response headers never stored: they belong to one request.
 _PER_REQUEST_HEADERS = {"x-request-id", "set-cookie", "date"}
 _GENERATION_SQL = "SELECT generation FROM catalog_state WHERE id = 1"
+#: Longest a request waits for another one making the same answer, in seconds.
+FILL_WAIT = 5.0
 #: Largest signed file :meth:`ReadCache.replay_only` sends (module archives are usually smaller).
 LOOP_FILE_SIZE = 256 * 1024
 
@@ -361,6 +363,8 @@ class ReadCache:
         self.max_ttl = float(registry.settings["cache.ttl"])
         self._entries: OrderedDict[tuple[Any, ...], Entry] = OrderedDict()
         self._lock = threading.Lock()
+        #: Keys whose answer a request is making now (see :meth:`_fill_once`).
+        self._building: dict[tuple[Any, ...], threading.Event] = {}
         #: Files a server's event loop may send itself (see :meth:`replay_only`): small ones, from a local disk.
         self._loop_files = registry.storage.staging_directory() is not None
         self.hits = 0
@@ -393,7 +397,34 @@ class ReadCache:
             self.hits += 1
             return self._replay(entry, environ, start_response)
         self.misses += 1
-        return self._fill(key, generation, environ, start_response)
+        return self._fill_once(key, generation, environ, start_response)
+
+    def _fill_once(self, key: tuple[Any, ...], generation: int, environ: dict[str, Any],
+                   start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Make the answer, or wait for the request already making the same one and replay it.
+
+        A burst of the same miss (the connections of a load balancer's pool, a thousand-version
+        document after a publish) is built once, not once per thread: threads building the same
+        answer side by side only slow each other and the event loop down.  A follower waits at
+        most :data:`FILL_WAIT` seconds, and makes the answer itself if the leader's was not kept."""
+        with self._lock:
+            building = self._building.get(key)
+            leader = building is None
+            if leader:
+                building = self._building[key] = threading.Event()
+        if not leader:
+            building.wait(FILL_WAIT)
+            entry = self._entries.get(key)
+            if entry is not None and entry.generation == generation and time.time() < entry.expires:
+                self.hits += 1
+                return self._replay(entry, environ, start_response)
+            return self._fill(key, generation, environ, start_response)
+        try:
+            return self._fill(key, generation, environ, start_response)
+        finally:
+            with self._lock:
+                self._building.pop(key, None)
+            building.set()
 
     def replay_only(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Answer from memory, or set ``NOT_REPLAYED`` in the environ and return nothing, having done
