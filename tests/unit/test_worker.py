@@ -11,15 +11,19 @@ import selectors
 import socket
 import time
 from concurrent import futures
+from typing import Any
 
-from gunicorn.config import Config
-from gunicorn.glogging import Logger
-from gunicorn.workers.gthread import TConn
-
-from tfregistry.worker import ReplayWorker
+# gunicorn's worker modules are imported inside the tests, not when pytest collects this file: the
+# metrics plugin takes ``gunicorn.workers.base`` in ``sys.modules`` to mean "inside a gunicorn worker"
+# and would then not serve ``metrics.port`` in later tests of the same run.
 
 
-def make_worker() -> ReplayWorker:
+def make_worker() -> Any:
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from tfregistry.worker import ReplayWorker
+
     cfg = Config()
     cfg.set("threads", 1)
     worker = ReplayWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
@@ -30,8 +34,10 @@ def make_worker() -> ReplayWorker:
     return worker
 
 
-def kept_alive(worker: ReplayWorker, sock: socket.socket) -> TConn:
+def kept_alive(worker: Any, sock: socket.socket) -> Any:
     """A connection as gthread keeps one between requests: non-blocking, in the poller and the keep-alive queue."""
+    from gunicorn.workers.gthread import TConn
+
     conn = TConn(worker.cfg, sock, ("127.0.0.1", 1), ("127.0.0.1", 2))
     conn.init()
     conn.sock.setblocking(False)
