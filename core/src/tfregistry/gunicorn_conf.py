@@ -68,11 +68,12 @@ _tls_context: tuple[tuple[Any, ...], Any] | None = None
 
 
 def _file_stamp(path: str | None) -> tuple[Any, ...]:
+    """What tells a changed file from the one a context was made from (``path`` alone when absent)."""
     try:
         st = os.stat(path) if path else None
     except OSError:
-        return (path, None)
-    return (path, st.st_mtime_ns if st else None, st.st_size if st else None, st.st_ino if st else None)
+        st = None
+    return (path,) if st is None else (path, st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def ssl_context(config: Any, default_ssl_context_factory: Any) -> Any:

@@ -375,16 +375,12 @@ class ReadCache:
             return self.replay_only(environ, start_response)
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD")
-        if method == "HEAD" and path.startswith(files.PREFIX):  # go-getter asks for the length first
-            environ[ROUTE_KEY] = files.ROUTE
-            served = files.serve_plain_get(self.registry, environ, start_response)
+        if method in ("GET", "HEAD") and path.startswith(files.PREFIX):
+            # bytes are streamed, not replayed; only Flask is skipped (go-getter sends HEAD first)
+            served = self._plain_file(environ, start_response)
             return served if served is not None else self.wsgi_app(environ, start_response)
         if method != "GET" or not path.startswith(("/v1/", "/.well-known/")):
             return self.wsgi_app(environ, start_response)
-        if path.startswith(files.PREFIX):  # bytes are streamed, not replayed; only Flask is skipped
-            environ[ROUTE_KEY] = files.ROUTE
-            served = files.serve_plain_get(self.registry, environ, start_response)
-            return served if served is not None else self.wsgi_app(environ, start_response)
         credential = credential_key(environ)
         if credential is None:
             return self.wsgi_app(environ, start_response)
@@ -435,8 +431,7 @@ class ReadCache:
         in object storage, are not."""
         path = environ.get("PATH_INFO", "")
         if self._loop_files and path.startswith(files.PREFIX) and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            environ[ROUTE_KEY] = files.ROUTE
-            served = files.serve_plain_get(self.registry, environ, start_response, max_size=LOOP_FILE_SIZE)
+            served = self._plain_file(environ, start_response, max_size=LOOP_FILE_SIZE)
             if served is not None:
                 return served
             environ[NOT_REPLAYED_KEY] = True
@@ -453,6 +448,12 @@ class ReadCache:
                 return self._replay(entry, environ, start_response)
         environ[NOT_REPLAYED_KEY] = True
         return []
+
+    def _plain_file(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                    max_size: int | None = None) -> Iterable[bytes] | None:
+        """A signed file without Flask (:func:`files.serve_plain_get`), or ``None`` for the view."""
+        environ[ROUTE_KEY] = files.ROUTE
+        return files.serve_plain_get(self.registry, environ, start_response, max_size=max_size)
 
     def _replay(self, entry: Entry, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if entry.download is not None:

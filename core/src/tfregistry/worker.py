@@ -8,8 +8,8 @@ several times the answer itself, and under load it is where the long tail of lat
 
 :class:`ReplayWorker` keeps everything of ``gthread`` and adds one step: when a kept-alive
 connection becomes readable, the event loop reads what has arrived and, if it is one complete
-``GET`` of a protocol path with no body, parses it with gunicorn's own parser, builds gunicorn's
-own WSGI environ and asks the application for a replayed answer only
+``GET`` of a protocol path (or ``HEAD`` of a signed file) with no body, parses it with gunicorn's
+own parser, builds gunicorn's own WSGI environ and asks the application for a replayed answer only
 (:data:`~tfregistry.web.REPLAY_ONLY_KEY`).  The whole middleware stack runs as for any request
 (request id, trusted proxies, access log, metrics, download counting), and gunicorn's own
 ``Response`` formats the answer, so it is byte for byte what the thread would have sent.  When
@@ -40,9 +40,9 @@ _PREFIXES = (b"GET /v1/", b"GET /.well-known/", b"HEAD /v1/files/")
 _HEAD_END = b"\r\n\r\n"
 #: A head longer than this (or not complete in one read) takes the usual path.
 _MAX_HEAD = 8192
-#: Headers that announce a body, an interim answer or a protocol switch: the usual path handles those.
 #: Longest a thread holding the GIL keeps the event loop waiting, in seconds.
 SWITCH_INTERVAL = 0.001
+#: Headers that announce a body, an interim answer or a protocol switch: the usual path handles those.
 _DECLINED_HEADERS = frozenset({"CONTENT-LENGTH", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS"})
 
 
@@ -113,6 +113,7 @@ class ReplayWorker(ThreadWorker):
         answer = self.wsgi(environ, resp.start_response)
         if NOT_REPLAYED_KEY in environ:
             return False
+        # Only now that the answer is certain: a declined request must not meet the hook twice.
         self.cfg.pre_request(self, req)
         try:
             if len(self.keepalived_conns) > self.max_keepalived:
