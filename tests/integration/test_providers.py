@@ -219,6 +219,30 @@ def test_zip_contents_are_checked(client, admin_token, signer, keyed):
         assert message in r.get_json()["message"]
 
 
+def test_the_zips_of_a_release_are_checked_side_by_side_and_the_first_refused_is_reported(
+        client, admin_token, signer, keyed, registry):
+    """Zips are checked in threads (``PACKAGE_CHECK_THREADS``); the answer names the first refused zip in
+    upload order, whichever thread finishes first, and nothing is stored."""
+    platforms = ("linux_amd64", "linux_arm64", "darwin_amd64", "darwin_arm64", "windows_amd64")
+    good = {f"terraform-provider-foo_1.0.0_{p}.zip": provider_zip("foo", "1.0.0", p) for p in platforms}
+    broken = dict(good)
+    broken["terraform-provider-foo_1.0.0_linux_arm64.zip"] = b"not a zip"  # second in upload order
+    broken["terraform-provider-foo_1.0.0_windows_amd64.zip"] = b"nor this"  # last
+    r = publish_provider(client, admin_token, key=signer, zips=broken)
+    assert r.status_code == 400, r.get_json()
+    assert r.get_json()["message"].startswith("terraform-provider-foo_1.0.0_linux_arm64.zip: not a zip archive")
+    assert list(registry.storage.list("")) == []
+
+    r = publish_provider(client, admin_token, key=signer, zips=good)
+    assert r.status_code == 201, r.get_json()
+    assert len(list(registry.storage.list(""))) >= len(platforms)  # the listing sees what a publish stores
+    hashes = {p["os"] + "_" + p["arch"]: p for p in r.get_json()["platforms"]}
+    for platform in platforms:
+        data = good[f"terraform-provider-foo_1.0.0_{platform}.zip"]
+        assert hashes[platform]["h1"] == h1_of_zip(data)
+        assert hashes[platform]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
 def test_bad_version_protocols_and_names(client, admin_token, signer, keyed):
     """What the form schema declares is refused with 422 naming the field; the rest by the service (400)."""
     for field, value, kwargs in (("version", "1.0", {"version": "1.0"}), ("protocols", "7.0", {"protocols": "7.0"}),

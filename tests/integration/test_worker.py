@@ -10,11 +10,14 @@ are answered correctly.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import select
 import socket
 import ssl
 import subprocess
+import tarfile
 import time
 from http.client import HTTPResponse
 from pathlib import Path
@@ -64,7 +67,8 @@ def start_gunicorn(tmp_path: Path, env: dict[str, str], port: int) -> subprocess
     return server
 
 
-def publish(env: dict[str, str], port: int, token: str, tmp_path: Path, name: str, payload: bytes = b"") -> None:
+def publish(env: dict[str, str], port: int, token: str, tmp_path: Path, name: str, payload: bytes = b"",
+            scheme: str = "http") -> None:
     module = tmp_path / name
     module.mkdir()
     (module / "main.tf").write_text('variable "name" {}\n')
@@ -72,7 +76,7 @@ def publish(env: dict[str, str], port: int, token: str, tmp_path: Path, name: st
         (module / "blob.bin").write_bytes(payload)
     subprocess.run([BIN / "tfr", "publish", "module", str(module), "--namespace", "acme", "--name", name,
                     "--system", "aws", "--version", "1.0.0"], check=True, capture_output=True,
-                   env={**env, "TFR_URL": f"http://127.0.0.1:{port}", "TFR_TOKEN": token})
+                   env={**env, "TFR_URL": f"{scheme}://127.0.0.1:{port}", "TFR_TOKEN": token})
 
 
 def test_replayed_reads_are_answered_while_every_thread_is_busy(tmp_path, database_url):
@@ -179,6 +183,73 @@ def test_a_file_larger_than_the_socket_takes_at_once_arrives_whole(tmp_path, dat
         server.wait(timeout=40)
 
 
+def multipart_publish(token: str, name: str, version: str, archive: bytes) -> tuple[bytes, bytes]:
+    """The head and the body of a module publish (``POST /api/v1/modules``) carrying ``archive``."""
+    fields = {"namespace": "acme", "name": name, "system": "aws", "version": version}
+    body = b"".join(f'--b0\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                    for k, v in fields.items())
+    body += (b'--b0\r\nContent-Disposition: form-data; name="archive"; filename="m.tar.gz"\r\n'
+             b"Content-Type: application/gzip\r\n\r\n" + archive + b"\r\n--b0--\r\n")
+    head = (f"POST /api/v1/modules HTTP/1.1\r\nHost: registry.test\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: multipart/form-data; boundary=b0\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    return head, body
+
+
+def module_archive(tmp_path: Path, payload: bytes) -> bytes:
+    """A module ``.tar.gz`` (``main.tf`` and ``blob.bin``, stored uncompressed) holding ``payload``."""
+    path = tmp_path / "module.tar.gz"
+    with tarfile.open(path, "w:gz", compresslevel=0) as tar:
+        for name, data in (("main.tf", b'variable "name" {}\n'), ("blob.bin", payload)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path.read_bytes()
+
+
+def test_a_large_upload_is_received_whole_and_the_connection_goes_on(tmp_path, database_url):
+    """Bodies of a megabyte or more are received straight from the socket (``DirectBody``): the archive
+    stored is byte for byte the one sent, a request pipelined behind the body is answered next on the
+    same connection, and an upload cut short publishes nothing."""
+    env = production_env(tmp_path, database_url)
+    token = subprocess.run([BIN / "tfr", "token", "create", "--name", "t", "--scope", "admin"], env=env,
+                           check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    archive = module_archive(tmp_path, os.urandom(3 * 1024 * 1024))
+    port = free_port()
+    server = start_gunicorn(tmp_path, env, port)
+    try:
+        sock = connect(port)
+        head, body = multipart_publish(token, "big", "1.0.0", archive)
+        send(sock, "/.well-known/terraform.json", token)  # the connection is kept alive before the upload
+        assert b"modules.v1" in receive(sock)[2]
+        versions = "/v1/modules/acme/big/aws/versions"
+        sock.sendall(head + body + f"GET {versions} HTTP/1.1\r\nHost: registry.test\r\n"
+                                   f"Authorization: Bearer {token}\r\n\r\n".encode())
+        status, _headers, answer = receive(sock, "POST")
+        assert status == 201, answer
+        status, _headers, answer = receive(sock)
+        assert status == 200 and b'"1.0.0"' in answer
+
+        send(sock, "/v1/modules/acme/big/aws/1.0.0/download", token)
+        link = urlsplit(receive(sock)[1]["x-terraform-get"])
+        send(sock, f"{link.path}?{link.query}", token)
+        status, _headers, stored = receive(sock)
+        assert status == 200 and hashlib.sha256(stored).digest() == hashlib.sha256(archive).digest()
+
+        cut = connect(port)  # half a body, then the client goes away
+        head, body = multipart_publish(token, "big", "2.0.0", archive)
+        cut.sendall(head + body[: len(body) // 2])
+        time.sleep(0.3)
+        cut.close()
+        send(sock, versions, token, extra="Content-Length: 0\r\n")  # for the pool thread, after the cut upload
+        status, _headers, answer = receive(sock)
+        assert status == 200 and b'"1.0.0"' in answer and b'"2.0.0"' not in answer
+        sock.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=40)
+    assert server.returncode == 0
+
+
 def test_the_tls_context_is_made_once_and_again_when_the_certificate_is_renewed(tmp_path, database_url):
     """gunicorn's ``ssl_context`` hook in the production configuration keeps one TLS context per worker
     (gunicorn alone builds one per connection); a renewed certificate is served from the next connection."""
@@ -210,6 +281,21 @@ def test_the_tls_context_is_made_once_and_again_when_the_certificate_is_renewed(
         renewed = ensure_self_signed(tmp_path / "tls")  # a new certificate and key, same paths
         assert renewed.cert == tls.cert
         assert served_certificate() != first
+        # A large upload is received from the TLS socket too (DirectBody), and stored whole.
+        token = subprocess.run([BIN / "tfr", "token", "create", "--name", "t", "--scope", "admin"], env=env,
+                               check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        payload = os.urandom(2 * 1024 * 1024)
+        publish({**env, "SSL_CERT_FILE": str(renewed.bundle)}, port, token, tmp_path, "tlsmodule", payload, "https")
+        context = ssl.create_default_context(cafile=str(renewed.bundle))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            send(sock, "/v1/modules/acme/tlsmodule/aws/1.0.0/download", token)
+            link = urlsplit(receive(sock)[1]["x-terraform-get"])
+            send(sock, f"{link.path}?{link.query}", token)
+            status, _headers, stored = receive(sock)
+        assert status == 200
+        with tarfile.open(fileobj=io.BytesIO(stored)) as tar:
+            assert tar.extractfile("blob.bin").read() == payload
     finally:
         server.terminate()
         server.wait(timeout=40)

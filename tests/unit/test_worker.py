@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import threading
 import time
 from concurrent import futures
 from typing import Any
@@ -100,3 +101,84 @@ def test_an_answer_that_must_close_closes_the_connection():
     assert client.recv(1) == b""  # closed
     worker.tpool.shutdown()
     client.close()
+
+
+def gunicorn_request(sock: socket.socket) -> Any:
+    """The next request on ``sock`` as gunicorn's parser gives it to the worker (head parsed, body unread)."""
+    from gunicorn.config import Config
+    from gunicorn.http import RequestParser
+
+    return next(RequestParser(Config(), sock, ("127.0.0.1", 1)))
+
+
+def test_a_large_body_is_received_straight_from_the_socket_and_a_pipelined_request_stays_in_place():
+    from tfregistry.worker import DIRECT_BODY_MIN, DirectBody
+
+    server, client = socket.socketpair()
+    server.settimeout(10)  # a read past the body would wait for bytes that never come
+    body = os.urandom(DIRECT_BODY_MIN + 12345)
+    client.sendall(f"POST /api/v1/modules HTTP/1.1\r\nHost: r\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                   + body[:1000])  # the head and the body's first bytes arrive together
+    req = gunicorn_request(server)
+    environ = {"wsgi.input": req.body}
+    DirectBody.wrap(environ)
+    stream = environ["wsgi.input"]
+    assert isinstance(stream, DirectBody)
+    sender = threading.Thread(  # the rest, and a pipelined request right behind it
+        target=client.sendall, args=(body[1000:] + b"GET /v1/next HTTP/1.1\r\nHost: r\r\n\r\n",))
+    sender.start()
+
+    received = bytearray()
+    buffer = bytearray(256 * 1024)
+    while n := stream.readinto(buffer):
+        received += buffer[:n]
+    sender.join()
+    assert bytes(received) == body and stream.read() == b""
+    assert req.body.reader.length == 0 and req.body.read() == b""  # gunicorn finds nothing left to skip
+    follower = gunicorn_request_after(req, server)
+    assert follower.path == "/v1/next"
+    server.close()
+    client.close()
+
+
+def gunicorn_request_after(req: Any, sock: socket.socket) -> Any:
+    """The request gunicorn parses next on the connection ``req`` came from (sharing its read-ahead)."""
+    from gunicorn.config import Config
+    from gunicorn.http.message import Request
+
+    return Request(Config(), req.unreader, ("127.0.0.1", 1), req.req_number + 1)
+
+
+def test_a_body_cut_short_marks_the_request_failed():
+    from tfregistry.worker import DIRECT_BODY_MIN, DirectBody
+
+    server, client = socket.socketpair()
+    client.sendall(f"PUT /x HTTP/1.1\r\nHost: r\r\nContent-Length: {DIRECT_BODY_MIN}\r\n\r\n".encode() + b"x" * 10)
+    req = gunicorn_request(server)
+    environ = {"wsgi.input": req.body}
+    DirectBody.wrap(environ)
+    client.close()  # the client goes away with the body unfinished
+    stream = environ["wsgi.input"]
+    assert stream.read(100) == b"x" * 10
+    try:
+        stream.read(100)
+    except OSError as exc:
+        assert "before the end of the request body" in str(exc)
+    else:
+        raise AssertionError("a body cut short read as complete")
+    assert req.body.failed  # gunicorn closes such a connection rather than reading the next request from it
+    server.close()
+
+
+def test_small_bodies_and_chunked_bodies_keep_gunicorns_reader():
+    from tfregistry.worker import DIRECT_BODY_MIN, DirectBody
+
+    for head in (f"Content-Length: {DIRECT_BODY_MIN - 1}", "Transfer-Encoding: chunked"):
+        server, client = socket.socketpair()
+        client.sendall(f"POST /x HTTP/1.1\r\nHost: r\r\n{head}\r\n\r\n".encode())
+        req = gunicorn_request(server)
+        environ = {"wsgi.input": req.body}
+        DirectBody.wrap(environ)
+        assert environ["wsgi.input"] is req.body, head
+        server.close()
+        client.close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -51,6 +53,10 @@ class PublishResult:
     version: ProviderVersion
     added: list[str] = field(default_factory=list)  # "os_arch" of platforms stored by this call
     created: bool = False  # the version itself is new
+
+
+#: Provider zips of one publish checked at the same time (each in its own thread).
+PACKAGE_CHECK_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -156,7 +162,7 @@ def signed(pv: ProviderVersion) -> bool:
 def _check_packages(uploads: Sequence[Upload], type_: str, version: str, limits: ProviderLimits) -> list[_Checked]:
     if not uploads:
         raise ServiceError("no provider packages were uploaded (field 'packages')")
-    checked: list[_Checked] = []
+    named: list[tuple[Upload, pkg.PackageName]] = []
     seen: set[str] = set()
     for upload in uploads:
         try:
@@ -172,17 +178,33 @@ def _check_packages(uploads: Sequence[Upload], type_: str, version: str, limits:
         if size > limits.package_max_bytes:
             raise ServiceError(f"{upload.filename} is larger than the limit of {limits.package_max_bytes} bytes "
                                "(setting limits.provider_package_max_bytes)", status=413)
+        named.append((upload, name))
+
+    def inspect(upload: Upload) -> pkg.PackageReport:
+        spooled = spooled_digest(upload.fileobj)
         try:
-            spooled = spooled_digest(upload.fileobj)
-            report = pkg.inspect_provider_zip(upload.fileobj, type_,
-                                              max_uncompressed_bytes=limits.uncompressed_max_bytes,
-                                              max_compression_ratio=limits.max_compression_ratio,
-                                              sha256=spooled[1] if spooled else None)
+            return pkg.inspect_provider_zip(upload.fileobj, type_,
+                                            max_uncompressed_bytes=limits.uncompressed_max_bytes,
+                                            max_compression_ratio=limits.max_compression_ratio,
+                                            sha256=spooled[1] if spooled else None)
         except pkg.PackageError as exc:
             raise ServiceError(f"{upload.filename}: {exc}") from None
-        upload.fileobj.seek(0)
-        checked.append(_Checked(upload, name, report))
-    return checked
+        finally:
+            upload.fileobj.seek(0)
+
+    # Unpacking and hashing release the GIL: the zips of a release are checked side by side.
+    threads = min(len(named), PACKAGE_CHECK_THREADS)
+    if threads < 2:
+        reports = [inspect(upload) for upload, _ in named]
+    else:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tfr-package-check") as pool:
+            futures = [pool.submit(inspect, upload) for upload, _ in named]
+            try:
+                reports = [future.result() for future in futures]  # the first refused zip, in upload order
+            finally:
+                for future in futures:
+                    future.cancel()
+    return [_Checked(upload, name, report) for (upload, name), report in zip(named, reports, strict=True)]
 
 
 def _verify_signature(session: Session, ns: Namespace, sums: bytes, signature: bytes) -> tuple[GpgKey, bytes]:
