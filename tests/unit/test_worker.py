@@ -150,6 +150,8 @@ def gunicorn_request_after(req: Any, sock: socket.socket) -> Any:
 
 
 def test_a_body_cut_short_marks_the_request_failed():
+    from werkzeug.exceptions import ClientDisconnected
+
     from tfregistry.worker import DIRECT_BODY_MIN, DirectBody
 
     server, client = socket.socketpair()
@@ -159,11 +161,11 @@ def test_a_body_cut_short_marks_the_request_failed():
     DirectBody.wrap(environ)
     client.close()  # the client goes away with the body unfinished
     stream = environ["wsgi.input"]
-    assert stream.read(100) == b"x" * 10
+    assert stream.read(10) == b"x" * 10
     try:
         stream.read(100)
-    except OSError as exc:
-        assert "before the end of the request body" in str(exc)
+    except ClientDisconnected:
+        pass
     else:
         raise AssertionError("a body cut short read as complete")
     assert req.body.failed  # gunicorn closes such a connection rather than reading the next request from it

@@ -36,6 +36,7 @@ from gunicorn.http import RequestParser, wsgi
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import ThreadWorker
+from werkzeug.exceptions import ClientDisconnected
 
 from tfregistry.web import NOT_REPLAYED_KEY, REPLAY_ONLY_KEY
 
@@ -63,7 +64,9 @@ class DirectBody(io.RawIOBase):
     gunicorn already holds (never past the body's end: a pipelined request stays where it is), then
     the socket, never reading past ``Content-Length``.  It keeps the wrapped reader's ``length``
     current, so gunicorn finds the rest of the body (if the application left any) where it expects
-    it; a failed read marks the body failed, and gunicorn closes the connection.
+    it.  A failed read marks the body failed, and gunicorn closes the connection; a body cut short
+    is also answered 400 (Werkzeug's ``ClientDisconnected``: gunicorn's reader would end the body
+    early, and the half-read form would be answered as if fields were missing).
     """
 
     def __init__(self, body: Body) -> None:
@@ -90,26 +93,27 @@ class DirectBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        """Fill as much of ``buffer`` as one receive gives (0 at the body's end)."""
+        """Fill ``buffer``, or as much of it as the body has left (0 at the body's end)."""
         view = memoryview(buffer).cast("B")
         want = min(len(view), self._reader.length)
-        if want <= 0:
-            return 0
-        if self._held:
-            n = min(want, len(self._held))
-            view[:n] = self._held[:n]
-            self._held = self._held[n:]
-        else:
-            try:
-                n = self._sock.recv_into(view[:want])
-            except BaseException:
-                self._body.failed = True
-                raise
-            if not n:
-                self._body.failed = True
-                raise OSError("the client closed the connection before the end of the request body")
-        self._reader.length -= n
-        return n
+        got = 0
+        while got < want:
+            if self._held:
+                n = min(want - got, len(self._held))
+                view[got:got + n] = self._held[:n]
+                self._held = self._held[n:]
+            else:
+                try:
+                    n = self._sock.recv_into(view[got:want])
+                except BaseException:
+                    self._body.failed = True
+                    raise
+                if not n:
+                    self._body.failed = True
+                    raise ClientDisconnected("the request body ended before its Content-Length")
+            got += n
+            self._reader.length -= n
+        return got
 
 
 class _Collector:
