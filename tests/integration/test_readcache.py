@@ -342,6 +342,26 @@ def test_a_thread_per_request_server_reuses_the_generation_connections(app: Any)
     assert len(generation._free) == 1
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_after_a_commit_the_process_knows_the_generation_without_a_round_trip(replicas: Any) -> None:
+    """The committing thread reads the generation before its request is answered, so the worker's event
+    loop (``current(read=False)``, never a round trip) replays nothing older and declines nothing."""
+    a, _b, admin = replicas
+    generation = a.registry.generation
+    with a.registry.db.engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT generation FROM catalog_state")).scalar_one()
+    assert generation.current() == before  # a first direct read, as a pool thread makes
+    deadline = time.monotonic() + 10
+    while generation.current(read=False) != before and time.monotonic() < deadline:  # the listener proves itself
+        time.sleep(0.05)
+    assert generation.current(read=False) == before
+    assert post_module(a.client, admin, version="1.1.0").status_code == 201
+    assert generation.current(read=False) > before  # at once: no NOTIFY awaited, no direct read left to do
+    with a.registry.db.engine.connect() as conn:
+        now = conn.execute(sa.text("SELECT generation FROM catalog_state")).scalar_one()
+    assert generation.current(read=False) == now
+
+
 def _listener_holds(replica: Replica, expected: int) -> None:
     listener = replica.registry.generation._listener
     assert listener is not None and listener.value() == expected

@@ -11,8 +11,8 @@ has produced it, and replays it without Flask, the ORM or a permission check whi
   cache reads the generation on each request (one single-row ``SELECT``), so a change made by
   any process or tool is seen by the next request.  On PostgreSQL each bump also sends a
   ``NOTIFY`` (migration 0008) and a listener thread per process keeps the value, so a request
-  costs no round trip: a change is seen by the replica that made it at once (its next request
-  reads directly after any commit of its own), and by every other replica as soon as the
+  costs no round trip: a change is seen by the replica that made it at once (after any commit of
+  its own, the committing thread reads the generation directly), and by every other replica as soon as the
   notification arrives, at the latest ``2 × cache.generation_heartbeat`` (1 s) later, should
   notifications stop (see :class:`Generation`).
 * An answer is only replayed to the **same credential** that received it (no token, or the
@@ -152,8 +152,9 @@ class Generation:
 
     On SQLite it is read on every call.  On PostgreSQL a :class:`GenerationListener` thread per
     process LISTENs for bumps and the value it holds is used without a round trip, as long as its
-    connection has proved alive within ``2 × heartbeat`` seconds; otherwise (and right after this
-    process committed a transaction, which may have bumped it) the generation is read directly.
+    connection has proved alive within ``2 × heartbeat`` seconds; otherwise the generation is read
+    directly.  Right after this process commits a transaction (which may have bumped it), the
+    committing thread reads it directly and hands it to the listener.
 
     Direct reads use connections of their own (outside the application's pool, in autocommit, so
     every read sees the latest commit), kept in a small free list: a thread takes one for the read
@@ -168,13 +169,23 @@ class Generation:
         self._heartbeat = heartbeat
         self._listen = engine.dialect.name == "postgresql" and heartbeat > 0
         self._listener: GenerationListener | None = None
-        #: Set after any commit of this process's sessions: the next call reads directly.
+        #: Until the first read, and when the read after a commit of this process failed: the next call reads.
         self._dirty = True
         if sessionmaker is not None:
             event.listen(sessionmaker, "after_commit", self._committed)
 
     def _committed(self, session: Any) -> None:
-        self._dirty = True
+        """A commit of this process may have bumped the generation (in a trigger): on PostgreSQL the
+        committing thread reads it at once, before its request is answered, so the next request sees
+        it even where no round trip is made (the worker's event loop asks with ``read=False``)."""
+        listener = self._listener_for_this_process()
+        if listener is None:
+            return  # SQLite: read on every call anyway
+        value = self._read()
+        if value is None:
+            self._dirty = True  # not known: the next call reads directly
+        else:
+            listener.observe(value)
 
     def current(self, *, read: bool = True) -> int | None:
         """The generation, or ``None`` when it cannot be known (then nothing is replayed).
