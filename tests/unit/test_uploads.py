@@ -50,3 +50,23 @@ def test_put_upload_uses_put_file_for_a_spool_and_put_for_anything_else(tmp_path
     assert (stored.sha256, other.sha256) == (hashlib.sha256(b"spooled").hexdigest(),
                                              hashlib.sha256(b"in memory").hexdigest())
     assert storage.open("k/memory").read() == b"in memory"
+
+
+def test_a_spool_that_will_be_kept_is_written_back_as_it_grows(tmp_path: Path) -> None:
+    """``write_back``: every WRITE_BACK_STEP bytes the kernel is asked to start writing (Linux); the bytes
+    and the digest are those written, and a spool without it is never asked."""
+    from tfregistry.uploads import WRITE_BACK_STEP
+
+    part = os.urandom(1024 * 1024)
+    parts = 2 * WRITE_BACK_STEP // len(part) + 3
+    kept, temporary = SpooledUpload(str(tmp_path), write_back=True), SpooledUpload(str(tmp_path))
+    for spool in (kept, temporary):
+        for _ in range(parts):
+            spool.write(part)
+    assert kept.written_back == 2 * WRITE_BACK_STEP  # asked twice, for what had been written by then
+    assert temporary.written_back is None
+    for spool in (kept, temporary):
+        assert spool.sha256 == hashlib.sha256(part * parts).hexdigest()
+        with open(spool.path, "rb") as again:
+            assert again.read() == part * parts
+        spool.close()

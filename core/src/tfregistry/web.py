@@ -187,7 +187,7 @@ class RegistryRequest(Request):
         if registry is not None:
             with contextlib.suppress(Exception):
                 directory = registry.storage.staging_directory()
-        try:
-            return SpooledUpload(directory)
+        try:  # a spool in the staging directory is adopted and fsynced: its write-back starts early
+            return SpooledUpload(directory, write_back=directory is not None)
         except OSError:
             return SpooledUpload(None)  # the staging directory is not writable: the temporary one
