@@ -12,9 +12,10 @@ has produced it, and replays it without Flask, the ORM or a permission check whi
   any process or tool is seen by the next request.  On PostgreSQL each bump also sends a
   ``NOTIFY`` (migration 0008) and a listener thread per process keeps the value, so a request
   costs no round trip: a change is seen by the replica that made it at once (after any commit of
-  its own, the committing thread reads the generation directly), and by every other replica as soon as the
-  notification arrives, at the latest ``2 × cache.generation_heartbeat`` (1 s) later, should
-  notifications stop (see :class:`Generation`).
+  its own the committing thread, and the next request, read the generation directly), and by
+  every other replica as soon as the notification arrives, at the latest
+  ``2 × cache.generation_heartbeat`` (1 s) later, should notifications stop (see
+  :class:`Generation`).
 * An answer is only replayed to the **same credential** that received it (no token, or the
   SHA-256 of the bearer token), on the same host, scheme, path prefix, path and query, and for
   the same kind of client (Terraform, or others, who get a JSON body for module downloads).
@@ -152,9 +153,10 @@ class Generation:
 
     On SQLite it is read on every call.  On PostgreSQL a :class:`GenerationListener` thread per
     process LISTENs for bumps and the value it holds is used without a round trip, as long as its
-    connection has proved alive within ``2 × heartbeat`` seconds; otherwise the generation is read
-    directly.  Right after this process commits a transaction (which may have bumped it), the
-    committing thread reads it directly and hands it to the listener.
+    connection has proved alive within ``2 × heartbeat`` seconds; otherwise (and on the next call
+    after this process committed a transaction, which may have bumped it) the generation is read
+    directly.  Right after such a commit the committing thread also reads it and hands it to the
+    listener, so calls that never make a round trip (``read=False``) see it as well.
 
     Direct reads use connections of their own (outside the application's pool, in autocommit, so
     every read sees the latest commit), kept in a small free list: a thread takes one for the read
@@ -169,23 +171,29 @@ class Generation:
         self._heartbeat = heartbeat
         self._listen = engine.dialect.name == "postgresql" and heartbeat > 0
         self._listener: GenerationListener | None = None
-        #: Until the first read, and when the read after a commit of this process failed: the next call reads.
+        #: Set after any commit of this process's sessions: the next call that may read, reads directly.
         self._dirty = True
+        #: Until the first direct read, and when the read after a commit of this process failed: calls
+        #: that make no round trip (``read=False``) do not trust the listener's value.
+        self._blind = True
         if sessionmaker is not None:
             event.listen(sessionmaker, "after_commit", self._committed)
 
     def _committed(self, session: Any) -> None:
-        """A commit of this process may have bumped the generation (in a trigger): on PostgreSQL the
-        committing thread reads it at once, before its request is answered, so the next request sees
-        it even where no round trip is made (the worker's event loop asks with ``read=False``)."""
+        """A commit of this process may have bumped the generation (in a trigger).  The next call
+        that may make a round trip reads directly; on PostgreSQL the committing thread also reads it
+        at once, before its request is answered, so that calls which make none (the worker's event
+        loop asks with ``read=False``) see it too, without waiting for the notification."""
+        self._dirty = True
         listener = self._listener_for_this_process()
         if listener is None:
             return  # SQLite: read on every call anyway
         value = self._read()
         if value is None:
-            self._dirty = True  # not known: the next call reads directly
+            self._blind = True
         else:
             listener.observe(value)
+            self._blind = False
 
     def current(self, *, read: bool = True) -> int | None:
         """The generation, or ``None`` when it cannot be known (then nothing is replayed).
@@ -193,7 +201,7 @@ class Generation:
         ``read=False``: ``None`` rather than a round trip to a database server (PostgreSQL without a
         trusted listener value); SQLite's local read is still made."""
         listener = self._listener_for_this_process()
-        if listener is not None and not self._dirty:
+        if listener is not None and not (self._dirty if read else self._blind):
             value = listener.value()
             if value is not None:
                 return value
@@ -203,6 +211,7 @@ class Generation:
         value = self._read()
         if listener is not None and value is not None:
             listener.observe(value)
+            self._blind = False
         return value
 
     def _listener_for_this_process(self) -> GenerationListener | None:
