@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from tests.integration.test_production import BIN, free_port, production_env, wait_until_serving
+from tfregistry.testing.plugin import build_module_archive
 from tfregistry.tls import ensure_self_signed
 
 TERRAFORM = "Terraform/1.15.5"
@@ -195,17 +196,6 @@ def multipart_publish(token: str, name: str, version: str, archive: bytes) -> tu
     return head, body
 
 
-def module_archive(tmp_path: Path, payload: bytes) -> bytes:
-    """A module ``.tar.gz`` (``main.tf`` and ``blob.bin``, stored uncompressed) holding ``payload``."""
-    path = tmp_path / "module.tar.gz"
-    with tarfile.open(path, "w:gz", compresslevel=0) as tar:
-        for name, data in (("main.tf", b'variable "name" {}\n'), ("blob.bin", payload)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path.read_bytes()
-
-
 def test_a_large_upload_is_received_whole_and_the_connection_goes_on(tmp_path, database_url):
     """Bodies of a megabyte or more are received straight from the socket (``DirectBody``): the archive
     stored is byte for byte the one sent, a request pipelined behind the body is answered next on the
@@ -213,7 +203,7 @@ def test_a_large_upload_is_received_whole_and_the_connection_goes_on(tmp_path, d
     env = production_env(tmp_path, database_url)
     token = subprocess.run([BIN / "tfr", "token", "create", "--name", "t", "--scope", "admin"], env=env,
                            check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    archive = module_archive(tmp_path, os.urandom(3 * 1024 * 1024))
+    archive = build_module_archive(files={"blob.bin": os.urandom(3 * 1024 * 1024)})
     port = free_port()
     server = start_gunicorn(tmp_path, env, port)
     try:

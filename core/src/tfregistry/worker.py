@@ -18,8 +18,13 @@ round trip, anything unusual in the request) nothing has happened yet: the bytes
 the connection's parser and the request takes ``gthread``'s usual path.  An answer that does not
 fit the socket's send buffer at once is finished by a pool thread.
 
-New connections (and so TLS handshakes) take the usual path for their first request.  On a
-gunicorn whose ``gthread`` internals differ from the ones this was written against, the worker
+New connections (and so TLS handshakes) take the usual path for their first request.
+
+A second, separate step concerns uploads: a request body of :data:`DIRECT_BODY_MIN` bytes or
+more with a ``Content-Length`` is read by :class:`DirectBody`, straight from the socket into the
+form parser's buffer, instead of through gunicorn's body reader.
+
+On a gunicorn whose ``gthread`` internals differ from the ones this was written against, the worker
 says so at start-up and behaves exactly as ``gthread``.
 """
 
@@ -74,7 +79,8 @@ class DirectBody(io.RawIOBase):
         self._body = body
         self._reader: LengthReader = body.reader
         unreader = self._reader.unreader
-        held = unreader.take_buffered()
+        held = unreader.buf.getvalue()  # what gunicorn read ahead (take_buffered() exists from gunicorn 27 only)
+        unreader.buf = io.BytesIO()
         self._held = memoryview(held[: self._reader.length])
         if len(held) > len(self._held):
             unreader.unread(held[len(self._held):])
