@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
+from tfregistry_metrics.metrics import FLUSH_INTERVAL
 
 from tests.benchmarks._http import BIN, TERRAFORM_UA, publish_module, registry, seed_modules
 from tests.conftest import REDIS_URL
@@ -136,6 +138,8 @@ def test_metrics_and_logs_under_a_four_worker_gunicorn(tmp_path: Path, database:
         assert statuses.count(204) == DOWNLOADS
 
         # --- /metrics --------------------------------------------------------------------------------------
+        # each worker writes its request metrics at least every FLUSH_INTERVAL (docs/operations: metrics)
+        time.sleep(2 * FLUSH_INTERVAL)
         text = scrape(srv.url, tls.bundle)
         found = samples(text)
         assert total(found, "tfregistry_module_downloads_total") == DOWNLOADS + 1  # + terraform init's

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -237,6 +237,7 @@ def test_answers_never_cross_tenants_or_permission_levels(app_factory: Any) -> N
 def test_downloads_served_from_the_cache_are_counted_without_a_commit_per_request(replicas: Any) -> None:
     a, b, admin = replicas
     download = "/v1/modules/acme/network/aws/1.0.0/download"
+    started = datetime.now(UTC)
     first = a.replayed(download, admin, **TERRAFORM)
     assert first.status_code == 204 and first.headers["X-Terraform-Get"]
     for _ in range(8):
@@ -253,6 +254,10 @@ def test_downloads_served_from_the_cache_are_counted_without_a_commit_per_reques
     with a.registry.db.session() as s:  # the version's running total was written with them
         assert download_counts(s, [events[0].module_version_id]) == {events[0].module_version_id: 10}
     assert {e.user_agent for e in events} == {"Terraform/1.15.5"}
+    # written by the driver (COPY / executemany), read back through the ORM as the moment of each request
+    assert all(e.at.tzinfo is not None and started - timedelta(seconds=1) <= e.at <= datetime.now(UTC)
+               for e in events), [e.at for e in events]
+    assert {e.client_ip for e in events} == {"127.0.0.1"}
 
 
 def test_closing_the_application_writes_pending_downloads(app_factory: Any) -> None:

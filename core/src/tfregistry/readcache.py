@@ -50,7 +50,6 @@ from flask import g, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from tfregistry.models import utcnow
 from tfregistry.protocol import files
 from tfregistry.web import (
     NOT_REPLAYED_KEY,
@@ -64,6 +63,7 @@ from tfregistry.web import (
 if TYPE_CHECKING:
     from tfregistry.db import Database
     from tfregistry.registry import Registry
+    from tfregistry.services.modules import DownloadRow
 
 log = logging.getLogger("tfregistry.readcache")
 
@@ -560,12 +560,12 @@ class DownloadRecorder:
     events, the oldest dropped first, with a warning) and tried again.
     """
 
-    def __init__(self, db: Database, interval: float, batch: int = 500, max_pending: int = 100_000) -> None:
+    def __init__(self, db: Database, interval: float, batch: int = 5000, max_pending: int = 100_000) -> None:
         self.db = db
         self.interval = interval
         self.batch = batch
         self.max_pending = max_pending
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[DownloadRow] = []
         #: Provider version id -> downloads not written yet (no per-event rows for providers).
         self._providers: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -578,8 +578,7 @@ class DownloadRecorder:
 
     def add(self, module_version_id: int, token_id: int | None, ip: str | None, user_agent: str | None) -> None:
         """Count one download (never blocks on the database)."""
-        row = {"module_version_id": module_version_id, "token_id": token_id, "client_ip": ip,
-               "user_agent": (user_agent or "")[:300], "at": utcnow()}
+        row = (module_version_id, token_id, ip, (user_agent or "")[:300], time.time())
         with self._lock:
             self._pending.append(row)
             waiting = len(self._pending)
@@ -606,8 +605,8 @@ class DownloadRecorder:
         counts: dict[int, int] = {}
         with self._lock:
             for row in self._pending:
-                if row["module_version_id"] in wanted:
-                    counts[row["module_version_id"]] = counts.get(row["module_version_id"], 0) + 1
+                if row[0] in wanted:
+                    counts[row[0]] = counts.get(row[0], 0) + 1
         return counts
 
     def flush(self) -> int:
@@ -633,7 +632,7 @@ class DownloadRecorder:
                 return 0
             return written
 
-    def _write(self, rows: list[dict[str, Any]], providers: dict[int, int]) -> int:
+    def _write(self, rows: list[DownloadRow], providers: dict[int, int]) -> int:
         from tfregistry.services.modules import record_downloads
         from tfregistry.services.providers import record_provider_downloads
 

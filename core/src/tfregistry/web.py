@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import random
 import re
-import uuid
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -38,9 +38,15 @@ def current_registry() -> Registry:
     return current_app.extensions[EXTENSION_KEY]
 
 
+def new_request_id() -> str:
+    """32 random hex digits.  From :mod:`random` (seeded from the OS, and afresh in a forked child),
+    not ``uuid4``: that asks the kernel for entropy on every request, and an id need not be secret."""
+    return f"{random.getrandbits(128):032x}"
+
+
 def request_id_for(incoming: str | None) -> str:
     """A well-formed ``X-Request-Id`` from a trusted proxy, else a new one."""
-    return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if incoming and _REQUEST_ID.match(incoming) else new_request_id()
 
 
 def current_request_id() -> str | None:
@@ -58,7 +64,7 @@ def environ_request_id(environ: dict[str, Any]) -> str:
     """The request id :class:`RequestTelemetry` gave this WSGI request (a new one outside it: bare tests)."""
     rid = environ.get(REQUEST_ID_KEY)
     if rid is None:
-        rid = environ[REQUEST_ID_KEY] = uuid.uuid4().hex
+        rid = environ[REQUEST_ID_KEY] = new_request_id()
     return rid
 
 
