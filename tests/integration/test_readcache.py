@@ -382,6 +382,27 @@ def _bump_by_hand(replica: Replica) -> int:
     return value
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_reads_the_generation_only_after_a_commit(replicas: Any) -> None:
+    """Between commits a SQLite process knows the generation from the WAL-index header, without a
+    ``SELECT``; a commit by anyone (SQL by hand on a connection of its own here) is seen by the next call."""
+    a, _b, admin = replicas
+    generation = a.registry.generation
+    first = generation.current()
+    assert generation.current() == first and generation._wal is not None  # the header is kept from here on
+    statements: list[str] = []
+    for conn in generation._free:
+        conn.set_trace_callback(statements.append)
+    assert [generation.current() for _ in range(50)] == [first] * 50
+    assert statements == []
+    bumped = _bump_by_hand(a)
+    assert bumped > first
+    assert generation.current() == bumped and len(statements) == 1
+    assert generation.current() == bumped and len(statements) == 1
+    assert post_module(a.client, admin, version="1.1.0").status_code == 201  # a commit of this process
+    assert generation.current() > bumped and len(statements) == 2
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_postgresql_replicas_learn_of_changes_by_notification(replicas: Any) -> None:
     a, _, admin = replicas

@@ -184,3 +184,26 @@ def test_small_bodies_and_chunked_bodies_keep_gunicorns_reader():
         assert environ["wsgi.input"] is req.body, head
         server.close()
         client.close()
+
+
+def test_the_date_header_is_gunicorns_made_once_a_second() -> None:
+    from gunicorn import util
+
+    from tfregistry.worker import _HttpDate
+
+    original = util.http_date._http_date if isinstance(util.http_date, _HttpDate) else util.http_date
+    made: list[float] = []
+
+    def counting(timestamp: float | None = None) -> str:
+        made.append(timestamp if timestamp is not None else time.time())
+        return original(timestamp)
+
+    cached = _HttpDate(counting)
+    second = int(time.time())
+    while int(time.time()) == second:  # start at the beginning of a second
+        time.sleep(0.01)
+    answers = [cached() for _ in range(100)]
+    assert answers == [original(made[0])] * 100 and len(made) == 1
+    assert cached(0) == "Thu, 01 Jan 1970 00:00:00 GMT" and len(made) == 2
+    time.sleep(1.05)
+    assert cached() == original() and len(made) == 3

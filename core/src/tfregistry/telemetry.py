@@ -224,6 +224,8 @@ class GunicornLogger(_GunicornBase):  # type: ignore[misc,valid-type]
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
+        # decided once per (re)load: gunicorn's settings are looked up through __getattr__, four per request
+        self._logs_access = bool(cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or cfg.syslog)
         formatter = make_formatter(log_format_setting())
         for logger in (self.error_log, self.access_log):
             for handler in logger.handlers:
@@ -231,7 +233,7 @@ class GunicornLogger(_GunicornBase):  # type: ignore[misc,valid-type]
                 handler.setFormatter(formatter)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.logconfig_dict or self.cfg.syslog):
+        if not self._logs_access:
             return
         status = str(getattr(resp, "status", "") or "")[:3]
         ms = round(request_time.total_seconds() * 1000, 2)

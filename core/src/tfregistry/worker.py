@@ -33,10 +33,12 @@ from __future__ import annotations
 import io
 import ssl
 import sys
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from gunicorn import util
 from gunicorn.http import RequestParser, wsgi
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
@@ -136,6 +138,23 @@ class _Collector:
         return len(data)
 
 
+class _HttpDate:
+    """gunicorn's ``util.http_date``, formatted once per second (every answer carries a ``Date`` header)."""
+
+    def __init__(self, http_date: Callable[..., str]) -> None:
+        self._http_date = http_date
+        self._last: tuple[int, str] = (-1, "")
+
+    def __call__(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return self._http_date(timestamp)
+        second = int(time.time())
+        last = self._last
+        if last[0] != second:
+            last = self._last = (second, self._http_date(second))
+        return last[1]
+
+
 class ReplayWorker(ThreadWorker):
     """``gthread`` that answers replayed protocol reads on its event loop (see the module docstring)."""
 
@@ -147,6 +166,8 @@ class ReplayWorker(ThreadWorker):
         # The event loop answers most requests; when a pool thread or the download writer holds the GIL,
         # the loop waits for it up to the switch interval at every system call (5 ms by default).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        if not isinstance(util.http_date, _HttpDate):  # this worker process only
+            util.http_date = _HttpDate(util.http_date)
         super().init_process()
 
     def load_wsgi(self) -> None:
