@@ -313,7 +313,7 @@ def _wal_index_path(engine: Engine) -> str | None:
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return os.path.abspath(database) + "-shm"
+    return os.path.realpath(database) + "-shm"  # SQLite names it after the resolved path too
 
 
 class WalIndexHeader:
@@ -335,7 +335,9 @@ class WalIndexHeader:
 
     @classmethod
     def open(cls, path: str) -> WalIndexHeader | None:
-        """The header of ``path``, or ``None`` where there is none (not in WAL mode)."""
+        """The header of ``path``, or ``None`` where there is none (not in WAL mode, no ``pread``)."""
+        if not hasattr(os, "pread"):
+            return None
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError:
