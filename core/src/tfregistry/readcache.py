@@ -154,7 +154,9 @@ class Generation:
     On SQLite (in WAL mode, the registry's) a call first reads the WAL-index header from the
     database's ``-shm`` file (:class:`WalIndexHeader`): every commit rewrites it, so while it is
     the one seen at the last direct read, the generation read then still holds; otherwise (and
-    without a usable ``-shm`` file) the generation is read.  On PostgreSQL a :class:`GenerationListener` thread per
+    without a usable ``-shm`` file) the generation is read.
+
+    On PostgreSQL a :class:`GenerationListener` thread per
     process LISTENs for bumps and the value it holds is used without a round trip, as long as its
     connection has proved alive within ``2 × heartbeat`` seconds; otherwise (and on the next call
     after this process committed a transaction, which may have bumped it) the generation is read
