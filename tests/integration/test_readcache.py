@@ -403,6 +403,53 @@ def test_sqlite_reads_the_generation_only_after_a_commit(replicas: Any) -> None:
     assert generation.current() > bumped and len(statements) == 2
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_never_answers_a_generation_older_than_a_finished_commit(replicas: Any) -> None:
+    """Commits on another connection, as fast as they go, while this process asks for the generation:
+    no answer is older than a commit that had finished before the question was asked."""
+    import sqlite3
+    import threading
+
+    a, _b, _admin = replicas
+    generation = a.registry.generation
+    generation.current()
+    path = a.registry.db.engine.url.database
+    committed = [generation.current()]
+    stop = threading.Event()
+
+    def write() -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            while not stop.is_set():
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("UPDATE namespaces SET visibility = CASE visibility WHEN 'public' THEN 'private' "
+                             "ELSE 'public' END")
+                value = conn.execute("SELECT generation FROM catalog_state").fetchone()[0]
+                conn.execute("COMMIT")
+                committed.append(value)
+        finally:
+            conn.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    stale: list[tuple[int, int]] = []
+    calls = 0
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            before = committed[-1]
+            seen = generation.current()
+            calls += 1
+            if seen is None or seen < before:
+                stale.append((before, seen))
+    finally:
+        stop.set()
+        writer.join()
+    assert len(committed) > 50 and calls > 50, (len(committed), calls)
+    assert stale == []
+    assert generation.current() == committed[-1]
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_postgresql_replicas_learn_of_changes_by_notification(replicas: Any) -> None:
     a, _, admin = replicas
