@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from tfregistry.services import identity as identity_svc
 from tfregistry.services import tokens as token_svc
 from tfregistry.services.audit import CLI_ACTOR
 from tfregistry.services.modules import download_counts
+from tfregistry.web import SHARED_ANSWERS_ENV
 
 VERSIONS = "/v1/modules/acme/network/aws/versions"
 TERRAFORM = {"User-Agent": "Terraform/1.15.5"}
@@ -258,6 +260,42 @@ def test_downloads_served_from_the_cache_are_counted_without_a_commit_per_reques
     assert all(e.at.tzinfo is not None and started - timedelta(seconds=1) <= e.at <= datetime.now(UTC)
                for e in events), [e.at for e in events]
     assert {e.client_ip for e in events} == {"127.0.0.1"}
+
+
+def test_workers_of_one_server_share_the_answers_they_build(app_factory: Any, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer one process built is replayed by another process of the same server (the directory
+    gunicorn_conf makes per run) without running the view, and counts its download there; only for
+    the same caller, and only while the catalog is unchanged."""
+    shared = tmp_path / "answers"
+    shared.mkdir()
+    monkeypatch.setenv(SHARED_ANSWERS_ENV, str(shared))
+    a, b = Replica(app_factory()), Replica(app_factory())
+    admin = new_token(a.app, "admin", name="admin")
+    reader = new_token(a.app, "read", name="reader")
+    assert post_module(a.client, admin).status_code == 201
+    download = "/v1/modules/acme/network/aws/1.0.0/download"
+    statements: list[str] = []
+    sa.event.listen(b.registry.db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    built = a.get(download, reader, **TERRAFORM)
+    assert built.status_code == 204 and len(list(shared.glob("*.json"))) == 1
+    answer = b.get(download, reader, **TERRAFORM)
+    assert (answer.status_code, answer.headers["X-Terraform-Get"]) == (204, built.headers["X-Terraform-Get"])
+    assert answer.headers["X-Request-Id"] != built.headers["X-Request-Id"]
+    assert statements == [], "the view ran in the second process"
+    assert sum(b.registry.downloads.pending_counts(list(range(1, 100))).values()) == 1
+    assert b.cache.hits == 0 and b.get(download, reader, **TERRAFORM).status_code == 204 and b.cache.hits == 1
+
+    assert b.get(download, admin, **TERRAFORM).status_code == 204 and statements, "another caller's answer"
+    statements.clear()
+    assert post_module(a.client, admin, version="1.1.0").status_code == 201  # the catalog changes
+    changed = a.registry.generation.current()
+    deadline = time.monotonic() + 5
+    while b.registry.generation.current() != changed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert b.get(download, reader, **TERRAFORM).status_code == 204 and statements, "an answer of the old catalog"
+    assert all(p.name.startswith(f"{changed}-") for p in shared.glob("*.json"))  # older generations removed
 
 
 def test_closing_the_application_writes_pending_downloads(app_factory: Any) -> None:

@@ -19,6 +19,8 @@ import tempfile
 import threading
 from typing import Any
 
+from tfregistry.web import SHARED_ANSWERS_ENV
+
 #: Two processes per core is gunicorn's usual advice; threads carry the waiting on the database.
 workers = int(os.environ.get("WEB_CONCURRENCY", (os.cpu_count() or 1) * 2))
 worker_class = "tfregistry.worker.ReplayWorker"
@@ -63,6 +65,11 @@ _made_metrics_dir = metrics_dir is not None and metrics_dir.startswith(tempfile.
                                                                        + "tfregistry-metrics-")
 
 
+#: Answers one worker built, read by the others (tfregistry.readcache.SharedAnswers): a fresh, private
+#: directory for each run, so no answer outlives the server that made it.
+answers_dir = os.environ[SHARED_ANSWERS_ENV] = tempfile.mkdtemp(prefix="tfregistry-answers-")
+
+
 _tls_lock = threading.Lock()
 _tls_context: tuple[tuple[Any, ...], Any] | None = None
 
@@ -101,9 +108,10 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Remove the metrics directory this configuration made for the run."""
+    """Remove the directories this configuration made for the run."""
     if metrics_dir and _made_metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    shutil.rmtree(answers_dir, ignore_errors=True)
 
 
 def post_worker_init(worker: Any) -> None:

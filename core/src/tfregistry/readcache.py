@@ -35,8 +35,10 @@ covers gunicorn's graceful worker shutdown).
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -55,6 +57,7 @@ from tfregistry.web import (
     NOT_REPLAYED_KEY,
     REPLAY_ONLY_KEY,
     ROUTE_KEY,
+    SHARED_ANSWERS_ENV,
     TOKEN_KEY,
     current_registry,
     environ_request_id,
@@ -469,6 +472,83 @@ def _cache_key(credential: str, environ: dict[str, Any]) -> tuple[Any, ...]:
             environ.get("HTTP_USER_AGENT", "").startswith("Terraform/"))
 
 
+class SharedAnswers:
+    """Answers a process built, kept as files for the other processes of the same server.
+
+    Each worker keeps its own :class:`ReadCache`, so after a start or a publish every worker built
+    every answer again, and a client's first requests met a worker that had not built them yet
+    (most of ``terraform init``'s first rounds).  A miss first looks here; an answer it builds is
+    written here.  A file is named by the catalog generation and a hash of the whole cache key
+    (the caller's credential included), so it serves exactly the requests the building process
+    would have replayed it to, and only while the catalog is unchanged; it also carries the
+    entry's expiry.  Files of older generations are removed as newer ones are written.  Written
+    to a temporary name and renamed, so a reader never sees half a file; anything unreadable is a miss.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._swept = -1
+
+    def _path(self, key: tuple[Any, ...], generation: int) -> str:
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()
+        return os.path.join(self.directory, f"{generation}-{digest}.json")
+
+    def get(self, key: tuple[Any, ...], generation: int) -> Entry | None:
+        """The answer for ``key`` at ``generation`` another process built, if it is still fresh."""
+        try:
+            with open(self._path(key, generation), "rb") as f:
+                data = json.loads(f.read())
+            entry = Entry(generation, float(data["expires"]), data["status"],
+                          [(k, v) for k, v in data["headers"]], base64.b64decode(data["body"]),
+                          data["download"], data["token_id"], data["route"], data["etag"],
+                          tuple((name, dict(labels)) for name, labels in data["observations"]),
+                          data["provider_download"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return entry if time.time() < entry.expires else None
+
+    def put(self, key: tuple[Any, ...], entry: Entry) -> None:
+        """Offer ``entry`` to the other processes (best effort: a failure only means they build it)."""
+        path = self._path(key, entry.generation)
+        data = {"expires": entry.expires, "status": entry.status, "headers": entry.headers,
+                "body": base64.b64encode(entry.body).decode("ascii"), "download": entry.download,
+                "token_id": entry.token_id, "route": entry.route, "etag": entry.etag,
+                "observations": [[name, labels] for name, labels in entry.observations],
+                "provider_download": entry.provider_download}
+        temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(temporary, path)
+        except OSError as exc:
+            log.debug("could not share a replayed answer: %s", exc)
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+        if entry.generation > self._swept:
+            self._sweep(entry.generation)
+
+    def _sweep(self, generation: int) -> None:
+        """Remove the files of generations before ``generation`` (and temporary files a crash left)."""
+        self._swept = generation
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        for name in names:
+            prefix, _, _ = name.partition("-")
+            stale = name.endswith(".tmp") and time.time() - _mtime(os.path.join(self.directory, name)) > 60
+            if stale or (prefix.isdigit() and int(prefix) < generation):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self.directory, name))
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()
+
+
 class ReadCache:
     """WSGI middleware replaying the answers views marked :func:`cacheable` (see the module docstring)."""
 
@@ -485,6 +565,8 @@ class ReadCache:
         self._building: dict[tuple[Any, ...], threading.Event] = {}
         #: Files a server's event loop may send itself (see :meth:`replay_only`): small ones, from a local disk.
         self._loop_files = registry.storage.staging_directory() is not None
+        shared = os.environ.get(SHARED_ANSWERS_ENV)
+        self.shared = SharedAnswers(shared) if shared and os.path.isdir(shared) else None
         self.hits = 0
         self.misses = 0
 
@@ -594,6 +676,10 @@ class ReadCache:
 
     def _fill(self, key: tuple[Any, ...], generation: int, environ: dict[str, Any],
               start_response: Callable[..., Any]) -> Iterable[bytes]:
+        shared = self.shared.get(key, generation) if self.shared is not None else None
+        if shared is not None:  # built by another worker of this server
+            self._keep(key, shared)
+            return self._replay(shared, environ, start_response)
         environ[_KEY] = key
         captured: list[Any] = []
 
@@ -618,12 +704,17 @@ class ReadCache:
         etag = next((v for k, v in headers if k.lower() == "etag"), None)
         entry = Entry(generation, expires, captured[0], headers, data, hint.download, hint.token_id,
                       environ.get(ROUTE_KEY), etag, hint.observations, hint.provider_download)
+        self._keep(key, entry)
+        if self.shared is not None:
+            self.shared.put(key, entry)
+        return [data]
+
+    def _keep(self, key: tuple[Any, ...], entry: Entry) -> None:
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        return [data]
 
 
 #: Headers a 304 repeats from the answer it stands for (RFC 9110, 15.4.5).

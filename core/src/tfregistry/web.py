@@ -30,6 +30,9 @@ TOKEN_KEY = "tfregistry.token_id"
 #: then passes the request on to the whole application.
 REPLAY_ONLY_KEY = "tfregistry.replay_only"
 NOT_REPLAYED_KEY = "tfregistry.not_replayed"
+#: A directory the processes of one server share (``tfregistry.gunicorn_conf`` makes one per run): an
+#: answer one worker built is read by the others (:class:`tfregistry.readcache.SharedAnswers`).
+SHARED_ANSWERS_ENV = "TFREGISTRY_SHARED_ANSWERS_DIR"
 _current_request_id: ContextVar[str | None] = ContextVar("tfregistry_request_id", default=None)
 
 
