@@ -298,6 +298,33 @@ def test_workers_of_one_server_share_the_answers_they_build(app_factory: Any, tm
     assert all(p.name.startswith(f"{changed}-") for p in shared.glob("*.json"))  # older generations removed
 
 
+def test_shared_answers_are_bounded_in_number_and_age(tmp_path: Path) -> None:
+    from tfregistry.readcache import Entry, SharedAnswers
+
+    def entry(generation: int, expires: float) -> Entry:
+        return Entry(generation, expires, "200 OK", [("Content-Type", "application/json")], b"{}", None, None)
+
+    later = time.time() + 60
+    expired = SharedAnswers(str(tmp_path / "expired"), "sqlite:///one", max_age=60)
+    (tmp_path / "expired").mkdir()
+    expired.put(("", "/v1/x"), entry(7, time.time() - 1))
+    assert expired.get(("", "/v1/x"), 7) is None
+
+    (tmp_path / "shared").mkdir()
+    store = SharedAnswers(str(tmp_path / "shared"), "sqlite:///one", max_age=0.5, max_files=3)
+    for n in range(5):
+        store.put(("", "/v1/x", n), entry(7, later))
+    assert len(list((tmp_path / "shared").glob("7-*.json"))) == 3  # the rest are built where they are asked for
+    assert store.get(("", "/v1/x", 0), 7) is not None and store.get(("", "/v1/x", 4), 7) is None
+    assert store.get(("", "/v1/x", 0), 8) is None  # another generation
+    assert SharedAnswers(str(tmp_path / "shared"), "sqlite:///two", 60).get(("", "/v1/x", 0), 7) is None  # another db
+    store.put(("", "/v1/y"), entry(8, later))  # a newer generation sweeps the older ones
+    assert [p.name.split("-")[0] for p in (tmp_path / "shared").glob("*.json")] == ["8"]
+    time.sleep(0.6)
+    store.put(("", "/v1/z"), entry(8, later))  # files older than max_age go too
+    assert len(list((tmp_path / "shared").glob("*.json"))) == 1 and store.get(("", "/v1/z"), 8) is not None
+
+
 def test_closing_the_application_writes_pending_downloads(app_factory: Any) -> None:
     app = app_factory()
     admin = new_token(app, "admin", name="admin")

@@ -472,6 +472,10 @@ def _cache_key(credential: str, environ: dict[str, Any]) -> tuple[Any, ...]:
             environ.get("HTTP_USER_AGENT", "").startswith("Terraform/"))
 
 
+#: Most answers a process writes to :class:`SharedAnswers` between two sweeps.
+SHARED_MAX_FILES = 5000
+
+
 class SharedAnswers:
     """Answers a process built, kept as files for the other processes of the same server.
 
@@ -485,12 +489,20 @@ class SharedAnswers:
     to a temporary name and renamed, so a reader never sees half a file; anything unreadable is a miss.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, scope: str, max_age: float, max_files: int = SHARED_MAX_FILES) -> None:
         self.directory = directory
+        #: Part of every file's name hash: the database the answers came from.
+        self.scope = scope
+        #: No entry lives longer (``cache.ttl``): older files are removed.
+        self.max_age = max_age
+        #: Most files this process writes between two sweeps (a crawler's distinct URLs fill no disk).
+        self.max_files = max_files
         self._swept = -1
+        self._next_sweep = 0.0
+        self._written = 0
 
     def _path(self, key: tuple[Any, ...], generation: int) -> str:
-        digest = hashlib.sha256(repr(key).encode()).hexdigest()
+        digest = hashlib.sha256(repr((self.scope, key)).encode()).hexdigest()
         return os.path.join(self.directory, f"{generation}-{digest}.json")
 
     def get(self, key: tuple[Any, ...], generation: int) -> Entry | None:
@@ -509,6 +521,12 @@ class SharedAnswers:
 
     def put(self, key: tuple[Any, ...], entry: Entry) -> None:
         """Offer ``entry`` to the other processes (best effort: a failure only means they build it)."""
+        now = time.time()
+        if entry.generation > self._swept or now >= self._next_sweep:
+            self._sweep(entry.generation, now)
+        if self._written >= self.max_files:
+            return
+        self._written += 1
         path = self._path(key, entry.generation)
         data = {"expires": entry.expires, "status": entry.status, "headers": entry.headers,
                 "body": base64.b64encode(entry.body).decode("ascii"), "download": entry.download,
@@ -524,29 +542,24 @@ class SharedAnswers:
             log.debug("could not share a replayed answer: %s", exc)
             with contextlib.suppress(OSError):
                 os.remove(temporary)
-        if entry.generation > self._swept:
-            self._sweep(entry.generation)
 
-    def _sweep(self, generation: int) -> None:
-        """Remove the files of generations before ``generation`` (and temporary files a crash left)."""
-        self._swept = generation
+    def _sweep(self, generation: int, now: float) -> None:
+        """Remove the files of generations before ``generation`` and those older than :attr:`max_age`
+        (their entries have expired; temporary files a crash left too)."""
+        self._swept, self._next_sweep, self._written = max(self._swept, generation), now + self.max_age, 0
         try:
-            names = os.listdir(self.directory)
+            entries = list(os.scandir(self.directory))
         except OSError:
             return
-        for name in names:
-            prefix, _, _ = name.partition("-")
-            stale = name.endswith(".tmp") and time.time() - _mtime(os.path.join(self.directory, name)) > 60
-            if stale or (prefix.isdigit() and int(prefix) < generation):
+        for item in entries:
+            prefix, _, _ = item.name.partition("-")
+            try:
+                old = item.stat().st_mtime < now - self.max_age
+            except OSError:
+                continue
+            if old or (prefix.isdigit() and int(prefix) < generation):
                 with contextlib.suppress(OSError):
-                    os.remove(os.path.join(self.directory, name))
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return time.time()
+                    os.remove(item.path)
 
 
 class ReadCache:
@@ -566,7 +579,9 @@ class ReadCache:
         #: Files a server's event loop may send itself (see :meth:`replay_only`): small ones, from a local disk.
         self._loop_files = registry.storage.staging_directory() is not None
         shared = os.environ.get(SHARED_ANSWERS_ENV)
-        self.shared = SharedAnswers(shared) if shared and os.path.isdir(shared) else None
+        self.shared = (SharedAnswers(shared, registry.db.engine.url.render_as_string(hide_password=True),
+                                     self.max_ttl, min(self.max_entries, SHARED_MAX_FILES))
+                       if shared and os.path.isdir(shared) else None)
         self.hits = 0
         self.misses = 0
 
