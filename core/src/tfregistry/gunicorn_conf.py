@@ -65,9 +65,20 @@ _made_metrics_dir = metrics_dir is not None and metrics_dir.startswith(tempfile.
                                                                        + "tfregistry-metrics-")
 
 
-#: Answers one worker built, read by the others (tfregistry.readcache.SharedAnswers): a fresh, private
-#: directory for each run, so no answer outlives the server that made it.
-answers_dir = os.environ[SHARED_ANSWERS_ENV] = tempfile.mkdtemp(prefix="tfregistry-answers-")
+def _shared_answers_dir() -> str | None:
+    """Answers one worker built, read by the others (:class:`tfregistry.readcache.SharedAnswers`): a
+    fresh, private directory for each run, so no answer outlives the server that made it.  ``None``
+    (each worker builds its own) where no temporary directory can be made."""
+    try:
+        path = tempfile.mkdtemp(prefix="tfregistry-answers-")
+    except OSError:
+        os.environ.pop(SHARED_ANSWERS_ENV, None)
+        return None
+    os.environ[SHARED_ANSWERS_ENV] = path
+    return path
+
+
+answers_dir = _shared_answers_dir()
 
 
 _tls_lock = threading.Lock()
@@ -111,7 +122,8 @@ def on_exit(server: Any) -> None:
     """Remove the directories this configuration made for the run."""
     if metrics_dir and _made_metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    shutil.rmtree(answers_dir, ignore_errors=True)
+    if answers_dir:
+        shutil.rmtree(answers_dir, ignore_errors=True)
 
 
 def post_worker_init(worker: Any) -> None:
