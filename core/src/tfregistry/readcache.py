@@ -473,7 +473,7 @@ def _cache_key(credential: str, environ: dict[str, Any]) -> tuple[Any, ...]:
 
 
 #: Most answers a process writes to :class:`SharedAnswers` between two sweeps.
-SHARED_MAX_FILES = 5000
+SHARED_MAX_FILES = 2000
 
 
 class SharedAnswers:
