@@ -173,7 +173,7 @@ def test_sorts_and_pages(corpus: Corpus):
         for days, key in enumerate(["acme/network", "other/network", "acme/legacy", "acme/s3", "acme/policy"]):
             versions[key].published_at = start + timedelta(days=days)
         for key, count in {"acme/legacy": 3, "other/network": 2, "acme/policy": 1}.items():
-            record_downloads(s, [{"module_version_id": versions[key].id}] * count)
+            record_downloads(s, [(versions[key].id, None, None, None, start.timestamp())] * count)
         s.commit()
 
     by_name = ["acme/legacy/aws", "acme/network/aws", "acme/policy/aws", "acme/s3/aws", "other/network/google"]

@@ -153,8 +153,8 @@ def test_usage_tab_counts_terraform_and_opentofu(app, client, published):
         ids = {mv.version: mv.id for mv in session.scalars(select(ModuleVersion))}
         now = utcnow()
         agents = ["Terraform/1.9.5 (+https://www.terraform.io)"] * 3 + ["OpenTofu/1.8.0"] * 2 + ["curl/8"]
-        record_downloads(session, [{"module_version_id": ids["1.0.0" if i % 2 else "1.1.0"], "user_agent": agent,
-                                    "at": now - timedelta(days=i)} for i, agent in enumerate(agents)])
+        record_downloads(session, [(ids["1.0.0" if i % 2 else "1.1.0"], None, None, agent,
+                                    (now - timedelta(days=i)).timestamp()) for i, agent in enumerate(agents)])
         session.commit()
     html = assert_page(client.get(f"{BASE}/1.1.0/usage", headers=published))
     assert "6 downloads of all versions" in html and "Terraform 3" in html and "OpenTofu 2" in html
