@@ -468,6 +468,22 @@ def test_sqlite_reads_the_generation_only_after_a_commit(replicas: Any) -> None:
     assert generation.current() > bumped and len(statements) == 2
 
 
+def test_a_sqlite_database_not_in_wal_mode_is_read_on_every_call(tmp_path: Path) -> None:
+    from tfregistry.readcache import Generation
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'plain.db'}")  # rollback journal: no -shm file
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE catalog_state (id INTEGER PRIMARY KEY, generation INTEGER)"))
+        conn.execute(sa.text("INSERT INTO catalog_state VALUES (1, 7)"))
+    generation = Generation(engine)
+    assert generation.current() == 7 and generation._wal is None and generation._wal_path is None
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE catalog_state SET generation = 8"))
+    assert generation.current() == 8
+    generation.close()
+    engine.dispose()
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sqlite_never_answers_a_generation_older_than_a_finished_commit(replicas: Any) -> None:
     """Commits on another connection, as fast as they go, while this process asks for the generation:

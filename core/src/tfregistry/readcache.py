@@ -239,6 +239,8 @@ class Generation:
             with self._lock:
                 if self._wal is None and self._free and self._pid == os.getpid():
                     self._wal = WalIndexHeader.open(self._wal_path)
+                    if self._wal is None:  # not in WAL mode: read on every call, without trying again
+                        self._wal_path = None
             return
         if header is not None:
             self._seen = (header, value)
@@ -485,8 +487,10 @@ class SharedAnswers:
     written here.  A file is named by the catalog generation and a hash of the whole cache key
     (the caller's credential included), so it serves exactly the requests the building process
     would have replayed it to, and only while the catalog is unchanged; it also carries the
-    entry's expiry.  Files of older generations are removed as newer ones are written.  Written
-    to a temporary name and renamed, so a reader never sees half a file; anything unreadable is a miss.
+    entry's expiry.  Files of older generations, and files older than ``max_age``, are removed as
+    newer ones are written, and a process writes at most ``max_files`` between two such sweeps.
+    Written to a temporary name and renamed, so a reader never sees half a file; anything
+    unreadable is a miss.
     """
 
     def __init__(self, directory: str, scope: str, max_age: float, max_files: int = SHARED_MAX_FILES) -> None:
