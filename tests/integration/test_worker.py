@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import tarfile
 import time
+import weakref
 from http.client import HTTPResponse
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,9 +41,33 @@ def send(sock: socket.socket, target: str, token: str, *, agent: str = TERRAFORM
                  f"Authorization: Bearer {token}\r\n{extra}\r\n".encode())
 
 
+class _KeptReader(io.BufferedReader):
+    """A socket's reader that outlives the ``HTTPResponse`` using it: what it read ahead (a pipelined
+    request's answer arriving with the one before) belongs to the next answer."""
+
+    def close(self) -> None:
+        pass
+
+
+class _Answers:
+    """Hands ``HTTPResponse`` the socket's one kept reader instead of a fresh buffer per answer."""
+
+    _readers: weakref.WeakKeyDictionary[socket.socket, _KeptReader] = weakref.WeakKeyDictionary()
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def makefile(self, *_args: object, **_kwargs: object) -> _KeptReader:
+        reader = self._readers.get(self._sock)
+        if reader is None:
+            reader = self._readers[self._sock] = _KeptReader(socket.SocketIO(self._sock, "rb"))
+        return reader
+
+
 def receive(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    """One answer from ``sock`` (blocking); the socket stays usable for the next one."""
-    response = HTTPResponse(sock, method=method)
+    """One answer from ``sock`` (blocking); the socket stays usable for the next one, including when
+    answers to pipelined requests arrived together."""
+    response = HTTPResponse(_Answers(sock), method=method)  # type: ignore[arg-type]
     response.begin()
     body = response.read()
     return response.status, {k.lower(): v for k, v in response.getheaders()}, body
