@@ -67,6 +67,8 @@ AUTHS = env_list("TFR_BENCH_AUTH", "anonymous,token")
 DURATION = int(env_number("TFR_BENCH_DURATION", 2))
 ROUNDS = int(env_number("TFR_BENCH_ROUNDS", 2))
 MANY_VERSIONS = 1000
+#: Requests one after another for the unloaded latency of the 1,000-version document and the 1-version one.
+ALONE_REPEAT = 21
 PROVIDER = "bench"
 #: Endpoints measured again at every scale (registry only, anonymous).
 SCALE_SENSITIVE = ("module versions", "module download", "module latest", "provider versions", "module list",
@@ -166,7 +168,7 @@ def _single_request_ms(url: str, token: str | None, repeat: int = 3) -> float:
 
 
 def _print_scales(title: str, by_scale: dict[int, dict[str, tuple[WrkResult, float]]],
-                  many: tuple[WrkResult, WrkResult] | None) -> None:
+                  many: tuple[WrkResult, WrkResult] | None, many_alone: tuple[float, float] | None) -> None:
     base = SCALES[0]
     print(f"\n[bench] {title}: registry by module count: wrk p50 ms, req/s | one request alone, ms "
           f"(xN: relative to {base} modules)")
@@ -189,6 +191,10 @@ def _print_scales(title: str, by_scale: dict[int, dict[str, tuple[WrkResult, flo
               f"p99 {thousand.p99_ms:.2f} ms"
               f" = x{thousand.p50_ms / one.p50_ms:.1f} / x{thousand.p99_ms / one.p99_ms:.1f} the 1-version module "
               f"at {base} modules")
+    if many_alone:
+        one_ms, thousand_ms = many_alone
+        print(f"  the same, one request alone (median of {ALONE_REPEAT}): {thousand_ms:.2f} ms against "
+              f"{one_ms:.2f} ms = x{thousand_ms / one_ms:.2f}")
 
 
 @pytest.mark.parametrize("database", DATABASES)
@@ -203,6 +209,7 @@ def test_protocol_reads_against_nginx(database: str, tmp_path: Path, signer: Any
         print(f"\n[bench] {database}: seeded a module with {MANY_VERSIONS} versions in {took:.2f} s per namespace")
         by_scale: dict[int, dict[int, dict[str, tuple[WrkResult, float]]]] = {w: {} for w in WORKERS}
         many: dict[int, tuple[WrkResult, WrkResult]] = {}
+        many_alone: dict[int, tuple[float, float]] = {}
         for scale in SCALES:
             took = seed_modules(srv.database_url, scale, (PUBLIC_NS, PRIVATE_NS), f"{PUBLIC_NS}/real/aws/1.0.0")
             print(f"\n[bench] {database}: seeded up to {scale} modules in {took:.2f} s")
@@ -212,6 +219,9 @@ def test_protocol_reads_against_nginx(database: str, tmp_path: Path, signer: Any
                     figures: dict[tuple[str, str], WrkResult] = {}
                     if scale == SCALES[0]:
                         many[workers], figures = _compare_with_nginx(srv, tmp_path, reader, host, scale)
+                        one, thousand = (_single_request_ms(f"{srv.url}/v1/modules/{PUBLIC_NS}/{name}/aws/versions",
+                                                            None, ALONE_REPEAT) for name in ("real", "many"))
+                        many_alone[workers] = (one, thousand)
                     targets = [t for t in endpoints(PUBLIC_NS, host, "") if t[0] in SCALE_SENSITIVE]
                     if not all((label, "registry") in figures for label, _ in targets):
                         figures = _alternate(targets, {"registry": srv.url}, None)
@@ -221,7 +231,8 @@ def test_protocol_reads_against_nginx(database: str, tmp_path: Path, signer: Any
                 finally:
                     srv.stop()
         for workers in WORKERS:
-            _print_scales(f"{database}, {workers} workers, anonymous", by_scale[workers], many.get(workers))
+            _print_scales(f"{database}, {workers} workers, anonymous", by_scale[workers], many.get(workers),
+                          many_alone.get(workers))
     print(f"\n[bench] {database}: matrix took {time.perf_counter() - started:.0f} s")
 
 
