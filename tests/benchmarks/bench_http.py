@@ -219,8 +219,9 @@ def test_protocol_reads_against_nginx(database: str, tmp_path: Path, signer: Any
                     figures: dict[tuple[str, str], WrkResult] = {}
                     if scale == SCALES[0]:
                         many[workers], figures = _compare_with_nginx(srv, tmp_path, reader, host, scale)
-                        one, thousand = (_single_request_ms(f"{srv.url}/v1/modules/{PUBLIC_NS}/{name}/aws/versions",
-                                                            None, ALONE_REPEAT) for name in ("real", "many"))
+                        paths = dict(endpoints(PUBLIC_NS, host, ""))
+                        one, thousand = (_single_request_ms(srv.url + paths[label], None, ALONE_REPEAT)
+                                         for label in ("module versions", f"module versions ({MANY_VERSIONS})"))
                         many_alone[workers] = (one, thousand)
                     targets = [t for t in endpoints(PUBLIC_NS, host, "") if t[0] in SCALE_SENSITIVE]
                     if not all((label, "registry") in figures for label, _ in targets):

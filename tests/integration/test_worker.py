@@ -22,6 +22,7 @@ import time
 import weakref
 from http.client import HTTPResponse
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -39,6 +40,24 @@ def send(sock: socket.socket, target: str, token: str, *, agent: str = TERRAFORM
          method: str = "GET") -> None:
     sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: registry.test\r\nUser-Agent: {agent}\r\n"
                  f"Authorization: Bearer {token}\r\n{extra}\r\n".encode())
+
+
+class _SocketBytes(io.RawIOBase):
+    """Raw reads from a socket that neither holds the socket alive nor keeps it open: unlike
+    ``socket.makefile``, it takes no reference count, so ``sock.close()`` still closes it at once."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = weakref.ref(sock)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        sock = self._sock()
+        if sock is None:
+            raise OSError("the socket is gone")
+        return sock.recv_into(buffer)
 
 
 class _KeptReader(io.BufferedReader):
@@ -60,7 +79,7 @@ class _Answers:
     def makefile(self, *_args: object, **_kwargs: object) -> _KeptReader:
         reader = self._readers.get(self._sock)
         if reader is None:
-            reader = self._readers[self._sock] = _KeptReader(socket.SocketIO(self._sock, "rb"))
+            reader = self._readers[self._sock] = _KeptReader(_SocketBytes(self._sock))
         return reader
 
 
