@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import select
 import socket
@@ -335,3 +336,51 @@ def test_the_tls_context_is_made_once_and_again_when_the_certificate_is_renewed(
     finally:
         server.terminate()
         server.wait(timeout=40)
+
+
+def test_a_request_head_seen_before_is_answered_with_its_own_connection(tmp_path):
+    """The event loop keeps what gunicorn parsed of a head by (bytes, peer address, listener): a head
+    seen before is not parsed again, yet every request gets its own port, the scheme its peer may set,
+    and an environ no earlier request has touched."""
+    port = free_port()
+    server = subprocess.Popen(
+        [BIN / "gunicorn", "-k", "tfregistry.worker.ReplayWorker", "-w", "1", "--threads", "1",
+         "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--forwarded-allow-ips", "127.0.0.1",
+         "tests.integration.echo_app:app"],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(server, port)
+
+        def answers(source: str, head: str, times: int = 3) -> tuple[int, list[dict[str, Any]]]:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+            with sock:
+                got = []
+                for _ in range(times):
+                    sock.sendall(head.encode())
+                    status, _headers, body = receive(sock)
+                    assert status == 200
+                    got.append(json.loads(body))
+                return sock.getsockname()[1], got
+
+        head = ("GET /v1/modules/acme/net/aws/versions?x=1 HTTP/1.1\r\nHost: registry.test\r\n"
+                "Authorization: Bearer one\r\nX-Forwarded-Proto: https\r\n\r\n")
+        seen_ports = set()
+        for source, scheme in (("127.0.0.1", "https"), ("127.0.0.1", "https"), ("127.0.0.2", "http")):
+            own_port, got = answers(source, head)
+            seen_ports.add(own_port)
+            # The first request of a connection goes to the pool thread; the rest to the event loop,
+            # the head parsed once in all (the second connection from 127.0.0.1 finds it kept).
+            assert [a["replay_only"] for a in got] == [False, True, True]
+            for a in got:
+                assert a == {"REMOTE_ADDR": source, "REMOTE_PORT": str(own_port), "wsgi.url_scheme": scheme,
+                             "PATH_INFO": "/v1/modules/acme/net/aws/versions", "QUERY_STRING": "x=1",
+                             "HTTP_AUTHORIZATION": "Bearer one", "SERVER_PORT": str(port),
+                             "replay_only": a["replay_only"], "marked_before": False, "body": ""}
+        assert len(seen_ports) == 3
+        # A head that differs by one byte is a head of its own.
+        _port, got = answers("127.0.0.1", head.replace("Bearer one", "Bearer two"), times=2)
+        assert [a["HTTP_AUTHORIZATION"] for a in got] == ["Bearer two", "Bearer two"]
+        assert got[1]["replay_only"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

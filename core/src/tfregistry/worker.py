@@ -56,6 +56,10 @@ _MAX_HEAD = 8192
 SWITCH_INTERVAL = 0.001
 #: Headers that announce a body, an interim answer or a protocol switch: the usual path handles those.
 _DECLINED_HEADERS = frozenset({"CONTENT-LENGTH", "TRANSFER-ENCODING", "EXPECT", "UPGRADE", "HTTP2-SETTINGS"})
+#: Environ keys that belong to one request on one connection, not to its head.
+_PER_CONNECTION = frozenset({"gunicorn.socket", "wsgi.early_hints"})
+#: Request heads a worker keeps with what gunicorn made of them (:class:`_Head`); all are dropped when full.
+MAX_HEADS = 1024
 
 
 #: Request bodies of at least this many bytes (with a Content-Length) are read by :class:`DirectBody`.
@@ -138,6 +142,39 @@ class _Collector:
         return len(data)
 
 
+def _no_early_hints(headers: list[tuple[str, str]]) -> None:
+    """``wsgi.early_hints`` of a request head seen before: an answer from memory sends no interim answer."""
+
+
+class _Head:
+    """What gunicorn made of one request head from one peer address, kept to be used again.
+
+    Parsing is decided by the head's bytes, the configuration and the peer's address (whether it may
+    set the scheme with ``X-Forwarded-Proto``), so the same bytes from the same address on the same
+    listener give the same request.  The request is only read afterwards (its body is gunicorn's empty
+    one: the fast path takes no request with a body), and the environ is copied for every use, with
+    what belongs to the connection (``REMOTE_PORT``, the socket) set afresh.
+    """
+
+    __slots__ = ("environ", "req")
+
+    def __init__(self, req: Any, environ: dict[str, Any]) -> None:
+        self.req = req
+        self.environ = environ
+
+    def new_request(self, client: Any, cfg: Any) -> tuple[_Collector, Any, dict[str, Any]]:
+        """``(collector, resp, environ)`` for one more request with this head, as ``wsgi.create`` makes
+        them; gunicorn writes the answer into the collector."""
+        out = _Collector()
+        resp = wsgi.Response(self.req, out, cfg)
+        environ = self.environ.copy()
+        environ["gunicorn.socket"] = out
+        environ["wsgi.early_hints"] = _no_early_hints
+        if "REMOTE_PORT" in environ:
+            environ["REMOTE_PORT"] = str(client[1])
+        return out, resp, environ
+
+
 class _HttpDate:
     """gunicorn's ``util.http_date``, formatted once per second (every answer carries a ``Date`` header)."""
 
@@ -168,6 +205,7 @@ class ReplayWorker(ThreadWorker):
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         if not isinstance(util.http_date, _HttpDate):  # this worker process only
             util.http_date = _HttpDate(util.http_date)
+        self._heads: dict[tuple[bytes, Any, Any], _Head] = {}
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -209,14 +247,24 @@ class ReplayWorker(ThreadWorker):
     def _replay(self, conn: Any, data: bytes) -> bool:
         if not data.startswith(_PREFIXES) or data.find(_HEAD_END) != len(data) - len(_HEAD_END):
             return False
-        req = next(RequestParser(self.cfg, [data], conn.client))
-        if req.should_close() or any(name in _DECLINED_HEADERS for name, _ in req.headers):
-            return False
+        client = conn.client
+        key = (data, client[0] if isinstance(client, tuple) else client, conn.server)
+        head = self._heads.get(key)
         started = datetime.now()
-        out = _Collector()
-        resp, environ = wsgi.create(req, out, conn.client, conn.server, self.cfg)
-        environ["wsgi.multithread"] = True
-        environ[REPLAY_ONLY_KEY] = True
+        if head is None:
+            req = next(RequestParser(self.cfg, [data], client))
+            if req.should_close() or any(name in _DECLINED_HEADERS for name, _ in req.headers):
+                return False
+            out = _Collector()
+            resp, environ = wsgi.create(req, out, client, conn.server, self.cfg)
+            environ["wsgi.multithread"] = True
+            environ[REPLAY_ONLY_KEY] = True
+            if len(self._heads) >= MAX_HEADS:
+                self._heads.clear()
+            self._heads[key] = _Head(req, {k: v for k, v in environ.items() if k not in _PER_CONNECTION})
+        else:
+            req = head.req
+            out, resp, environ = head.new_request(client, self.cfg)
         answer = self.wsgi(environ, resp.start_response)
         if NOT_REPLAYED_KEY in environ:
             return False
