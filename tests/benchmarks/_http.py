@@ -36,6 +36,9 @@ from tests.e2e.conftest import _stop as stop_process_group
 
 BIN = Path(sys.executable).parent
 TERRAFORM_UA = "Terraform/1.15.5"
+#: The headers Terraform's requests carry: its User-Agent, and the Accept-Encoding Go's HTTP client adds
+#: (it then decompresses a gzip answer itself).
+TERRAFORM_HEADERS = {"User-Agent": TERRAFORM_UA, "Accept-Encoding": "gzip"}
 #: What the benchmark namespaces are called: anonymous runs read ``pub``, token runs ``priv``.
 PUBLIC_NS, PRIVATE_NS = "pub", "priv"
 STARTUP_TIMEOUT = 60.0
@@ -299,7 +302,8 @@ def publish_provider(server: Gunicorn, token: str, namespace: str, dist: Path, p
 # --- recorded answers served by nginx ---------------------------------------------------------------
 
 #: The response headers that matter to Terraform and are replayed by nginx.
-REPLAYED_HEADERS = ("content-type", "x-terraform-get", "location")
+REPLAYED_HEADERS = ("content-type", "x-terraform-get", "location", "content-encoding", "vary")
+
 
 
 @dataclass
@@ -354,9 +358,10 @@ class Nginx:
         for i, answer in enumerate(answers):
             hdrs = answer.headers
             lines = [f"location = {_quote(answer.path)} {{"]
-            for name in ("x-terraform-get",):
+            for name, spelled in (("x-terraform-get", "X-Terraform-Get"), ("content-encoding", "Content-Encoding"),
+                                  ("vary", "Vary")):
                 if name in hdrs:
-                    lines.append(f"    add_header X-Terraform-Get {_quote(hdrs[name])} always;")
+                    lines.append(f"    add_header {spelled} {_quote(hdrs[name])} always;")
             if answer.status in (301, 302, 303, 307, 308):
                 lines.append(f"    return {answer.status} {_quote(hdrs.get('location', ''))};")
             elif answer.status == 204:

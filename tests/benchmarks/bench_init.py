@@ -19,6 +19,7 @@ used, default 2), ``TFR_BENCH_INIT_ROUNDS`` (default 3).
 
 from __future__ import annotations
 
+import gzip
 import json
 import ssl
 import statistics
@@ -32,7 +33,7 @@ import pytest
 
 from tests.benchmarks._http import (
     PUBLIC_NS,
-    TERRAFORM_UA,
+    TERRAFORM_HEADERS,
     Nginx,
     Recorded,
     check_replay,
@@ -71,7 +72,7 @@ def _target(url: str) -> str:
 
 def record_init(base: str, context: ssl.SSLContext) -> list[Recorded]:
     """Everything ``init`` fetches for the configuration: protocol answers first, then the files they name."""
-    headers = {"User-Agent": TERRAFORM_UA}
+    headers = dict(TERRAFORM_HEADERS)
     protocol = ["/.well-known/terraform.json"]
     for m in MODULES:
         protocol += [f"/v1/modules/{PUBLIC_NS}/{m}/aws/versions", f"/v1/modules/{PUBLIC_NS}/{m}/aws/1.0.0/download"]
@@ -85,17 +86,28 @@ def record_init(base: str, context: ssl.SSLContext) -> list[Recorded]:
         if answer.status == 204:
             files.append(urljoin(base + answer.target, answer.headers["x-terraform-get"]))
         elif "/download/" in answer.target:
-            doc = json.loads(answer.body)
+            doc = json.loads(plain_body(answer))
             files += [urljoin(base + answer.target, doc[k])
                       for k in ("download_url", "shasums_url", "shasums_signature_url")]
     assert all(f.startswith(base) for f in files), "the registry named files on another host"
     return answers + record(base, [_target(f) for f in files], headers, context)
 
 
+def plain_body(answer: Recorded) -> bytes:
+    """The answer's body, decompressed if it came gzip-encoded."""
+    return gzip.decompress(answer.body) if answer.headers.get("content-encoding") == "gzip" else answer.body
+
+
 def rewrite(answers: list[Recorded], old: str, new: str) -> list[Recorded]:
-    """The answers with every mention of host ``old`` (bodies and headers) replaced by ``new``."""
-    return [Recorded(a.target, a.status, {k: v.replace(old, new) for k, v in a.headers.items()},
-                     a.body.replace(old.encode(), new.encode())) for a in answers]
+    """The answers with every mention of host ``old`` (bodies and headers) replaced by ``new``; a
+    compressed body is compressed again (as the registry does it: level 6, no timestamp)."""
+    out = []
+    for a in answers:
+        body = plain_body(a).replace(old.encode(), new.encode())
+        if a.headers.get("content-encoding") == "gzip":
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+        out.append(Recorded(a.target, a.status, {k: v.replace(old, new) for k, v in a.headers.items()}, body))
+    return out
 
 
 def _timed_init(terraform: Terraform, config: str, root: Path) -> float:
@@ -133,7 +145,7 @@ def test_terraform_init_against_nginx(database: str, tmp_path: Path, signer: Any
         nginx_host = f"127.0.0.1:{nginx_port}"
         answers = rewrite(record_init(srv.url, context), srv.host, nginx_host)
         with Nginx(tmp_path / "nginx", answers, WORKERS, tls=(tls.cert, tls.key), port=nginx_port) as nginx:
-            check_replay(nginx.url, answers, {"User-Agent": TERRAFORM_UA}, context)
+            check_replay(nginx.url, answers, TERRAFORM_HEADERS, context)
             servers = {"registry": srv.host, "nginx": nginx_host}
             times: dict[str, list[float]] = {"registry": [], "nginx": [], "empty": []}
             for rnd in range(ROUNDS):

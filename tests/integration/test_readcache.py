@@ -597,3 +597,39 @@ def test_a_burst_of_the_same_miss_is_answered_from_one_build(app: Any) -> None:
     assert len(calls) == 1
     refused = app.test_client().get(VERSIONS, headers=bearer("tfr_not-a-token"))
     assert refused.status_code == 401  # another credential never shares the answer
+
+
+def test_a_large_answer_goes_out_compressed_to_a_client_that_accepts_gzip(replicas: Any) -> None:
+    """Terraform (Go's HTTP client) asks for gzip; a kept answer of GZIP_MIN bytes or more is then sent
+    compressed, built and replayed alike, with its own length and validator; small answers and
+    clients that do not ask are sent as they are."""
+    import gzip
+    import json
+
+    from tfregistry.readcache import GZIP_MIN
+
+    a, b, admin = replicas
+    for n in range(1, 40):
+        assert post_module(a.client, admin, version=f"1.0.{n}").status_code == 201
+    plain = b.get(VERSIONS, admin, **TERRAFORM)
+    assert len(plain.data) >= GZIP_MIN and "Content-Encoding" not in plain.headers
+    assert plain.headers["Vary"] == "Accept-Encoding"
+    for replica in (a, b):  # a builds the compressed answer, b replays the one it built plainly
+        first = replica.get(VERSIONS, admin, **TERRAFORM, **{"Accept-Encoding": "gzip"})
+        hits = replica.cache.hits
+        again = replica.get(VERSIONS, admin, **TERRAFORM, **{"Accept-Encoding": "br;q=1, gzip;q=0.5"})
+        assert replica.cache.hits == hits + 1
+        for answer in (first, again):
+            assert answer.headers["Content-Encoding"] == "gzip" and answer.headers["Vary"] == "Accept-Encoding"
+            assert int(answer.headers["Content-Length"]) == len(answer.data) < len(plain.data) / 2
+            assert gzip.decompress(answer.data) == plain.data
+            assert json.loads(gzip.decompress(answer.data))["modules"][0]["versions"]
+            assert answer.headers["ETag"] == plain.headers["ETag"][:-1] + '-gzip"'
+        # either validator stands for the same answer
+        for tag in (plain.headers["ETag"], first.headers["ETag"]):
+            unchanged = replica.get(VERSIONS, admin, **TERRAFORM, **{"Accept-Encoding": "gzip", "If-None-Match": tag})
+            assert unchanged.status_code == 304 and unchanged.headers["ETag"] == first.headers["ETag"]
+    refused = b.get(VERSIONS, admin, **TERRAFORM, **{"Accept-Encoding": "gzip;q=0, identity"})
+    assert refused.data == plain.data and "Content-Encoding" not in refused.headers
+    small = b.get("/.well-known/terraform.json", **{"Accept-Encoding": "gzip"})
+    assert small.status_code == 200 and "Content-Encoding" not in small.headers and small.get_json()

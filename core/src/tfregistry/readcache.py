@@ -37,6 +37,8 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import functools
+import gzip
 import hashlib
 import json
 import logging
@@ -80,6 +82,8 @@ _GENERATION_SQL = "SELECT generation FROM catalog_state WHERE id = 1"
 FILL_WAIT = 5.0
 #: Largest signed file :meth:`ReadCache.replay_only` sends (module archives are usually smaller).
 LOOP_FILE_SIZE = 256 * 1024
+#: Answers of at least this many bytes are also kept gzip-compressed, for clients that accept it.
+GZIP_MIN = 1024
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,65 @@ class Entry:
     etag: str | None = None
     observations: tuple[tuple[str, dict[str, str]], ...] = ()
     provider_download: int | None = None
+    #: The same answer gzip-compressed, with its own headers (see :func:`gzip_variant`).
+    gzipped: tuple[list[tuple[str, str]], bytes] | None = None
+
+    def for_client(self, environ: dict[str, Any]) -> tuple[list[tuple[str, str]], bytes]:
+        """The headers and body to send: compressed where there is such a variant and the client accepts it."""
+        if self.gzipped is not None and accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING")):
+            return self.gzipped
+        return self.headers, self.body
+
+
+def gzip_variant(headers: list[tuple[str, str]], body: bytes
+                 ) -> tuple[list[tuple[str, str]], tuple[list[tuple[str, str]], bytes] | None]:
+    """An answer's headers, and its gzip-compressed variant (headers, body), where worth having.
+
+    A JSON or text body of :data:`GZIP_MIN` bytes or more that compresses to less than 90% is
+    kept compressed as well (level 6, no timestamp, so every process makes the same bytes).  Both
+    variants then carry ``Vary: Accept-Encoding``; the compressed one has ``Content-Encoding:
+    gzip``, its own ``Content-Length``, and its own ``ETag`` (the answer's with ``-gzip``), as
+    a strong validator must differ between encodings.
+    """
+    names = {k.lower(): v for k, v in headers}
+    kind = names.get("content-type", "")
+    if (len(body) < GZIP_MIN or "content-encoding" in names
+            or not kind.startswith(("application/json", "text/"))):
+        return headers, None
+    packed = gzip.compress(body, compresslevel=6, mtime=0)
+    if len(packed) >= 0.9 * len(body):
+        return headers, None
+    vary = names.get("vary")
+    plain = [(k, v) for k, v in headers if k.lower() != "vary"]
+    plain.append(("Vary", f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"))
+    packed_headers = []
+    for k, v in plain:
+        if k.lower() == "content-length":
+            v = str(len(packed))
+        elif k.lower() == "etag" and v.endswith('"'):
+            v = v[:-1] + '-gzip"'
+        packed_headers.append((k, v))
+    packed_headers.append(("Content-Encoding", "gzip"))
+    return plain, (packed_headers, packed)
+
+
+@functools.lru_cache(maxsize=64)
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` value admits gzip (``gzip``, ``x-gzip`` or ``*``, with a q above 0)."""
+    if not accept_encoding:
+        return False
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if not q.startswith("q="):
+            return True
+        try:
+            return float(q[2:]) > 0
+        except ValueError:
+            return False
+    return False
 
 
 def cacheable(ttl: float | None = None, *, download: int | None = None, provider_download: int | None = None,
@@ -518,7 +581,9 @@ class SharedAnswers:
                           [(k, v) for k, v in data["headers"]], base64.b64decode(data["body"]),
                           data["download"], data["token_id"], data["route"], data["etag"],
                           tuple((name, dict(labels)) for name, labels in data["observations"]),
-                          data["provider_download"])
+                          data["provider_download"],
+                          None if data["gzipped"] is None else ([(k, v) for k, v in data["gzipped"][0]],
+                                                                base64.b64decode(data["gzipped"][1])))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return entry if time.time() < entry.expires else None
@@ -536,7 +601,9 @@ class SharedAnswers:
                 "body": base64.b64encode(entry.body).decode("ascii"), "download": entry.download,
                 "token_id": entry.token_id, "route": entry.route, "etag": entry.etag,
                 "observations": [[name, labels] for name, labels in entry.observations],
-                "provider_download": entry.provider_download}
+                "provider_download": entry.provider_download,
+                "gzipped": None if entry.gzipped is None else [
+                    entry.gzipped[0], base64.b64encode(entry.gzipped[1]).decode("ascii")]}
         temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             with open(temporary, "w", encoding="utf-8") as f:
@@ -686,12 +753,14 @@ class ReadCache:
             for name, labels in entry.observations:
                 self.observe(name, **labels)
         request_id = environ_request_id(environ)
-        if entry.etag is not None and _matches(environ.get("HTTP_IF_NONE_MATCH"), entry.etag):
-            start_response("304 NOT MODIFIED", [(k, v) for k, v in entry.headers if k.lower() in _KEPT_ON_304]
+        headers, body = entry.for_client(environ)
+        if entry.etag is not None and _matches(environ.get("HTTP_IF_NONE_MATCH"), entry.etag,
+                                               entry.gzipped is not None):
+            start_response("304 NOT MODIFIED", [(k, v) for k, v in headers if k.lower() in _KEPT_ON_304]
                            + [("X-Request-Id", request_id)])
             return []
-        start_response(entry.status, [*entry.headers, ("X-Request-Id", request_id)])
-        return [entry.body]
+        start_response(entry.status, [*headers, ("X-Request-Id", request_id)])
+        return [body]
 
     def _fill(self, key: tuple[Any, ...], generation: int, environ: dict[str, Any],
               start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -703,13 +772,17 @@ class ReadCache:
         captured: list[Any] = []
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured[:] = [status, headers]
-            return start_response(status, headers, exc_info)
+            # Held until the answer is known: a kept answer may go out compressed.  Flask (Werkzeug)
+            # never uses the write() callable start_response returns.
+            captured[:] = [status, headers, exc_info]
+            return _no_write
 
         body = self.wsgi_app(environ, capture)
         hint: CacheHint | None = environ.get(_HINT)
         if hint is None or not captured or captured[0][:3] not in ("200", "204") or any(
                 name.lower() == "set-cookie" for name, _ in captured[1]):
+            if captured:
+                start_response(*captured)
             return body
         try:
             data = b"".join(body)
@@ -719,13 +792,17 @@ class ReadCache:
                 close()
         now = time.time()
         expires = min(now + min(hint.ttl, self.max_ttl), hint.valid_until or float("inf"))
-        headers = [(k, v) for k, v in captured[1] if k.lower() not in _PER_REQUEST_HEADERS]
+        headers, gzipped = gzip_variant(
+            [(k, v) for k, v in captured[1] if k.lower() not in _PER_REQUEST_HEADERS], data)
         etag = next((v for k, v in headers if k.lower() == "etag"), None)
         entry = Entry(generation, expires, captured[0], headers, data, hint.download, hint.token_id,
-                      environ.get(ROUTE_KEY), etag, hint.observations, hint.provider_download)
+                      environ.get(ROUTE_KEY), etag, hint.observations, hint.provider_download, gzipped)
         self._keep(key, entry)
         if self.shared is not None:
             self.shared.put(key, entry)
+        headers, data = entry.for_client(environ)
+        per_request = [(k, v) for k, v in captured[1] if k.lower() in _PER_REQUEST_HEADERS]
+        start_response(captured[0], [*headers, *per_request])
         return [data]
 
     def _keep(self, key: tuple[Any, ...], entry: Entry) -> None:
@@ -740,14 +817,20 @@ class ReadCache:
 _KEPT_ON_304 = {"etag", "cache-control", "vary", "expires", "content-location"}
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether ``If-None-Match`` names ``etag`` (weak comparison, as RFC 9110 asks for it)."""
+def _matches(if_none_match: str | None, etag: str, gzipped: bool = False) -> bool:
+    """Whether ``If-None-Match`` names ``etag``, or with ``gzipped`` the compressed variant's tag
+    (weak comparison, as RFC 9110 asks for it: either encoding validates the same answer)."""
     if not if_none_match:
         return False
     if if_none_match.strip() == "*":
         return True
     bare = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
+    tags = {bare, bare[:-1] + '-gzip"'} if gzipped and bare.endswith('"') else {bare}
+    return any(tag.strip().removeprefix("W/") in tags for tag in if_none_match.split(","))
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("the read cache holds start_response until the answer is known: no write() callable")
 
 
 def replay_safe(registry: Registry) -> bool:
