@@ -25,6 +25,8 @@ has produced it, and replays it without Flask, the ORM or a permission check whi
 * Views opt in with :func:`cacheable`; an answer lives at most ``cache.ttl`` seconds, never
   past the credential's expiry, and never longer than half the lifetime of the signed
   download URLs it contains.
+* A JSON answer of :data:`GZIP_MIN` bytes or more is also kept gzip-compressed and sent so to
+  clients that accept it (Terraform's Go HTTP client does), see :func:`gzip_variant`.
 
 Download events are counted by :class:`DownloadRecorder`: appended in memory and written in
 batches by a background thread, so no download costs its request a commit; the rest is

@@ -18,7 +18,10 @@ round trip, anything unusual in the request) nothing has happened yet: the bytes
 the connection's parser and the request takes ``gthread``'s usual path.  An answer that does not
 fit the socket's send buffer at once is finished by a pool thread.
 
-New connections (and so TLS handshakes) take the usual path for their first request.
+New connections (and so TLS handshakes) take the usual path for their first request.  A request
+head seen before, byte for byte, from the same peer address on the same listener is not parsed
+again: the worker keeps what gunicorn made of it (:class:`_Head`), which had been half of the CPU
+time of a replayed answer.
 
 A second, separate step concerns uploads: a request body of :data:`DIRECT_BODY_MIN` bytes or
 more with a ``Content-Length`` is read by :class:`DirectBody`, straight from the socket into the
