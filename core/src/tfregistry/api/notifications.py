@@ -16,7 +16,7 @@ from flask_smorest import Blueprint
 from sqlalchemy.orm import Session
 
 from tfregistry import auth
-from tfregistry.api import api_error, errors, flag, text
+from tfregistry.api import MAX_ID, api_error, errors, flag, text
 from tfregistry.events import EVENTS, schema
 from tfregistry.models import NotificationDelivery, NotificationSubscription
 from tfregistry.protocol import register_error_handlers
@@ -86,7 +86,7 @@ class NotificationDeliverySchema(ma.Schema):
 
 class DeliveryQuery(ma.Schema):
     status = ma.fields.String(validate=ma.validate.OneOf(svc.STATUSES))
-    subscription = ma.fields.Integer(validate=ma.validate.Range(min=1))
+    subscription = ma.fields.Integer(validate=ma.validate.Range(min=1, max=MAX_ID))
     limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, 1000))
 
 

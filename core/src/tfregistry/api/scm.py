@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tfregistry import auth
+from tfregistry.api import MAX_ID, PUBLIC, api_error, errors, module_name, pattern, text
 from tfregistry.api import MODULE_SYSTEM as SYSTEM
-from tfregistry.api import PUBLIC, api_error, errors, module_name, pattern, text
 from tfregistry.api.providers import encryption_key
 from tfregistry.auth import Identity
 from tfregistry.models import ModuleVersion, Namespace, Organization, ScmConnection, ScmDelivery, ScmLink, ScmViolation
@@ -104,7 +104,7 @@ class TagsArgs(ma.Schema):
 
 
 class LinkArgs(ma.Schema):
-    connection_id = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1))
+    connection_id = ma.fields.Integer(required=True, validate=ma.validate.Range(min=1, max=MAX_ID))
     repository = text(500, required=True, min_length=1,
                       metadata={"description": "The repository id the connection lists (owner/name, or a git URL)"})
     namespace = module_name("namespace", required=True)
