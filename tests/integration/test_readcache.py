@@ -262,6 +262,38 @@ def test_downloads_served_from_the_cache_are_counted_without_a_commit_per_reques
     assert {e.client_ip for e in events} == {"127.0.0.1"}
 
 
+def test_download_events_are_stored_as_given_whatever_their_text_and_number(app_factory: Any) -> None:
+    """Events go to the database by the driver in pieces (``COPY`` text on PostgreSQL): agents with
+    tabs, newlines and backslashes, missing tokens and addresses, and more events than one piece
+    read back through the ORM as they were counted."""
+    from tfregistry.services.modules import COPY_CHUNK, record_downloads
+
+    app = app_factory()
+    admin = new_token(app, "admin", name="admin")
+    assert post_module(app.test_client(), admin).status_code == 201
+    registry = app.extensions["tfregistry"]
+    with registry.db.session() as s:
+        version_id = s.scalar(select(sa.text("id")).select_from(sa.text("module_versions")))
+    agents = ["Terraform/1.15.5", "tab\there", "line\nbreak\r", "back\\slash \\N", "é ünïcode", None]
+    now = time.time()
+    rows = [(version_id, None if n % 3 else n, None if n % 7 == 0 else f"10.0.{n % 256}.{n % 5}",
+             agents[n % len(agents)], now - n * 0.123457) for n in range(COPY_CHUNK * 2 + 3)]
+    rows.append((version_id, 1, "::1", "nul\0byte", now))
+    with registry.db.session() as s:
+        assert record_downloads(s, rows) == len(rows)
+        s.commit()
+    with registry.db.session() as s:
+        stored = s.execute(select(DownloadEvent.token_id, DownloadEvent.client_ip, DownloadEvent.user_agent,
+                                  DownloadEvent.at).order_by(DownloadEvent.id)).all()
+        assert download_counts(s, [version_id]) == {version_id: len(rows)}
+    assert len(stored) == len(rows)
+    for (token, ip, agent, at), (_, token_id, client_ip, user_agent, moment) in zip(stored, rows, strict=True):
+        assert (token, ip) == (token_id, client_ip)
+        assert agent == (user_agent if user_agent != "nul\0byte" or registry.db.engine.dialect.name == "sqlite"
+                         else "nulbyte")  # PostgreSQL text cannot hold NUL: dropped, not the event
+        assert abs(at - datetime.fromtimestamp(moment, UTC)) <= timedelta(microseconds=1), (at, moment)
+
+
 def test_workers_of_one_server_share_the_answers_they_build(app_factory: Any, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """An answer one process built is replayed by another process of the same server (the directory
