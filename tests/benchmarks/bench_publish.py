@@ -5,12 +5,15 @@ Each upload is streamed by the registry's own client (``tfregistry.client.Regist
 worker busy with a 500 MiB request longer than gunicorn's default 30 s would be killed).  Printed:
 throughput in MiB/s next to plain disk writes of the same byte count (a file in the same data dir,
 fsync'd), and the peak RSS (VmHWM) of the gunicorn workers, read from /proc while they still run.
+A third figure is a floor for any upload that is checked at all: the same files sent over loopback
+TCP (``sendfile``) to a thread that only receives them, hashes them once (SHA-256, what checking
+them against ``SHA256SUMS`` takes), writes and fsyncs them; no HTTP, no parsing, no unpacking.
 
 The bytes are random (incompressible) but cheap: one 16 MiB ``os.urandom`` block, written
 repeatedly; the releases (one version per round) are built once per session under a temporary
 directory.  Every measurement starts after ``os.sync()`` (a write that follows another one soon
 waits for the first one's write-back, which halved the second figure on the project's VM); rounds
-alternate which goes first, and medians are printed with every round's figures.
+rotate which goes first, and medians are printed with every round's figures.
 
 Environment: ``TFR_BENCH_DB`` (``sqlite,postgresql``), ``TFR_BENCH_WORKERS`` (the first count is
 used, default 2), ``TFR_BENCH_PROVIDER_MB`` (total size of the release's zips, default 500),
@@ -22,8 +25,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
 import statistics
 import tarfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -118,6 +123,42 @@ def _disk_write_mib_s(directory: Path, size: int) -> float:
     return size / MiB / elapsed
 
 
+def _bare_upload_mib_s(directory: Path, files: list[Path]) -> float:
+    """``files`` sent over loopback TCP to a thread that receives, hashes (SHA-256), writes and fsyncs them; MiB/s."""
+    path = directory / "bare-upload.bin"
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def receive() -> None:
+        conn, _ = server.accept()
+        buffer = bytearray(MiB)
+        view = memoryview(buffer)
+        digest = hashlib.sha256()
+        with conn, open(path, "wb") as fh:
+            while n := conn.recv_into(buffer):
+                digest.update(view[:n])
+                fh.write(view[:n])
+            fh.flush()
+            os.fsync(fh.fileno())
+            conn.sendall(digest.digest())
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    size = sum(f.stat().st_size for f in files)
+    start = time.perf_counter()
+    with socket.create_connection(server.getsockname()) as conn:
+        for f in files:
+            with open(f, "rb") as fh:
+                conn.sendfile(fh)
+        conn.shutdown(socket.SHUT_WR)
+        assert len(conn.recv(64)) == 32
+    elapsed = time.perf_counter() - start
+    receiver.join()
+    server.close()
+    assert path.stat().st_size == size
+    path.unlink()
+    return size / MiB / elapsed
+
+
 def _upload(srv: Gunicorn, token: str, path: str, fields: dict[str, str],
             files: list[tuple[str, Path]]) -> tuple[Any, float, float]:
     """POST through the streaming client; (response, seconds, the workers' peak RSS in MiB afterwards)."""
@@ -127,30 +168,31 @@ def _upload(srv: Gunicorn, token: str, path: str, fields: dict[str, str],
     return response, elapsed, srv.workers_peak_rss_mib()
 
 
-def _report(label: str, size: int, rates: list[float], disks: list[float], rss_before: float, rss_after: float) -> None:
-    rate, disk = statistics.median(rates), statistics.median(disks)
+def _report(label: str, size: int, rates: list[float], disks: list[float], floors: list[float],
+            rss_before: float, rss_after: float) -> None:
+    rate, disk, floor = statistics.median(rates), statistics.median(disks), statistics.median(floors)
     print(f"\n[bench] {label}: {size / MiB:.0f} MiB, median of {len(rates)} = {rate:.0f} MiB/s over HTTP; plain "
-          f"fsync'd disk write {disk:.0f} MiB/s (ratio {rate / disk:.2f}); gunicorn workers' peak RSS "
-          f"{rss_before:.0f} -> {rss_after:.0f} MiB\n        rounds (HTTP / disk MiB/s): "
-          + ", ".join(f"{r:.0f} / {d:.0f}" for r, d in zip(rates, disks, strict=True)))
+          f"fsync'd disk write {disk:.0f} MiB/s (ratio {rate / disk:.2f}); bare loopback receive + SHA-256 + "
+          f"fsync'd write {floor:.0f} MiB/s (ratio {floor / disk:.2f}); gunicorn workers' peak RSS "
+          f"{rss_before:.0f} -> {rss_after:.0f} MiB\n        rounds (HTTP / disk / bare MiB/s): "
+          + ", ".join(f"{r:.0f} / {d:.0f} / {b:.0f}" for r, d, b in zip(rates, disks, floors, strict=True)))
 
 
-def _rounds(upload: Callable[[int], float], disk: Callable[[], float]) -> tuple[list[float], list[float]]:
-    """``ROUNDS`` uploads and disk writes, alternating which goes first; (HTTP MiB/s, disk MiB/s) per round."""
-    rates, disks = [], []
+def _rounds(upload: Callable[[int], float], disk: Callable[[], float],
+            bare: Callable[[], float]) -> tuple[list[float], list[float], list[float]]:
+    """``ROUNDS`` uploads, disk writes and bare uploads, rotating which goes first; MiB/s of each per round."""
+    figures: tuple[list[float], list[float], list[float]] = ([], [], [])
 
     def settled(measure: Callable[[], float]) -> float:
         os.sync()  # what the previous measurement left to write back must not slow this one down
         return measure()
 
     for n in range(ROUNDS):
-        if n % 2:
-            disks.append(settled(disk))
-            rates.append(settled(lambda n=n: upload(n)))
-        else:
-            rates.append(settled(lambda n=n: upload(n)))
-            disks.append(settled(disk))
-    return rates, disks
+        measures = [lambda n=n: upload(n), disk, bare]
+        for k in range(3):
+            which = (n + k) % 3
+            figures[which].append(settled(measures[which]))
+    return figures
 
 
 @pytest.mark.parametrize("database", DATABASES)
@@ -189,9 +231,10 @@ def test_publish_large_provider_and_module(database: str, tmp_path: Path, big_re
             rss.append(after)
             return size / MiB / elapsed
 
-        rates, disks = _rounds(publish_provider, lambda: _disk_write_mib_s(data_dir, size))
+        rates, disks, bares = _rounds(publish_provider, lambda: _disk_write_mib_s(data_dir, size),
+                                      lambda: _bare_upload_mib_s(data_dir, sorted(big_releases[0].iterdir())))
         _report(f"{database}: provider release, {len(PLATFORMS)} zips + signed SHA256SUMS, {WORKERS} workers",
-                size, rates, disks, first_rss, max(rss))
+                size, rates, disks, bares, first_rss, max(rss))
 
         def publish_module(n: int) -> float:
             fields = {"namespace": "big", "name": "limit", "system": "aws", "version": f"1.0.{n}"}
@@ -201,6 +244,7 @@ def test_publish_large_provider_and_module(database: str, tmp_path: Path, big_re
             return archive.stat().st_size / MiB / elapsed
 
         module_rss = max(rss)
-        rates, disks = _rounds(publish_module, lambda: _disk_write_mib_s(data_dir, archive.stat().st_size))
+        rates, disks, bares = _rounds(publish_module, lambda: _disk_write_mib_s(data_dir, archive.stat().st_size),
+                                      lambda: _bare_upload_mib_s(data_dir, [archive]))
         _report(f"{database}: module at limits.module_archive_max_bytes ({limit / MiB:.0f} MiB)",
-                archive.stat().st_size, rates, disks, module_rss, max(rss))
+                archive.stat().st_size, rates, disks, bares, module_rss, max(rss))
