@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from tests.conftest import REDIS_URL, bearer, post_module
 from tests.unit.test_analysis import FIXTURE_NAMES, FIXTURES, pack_fixture
+from tfregistry import analysis as analysis_mod
 from tfregistry import jobs as jobs_mod
 from tfregistry.cli import Context, cli
 from tfregistry.models import ModuleVersion
@@ -80,26 +81,38 @@ def test_unreadable_hcl_publishes_and_the_api_says_where(client, publish, admin_
     assert download.status_code == 204 and download.headers["X-Terraform-Get"]
 
 
-class FailsOnSecondRead(io.BytesIO):
-    """An upload whose bytes cannot be read a second time (the analysis pass), then can again (storage)."""
+class CountingReads(io.BytesIO):
+    """An upload that counts the bytes read from it."""
 
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.rewinds = 0
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if offset == 0 and whence == 0:
-            self.rewinds += 1
-        return super().seek(offset, whence)
+    bytes_read = 0
 
     def read(self, size: int | None = -1) -> bytes:
-        if self.rewinds == 1:
-            raise OSError("device went away")
-        return super().read(size)
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
 
 
-def test_an_unexpected_analysis_failure_does_not_stop_a_publish(registry, caplog):
-    archive = FailsOnSecondRead(pack_fixture("basic"))
+def test_a_publish_reads_the_archive_once_to_check_and_document_it_and_once_to_store_it(registry):
+    data = pack_fixture("submodules_examples")
+    archive = CountingReads(data)
+    with registry.db.session() as session:
+        result = svc.publish_module(session, registry.storage, CLI_ACTOR, namespace="acme", name="network",
+                                    system="aws", version="1.0.0", archive=archive,
+                                    limits=svc.archive_limits(registry.settings))
+        assert result.created
+    assert archive.bytes_read == 2 * len(data)
+    analysis = stored_analysis(registry)
+    want = expected("submodules_examples")
+    assert analysis["root"]["inputs"] == want["root"]["inputs"] and analysis["submodules"] == want["submodules"]
+    assert analysis["problems"] == []
+
+
+def test_an_unexpected_analysis_failure_does_not_stop_a_publish(registry, caplog, monkeypatch):
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise OSError("device went away")
+
+    monkeypatch.setattr(analysis_mod, "_load", fail)
+    archive = io.BytesIO(pack_fixture("basic"))
     with caplog.at_level(logging.ERROR, logger="tfregistry.services.modules"), registry.db.session() as session:
         result = svc.publish_module(session, registry.storage, CLI_ACTOR, namespace="acme", name="flaky",
                                     system="aws", version="1.0.0", archive=archive,

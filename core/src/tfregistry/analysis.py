@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive
+from tfregistry.archives import ArchiveError, ArchiveLimits, ArchiveReport, inspect_module_archive
 
 __all__ = ["ANALYZER_VERSION", "AnalysisLimits", "analyse_module_archive", "failed_analysis", "hcl_text"]
 
@@ -505,25 +505,44 @@ def analyse_module_archive(
     READMEs of submodules and examples and the root ``CHANGELOG.md`` are cut at
     ``limits.max_readme_bytes`` like the root README.
     """
-    alimits = analysis_limits or AnalysisLimits()
-    ctx = _Context(alimits, time.monotonic() + alimits.max_seconds)
-    budget = [alimits.max_total_bytes]
-    sizes: dict[str, int] = {}  # every regular file of the archive
-
-    def collect(name: str, size: int) -> int:
-        sizes[name] = size
-        kind = _wanted(name)
-        if kind == "tf":
-            if size > alimits.max_file_bytes or size > budget[0]:
-                return 0
-            budget[0] -= size
-            return size
-        return limits.max_readme_bytes + 1 if kind else 0
-
+    analysis = ModuleAnalysis(limits, analysis_limits)
     try:
-        report = inspect_module_archive(fileobj, limits, collect)
+        report = inspect_module_archive(fileobj, limits, analysis.collect)
     except ArchiveError as exc:
         return failed_analysis(f"the archive could not be read: {exc}")
+    return analysis.result(report)
+
+
+class ModuleAnalysis:
+    """One analysis, made while the archive is inspected: pass :meth:`collect` to
+    :func:`~tfregistry.archives.inspect_module_archive`, then :meth:`result` its report.  A publish
+    reads the archive once for both its checks and its documentation this way."""
+
+    def __init__(self, limits: ArchiveLimits, analysis_limits: AnalysisLimits | None = None) -> None:
+        self.limits = limits
+        self.alimits = analysis_limits or AnalysisLimits()
+        self.deadline = time.monotonic() + self.alimits.max_seconds
+        self.budget = self.alimits.max_total_bytes
+        self.sizes: dict[str, int] = {}  # every regular file of the archive
+
+    def collect(self, name: str, size: int) -> int:
+        """How many of the first bytes of this regular file the analysis needs."""
+        self.sizes[name] = size
+        kind = _wanted(name)
+        if kind == "tf":
+            if size > self.alimits.max_file_bytes or size > self.budget:
+                return 0
+            self.budget -= size
+            return size
+        return self.limits.max_readme_bytes + 1 if kind else 0
+
+    def result(self, report: ArchiveReport) -> dict[str, Any]:
+        """The analysis of the archive ``report`` describes (inspected with :meth:`collect`)."""
+        return _analyse(report, self.sizes, self.limits, self.alimits, _Context(self.alimits, self.deadline))
+
+
+def _analyse(report: ArchiveReport, sizes: dict[str, int], limits: ArchiveLimits, alimits: AnalysisLimits,
+             ctx: _Context) -> dict[str, Any]:
     result: dict[str, Any] = {"analyzer": ANALYZER_VERSION, "root": None, "submodules": [], "examples": [],
                               "changelog": None, "problems": ctx.problems}
 

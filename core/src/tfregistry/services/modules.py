@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol, TypeVar
@@ -17,8 +17,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from tfregistry import semver
-from tfregistry.analysis import analyse_module_archive, failed_analysis
-from tfregistry.archives import ArchiveError, ArchiveLimits, inspect_module_archive, iter_tar_gz, path_problem
+from tfregistry.analysis import ModuleAnalysis, analyse_module_archive, failed_analysis
+from tfregistry.archives import (
+    ArchiveError,
+    ArchiveLimits,
+    ArchiveReport,
+    inspect_module_archive,
+    iter_tar_gz,
+    path_problem,
+)
 from tfregistry.events import emit
 from tfregistry.interfaces import CHUNK_SIZE, HashingReader, StorageBackend
 from tfregistry.models import DownloadEvent, DownloadTotal, Module, ModuleVersion, Namespace
@@ -26,7 +33,7 @@ from tfregistry.registry import ModuleVersionRef
 from tfregistry.services import Conflict, NotFound, ServiceError
 from tfregistry.services.audit import Actor, record
 from tfregistry.services.storage import delete_quietly
-from tfregistry.uploads import put_upload
+from tfregistry.uploads import put_upload, spooled_digest
 
 log = logging.getLogger(__name__)
 
@@ -214,22 +221,35 @@ def analyse(archive: BinaryIO, limits: ArchiveLimits, label: str) -> dict[str, A
     ``archive`` is read as a stream from where it stands.  An unexpected failure is logged and
     becomes the result's only problem ("analysis failed: ..."), so that it never stops a publish.
     """
+    return _never_raising(lambda: analyse_module_archive(archive, limits), label)
+
+
+def _never_raising(run: Callable[[], dict[str, Any]], label: str) -> dict[str, Any]:
     try:
-        return analyse_module_archive(archive, limits)
+        return run()
     except Exception as exc:
         log.exception("analysis of module %s failed", label)
         return failed_analysis(f"analysis failed: {type(exc).__name__}: {exc}")
 
 
-def _hash_and_inspect(fileobj: BinaryIO, limits: ArchiveLimits) -> tuple[str, int, str | None]:
-    reader = HashingReader(fileobj)
+def _inspect(fileobj: BinaryIO, limits: ArchiveLimits) -> tuple[str, int, ArchiveReport, ModuleAnalysis]:
+    """Check the archive and collect what its analysis needs in one read: ``(sha256, size, report, analysis)``.
+
+    An upload hashed while it arrived (:func:`~tfregistry.uploads.spooled_digest`) is not hashed again."""
+    spooled = spooled_digest(fileobj)
+    if spooled is not None:
+        fileobj.seek(0)
+    reader: Any = fileobj if spooled is not None else HashingReader(fileobj)
+    analysis = ModuleAnalysis(limits)
     try:
-        report = inspect_module_archive(reader, limits)  # type: ignore[arg-type]
+        report = inspect_module_archive(reader, limits, analysis.collect)
     except ArchiveError as exc:
         raise ServiceError(f"invalid module archive: {exc}") from None
+    if spooled is not None:
+        return spooled[1], fileobj.seek(0, 2), report, analysis
     while reader.read(CHUNK_SIZE):  # hash whatever follows the end of the tar stream
         pass
-    return reader.sha256, reader.size, report.readme
+    return reader.sha256, reader.size, report, analysis
 
 
 def publish_module(
@@ -255,7 +275,7 @@ def publish_module(
     validate_address(namespace, name, system)
     parsed = parse_version(version)
     version = str(parsed)
-    sha256, size, readme = _hash_and_inspect(archive, limits)
+    sha256, size, report, inspected = _inspect(archive, limits)
 
     existing = find_module(session, namespace, name, system)
     if existing is not None:
@@ -263,8 +283,8 @@ def publish_module(
             if mv.version == version:
                 return _same_or_conflict(mv, sha256)
 
+    analysis = _never_raising(lambda: inspected.result(report), f"{namespace}/{name}/{system}/{version}")
     archive.seek(0)
-    analysis = analyse(archive, limits, f"{namespace}/{name}/{system}/{version}")
     key = storage_key(namespace, name, system, version, sha256)
     stored = put_upload(storage, key, archive, content_type="application/gzip")
     if stored.sha256 != sha256 or stored.size != size:
@@ -282,7 +302,7 @@ def publish_module(
             storage_key=key,
             size=size,
             sha256=sha256,
-            readme=readme,
+            readme=report.readme,
             published_by=actor.name,
             analysis=analysis,
         )
