@@ -107,6 +107,28 @@ def test_a_publish_reads_the_archive_once_to_check_and_document_it_and_once_to_s
     assert analysis["problems"] == []
 
 
+def test_a_large_module_spooled_while_it_arrives_is_checked_documented_and_stored_whole(client, admin_token):
+    """Past the in-memory threshold the archive is spooled and hashed as it arrives; the publish takes that
+    hash (not a second pass) and the one read that checks the archive also documents it."""
+    import hashlib
+    import random
+
+    from tfregistry.testing.plugin import build_module_archive
+    from tfregistry.uploads import SPOOL_IN_MEMORY_BELOW
+
+    payload = random.Random(7).randbytes(SPOOL_IN_MEMORY_BELOW + 200 * 1024)
+    data = build_module_archive("big", {"payload.bin": payload})
+    assert len(data) > SPOOL_IN_MEMORY_BELOW
+    r = post_module(client, admin_token, name="big", archive=data)
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["sha256"] == hashlib.sha256(data).hexdigest()
+    body = client.get("/v1/modules/acme/big/aws/1.0.0", headers=bearer(admin_token)).get_json()
+    assert [v["name"] for v in body["root"]["inputs"]] == ["name"] and body["root"]["readme"].startswith("# big")
+    download = client.get("/v1/modules/acme/big/aws/1.0.0/download", headers=bearer(admin_token))
+    archive = client.get(download.headers["X-Terraform-Get"].split("?archive=")[0].removesuffix("//*"))
+    assert archive.status_code == 200 and archive.data == data
+
+
 def test_an_unexpected_analysis_failure_does_not_stop_a_publish(registry, caplog, monkeypatch):
     def fail(*args: Any, **kwargs: Any) -> None:
         raise OSError("device went away")

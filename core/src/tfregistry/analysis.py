@@ -28,7 +28,8 @@ from typing import Any, BinaryIO
 
 from tfregistry.archives import ArchiveError, ArchiveLimits, ArchiveReport, inspect_module_archive
 
-__all__ = ["ANALYZER_VERSION", "AnalysisLimits", "analyse_module_archive", "failed_analysis", "hcl_text"]
+__all__ = ["ANALYZER_VERSION", "AnalysisLimits", "ModuleAnalysis", "analyse_module_archive", "failed_analysis",
+           "hcl_text"]
 
 #: Bumped when the result's shape or content changes, so old results can be told apart.
 ANALYZER_VERSION = 1
