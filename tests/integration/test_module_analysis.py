@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -124,8 +125,9 @@ def test_a_large_module_spooled_while_it_arrives_is_checked_documented_and_store
     assert r.get_json()["sha256"] == hashlib.sha256(data).hexdigest()
     body = client.get("/v1/modules/acme/big/aws/1.0.0", headers=bearer(admin_token)).get_json()
     assert [v["name"] for v in body["root"]["inputs"]] == ["name"] and body["root"]["readme"].startswith("# big")
-    download = client.get("/v1/modules/acme/big/aws/1.0.0/download", headers=bearer(admin_token))
-    archive = client.get(download.headers["X-Terraform-Get"].split("?archive=")[0].removesuffix("//*"))
+    location = urlsplit(client.get("/v1/modules/acme/big/aws/1.0.0/download",
+                                   headers=bearer(admin_token)).headers["X-Terraform-Get"])
+    archive = client.get(location.path + "?" + location.query)
     assert archive.status_code == 200 and archive.data == data
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 
 from tests.conftest import bearer, new_token, post_module
 from tfregistry import hookimpl
-from tfregistry.models import ApiToken, DownloadEvent, Namespace
+from tfregistry.models import ApiToken, DownloadEvent, ModuleVersion, Namespace
 from tfregistry.readcache import ReadCache
 from tfregistry.services import identity as identity_svc
 from tfregistry.services import tokens as token_svc
@@ -273,7 +273,7 @@ def test_download_events_are_stored_as_given_whatever_their_text_and_number(app_
     assert post_module(app.test_client(), admin).status_code == 201
     registry = app.extensions["tfregistry"]
     with registry.db.session() as s:
-        version_id = s.scalar(select(sa.text("id")).select_from(sa.text("module_versions")))
+        version_id = s.scalars(select(ModuleVersion.id)).one()
     agents = ["Terraform/1.15.5", "tab\there", "line\nbreak\r", "back\\slash \\N", "é ünïcode", None]
     now = time.time()
     rows = [(version_id, None if n % 3 else n, None if n % 7 == 0 else f"10.0.{n % 256}.{n % 5}",
